@@ -1,0 +1,123 @@
+//! Loading and validating distribution definitions.
+
+use std::path::Path;
+
+use distro_config::{parse, ConfigError};
+
+const GOOD: &str = r#"
+[distribution]
+name = "test-mesh"
+
+[support]
+months = 14
+
+[fips]
+require_validated_module = true
+
+[[component]]
+name = "mesh-proxy"
+package = "mesh-proxy"
+features = ["fips"]
+
+[[line]]
+version = "1.2"
+release_date = 2025-01-31
+source = { git = "..", ref = "v1.2.0" }
+"#;
+
+fn err(text: &str) -> ConfigError {
+    match parse(Path::new("dist/distro.toml"), text) {
+        Ok(_) => panic!("expected an error for:\n{text}"),
+        Err(e) => e,
+    }
+}
+
+/// The built-in distribution definition loads and validates.
+#[test]
+fn builtin_definition_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../distro.toml");
+    let d = distro_config::load(&path).unwrap();
+    assert!(d.component("mesh-proxy").is_some());
+    assert!(d.component("mesh-control").is_some());
+    assert!(d.components.iter().all(|c| c.fips_required));
+    assert_eq!(d.support.months, 14);
+    assert!(!d.lines.is_empty());
+}
+
+/// Defaults fill in, the binary defaults to the package, relative sources resolve.
+#[test]
+fn good_definition_parses_with_defaults() {
+    let d = parse(Path::new("dist/distro.toml"), GOOD).unwrap();
+    assert_eq!(d.components[0].binary, "mesh-proxy");
+    assert_eq!(d.support.warn_days, 30);
+    let line = &d.lines[0];
+    assert_eq!(line.source.git, "dist/..");
+    // Jan 31 + 14 months clamps to the end of March of the next year.
+    assert_eq!(line.eol(&d.support).to_string(), "2026-03-31");
+}
+
+/// Malformed TOML points at the line and column of the problem.
+#[test]
+fn malformed_toml_names_the_line() {
+    let e = err("[distribution]\nname = \"x\"\n\n[[component]\nname = 1\n");
+    let loc = e.location().unwrap();
+    assert_eq!(loc.line, 4, "{e}");
+    assert!(e.to_string().starts_with("dist/distro.toml:4:"), "{e}");
+}
+
+/// A misspelt key is refused with its line, and the message lists what is accepted.
+#[test]
+fn unknown_key_names_the_line() {
+    let text = GOOD.replace("features = [\"fips\"]", "feature = [\"fips\"]");
+    let e = err(&text);
+    assert_eq!(e.location().unwrap().line, 16, "{e}");
+    assert!(e.to_string().contains("unknown field `feature`"), "{e}");
+}
+
+/// An impossible date is refused at its own line with a hint of the format.
+#[test]
+fn bad_date_names_the_line() {
+    let text = GOOD.replace("2025-01-31", "\"2025-02-30\"");
+    let e = err(&text);
+    assert_eq!(e.location().unwrap().line, 20, "{e}");
+    let s = e.to_string();
+    assert!(s.contains("release_date") && s.contains("YYYY-MM-DD"), "{s}");
+}
+
+/// A line version that is not MAJOR.MINOR is refused.
+#[test]
+fn bad_line_version_is_refused() {
+    let e = err(&GOOD.replace("version = \"1.2\"", "version = \"1.2.3\""));
+    assert_eq!(e.location().unwrap().line, 19, "{e}");
+    assert!(e.to_string().contains("MAJOR.MINOR"), "{e}");
+}
+
+/// Duplicate components are refused at the second definition.
+#[test]
+fn duplicate_component_is_refused() {
+    let text = GOOD.replace(
+        "[[line]]",
+        "[[component]]\nname = \"mesh-proxy\"\npackage = \"other\"\n\n[[line]]",
+    );
+    let e = err(&text);
+    assert_eq!(e.location().unwrap().line, 19, "{e}");
+    assert!(e.to_string().contains("defined twice"), "{e}");
+}
+
+/// An end of life before the release is refused.
+#[test]
+fn eol_before_release_is_refused() {
+    let text = GOOD.replace(
+        "release_date = 2025-01-31",
+        "release_date = 2025-01-31\neol = 2024-12-01",
+    );
+    let e = err(&text);
+    assert_eq!(e.location().unwrap().line, 21, "{e}");
+}
+
+/// A missing file says how to point at another.
+#[test]
+fn missing_file_says_what_to_do() {
+    let e = distro_config::load(Path::new("/nonexistent/distro.toml")).unwrap_err();
+    assert!(e.to_string().contains("--config"), "{e}");
+}

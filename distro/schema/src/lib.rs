@@ -1,0 +1,22 @@
+//! The JSON documents that other tools and people read, typed in one place.
+//!
+//! Every document the toolkit writes for someone else (the build record printed by
+//! `distro build --format json`, the per-component FIPS evidence, the self-report printed by a
+//! mesh binary's `fips-check`, and the in-toto/SLSA provenance) is defined here with serde and
+//! schemars, so producers and consumers cannot drift apart. The JSON Schema of each is
+//! snapshot-tested (`tests/schema.rs`): a change to a contract shows up as a snapshot diff.
+#![forbid(unsafe_code)]
+
+pub mod build;
+pub mod fips;
+pub mod intoto;
+
+pub use build::{BuildRecord, ComponentRecord, FipsSummary, SourceRecord};
+pub use fips::{
+    CmvpStatus, FipsEvidence, FipsSelfCheck, ForbiddenCrypto, ModuleIdentity, SymbolScan,
+    TlsConfigReport,
+};
+pub use intoto::{ResourceDescriptor, Statement, Subject};
+
+/// Version of the documents in this crate; bumped on any incompatible change.
+pub const SCHEMA_VERSION: &str = "1";

@@ -1,0 +1,16 @@
+//! The shared core of the mesh binaries.
+//!
+//! [`crypto`] is the only place a rustls `CryptoProvider` is made: AWS-LC in FIPS mode, cut down
+//! to the FIPS-approved suites and groups. [`tls`] builds every TLS configuration the components
+//! use from that provider, and [`fips`] lets a binary prove at run time what it links and
+//! negotiates (the `fips-check` command and the admin `/fips` endpoint), and refuse to start when
+//! it is not in FIPS mode.
+#![deny(unsafe_code)]
+
+#[cfg(not(any(feature = "fips", feature = "non-fips")))]
+compile_error!("mesh-core needs a crypto backend: enable feature `fips` (releases) or `non-fips` (tests)");
+
+pub mod admin;
+pub mod crypto;
+pub mod fips;
+pub mod tls;
