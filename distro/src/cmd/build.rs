@@ -1,14 +1,74 @@
-//! `distro build` (being written).
+//! `distro build`: build every component of a release line in FIPS mode.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
+
 use super::Context;
+use crate::output::{self, Format};
 
 /// Arguments of `distro build`.
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Release line to build (default: the newest line of the distribution).
+    #[arg(long, value_name = "VERSION")]
+    line: Option<String>,
+    /// Output directory (default: `out/` at the root of the repository holding distro.toml).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
 
 /// Runs `distro build`.
-pub fn run(_args: Args, _cx: &Context) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`distro build` is not implemented yet")
+pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
+    let dist = cx.distribution()?;
+    let line = match &args.line {
+        Some(v) => dist.line(v).with_context(|| {
+            let known: Vec<&str> = dist.lines.iter().map(|l| l.version.as_str()).collect();
+            format!(
+                "no line `{v}` in {}; its lines are: {}",
+                dist.path.display(),
+                known.join(", ")
+            )
+        })?,
+        None => dist
+            .newest_line()
+            .context("the distribution has no release lines")?,
+    };
+    let out = args.out.unwrap_or_else(|| cx.default_out());
+    let progress = |msg: &str| cx.status(&format!("[build] {msg}"));
+    let record = distro_build::build_line(
+        &dist,
+        line,
+        &distro_build::BuildOptions {
+            out_dir: out,
+            show_cargo_output: !cx.quiet,
+            progress: &progress,
+        },
+    )?;
+    match cx.format {
+        Format::Json => output::json(&record)?,
+        Format::Text => {
+            let mut s = format!(
+                "{} {} built from {} ({})\n",
+                record.distribution, record.line, record.source.repository, record.source.commit
+            );
+            for c in &record.components {
+                s.push_str(&format!(
+                    "  {:<14} {}  sha256:{}\n    FIPS mode: {}  module: {}  CMVP: {} ({})\n    evidence: {}\n    provenance: {}\n",
+                    c.name,
+                    c.binary,
+                    c.sha256,
+                    if c.fips.mode { "yes" } else { "NO" },
+                    c.fips.module_version,
+                    c.fips.cmvp_certificate.map_or("-".to_string(), |n| format!("#{n}")),
+                    c.fips.cmvp_status.as_str(),
+                    c.evidence,
+                    c.provenance,
+                ));
+            }
+            output::data(&s);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

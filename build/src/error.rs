@@ -1,0 +1,92 @@
+//! Errors of the build stage; each names what failed and what to do.
+
+use std::path::PathBuf;
+
+/// Why a build failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A file or directory operation failed.
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A subprocess failed.
+    #[error("{why} failed: `{command}` exited with {status}\n{stderr_tail}")]
+    Command {
+        /// Why it ran.
+        why: String,
+        /// The command line.
+        command: String,
+        /// Exit status.
+        status: String,
+        /// The last lines of its stderr.
+        stderr_tail: String,
+    },
+    /// A subprocess could not be started.
+    #[error("{why}: cannot run `{program}`: {source}\n  help: {help}")]
+    Spawn {
+        /// Why it was to run.
+        why: String,
+        /// The program.
+        program: String,
+        /// The OS error.
+        source: std::io::Error,
+        /// What to install.
+        help: String,
+    },
+    /// The source's Cargo.lock could not be read.
+    #[error("{}: {message}\n  help: {help}", path.display())]
+    Lockfile {
+        /// The lockfile.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+        /// What to do.
+        help: String,
+    },
+    /// The lockfile resolves a FIPS module the distribution's policy does not accept.
+    #[error("{}: {message}\n  help: {help}", lockfile.display())]
+    FipsPolicy {
+        /// The lockfile.
+        lockfile: PathBuf,
+        /// What is wrong.
+        message: String,
+        /// Which versions would satisfy the policy.
+        help: String,
+    },
+    /// A component that must be FIPS is not; the evidence file says why.
+    #[error("component `{component}` is refused as a FIPS release:\n  - {}\n  evidence: {}", reasons.join("\n  - "), evidence.display())]
+    NotFips {
+        /// The component.
+        component: String,
+        /// Its evidence file.
+        evidence: PathBuf,
+        /// Every check that failed.
+        reasons: Vec<String>,
+    },
+    /// A built binary could not be analysed.
+    #[error("cannot analyse {}: {message}", path.display())]
+    Binary {
+        /// The binary.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The source could not be resolved or exported.
+    #[error("source {repository} at `{git_ref}`: {message}\n  help: {help}")]
+    Source {
+        /// Repository.
+        repository: String,
+        /// Ref.
+        git_ref: String,
+        /// What went wrong.
+        message: String,
+        /// What to do.
+        help: String,
+    },
+}

@@ -1,0 +1,259 @@
+//! `distro build` end to end: the real binary, real cargo builds, evidence read back.
+//!
+//! These tests build the mesh in release mode with the AWS-LC FIPS module, so each takes a few
+//! minutes; they share nothing but the source repository.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use distro_schema::{BuildRecord, CmvpStatus, FipsEvidence, Provenance, Statement};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("distro/ has a parent")
+        .to_path_buf()
+}
+
+fn distro(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_distro"))
+        .args(args)
+        .output()
+        .expect("run distro");
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn build_json(config: Option<&Path>, out_dir: &Path) -> (Output, Option<BuildRecord>) {
+    let mut args: Vec<String> = Vec::new();
+    if let Some(c) = config {
+        args.push("--config".into());
+        args.push(c.display().to_string());
+    }
+    args.extend(["--format".into(), "json".into(), "build".into(), "--out".into()]);
+    args.push(out_dir.display().to_string());
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = distro(&argv);
+    let record = serde_json::from_slice(&out.stdout).ok();
+    (out, record)
+}
+
+fn read<T: serde::de::DeserializeOwned>(path: &str) -> T {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn sha256(path: &str) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// The built-in distribution builds; every component carries FIPS evidence naming the validated
+/// module and its certificate; provenance names the outputs; a second independent build in
+/// another directory is bit-identical.
+#[test]
+fn builtin_distribution_builds_fips_with_evidence_and_reproducibly() {
+    let a = tempfile::tempdir().unwrap();
+    let (out, record) = build_json(None, a.path());
+    assert!(out.status.success(), "distro build failed");
+    let record = record.expect("build --format json prints a BuildRecord");
+    assert_eq!(record.distribution, "fips-mesh");
+    let names: Vec<&str> = record.components.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["mesh-proxy", "mesh-control"]);
+    assert_eq!(record.source.commit.len(), 40);
+
+    for c in &record.components {
+        assert!(c.fips.mode, "{} not in FIPS mode", c.name);
+        assert!(c.fips.module_version.starts_with("AWS-LC FIPS 3."), "{}", c.fips.module_version);
+        assert_eq!(c.fips.cmvp_certificate, Some(5314));
+        assert_eq!(c.fips.cmvp_status, CmvpStatus::Validated);
+        assert_eq!(sha256(&c.binary), c.sha256, "recorded sha256 is the binary's");
+
+        let ev: FipsEvidence = read(&c.evidence);
+        assert!(ev.mode && ev.failures.is_empty(), "{:?}", ev.failures);
+        assert_eq!(ev.binary_sha256, c.sha256);
+        assert!(ev.symbols.fips_module_symbols > 100, "{:?}", ev.symbols);
+        assert!(ev.symbols.forbidden.is_empty(), "{:?}", ev.symbols.forbidden);
+        assert_eq!(ev.symbols.fips_module_prefix.as_deref(), Some(&*format!("aws_lc_fips_{}_", ev.module.crate_version.replace('.', "_"))));
+        let sc = ev.self_check.expect("self-check ran");
+        assert!(sc.fips_mode && sc.self_tests_passed && sc.provider_fips);
+        assert!(sc.tls_configs.iter().all(|t| t.fips));
+        assert!(sc.tls_configs.iter().all(|t| !t.cipher_suites.iter().any(|s| s.contains("CHACHA"))));
+        assert!(sc.tls_configs.iter().all(|t| !t.kx_groups.iter().any(|g| g.contains("25519"))));
+
+        let st: Statement<Provenance> = read(&c.provenance);
+        assert_eq!(st.statement_type, "https://in-toto.io/Statement/v1");
+        assert_eq!(st.predicate_type, "https://slsa.dev/provenance/v1");
+        assert!(st.subject.iter().any(|s| s.digest["sha256"] == c.sha256));
+        let deps = &st.predicate.build_definition.resolved_dependencies;
+        assert_eq!(deps[0].digest["gitCommit"], record.source.commit);
+        assert!(deps.iter().any(|d| d.name.as_deref() == Some("Cargo.lock")
+            && d.digest["sha256"] == record.cargo_lock_sha256));
+        let tools = &st.predicate.run_details.builder.version;
+        assert!(tools.contains_key("rustc") && tools.contains_key("cargo"));
+        let text = std::fs::read_to_string(&c.provenance).unwrap();
+        assert!(!text.contains(a.path().to_str().unwrap()), "provenance leaks the output path");
+    }
+
+    // An independent build elsewhere gives the same bytes.
+    let b = tempfile::tempdir().unwrap();
+    let (out_b, record_b) = build_json(None, b.path());
+    assert!(out_b.status.success());
+    let record_b = record_b.unwrap();
+    for (x, y) in record.components.iter().zip(&record_b.components) {
+        assert_eq!(x.sha256, y.sha256, "{} is not reproducible", x.name);
+        assert_eq!(sha256(&y.binary), x.sha256);
+    }
+    // The binaries carry no trace of where they were built.
+    for c in &record_b.components {
+        let bytes = std::fs::read(&c.binary).unwrap();
+        let needle = b.path().to_str().unwrap().as_bytes();
+        assert!(!bytes.windows(needle.len()).any(|w| w == needle), "{} contains its build path", c.name);
+    }
+}
+
+fn write_config(dir: &Path, body: &str) -> PathBuf {
+    let path = dir.join("distro.toml");
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
+/// A deliberately non-FIPS build of the proxy (feature `fips` off, `non-fips` on) is detected from
+/// the binary and refused as a FIPS release, with evidence that says why.
+#[test]
+fn non_fips_build_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            r#"
+[distribution]
+name = "non-fips-check"
+
+[[component]]
+name = "mesh-proxy"
+package = "mesh-proxy"
+features = ["non-fips"]
+fips_required = true
+
+[[line]]
+version = "0.1"
+release_date = 2026-11-28
+source = {{ git = "{}", ref = "HEAD" }}
+"#,
+            repo_root().display()
+        ),
+    );
+    let out_dir = dir.path().join("out");
+    let (out, _) = build_json(Some(&config), &out_dir);
+    assert!(!out.status.success(), "a non-FIPS build must be refused");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("refused as a FIPS release"), "{stderr}");
+    assert!(stderr.contains("no AWS-LC FIPS module symbols"), "{stderr}");
+    let ev: FipsEvidence = read(out_dir.join("0.1/evidence/mesh-proxy.fips.json").to_str().unwrap());
+    assert!(!ev.mode);
+    assert!(ev.symbols.forbidden.iter().any(|f| f.implementation.contains("non-FIPS")), "{:?}", ev.symbols);
+    let sc = ev.self_check.expect("the binary still reports itself");
+    assert!(!sc.fips_build && !sc.fips_mode);
+    assert!(!out_dir.join("0.1/build.json").exists(), "no build record for a refused build");
+}
+
+fn fixture_repo(dir: &Path, fips_sys_version: &str) -> PathBuf {
+    let repo = dir.join("upstream");
+    std::fs::create_dir_all(repo.join("src")).unwrap();
+    std::fs::write(
+        repo.join("Cargo.toml"),
+        "[package]\nname = \"fixture\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+    )
+    .unwrap();
+    std::fs::write(repo.join("src/main.rs"), "fn main() {}\n").unwrap();
+    std::fs::write(
+        repo.join("Cargo.lock"),
+        format!(
+            "version = 4\n\n[[package]]\nname = \"aws-lc-fips-sys\"\nversion = \"{fips_sys_version}\"\nsource = \"registry+https://github.com/rust-lang/crates.io-index\"\n\n[[package]]\nname = \"fixture\"\nversion = \"0.1.0\"\n"
+        ),
+    )
+    .unwrap();
+    let git = |args: &[&str]| {
+        let ok = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@invalid"])
+            .args(args)
+            .current_dir(&repo)
+            .output()
+            .unwrap()
+            .status
+            .success();
+        assert!(ok, "git {args:?}");
+    };
+    git(&["init", "-q"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "fixture"]);
+    repo
+}
+
+/// A distribution that requires a validated module refuses a lockfile resolving the FIPS 4.x
+/// module (in process), before building, and says which versions would do.
+#[test]
+fn uncertified_module_is_refused_by_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = fixture_repo(dir.path(), "0.14.1");
+    let config = write_config(
+        dir.path(),
+        &format!(
+            r#"
+[distribution]
+name = "policy-check"
+
+[fips]
+require_validated_module = true
+
+[[component]]
+name = "fixture"
+package = "fixture"
+
+[[line]]
+version = "0.1"
+release_date = 2026-11-28
+source = {{ git = "{}", ref = "HEAD" }}
+"#,
+            repo.display()
+        ),
+    );
+    let (out, _) = build_json(Some(&config), &dir.path().join("out"));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("aws-lc-fips-sys 0.14.1"), "{stderr}");
+    assert!(stderr.contains("in-process"), "{stderr}");
+    assert!(stderr.contains("requires a CMVP-validated module"), "{stderr}");
+    assert!(stderr.contains("0.13.x (AWS-LC FIPS 3.x, CMVP #5314)"), "{stderr}");
+    assert!(stderr.contains("Cargo.lock"), "{stderr}");
+    assert!(!dir.path().join("out/0.1/target/release").exists(), "refused before building");
+}
+
+/// A malformed distro.toml is reported with its file, line and what to change.
+#[test]
+fn malformed_config_names_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "[distribution]\nname = \"x\"\n\n[[component]]\nname = \"a\"\npackage = \"a\"\n\n[[line]]\nversion = \"1.0\"\nrelease_date = 2026-02-30\nsource = { git = \".\", ref = \"HEAD\" }\n",
+    );
+    let out = distro(&["--config", config.to_str().unwrap(), "build"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let expected = format!("{}:10:", config.display());
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(stderr.contains("help:"), "{stderr}");
+}
+
+/// Asking for a line the distribution does not have names the lines it has.
+#[test]
+fn unknown_line_lists_the_known_ones() {
+    let out = distro(&["build", "--line", "9.9"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no line `9.9`") && stderr.contains("0.1"), "{stderr}");
+}

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Installs everything the build, the tests and the benchmarks need on a fresh Debian machine.
+# Idempotent: tools already at the right version are left alone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CARGO_DENY_VERSION=0.20.2
+
+log() { echo "[install-deps] $*" >&2; }
+
+apt_packages=(
+  # aws-lc-fips-sys builds the FIPS module with CMake and Go
+  cmake golang-go gcc g++ make perl
+  git ca-certificates binutils xz-utils
+  # independent readers and checkers used by the tests
+  openssl skopeo umoci jq python3 python3-venv
+  # the local OCI registry the image tests push to
+  docker-registry apache2-utils
+  # network namespaces for conformance environments
+  iproute2 iptables
+)
+if [ "$(id -u)" = 0 ]; then
+  missing=()
+  for p in "${apt_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "apt-get install ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+else
+  log "not root: assuming these Debian packages are installed: ${apt_packages[*]}"
+fi
+
+# Python tools used as independent validators in tests (CycloneDX schema validation, DSSE).
+if ! python3 -c 'import cyclonedx.validation.json, securesystemslib' 2>/dev/null; then
+  log "pip install cyclonedx-python-lib[json-validation] securesystemslib[crypto]"
+  python3 -m pip install -q --disable-pip-version-check \
+    'cyclonedx-python-lib[json-validation]' 'securesystemslib[crypto]' 2>&1 | tail -2 >&2 || \
+  python3 -m pip install -q --break-system-packages --disable-pip-version-check \
+    'cyclonedx-python-lib[json-validation]' 'securesystemslib[crypto]' >&2
+fi
+
+# cargo-deny, pinned (used by `cargo deny check` and `distro policy`).
+if ! cargo deny --version 2>/dev/null | grep -q "$CARGO_DENY_VERSION"; then
+  log "cargo install cargo-deny $CARGO_DENY_VERSION (takes a few minutes)"
+  cargo install --locked --quiet cargo-deny --version "$CARGO_DENY_VERSION"
+fi
+
+# The RustSec advisory database snapshot, laid out where cargo-deny reads it offline.
+if [ -d ../shared/advisory-db ]; then
+  scripts/advisory-db.sh ../shared/advisory-db
+fi
+
+# Every crate the workspace needs, so later steps can run offline.
+cargo fetch --locked --quiet
+log "done"
