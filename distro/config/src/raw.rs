@@ -103,7 +103,12 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn invalid<T>(&self, span: std::ops::Range<usize>, message: String, help: &str) -> Result<T, ConfigError> {
+    fn invalid<T>(
+        &self,
+        span: std::ops::Range<usize>,
+        message: String,
+        help: &str,
+    ) -> Result<T, ConfigError> {
         Err(ConfigError::Invalid {
             location: Location::at(self.path, self.text, span.start),
             message,
@@ -174,7 +179,10 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Distribution, ConfigError
     }
 
     let support = match raw.support {
-        None => Support { months: 14, warn_days: 30 },
+        None => Support {
+            months: 14,
+            warn_days: 30,
+        },
         Some(s) => {
             let months = *s.months.get_ref();
             if !(1..=120).contains(&months) {
@@ -204,7 +212,7 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Distribution, ConfigError
     };
 
     let fips = FipsPolicy {
-        require_validated_module: raw.fips.map_or(true, |f| f.require_validated_module),
+        require_validated_module: raw.fips.is_none_or(|f| f.require_validated_module),
     };
 
     if raw.components.is_empty() {
@@ -286,16 +294,15 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Distribution, ConfigError
     for rl in &raw.lines {
         let l = rl.get_ref();
         let version = l.version.get_ref().trim().to_string();
-        let semver = match semver::Version::parse(&format!("{version}.0")) {
-            Ok(v) if v.pre.is_empty() && v.build.is_empty() => v,
-            _ => {
-                return cx.invalid(
+        let semver =
+            match semver::Version::parse(&format!("{version}.0")) {
+                Ok(v) if v.pre.is_empty() && v.build.is_empty() => v,
+                _ => return cx.invalid(
                     l.version.span(),
                     format!("line version `{version}` is not MAJOR.MINOR"),
                     "name the minor line, e.g. version = \"1.4\"; patch releases go in `latest`",
-                )
-            }
-        };
+                ),
+            };
         if !versions.insert(version.clone()) {
             return cx.invalid(
                 l.version.span(),
@@ -321,12 +328,19 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Distribution, ConfigError
         let latest = match &l.latest {
             None => None,
             Some(s) => match semver::Version::parse(s.get_ref()) {
-                Ok(v) if v.major == semver.major && v.minor == semver.minor => Some(s.get_ref().clone()),
+                Ok(v) if v.major == semver.major && v.minor == semver.minor => {
+                    Some(s.get_ref().clone())
+                }
                 _ => {
                     return cx.invalid(
                         s.span(),
-                        format!("latest = `{}` is not a patch release of line {version}", s.get_ref()),
-                        &format!("write the newest patch release of this line, e.g. \"{version}.3\""),
+                        format!(
+                            "latest = `{}` is not a patch release of line {version}",
+                            s.get_ref()
+                        ),
+                        &format!(
+                            "write the newest patch release of this line, e.g. \"{version}.3\""
+                        ),
                     )
                 }
             },
@@ -340,7 +354,8 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Distribution, ConfigError
                 "give a git URL, or a path relative to this file (\"..\" is the repository holding it)",
             );
         }
-        let git = if git.contains("://") || git.starts_with("git@") || Path::new(&git).is_absolute() {
+        let git = if git.contains("://") || git.starts_with("git@") || Path::new(&git).is_absolute()
+        {
             git
         } else {
             base.join(&git).to_string_lossy().into_owned()

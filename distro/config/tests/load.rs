@@ -81,7 +81,10 @@ fn bad_date_names_the_line() {
     let e = err(&text);
     assert_eq!(e.location().unwrap().line, 20, "{e}");
     let s = e.to_string();
-    assert!(s.contains("release_date") && s.contains("YYYY-MM-DD"), "{s}");
+    assert!(
+        s.contains("release_date") && s.contains("YYYY-MM-DD"),
+        "{s}"
+    );
 }
 
 /// A line version that is not MAJOR.MINOR is refused.
