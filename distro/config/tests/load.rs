@@ -70,7 +70,7 @@ fn malformed_toml_names_the_line() {
 fn unknown_key_names_the_line() {
     let text = GOOD.replace("features = [\"fips\"]", "feature = [\"fips\"]");
     let e = err(&text);
-    assert_eq!(e.location().unwrap().line, 16, "{e}");
+    assert_eq!(e.location().unwrap().line, 14, "{e}");
     assert!(e.to_string().contains("unknown field `feature`"), "{e}");
 }
 
@@ -79,7 +79,7 @@ fn unknown_key_names_the_line() {
 fn bad_date_names_the_line() {
     let text = GOOD.replace("2025-01-31", "\"2025-02-30\"");
     let e = err(&text);
-    assert_eq!(e.location().unwrap().line, 20, "{e}");
+    assert_eq!(e.location().unwrap().line, 18, "{e}");
     let s = e.to_string();
     assert!(
         s.contains("release_date") && s.contains("YYYY-MM-DD"),
@@ -91,7 +91,7 @@ fn bad_date_names_the_line() {
 #[test]
 fn bad_line_version_is_refused() {
     let e = err(&GOOD.replace("version = \"1.2\"", "version = \"1.2.3\""));
-    assert_eq!(e.location().unwrap().line, 19, "{e}");
+    assert_eq!(e.location().unwrap().line, 17, "{e}");
     assert!(e.to_string().contains("MAJOR.MINOR"), "{e}");
 }
 
@@ -103,7 +103,7 @@ fn duplicate_component_is_refused() {
         "[[component]]\nname = \"mesh-proxy\"\npackage = \"other\"\n\n[[line]]",
     );
     let e = err(&text);
-    assert_eq!(e.location().unwrap().line, 19, "{e}");
+    assert_eq!(e.location().unwrap().line, 17, "{e}");
     assert!(e.to_string().contains("defined twice"), "{e}");
 }
 
@@ -115,7 +115,7 @@ fn eol_before_release_is_refused() {
         "release_date = 2025-01-31\neol = 2024-12-01",
     );
     let e = err(&text);
-    assert_eq!(e.location().unwrap().line, 21, "{e}");
+    assert_eq!(e.location().unwrap().line, 19, "{e}");
 }
 
 /// A missing file says how to point at another.
