@@ -6,7 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use distro_schema::{BuildRecord, CmvpStatus, FipsEvidence, Provenance, Statement};
+use distro_schema::intoto::Provenance;
+use distro_schema::{BuildRecord, CmvpStatus, FipsEvidence, Statement};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -30,7 +31,12 @@ fn build_json(config: Option<&Path>, out_dir: &Path) -> (Output, Option<BuildRec
         args.push("--config".into());
         args.push(c.display().to_string());
     }
-    args.extend(["--format".into(), "json".into(), "build".into(), "--out".into()]);
+    args.extend([
+        "--format".into(),
+        "json".into(),
+        "build".into(),
+        "--out".into(),
+    ]);
     args.push(out_dir.display().to_string());
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = distro(&argv);
@@ -67,22 +73,46 @@ fn builtin_distribution_builds_fips_with_evidence_and_reproducibly() {
 
     for c in &record.components {
         assert!(c.fips.mode, "{} not in FIPS mode", c.name);
-        assert!(c.fips.module_version.starts_with("AWS-LC FIPS 3."), "{}", c.fips.module_version);
+        assert!(
+            c.fips.module_version.starts_with("AWS-LC FIPS 3."),
+            "{}",
+            c.fips.module_version
+        );
         assert_eq!(c.fips.cmvp_certificate, Some(5314));
         assert_eq!(c.fips.cmvp_status, CmvpStatus::Validated);
-        assert_eq!(sha256(&c.binary), c.sha256, "recorded sha256 is the binary's");
+        assert_eq!(
+            sha256(&c.binary),
+            c.sha256,
+            "recorded sha256 is the binary's"
+        );
 
         let ev: FipsEvidence = read(&c.evidence);
         assert!(ev.mode && ev.failures.is_empty(), "{:?}", ev.failures);
         assert_eq!(ev.binary_sha256, c.sha256);
         assert!(ev.symbols.fips_module_symbols > 100, "{:?}", ev.symbols);
-        assert!(ev.symbols.forbidden.is_empty(), "{:?}", ev.symbols.forbidden);
-        assert_eq!(ev.symbols.fips_module_prefix.as_deref(), Some(&*format!("aws_lc_fips_{}_", ev.module.crate_version.replace('.', "_"))));
+        assert!(
+            ev.symbols.forbidden.is_empty(),
+            "{:?}",
+            ev.symbols.forbidden
+        );
+        assert_eq!(
+            ev.symbols.fips_module_prefix.as_deref(),
+            Some(&*format!(
+                "aws_lc_fips_{}_",
+                ev.module.crate_version.replace('.', "_")
+            ))
+        );
         let sc = ev.self_check.expect("self-check ran");
         assert!(sc.fips_mode && sc.self_tests_passed && sc.provider_fips);
         assert!(sc.tls_configs.iter().all(|t| t.fips));
-        assert!(sc.tls_configs.iter().all(|t| !t.cipher_suites.iter().any(|s| s.contains("CHACHA"))));
-        assert!(sc.tls_configs.iter().all(|t| !t.kx_groups.iter().any(|g| g.contains("25519"))));
+        assert!(sc
+            .tls_configs
+            .iter()
+            .all(|t| !t.cipher_suites.iter().any(|s| s.contains("CHACHA"))));
+        assert!(sc
+            .tls_configs
+            .iter()
+            .all(|t| !t.kx_groups.iter().any(|g| g.contains("25519"))));
 
         let st: Statement<Provenance> = read(&c.provenance);
         assert_eq!(st.statement_type, "https://in-toto.io/Statement/v1");
@@ -95,7 +125,10 @@ fn builtin_distribution_builds_fips_with_evidence_and_reproducibly() {
         let tools = &st.predicate.run_details.builder.version;
         assert!(tools.contains_key("rustc") && tools.contains_key("cargo"));
         let text = std::fs::read_to_string(&c.provenance).unwrap();
-        assert!(!text.contains(a.path().to_str().unwrap()), "provenance leaks the output path");
+        assert!(
+            !text.contains(a.path().to_str().unwrap()),
+            "provenance leaks the output path"
+        );
     }
 
     // An independent build elsewhere gives the same bytes.
@@ -111,7 +144,11 @@ fn builtin_distribution_builds_fips_with_evidence_and_reproducibly() {
     for c in &record_b.components {
         let bytes = std::fs::read(&c.binary).unwrap();
         let needle = b.path().to_str().unwrap().as_bytes();
-        assert!(!bytes.windows(needle.len()).any(|w| w == needle), "{} contains its build path", c.name);
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle),
+            "{} contains its build path",
+            c.name
+        );
     }
 }
 
@@ -153,12 +190,27 @@ source = {{ git = "{}", ref = "HEAD" }}
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("refused as a FIPS release"), "{stderr}");
     assert!(stderr.contains("no AWS-LC FIPS module symbols"), "{stderr}");
-    let ev: FipsEvidence = read(out_dir.join("0.1/evidence/mesh-proxy.fips.json").to_str().unwrap());
+    let ev: FipsEvidence = read(
+        out_dir
+            .join("0.1/evidence/mesh-proxy.fips.json")
+            .to_str()
+            .unwrap(),
+    );
     assert!(!ev.mode);
-    assert!(ev.symbols.forbidden.iter().any(|f| f.implementation.contains("non-FIPS")), "{:?}", ev.symbols);
+    assert!(
+        ev.symbols
+            .forbidden
+            .iter()
+            .any(|f| f.implementation.contains("non-FIPS")),
+        "{:?}",
+        ev.symbols
+    );
     let sc = ev.self_check.expect("the binary still reports itself");
     assert!(!sc.fips_build && !sc.fips_mode);
-    assert!(!out_dir.join("0.1/build.json").exists(), "no build record for a refused build");
+    assert!(
+        !out_dir.join("0.1/build.json").exists(),
+        "no build record for a refused build"
+    );
 }
 
 fn fixture_repo(dir: &Path, fips_sys_version: &str) -> PathBuf {
@@ -227,10 +279,19 @@ source = {{ git = "{}", ref = "HEAD" }}
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("aws-lc-fips-sys 0.14.1"), "{stderr}");
     assert!(stderr.contains("in-process"), "{stderr}");
-    assert!(stderr.contains("requires a CMVP-validated module"), "{stderr}");
-    assert!(stderr.contains("0.13.x (AWS-LC FIPS 3.x, CMVP #5314)"), "{stderr}");
+    assert!(
+        stderr.contains("requires a CMVP-validated module"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("0.13.x (AWS-LC FIPS 3.x, CMVP #5314)"),
+        "{stderr}"
+    );
     assert!(stderr.contains("Cargo.lock"), "{stderr}");
-    assert!(!dir.path().join("out/0.1/target/release").exists(), "refused before building");
+    assert!(
+        !dir.path().join("out/0.1/target/release").exists(),
+        "refused before building"
+    );
 }
 
 /// A malformed distro.toml is reported with its file, line and what to change.
@@ -255,5 +316,8 @@ fn unknown_line_lists_the_known_ones() {
     let out = distro(&["build", "--line", "9.9"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("no line `9.9`") && stderr.contains("0.1"), "{stderr}");
+    assert!(
+        stderr.contains("no line `9.9`") && stderr.contains("0.1"),
+        "{stderr}"
+    );
 }
