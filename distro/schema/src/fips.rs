@@ -15,7 +15,7 @@ pub struct FipsSelfCheck {
     /// Whether the binary was compiled with the `fips` feature.
     pub fips_build: bool,
     /// Version string the linked crypto library reports at run time
-    /// (`awslc_version_string()`, e.g. `AWS-LC FIPS 3.6.0`).
+    /// (`OpenSSL_version(OPENSSL_VERSION)`, e.g. `AWS-LC FIPS 3.6.0`).
     pub module_version_string: String,
     /// `aws_lc_rs::try_fips_mode()` succeeded.
     pub fips_mode: bool,

@@ -1,11 +1,26 @@
 //! `mesh-control`: the control plane of the mesh.
+//!
+//! It is a certificate authority issuing SPIFFE X.509-SVIDs from CSRs ([`ca`]), bootstraps
+//! workloads with join tokens or service-account JWTs ([`tokens`]), loads the declarative mesh
+//! configuration ([`config`]) and pushes each proxy its part over mTLS ([`server`], protocol in
+//! `mesh_core::api`). Everything that must survive a restart lives in the state directory
+//! ([`state`]).
 #![forbid(unsafe_code)]
 
-use std::net::TcpListener;
-use std::process::ExitCode;
+mod ca;
+mod config;
+mod metrics;
+mod server;
+mod state;
+mod tokens;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use distro_schema::FipsSelfCheck;
+use mesh_core::identity::SpiffeId;
 use mesh_core::{fips, tls};
 
 const COMPONENT: &str = "mesh-control";
@@ -28,10 +43,128 @@ enum Command {
         format: Format,
     },
     /// Start the control plane (refuses to start unless in FIPS mode).
-    Run {
-        /// Address of the admin endpoint.
-        #[arg(long, default_value = "127.0.0.1:15010")]
-        admin: String,
+    Run(RunArgs),
+    /// Join tokens for hosts outside a cluster.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// The certificate authority: create, import (bring your own CA), rotate, show.
+    #[command(subcommand)]
+    Ca(CaCmd),
+    /// Check mesh configuration files without starting anything (exit 1 with every error).
+    CheckConfig {
+        /// Configuration directory (every *.toml) or file.
+        config: PathBuf,
+        /// Trust domain the identities must belong to.
+        #[arg(long)]
+        trust_domain: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// State directory (CA key, issued serials, config version, used tokens).
+    #[arg(long)]
+    state_dir: PathBuf,
+    /// Mesh configuration: a directory of *.toml files, or one file. Watched for changes.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Trust domain; needed on the first start, when a new CA is created.
+    #[arg(long)]
+    trust_domain: Option<String>,
+    /// Address of the TLS API (bootstrap, renew, config).
+    #[arg(long, default_value = mesh_core::api::DEFAULT_CONTROL_ADDR)]
+    listen: String,
+    /// Address of the plain-HTTP ops endpoint (/healthz, /readyz, /metrics, /fips).
+    #[arg(long, alias = "admin", default_value = mesh_core::api::DEFAULT_OPS_ADDR)]
+    ops: String,
+    /// Lifetime of issued SVIDs (e.g. 24h, 30m, 90s).
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    svid_ttl: Duration,
+    /// Public key (SPKI PEM, P-256) of a trusted service-account token issuer; repeatable.
+    #[arg(long)]
+    sa_issuer_key: Vec<String>,
+    /// The `iss` claim service-account tokens must carry (checked when given).
+    #[arg(long)]
+    sa_issuer: Option<String>,
+    /// How often configuration files and CA state are checked for changes.
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    watch_interval: Duration,
+    /// How long a configuration long-poll is held before answering 304.
+    #[arg(long, default_value = "25s", value_parser = parse_duration)]
+    long_poll: Duration,
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Create a one-time join token bound to one identity; prints the token.
+    Create {
+        /// State directory of the control plane.
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// The SPIFFE ID the token entitles.
+        #[arg(long)]
+        identity: String,
+        /// How long the token is valid (e.g. 10m).
+        #[arg(long, default_value = "10m", value_parser = parse_duration)]
+        ttl: Duration,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaCmd {
+    /// Create a self-signed signing CA (no-op when one exists).
+    Init {
+        /// State directory.
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// Trust domain.
+        #[arg(long)]
+        trust_domain: String,
+    },
+    /// Use an intermediate CA issued by your organisation's root.
+    Import {
+        /// State directory.
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// Trust domain (needed when the state directory is new).
+        #[arg(long)]
+        trust_domain: Option<String>,
+        /// The intermediate CA certificate (PEM), optionally followed by its chain up to the root.
+        #[arg(long)]
+        cert: String,
+        /// Its private key (PKCS#8 PEM).
+        #[arg(long)]
+        key: String,
+        /// The organisation root(s) workloads must trust (PEM).
+        #[arg(long)]
+        roots: String,
+        /// How long the previous CA stays trusted.
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        overlap: Duration,
+    },
+    /// Switch to a new self-signed CA; the old one stays trusted for the overlap period.
+    Rotate {
+        /// State directory.
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// How long the previous CA stays trusted.
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        overlap: Duration,
+    },
+    /// Show the CA generations and the trust bundle path.
+    Status {
+        /// State directory.
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
     },
 }
 
@@ -41,27 +174,56 @@ enum Format {
     Json,
 }
 
-fn report() -> anyhow::Result<FipsSelfCheck> {
-    let configs = tls::self_check_configs()?;
-    Ok(fips::self_check(COMPONENT, env!("CARGO_PKG_VERSION"), configs))
+/// Parses `90s`, `10m`, `24h`, `1d`, `500ms`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number and a unit, e.g. 10m, 24h, 90s, 500ms"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" | "" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        "d" => Duration::from_secs(n * 86400),
+        _ => {
+            return Err(format!(
+                "{s:?}: unknown unit {unit:?}; use ms, s, m, h or d"
+            ))
+        }
+    };
+    Ok(d)
 }
 
-#[allow(clippy::print_stdout, clippy::print_stderr)]
+fn report() -> anyhow::Result<FipsSelfCheck> {
+    let mut configs = tls::self_check_configs()?;
+    configs.push(server::self_check_config()?);
+    Ok(fips::self_check(
+        COMPONENT,
+        env!("CARGO_PKG_VERSION"),
+        configs,
+    ))
+}
+
+#[allow(clippy::print_stderr)]
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::FipsCheck { format } => report().map(|r| {
-            match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default()),
-                Format::Text => print!("{}", mesh_core::fips::render_text(&r)),
-            }
-            if fips::ensure_fips(&r).is_ok() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(3)
-            }
-        }),
-        Command::Run { admin } => run(&admin),
+        Command::FipsCheck { format } => fips_check(format),
+        Command::Run(args) => run(args),
+        Command::Token(TokenCmd::Create {
+            state_dir,
+            identity,
+            ttl,
+            format,
+        }) => token_create(&state_dir, &identity, ttl, format),
+        Command::Ca(cmd) => ca_cmd(cmd),
+        Command::CheckConfig {
+            config,
+            trust_domain,
+            format,
+        } => check_config(&config, &trust_domain, format),
     };
     match result {
         Ok(code) => code,
@@ -72,20 +234,189 @@ fn main() -> ExitCode {
     }
 }
 
+#[allow(clippy::print_stdout)]
+fn fips_check(format: Format) -> anyhow::Result<ExitCode> {
+    let r = report()?;
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+        Format::Text => print!("{}", mesh_core::fips::render_text(&r)),
+    }
+    Ok(if fips::ensure_fips(&r).is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
+
 #[allow(clippy::print_stderr)]
-fn run(admin: &str) -> anyhow::Result<ExitCode> {
+fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let r = report()?;
     if let Err(e) = fips::ensure_fips(&r) {
         eprintln!("{COMPONENT}: refusing to start: {e}");
         return Ok(ExitCode::from(3));
     }
-    let listener = TcpListener::bind(admin)
-        .map_err(|e| anyhow::anyhow!("cannot listen on admin address {admin}: {e}"))?;
-    eprintln!(
-        "{COMPONENT}: FIPS mode on ({}), admin on {}",
-        r.module_version_string,
-        listener.local_addr()?
-    );
-    mesh_core::admin::serve(listener, r)?;
+    tracing_subscriber::fmt()
+        .json()
+        .with_current_span(false)
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let mut sa_issuers = Vec::new();
+    for f in &args.sa_issuer_key {
+        sa_issuers.push(tokens::load_sa_issuer(f, args.sa_issuer.clone())?);
+    }
+    let settings = server::Settings {
+        state_dir: args.state_dir,
+        config: args.config,
+        listen: args.listen,
+        ops: args.ops,
+        svid_ttl: args.svid_ttl,
+        sa_issuers,
+        watch_interval: args.watch_interval.max(Duration::from_millis(50)),
+        long_poll: args.long_poll,
+        fips_report: r,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(server::run(settings, args.trust_domain))?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[allow(clippy::print_stdout)]
+fn token_create(
+    state_dir: &std::path::Path,
+    identity: &str,
+    ttl: Duration,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    let state = state::StateDir::open(state_dir)?;
+    let td = ca::trust_domain(&state)?;
+    if td.is_empty() {
+        anyhow::bail!("{} holds no CA yet: start `mesh-control run --trust-domain ...` or run `mesh-control ca init` first", state_dir.display());
+    }
+    let id = SpiffeId::parse(identity)?;
+    if id.trust_domain() != td {
+        anyhow::bail!("identity {id} is outside this control plane's trust domain {td}");
+    }
+    let token = tokens::create_join_token(&state, &id, ttl)?;
+    match format {
+        Format::Text => println!("{token}"),
+        Format::Json => println!(
+            "{}",
+            serde_json::json!({ "token": token, "identity": id.to_string(), "ttl_seconds": ttl.as_secs() })
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[allow(clippy::print_stdout, clippy::print_stderr)]
+fn ca_cmd(cmd: CaCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        CaCmd::Init {
+            state_dir,
+            trust_domain,
+        } => {
+            SpiffeId::parse(&format!("spiffe://{trust_domain}"))?;
+            let state = state::StateDir::open(&state_dir)?;
+            let gen = ca::init(&state, &trust_domain)?;
+            ca::Ca::load(&state, &trust_domain)?;
+            eprintln!(
+                "{COMPONENT}: CA generation {gen} active; trust bundle at {}",
+                state.bundle().display()
+            );
+        }
+        CaCmd::Import {
+            state_dir,
+            trust_domain,
+            cert,
+            key,
+            roots,
+            overlap,
+        } => {
+            let state = state::StateDir::open(&state_dir)?;
+            let td = match (ca::trust_domain(&state)?, trust_domain) {
+                (existing, _) if !existing.is_empty() => existing,
+                (_, Some(td)) => td,
+                (_, None) => anyhow::bail!("{} is new: pass --trust-domain", state_dir.display()),
+            };
+            let gen = ca::import(&state, &td, &cert, &key, &roots, overlap)?;
+            ca::Ca::load(&state, &td)?;
+            eprintln!(
+                "{COMPONENT}: imported CA is generation {gen}; trust bundle at {}",
+                state.bundle().display()
+            );
+        }
+        CaCmd::Rotate { state_dir, overlap } => {
+            let state = state::StateDir::open(&state_dir)?;
+            let td = ca::trust_domain(&state)?;
+            let gen = ca::rotate(&state, &td, overlap)?;
+            ca::Ca::load(&state, &td)?;
+            eprintln!(
+                "{COMPONENT}: CA generation {gen} active; previous CAs trusted for {}s more; a running control plane picks this up within its watch interval",
+                overlap.as_secs()
+            );
+        }
+        CaCmd::Status { state_dir, format } => {
+            let state = state::StateDir::open(&state_dir)?;
+            let st = ca::status(&state)?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&st)?),
+                Format::Text => {
+                    println!("trust domain: {}", st.trust_domain);
+                    println!("active:       {}", st.active);
+                    for g in &st.generations {
+                        println!(
+                            "generation {}: created {}{}{}",
+                            g.gen,
+                            g.created,
+                            if g.imported { ", imported" } else { "" },
+                            g.trusted_until
+                                .as_deref()
+                                .map(|u| format!(", trusted until {u}"))
+                                .unwrap_or_default()
+                        );
+                    }
+                    println!("bundle:       {}", state.bundle().display());
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[allow(clippy::print_stdout)]
+fn check_config(
+    path: &std::path::Path,
+    trust_domain: &str,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    let result = config::load(path, trust_domain);
+    match (format, &result) {
+        (Format::Json, Ok(cfg)) => println!(
+            "{}",
+            serde_json::json!({ "valid": true, "errors": [], "digest": cfg.digest() })
+        ),
+        (Format::Json, Err(e)) => {
+            println!("{}", serde_json::json!({ "valid": false, "errors": e.0 }))
+        }
+        (Format::Text, Ok(cfg)) => println!(
+            "valid: {} services, {} routes, {} authorization rules",
+            cfg.services.len(),
+            cfg.routes.len(),
+            cfg.authorization.len()
+        ),
+        (Format::Text, Err(e)) => {
+            for err in &e.0 {
+                println!("{err}");
+            }
+        }
+    }
+    Ok(if result.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

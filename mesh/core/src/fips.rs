@@ -29,10 +29,10 @@ pub enum FipsError {
 
 /// The version string the linked AWS-LC reports, e.g. `AWS-LC FIPS 3.6.0`.
 pub fn module_version_string() -> String {
-    // SAFETY: `awslc_version_string` takes no arguments and returns a pointer to a static,
+    // SAFETY: `OpenSSL_version(OPENSSL_VERSION)` returns a pointer to a static,
     // NUL-terminated string compiled into the library; it is never null and never freed.
     #[allow(unsafe_code)]
-    let ptr = unsafe { sys::awslc_version_string() };
+    let ptr = unsafe { sys::OpenSSL_version(sys::OPENSSL_VERSION) };
     if ptr.is_null() {
         return String::new();
     }
@@ -52,7 +52,11 @@ pub fn run_self_tests() -> bool {
 }
 
 /// Builds the self-report of a component from its TLS configuration reports.
-pub fn self_check(component: &str, version: &str, tls_configs: Vec<TlsConfigReport>) -> FipsSelfCheck {
+pub fn self_check(
+    component: &str,
+    version: &str,
+    tls_configs: Vec<TlsConfigReport>,
+) -> FipsSelfCheck {
     let (fips_mode, fips_mode_error) = match aws_lc_rs::try_fips_mode() {
         Ok(()) => (true, None),
         Err(e) => (false, Some(e.to_string())),
@@ -94,6 +98,46 @@ use aws_lc_fips_sys as sys;
 #[cfg(not(feature = "fips"))]
 use aws_lc_sys as sys;
 
+/// Renders a self-report for a person.
+pub fn render_text(r: &FipsSelfCheck) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let yes = |b: bool| if b { "yes" } else { "NO" };
+    let _ = writeln!(
+        s,
+        "component:        {} {}",
+        r.component, r.component_version
+    );
+    let _ = writeln!(s, "crypto module:    {}", r.module_version_string);
+    let _ = writeln!(s, "FIPS build:       {}", yes(r.fips_build));
+    let _ = writeln!(
+        s,
+        "FIPS mode:        {}{}",
+        yes(r.fips_mode),
+        r.fips_mode_error
+            .as_deref()
+            .map(|e| format!(" ({e})"))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(
+        s,
+        "self-tests:       {}",
+        if r.self_tests_passed {
+            "passed"
+        } else {
+            "FAILED"
+        }
+    );
+    let _ = writeln!(s, "provider fips():  {}", yes(r.provider_fips));
+    for c in &r.tls_configs {
+        let _ = writeln!(s, "tls {} ({}): fips()={}", c.name, c.role, yes(c.fips));
+        let _ = writeln!(s, "  versions: {}", c.protocol_versions.join(", "));
+        let _ = writeln!(s, "  suites:   {}", c.cipher_suites.join(", "));
+        let _ = writeln!(s, "  groups:   {}", c.kx_groups.join(", "));
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,31 +155,10 @@ mod tests {
     #[test]
     fn gate_matches_build() {
         let report = self_check("test", "0", crate::tls::self_check_configs().unwrap());
-        assert_eq!(ensure_fips(&report).is_ok(), crypto::FIPS_BUILD, "{report:?}");
+        assert_eq!(
+            ensure_fips(&report).is_ok(),
+            crypto::FIPS_BUILD,
+            "{report:?}"
+        );
     }
-}
-
-/// Renders a self-report for a person.
-pub fn render_text(r: &FipsSelfCheck) -> String {
-    use std::fmt::Write;
-    let mut s = String::new();
-    let yes = |b: bool| if b { "yes" } else { "NO" };
-    let _ = writeln!(s, "component:        {} {}", r.component, r.component_version);
-    let _ = writeln!(s, "crypto module:    {}", r.module_version_string);
-    let _ = writeln!(s, "FIPS build:       {}", yes(r.fips_build));
-    let _ = writeln!(
-        s,
-        "FIPS mode:        {}{}",
-        yes(r.fips_mode),
-        r.fips_mode_error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
-    );
-    let _ = writeln!(s, "self-tests:       {}", if r.self_tests_passed { "passed" } else { "FAILED" });
-    let _ = writeln!(s, "provider fips():  {}", yes(r.provider_fips));
-    for c in &r.tls_configs {
-        let _ = writeln!(s, "tls {} ({}): fips()={}", c.name, c.role, yes(c.fips));
-        let _ = writeln!(s, "  versions: {}", c.protocol_versions.join(", "));
-        let _ = writeln!(s, "  suites:   {}", c.cipher_suites.join(", "));
-        let _ = writeln!(s, "  groups:   {}", c.kx_groups.join(", "));
-    }
-    s
 }

@@ -4,13 +4,18 @@
 //! to the FIPS-approved suites and groups. [`tls`] builds every TLS configuration the components
 //! use from that provider, and [`fips`] lets a binary prove at run time what it links and
 //! negotiates (the `fips-check` command and the admin `/fips` endpoint), and refuse to start when
-//! it is not in FIPS mode.
+//! it is not in FIPS mode. [`api`] is the control-plane ↔ proxy contract and [`identity`] holds
+//! SPIFFE IDs and workload-side CSR generation.
 #![deny(unsafe_code)]
 
 #[cfg(not(any(feature = "fips", feature = "non-fips")))]
-compile_error!("mesh-core needs a crypto backend: enable feature `fips` (releases) or `non-fips` (tests)");
+compile_error!(
+    "mesh-core needs a crypto backend: enable feature `fips` (releases) or `non-fips` (tests)"
+);
 
 pub mod admin;
+pub mod api;
 pub mod crypto;
 pub mod fips;
+pub mod identity;
 pub mod tls;

@@ -1,0 +1,310 @@
+//! Benchmark: N simulated proxies long-poll a real `mesh-control`; one configuration change;
+//! how long until every proxy has it, and the control plane's memory.
+//!
+//! Run through `bench/control/run.sh` (which builds in release mode and raises the open-file
+//! limit), or directly:
+//! `cargo run --release -p mesh-control --example bench-control -- --proxies 1000`.
+//! Prints one JSON object on stdout; progress on stderr.
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use mesh_core::api::{self, BootstrapRequest, ConfigResponse, SvidResponse};
+use mesh_core::identity::{self, SpiffeId};
+use mesh_core::tls::{self, ExpectedPeer};
+use rustls::pki_types::ServerName;
+
+const TD: &str = "bench.example";
+
+struct Opts {
+    proxies: usize,
+    bin: PathBuf,
+    concurrency: usize,
+}
+
+fn opts() -> Opts {
+    let mut o = Opts {
+        proxies: 1000,
+        bin: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/release/mesh-control"),
+        concurrency: 16,
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < args.len() {
+        match (args[i].as_str(), args.get(i + 1)) {
+            ("--proxies", Some(v)) => o.proxies = v.parse().expect("--proxies N"),
+            ("--bin", Some(v)) => o.bin = PathBuf::from(v),
+            ("--concurrency", Some(v)) => o.concurrency = v.parse().expect("--concurrency N"),
+            (a, _) => panic!("unknown argument {a}; use --proxies N --bin PATH --concurrency N"),
+        }
+        i += 2;
+    }
+    o
+}
+
+fn mesh_toml(weight: u32) -> String {
+    format!(
+        r#"
+[[services]]
+name = "reviews"
+protocol = "http"
+[[services.endpoints]]
+address = "127.0.0.1:19081"
+identity = "spiffe://{TD}/ns/shop/sa/reviews"
+labels = {{ version = "v1" }}
+[[services.endpoints]]
+address = "127.0.0.1:19082"
+identity = "spiffe://{TD}/ns/shop/sa/reviews"
+labels = {{ version = "v2" }}
+
+[[routes]]
+service = "reviews"
+name = "canary"
+destinations = [{{ labels = {{ version = "v1" }}, weight = {} }}, {{ labels = {{ version = "v2" }}, weight = {weight} }}]
+"#,
+        100 - weight
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(field)
+                .map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0))
+        })
+        .unwrap_or(0)
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+async fn connect(addr: std::net::SocketAddr, cfg: Arc<rustls::ClientConfig>) -> Sender {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let tls = tokio_rustls::TlsConnector::from(cfg)
+        .connect(
+            ServerName::try_from(api::CONTROL_PLANE_SERVER_NAME).unwrap(),
+            tcp,
+        )
+        .await
+        .expect("TLS");
+    let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .expect("http");
+    tokio::spawn(conn);
+    send
+}
+
+async fn call(send: &mut Sender, method: &str, path: &str, body: Vec<u8>) -> (u16, Bytes) {
+    send.ready().await.expect("connection ready");
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "mesh-control")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let resp = send.send_request(req).await.expect("request");
+    let status = resp.status().as_u16();
+    (
+        status,
+        resp.into_body().collect().await.expect("body").to_bytes(),
+    )
+}
+
+fn main() {
+    let o = opts();
+    assert!(
+        o.bin.exists(),
+        "{} not found: build it with `cargo build --release -p mesh-control`",
+        o.bin.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cfg_dir = dir.path().join("mesh");
+    std::fs::create_dir_all(&cfg_dir).unwrap();
+    std::fs::write(cfg_dir.join("mesh.toml"), mesh_toml(10)).unwrap();
+
+    // A service-account token issuer, as a Kubernetes API server would be.
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+    let issuer =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+    let spki = issuer.public_key().as_der().unwrap();
+    let pub_pem = dir.path().join("sa.pub.pem");
+    std::fs::write(&pub_pem, identity::pem_encode("PUBLIC KEY", spki.as_ref())).unwrap();
+
+    let api_addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let ops_addr = format!("127.0.0.1:{}", free_port());
+    let log = std::fs::File::create(dir.path().join("control.log")).unwrap();
+    let mut child = Command::new(&o.bin)
+        .args([
+            "run",
+            "--trust-domain",
+            TD,
+            "--long-poll",
+            "120s",
+            "--watch-interval",
+            "100ms",
+        ])
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--config")
+        .arg(&cfg_dir)
+        .args([
+            "--listen",
+            &api_addr.to_string(),
+            "--ops",
+            &ops_addr,
+            "--sa-issuer-key",
+        ])
+        .arg(&pub_pem)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start mesh-control");
+    let pid = child.id();
+    let bundle_path = dir.path().join("state/bundle.pem");
+    let t = Instant::now();
+    while std::net::TcpStream::connect(api_addr).is_err() || !bundle_path.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "mesh-control did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let bundle = std::fs::read_to_string(&bundle_path).unwrap();
+    let rss_idle = rss_kib(pid, "VmRSS:");
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let n = o.proxies;
+    let result = rt.block_on(async move {
+        let roots = tls::roots_from_pem(&bundle).unwrap();
+        let expected = ExpectedPeer::Exact(SpiffeId::parse(&api::control_plane_id(TD)).unwrap());
+        let boot_cfg = Arc::new(tls::spiffe_bootstrap_client_config(roots.clone(), expected.clone()).unwrap());
+        let issuer = Arc::new(issuer);
+
+        // 1. Bootstrap every proxy (its own identity, its own key, a JWT each).
+        let t_boot = Instant::now();
+        let sem = Arc::new(tokio::sync::Semaphore::new(o.concurrency));
+        let mut boots = Vec::new();
+        for i in 0..n {
+            let (sem, boot_cfg, issuer) = (sem.clone(), boot_cfg.clone(), issuer.clone());
+            boots.push(tokio::spawn(async move {
+                let _p = sem.acquire().await.unwrap();
+                let id = SpiffeId::workload(TD, "bench", &format!("proxy-{i}")).unwrap();
+                let exp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 600;
+                let claims = serde_json::json!({"iss": "bench", "sub": format!("system:serviceaccount:bench:proxy-{i}"), "aud": TD, "exp": exp});
+                let input = format!(
+                    "{}.{}",
+                    URL_SAFE_NO_PAD.encode(r#"{"alg":"ES256","typ":"JWT"}"#),
+                    URL_SAFE_NO_PAD.encode(claims.to_string())
+                );
+                let sig = issuer.sign(&aws_lc_rs::rand::SystemRandom::new(), input.as_bytes()).unwrap();
+                let token = format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()));
+                let csr = identity::generate_csr(&id).unwrap();
+                let mut s = connect(api_addr, boot_cfg).await;
+                let body = serde_json::to_vec(&BootstrapRequest { token, csr_pem: csr.csr_pem.clone() }).unwrap();
+                let (status, body) = call(&mut s, "POST", api::PATH_BOOTSTRAP, body).await;
+                assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+                let svid: SvidResponse = serde_json::from_slice(&body).unwrap();
+                (identity::certs_from_pem(&svid.svid_chain_pem).unwrap(), csr)
+            }));
+        }
+        let mut creds = Vec::new();
+        for b in boots {
+            creds.push(b.await.unwrap());
+        }
+        let bootstrap_secs = t_boot.elapsed().as_secs_f64();
+        eprintln!("bootstrapped {n} proxies in {bootstrap_secs:.1}s");
+
+        // 2. Every proxy connects over mTLS, takes the snapshot, and long-polls for the next.
+        let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(n);
+        let mut polls = Vec::new();
+        for (chain, csr) in creds {
+            let cfg = Arc::new(tls::spiffe_client_config(roots.clone(), chain, csr.key_der(), expected.clone()).unwrap());
+            let (sem, ready_tx) = (sem.clone(), ready_tx.clone());
+            polls.push(tokio::spawn(async move {
+                let mut s = {
+                    let _p = sem.acquire().await.unwrap();
+                    connect(api_addr, cfg).await
+                };
+                let (status, body) = call(&mut s, "GET", &format!("{}?since=0", api::PATH_CONFIG), Vec::new()).await;
+                assert_eq!(status, 200);
+                let v: ConfigResponse = serde_json::from_slice(&body).unwrap();
+                ready_tx.send(()).await.unwrap();
+                let (status, body) = call(&mut s, "GET", &format!("{}?since={}", api::PATH_CONFIG, v.version), Vec::new()).await;
+                let at = Instant::now();
+                assert_eq!(status, 200, "long-poll ended without a change");
+                let next: ConfigResponse = serde_json::from_slice(&body).unwrap();
+                assert_eq!(next.config.routes[0].destinations[1].weight, 50);
+                at
+            }));
+        }
+        for _ in 0..n {
+            ready_rx.recv().await.unwrap();
+        }
+        // Let the last requests reach the server's wait.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let rss_connected = rss_kib(pid, "VmRSS:");
+        eprintln!("{n} proxies connected and waiting; control plane RSS {rss_connected} KiB");
+
+        // 3. One change.
+        let tmp = cfg_dir.join(".mesh.toml.tmp");
+        std::fs::write(&tmp, mesh_toml(50)).unwrap();
+        let t0 = Instant::now();
+        std::fs::rename(&tmp, cfg_dir.join("mesh.toml")).unwrap();
+        let mut lat = Vec::new();
+        for p in polls {
+            lat.push(p.await.unwrap().duration_since(t0).as_secs_f64() * 1000.0);
+        }
+        lat.sort_by(|a, b| a.total_cmp(b));
+        let pct = |q: f64| lat[((lat.len() as f64 - 1.0) * q).round() as usize];
+        (bootstrap_secs, rss_connected, pct(0.5), pct(0.99), lat[lat.len() - 1])
+    });
+    let (bootstrap_secs, rss_connected, p50, p99, max) = result;
+    let rss_peak = rss_kib(pid, "VmHWM:");
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
+    let _ = child.wait();
+    let out = serde_json::json!({
+        "proxies": n,
+        "cores": std::thread::available_parallelism().map(|p| p.get()).unwrap_or(0),
+        "bootstrap_seconds": bootstrap_secs,
+        "propagation_ms": { "p50": p50, "p99": p99, "max": max, "includes_file_watch_interval_ms": 100 },
+        "goal_ms": 5000,
+        "goal_met": max < 5000.0,
+        "control_plane_rss_kib": { "idle": rss_idle, "connected": rss_connected, "peak": rss_peak },
+    });
+    eprintln!(
+        "one change reached all {n} proxies in {max:.0} ms (p50 {p50:.0} ms, p99 {p99:.0} ms); control plane RSS {rss_connected} KiB with all connected, peak {rss_peak} KiB"
+    );
+    println!("{out}");
+}

@@ -1,0 +1,465 @@
+//! Test harness: runs the real `mesh-control` binary on free loopback ports and talks to it as
+//! a workload would (TLS from `mesh_core::tls`, JSON from `mesh_core::api`).
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stderr
+)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use mesh_core::api::{self, BootstrapRequest, SvidResponse};
+use mesh_core::identity::{self, CsrAndKey, SpiffeId};
+use mesh_core::tls::{self, ExpectedPeer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_mesh-control");
+/// Trust domain used by the tests.
+pub const TD: &str = "example.org";
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running control plane.
+pub struct ControlPlane {
+    pub child: Option<Child>,
+    pub api: SocketAddr,
+    pub ops: SocketAddr,
+    pub state: PathBuf,
+    pub log: PathBuf,
+    pub args: Vec<String>,
+}
+
+impl ControlPlane {
+    /// Starts `mesh-control run` with `extra` arguments on fresh ports and waits until healthy.
+    pub fn start(dir: &Path, extra: &[&str]) -> ControlPlane {
+        let state = dir.join("state");
+        let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let mut cp = ControlPlane {
+            child: None,
+            api: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            ops: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            state,
+            log: dir.join(format!("control-{}.log", free_port())),
+            args,
+        };
+        cp.spawn();
+        cp
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(&self.log).unwrap();
+        let child = Command::new(BIN)
+            .arg("run")
+            .arg("--state-dir")
+            .arg(&self.state)
+            .arg("--trust-domain")
+            .arg(TD)
+            .arg("--listen")
+            .arg(self.api.to_string())
+            .arg("--ops")
+            .arg(self.ops.to_string())
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start mesh-control");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    panic!("mesh-control exited early ({status}): {}", self.log_text());
+                }
+            }
+            if self.ops_get("/healthz").0 == 200 && TcpStream::connect(self.api).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("mesh-control did not become healthy: {}", self.log_text());
+    }
+
+    /// Stops it with SIGTERM and returns whether it exited 0 within 10 s.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
+    /// Starts it again with the same state, ports and arguments.
+    pub fn restart(&mut self) {
+        assert!(self.stop(), "graceful stop failed: {}", self.log_text());
+        self.spawn();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Plain HTTP GET on the ops port: (status, body).
+    pub fn ops_get(&self, path: &str) -> (u16, String) {
+        let Ok(mut s) = TcpStream::connect(self.ops) else {
+            return (0, String::new());
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = write!(
+            s,
+            "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+        );
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        let status = out
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = out
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    /// The `/readyz` JSON.
+    pub fn readyz(&self) -> serde_json::Value {
+        serde_json::from_str(&self.ops_get("/readyz").1).unwrap_or_default()
+    }
+
+    /// A sample's value from `/metrics` (0 when absent).
+    pub fn metric(&self, sample: &str) -> f64 {
+        let (_, body) = self.ops_get("/metrics");
+        body.lines()
+            .find_map(|l| {
+                l.strip_prefix(sample)
+                    .and_then(|r| r.strip_prefix(' '))
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or(0.0)
+    }
+
+    /// The trust bundle written to the state directory.
+    pub fn bundle(&self) -> String {
+        std::fs::read_to_string(self.state.join("bundle.pem")).unwrap()
+    }
+
+    /// `mesh-control token create` for `identity`.
+    pub fn join_token(&self, identity: &str, ttl: &str) -> String {
+        let out = Command::new(BIN)
+            .args(["token", "create", "--state-dir"])
+            .arg(&self.state)
+            .args(["--identity", identity, "--ttl", ttl])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "token create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// Runs a `mesh-control` subcommand against this state directory.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(BIN)
+            .args(args)
+            .arg("--state-dir")
+            .arg(&self.state)
+            .output()
+            .unwrap()
+    }
+
+    /// Number of certificates on record in the state directory.
+    pub fn issued_on_record(&self) -> usize {
+        std::fs::read_dir(self.state.join("issued"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A workload's credentials.
+#[derive(Clone)]
+pub struct Workload {
+    pub id: String,
+    pub chain: Vec<CertificateDer<'static>>,
+    pub chain_pem: String,
+    pub key: Arc<PrivateKeyDer<'static>>,
+    pub bundle_pem: String,
+}
+
+/// A response: status and body.
+pub struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_default()
+    }
+    pub fn reason(&self) -> String {
+        self.json()["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// One HTTPS request to the control plane, verifying it as `spiffe://TD/ns/mesh-system/sa/mesh-control`.
+pub fn request(
+    addr: SocketAddr,
+    bundle_pem: &str,
+    client: Option<&Workload>,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+    timeout: Duration,
+) -> Result<Reply, String> {
+    let roots = tls::roots_from_pem(bundle_pem).map_err(|e| e.to_string())?;
+    let expected = ExpectedPeer::Exact(SpiffeId::parse(&api::control_plane_id(TD)).unwrap());
+    let cfg = match client {
+        Some(w) => tls::spiffe_client_config(roots, w.chain.clone(), w.key.clone_key(), expected),
+        None => tls::spiffe_bootstrap_client_config(roots, expected),
+    }
+    .map_err(|e| e.to_string())?;
+    rt().block_on(async move {
+        let fut = async {
+            let tcp = tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(|e| e.to_string())?;
+            let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+            let name = ServerName::try_from(api::CONTROL_PLANE_SERVER_NAME).unwrap();
+            let tls = connector
+                .connect(name, tcp)
+                .await
+                .map_err(|e| format!("TLS: {e}"))?;
+            let (mut send, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            let req = hyper::Request::builder()
+                .method(method)
+                .uri(path)
+                .header("host", "mesh-control")
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body)))
+                .unwrap();
+            let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+            let status = resp.status().as_u16();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes()
+                .to_vec();
+            Ok(Reply { status, body })
+        };
+        tokio::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| "timed out".to_string())?
+    })
+}
+
+/// Bootstraps `csr` with `token`.
+pub fn bootstrap_raw(cp: &ControlPlane, token: &str, csr_pem: &str) -> Reply {
+    let body = serde_json::to_vec(&BootstrapRequest {
+        token: token.into(),
+        csr_pem: csr_pem.into(),
+    })
+    .unwrap();
+    request(
+        cp.api,
+        &cp.bundle(),
+        None,
+        "POST",
+        api::PATH_BOOTSTRAP,
+        body,
+        Duration::from_secs(10),
+    )
+    .unwrap()
+}
+
+/// Bootstraps a workload for `id` with `token` and returns its credentials.
+pub fn bootstrap(cp: &ControlPlane, token: &str, id: &str) -> Workload {
+    let csr = identity::generate_csr(&SpiffeId::parse(id).unwrap()).unwrap();
+    let r = bootstrap_raw(cp, token, &csr.csr_pem);
+    assert_eq!(
+        r.status,
+        200,
+        "bootstrap {id}: {}",
+        String::from_utf8_lossy(&r.body)
+    );
+    workload_from(&csr, &r)
+}
+
+/// Credentials from an SVID response.
+pub fn workload_from(csr: &CsrAndKey, r: &Reply) -> Workload {
+    let svid: SvidResponse = serde_json::from_slice(&r.body).unwrap();
+    Workload {
+        id: svid.spiffe_id,
+        chain: identity::certs_from_pem(&svid.svid_chain_pem).unwrap(),
+        chain_pem: svid.svid_chain_pem,
+        key: Arc::new(csr.key_der()),
+        bundle_pem: svid.trust_bundle_pem,
+    }
+}
+
+/// `GET /v1/config?since=` as `w`.
+pub fn poll_config(
+    cp: &ControlPlane,
+    w: &Workload,
+    since: u64,
+    timeout: Duration,
+) -> Result<Reply, String> {
+    request(
+        cp.api,
+        &cp.bundle(),
+        Some(w),
+        "GET",
+        &format!("{}?since={since}", api::PATH_CONFIG),
+        Vec::new(),
+        timeout,
+    )
+}
+
+/// Runs openssl with `args`; returns (success, stdout+stderr). Panics when openssl is missing.
+pub fn openssl(args: &[&str]) -> (bool, String) {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl is needed for this test (apt-get install openssl)");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// Whether `openssl` runs here.
+pub fn have_openssl() -> bool {
+    Command::new("openssl")
+        .arg("version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// mTLS handshake and one echo between `server` and `client` workloads, both verifying the
+/// other's SPIFFE ID against their own trust bundle.
+pub fn mtls_handshake(server: &Workload, client: &Workload) -> Result<(), String> {
+    let server_cfg = tls::spiffe_server_config(
+        tls::roots_from_pem(&server.bundle_pem).map_err(|e| e.to_string())?,
+        server.chain.clone(),
+        server.key.clone_key(),
+        tls::ClientAuth::Required,
+    )
+    .map_err(|e| e.to_string())?;
+    let client_cfg = tls::spiffe_client_config(
+        tls::roots_from_pem(&client.bundle_pem).map_err(|e| e.to_string())?,
+        client.chain.clone(),
+        client.key.clone_key(),
+        ExpectedPeer::Exact(SpiffeId::parse(&server.id).unwrap()),
+    )
+    .map_err(|e| e.to_string())?;
+    let want_client = client.id.clone();
+    rt().block_on(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_cfg));
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.map_err(|e| e.to_string())?;
+            let mut tls = acceptor
+                .accept(tcp)
+                .await
+                .map_err(|e| format!("server side: {e}"))?;
+            let peer = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first().cloned())
+                .ok_or("no client cert")?;
+            let id = identity::spiffe_id_of(&peer).map_err(|e| e.to_string())?;
+            let mut buf = [0u8; 4];
+            tls.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
+            tls.write_all(&buf).await.map_err(|e| e.to_string())?;
+            tls.shutdown().await.ok();
+            Ok::<String, String>(id.to_string())
+        });
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client_cfg));
+        let client = async {
+            let mut tls = connector
+                .connect(ServerName::try_from("workload").unwrap(), tcp)
+                .await
+                .map_err(|e| format!("client side: {e}"))?;
+            tls.write_all(b"ping").await.map_err(|e| e.to_string())?;
+            let mut buf = [0u8; 4];
+            tls.read_exact(&mut buf)
+                .await
+                .map_err(|e| format!("client read: {e}"))?;
+            Ok::<(), String>(())
+        };
+        let c = tokio::time::timeout(Duration::from_secs(5), client)
+            .await
+            .map_err(|_| "client timed out".to_string())?;
+        let s = tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .map_err(|_| "server timed out".to_string())?;
+        let seen = s.map_err(|e| e.to_string())??;
+        c?;
+        if seen != want_client {
+            return Err(format!("server saw {seen}, expected {want_client}"));
+        }
+        Ok(())
+    })
+}
