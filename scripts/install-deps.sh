@@ -35,12 +35,16 @@ else
 fi
 
 # Python tools used as independent validators in tests (CycloneDX schema validation, DSSE).
-if ! python3 -c 'import cyclonedx.validation.json, securesystemslib' 2>/dev/null; then
-  log "pip install cyclonedx-python-lib[json-validation] securesystemslib[crypto]"
-  python3 -m pip install -q --disable-pip-version-check \
-    'cyclonedx-python-lib[json-validation]' 'securesystemslib[crypto]' 2>&1 | tail -2 >&2 || \
-  python3 -m pip install -q --break-system-packages --disable-pip-version-check \
-    'cyclonedx-python-lib[json-validation]' 'securesystemslib[crypto]' >&2
+py_packages=(
+  'cyclonedx-python-lib[json-validation]'  # independent CycloneDX schema validator
+  'securesystemslib[crypto]'               # independent DSSE signature verification
+  'prometheus-client'                      # independent parser of /metrics output
+  'vexipy==0.3.0'                          # independent OpenVEX model validation
+)
+if ! python3 -c 'import cyclonedx.validation.json, securesystemslib, prometheus_client, vexipy' 2>/dev/null; then
+  log "pip install ${py_packages[*]}"
+  python3 -m pip install -q --disable-pip-version-check "${py_packages[@]}" >&2 || \
+    python3 -m pip install -q --break-system-packages --disable-pip-version-check "${py_packages[@]}" >&2
 fi
 
 # cargo-deny, pinned (used by `cargo deny check` and `distro policy`).

@@ -1,14 +1,146 @@
-//! `distro matrix` (not yet implemented: see the open issue that covers it).
+//! `distro matrix`: the support matrix at a date (table, JSON, or endoflife.date export), and
+//! the release gate for one line.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
+use distro_patches::advisory::AdvisoryDb;
+use distro_patches::chrono::{self, NaiveDate};
+use distro_patches::matrix::{self, ReleaseCheck};
+
 use super::Context;
+use crate::output::{self, Format};
 
 /// Arguments of `distro matrix`.
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Date to evaluate support at (YYYY-MM-DD; default: today, UTC).
+    #[arg(long, value_name = "DATE")]
+    pub at: Option<NaiveDate>,
+    /// Print the endoflife.date-style release cycles (JSON) instead of the matrix.
+    #[arg(long)]
+    pub endoflife: bool,
+    /// Local RustSec advisory database (default: ../shared/advisory-db beside the repository).
+    #[arg(long, value_name = "PATH")]
+    pub advisory_db: Option<PathBuf>,
+    /// Skip the advisory columns (no database or source access).
+    #[arg(long)]
+    pub no_advisories: bool,
+    /// Check whether LINE may be released at the date: refused when end of life (exit 1),
+    /// warned when ending within the support policy's warn_days.
+    #[arg(long, value_name = "LINE")]
+    pub check_release: Option<String>,
+    /// With --check-release: allow releasing an end-of-life line.
+    #[arg(long, requires = "check_release")]
+    pub force: bool,
+}
 
 /// Runs `distro matrix`.
-pub fn run(_args: Args, _cx: &Context) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`distro matrix` is not implemented yet")
+pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
+    let dist = cx.distribution()?;
+    let at = args.at.unwrap_or_else(|| chrono::Utc::now().date_naive());
+    if let Some(version) = &args.check_release {
+        let line = dist.line(version).with_context(|| {
+            format!(
+                "no line {version} in {}; lines: {}",
+                dist.path.display(),
+                versions(&dist)
+            )
+        })?;
+        match matrix::check_release(&dist, line, at, args.force)? {
+            ReleaseCheck::Ok => cx.status(&format!("line {version} may be released on {at}")),
+            ReleaseCheck::Warn(w) => cx.status(&format!("warning: {w}")),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut rows = matrix::matrix(&dist, at);
+    if args.endoflife {
+        output::json(&matrix::endoflife(&rows))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !args.no_advisories {
+        let db_path = args
+            .advisory_db
+            .clone()
+            .unwrap_or_else(|| distro_patches::default_advisory_db(&cx.config_path));
+        match AdvisoryDb::load(&db_path) {
+            Ok(db) => {
+                for note in matrix::fill_advisories(&mut rows, &dist, &db) {
+                    cx.status(&format!("warning: {note}"));
+                }
+            }
+            Err(e) => cx.status(&format!("warning: advisories not shown: {e}")),
+        }
+    }
+    for r in &rows {
+        if r.status == matrix::Status::EndingSoon {
+            cx.status(&format!(
+                "warning: line {} ends on {} ({} day(s) left)",
+                r.line, r.eol, r.days_left
+            ));
+        }
+    }
+    match cx.format {
+        Format::Json => output::json(&serde_json::json!({ "at": at, "lines": rows }))?,
+        Format::Text => output::data(&table(&rows)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn versions(dist: &distro_config::Distribution) -> String {
+    dist.lines
+        .iter()
+        .map(|l| l.version.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn table(rows: &[matrix::MatrixRow]) -> String {
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            v.join(",")
+        }
+    };
+    let mut cells = vec![[
+        "LINE".to_string(),
+        "RELEASED".into(),
+        "EOL".into(),
+        "DAYS LEFT".into(),
+        "STATUS".into(),
+        "LATEST".into(),
+        "OPEN ADVISORIES".into(),
+        "FIXED".into(),
+    ]];
+    for r in rows {
+        cells.push([
+            r.line.clone(),
+            r.release_date.to_string(),
+            r.eol.to_string(),
+            r.days_left.to_string(),
+            r.status.as_str().to_string(),
+            r.latest.clone().unwrap_or_else(|| "-".into()),
+            list(&r.advisories_open),
+            list(&r.advisories_fixed),
+        ]);
+    }
+    let mut widths = [0usize; 8];
+    for row in &cells {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let mut out = String::new();
+    for row in &cells {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
 }

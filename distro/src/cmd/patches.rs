@@ -1,17 +1,464 @@
-//! `distro patches` (not yet implemented: see the open issue that covers it).
+//! `distro patches …`: the security patch queues of the release lines — apply, backport,
+//! scan, remediate, VEX.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::Context as _;
+use distro_patches::advisory::AdvisoryDb;
+use distro_patches::backport::{self, Input, Outcome};
+use distro_patches::chrono::{self, NaiveDate};
+use distro_patches::{flows, matrix};
+
 use super::Context;
+use crate::output::{self, Format};
 
 /// Subcommands of `distro patches`.
 #[derive(clap::Subcommand)]
 pub enum Command {
-    /// Apply a line's patch series to its source.
-    Apply {},
+    /// Apply a line's patch series to its source: the tree `distro build` builds.
+    Apply {
+        /// The release line (MAJOR.MINOR).
+        #[arg(long)]
+        line: String,
+        /// Where to write the patched tree (default: OUT/<line>/src beside the repository).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// List a line's patch queue with each patch's DEP-3 header (origin, advisories, severity,
+    /// affected range); header errors name the file and line.
+    List {
+        /// The release line.
+        #[arg(long)]
+        line: String,
+    },
+    /// Try fixes (patch files or commits of the newest line) on every supported line; several
+    /// fixes are tried in order, each on top of the ones before it. JSON: one report, or an
+    /// array of reports when several fixes are given. Exits 2 when a line conflicts.
+    Backport {
+        /// Git-format patches with DEP-3 headers, or commit ids.
+        #[arg(value_name = "PATCH|COMMIT", required = true, num_args = 1..)]
+        fixes: Vec<String>,
+        /// Only these lines (repeatable; default: every line supported at --at).
+        #[arg(long = "line", value_name = "LINE")]
+        lines: Vec<String>,
+        /// Date deciding which lines are supported (default: today, UTC).
+        #[arg(long, value_name = "DATE")]
+        at: Option<NaiveDate>,
+        /// Report only; do not add successful backports to the series.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// List the advisories that affect a line's Cargo.lock (before its queue).
+    Scan {
+        /// The release line.
+        #[arg(long)]
+        line: String,
+        /// Local RustSec advisory database (default: ../shared/advisory-db beside the repository).
+        #[arg(long, value_name = "PATH")]
+        advisory_db: Option<PathBuf>,
+    },
+    /// Bump affected crates of a line to the lowest compatible fixed versions; the lockfile
+    /// change is added to the line's queue as a vendor patch.
+    Remediate {
+        /// The release line.
+        #[arg(long)]
+        line: String,
+        /// Local RustSec advisory database (default: ../shared/advisory-db beside the repository).
+        #[arg(long, value_name = "PATH")]
+        advisory_db: Option<PathBuf>,
+        /// Remediate this tree's Cargo.lock in place instead of the line's queue.
+        #[arg(long, value_name = "DIR")]
+        tree: Option<PathBuf>,
+        /// Report what would change without writing the queue.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Write the OpenVEX 0.2.0 document of a line's release.
+    Vex {
+        /// The release line.
+        #[arg(long)]
+        line: String,
+        /// The release (default: the line's latest).
+        #[arg(long, value_name = "VERSION")]
+        release: Option<String>,
+        /// Local RustSec advisory database (default: ../shared/advisory-db beside the repository).
+        #[arg(long, value_name = "PATH")]
+        advisory_db: Option<PathBuf>,
+        /// Write the document here (atomically) instead of stdout.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Document timestamp, RFC 3339 (default: now), for reproducible output.
+        #[arg(long, value_name = "TIME")]
+        timestamp: Option<String>,
+    },
 }
 
 /// Runs `distro patches`.
-pub fn run(_command: Command, _cx: &Context) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`distro patches` is not implemented yet")
+pub fn run(command: Command, cx: &Context) -> anyhow::Result<ExitCode> {
+    let dist = cx.distribution()?;
+    let line_of = |v: &str| -> anyhow::Result<&distro_config::Line> {
+        dist.line(v).with_context(|| {
+            let all: Vec<&str> = dist.lines.iter().map(|l| l.version.as_str()).collect();
+            format!(
+                "no line {v} in {}; lines: {}",
+                dist.path.display(),
+                all.join(", ")
+            )
+        })
+    };
+    let db_at = |p: Option<PathBuf>| -> anyhow::Result<AdvisoryDb> {
+        let path = p.unwrap_or_else(|| distro_patches::default_advisory_db(&cx.config_path));
+        let db = AdvisoryDb::load(&path)?;
+        cx.status(&format!(
+            "advisory database {}: {} advisories",
+            path.display(),
+            db.len()
+        ));
+        Ok(db)
+    };
+    match command {
+        Command::Apply { line, out } => {
+            let l = line_of(&line)?;
+            let dest = out.unwrap_or_else(|| cx.default_out().join(&l.version).join("src"));
+            cx.status(&format!(
+                "patching line {} ({} at {}) into {}",
+                l.version,
+                l.source.git,
+                l.source.git_ref,
+                dest.display()
+            ));
+            let applied = flows::patched_tree(l, &dest)?;
+            match cx.format {
+                Format::Json => output::json(
+                    &serde_json::json!({ "line": l.version, "tree": dest, "patches": applied }),
+                )?,
+                Format::Text => {
+                    let mut s = String::new();
+                    for p in &applied {
+                        let adv = if p.advisories.is_empty() {
+                            "-".to_string()
+                        } else {
+                            p.advisories.join(",")
+                        };
+                        s.push_str(&format!(
+                            "{}  {}  {}  {}\n",
+                            p.name,
+                            &p.sha256[..16],
+                            p.origin,
+                            adv
+                        ));
+                    }
+                    s.push_str(&format!(
+                        "{} patch(es) applied; tree: {}\n",
+                        applied.len(),
+                        dest.display()
+                    ));
+                    output::data(&s);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Backport {
+            fixes,
+            lines,
+            at,
+            dry_run,
+        } => {
+            let at = at.unwrap_or_else(|| chrono::Utc::now().date_naive());
+            let chosen: Vec<&distro_config::Line> = if lines.is_empty() {
+                matrix::supported_lines(&dist, at)
+            } else {
+                lines
+                    .iter()
+                    .map(|v| line_of(v))
+                    .collect::<anyhow::Result<_>>()?
+            };
+            anyhow::ensure!(
+                !chosen.is_empty(),
+                "no line is supported on {at}; pass --line or --at"
+            );
+            let newest = chosen
+                .iter()
+                .max_by(|a, b| a.semver.cmp(&b.semver))
+                .copied()
+                .context("no line")?;
+            let repo = distro_patches::source::LineSource::of(newest)?.repo;
+            let fixes = fixes
+                .iter()
+                .map(|f| backport::Fix::load(&Input::guess(f), &repo))
+                .collect::<Result<Vec<_>, _>>()?;
+            cx.status(&format!(
+                "backporting {} fix(es) to {} line(s)",
+                fixes.len(),
+                chosen.len()
+            ));
+            let reports = backport::backport_many(
+                &fixes,
+                &chosen,
+                &backport::Options {
+                    write: !dry_run,
+                    today: chrono::Utc::now().date_naive(),
+                },
+            )?;
+            let conflicts = reports
+                .iter()
+                .flat_map(|r| &r.lines)
+                .filter(|l| matches!(l.outcome, Outcome::Conflict { .. }))
+                .count();
+            match (cx.format, reports.as_slice()) {
+                (Format::Json, [one]) => output::json(one)?,
+                (Format::Json, many) => output::json(&many)?,
+                (Format::Text, all) => {
+                    output::data(&all.iter().map(backport_text).collect::<Vec<_>>().join("\n"))
+                }
+            }
+            Ok(if conflicts > 0 {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::List { line } => {
+            let l = line_of(&line)?;
+            let queue = match &l.patches {
+                Some(dir) => distro_patches::read_queue(dir)?,
+                None => Vec::new(),
+            };
+            match cx.format {
+                Format::Json => {
+                    let items: Vec<_> = queue
+                        .iter()
+                        .map(|p| serde_json::json!({ "name": p.entry.name, "series_line": p.entry.line, "files": p.files, "header": p.meta }))
+                        .collect();
+                    output::json(
+                        &serde_json::json!({ "line": l.version, "queue": l.patches, "patches": items }),
+                    )?
+                }
+                Format::Text => {
+                    let mut s = String::new();
+                    for p in &queue {
+                        let m = &p.meta;
+                        s.push_str(&format!(
+                            "{}  [{}]  {}\n    advisories: {}  severity: {}  affected: {}\n",
+                            p.entry.name,
+                            m.origin_text(),
+                            m.description,
+                            if m.advisories.is_empty() {
+                                "-".into()
+                            } else {
+                                m.advisories.join(",")
+                            },
+                            m.severity.map_or("-", |x| x.as_str()),
+                            m.affected_versions.as_deref().unwrap_or("*"),
+                        ));
+                    }
+                    if l.patches.is_none() {
+                        s.push_str(&format!(
+                            "line {} has no patch queue (no `patches` in its [[line]])\n",
+                            l.version
+                        ));
+                    } else {
+                        s.push_str(&format!(
+                            "{} patch(es) in the queue of line {}\n",
+                            queue.len(),
+                            l.version
+                        ));
+                    }
+                    output::data(&s);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Scan { line, advisory_db } => {
+            let l = line_of(&line)?;
+            let db = db_at(advisory_db)?;
+            let findings = flows::scan_line(l, &db)?;
+            match cx.format {
+                Format::Json => {
+                    output::json(&serde_json::json!({ "line": l.version, "findings": findings }))?
+                }
+                Format::Text => {
+                    let mut s = String::new();
+                    for f in &findings {
+                        s.push_str(&format!(
+                            "{}  {} {}  {}\n",
+                            f.advisory, f.package, f.version, f.title
+                        ));
+                    }
+                    s.push_str(&format!(
+                        "{} advisory match(es) in line {}\n",
+                        findings.len(),
+                        l.version
+                    ));
+                    output::data(&s);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Remediate {
+            line,
+            advisory_db,
+            tree,
+            dry_run,
+        } => {
+            let l = line_of(&line)?;
+            let db = db_at(advisory_db)?;
+            let home = cargo_home()?;
+            let result = match tree {
+                Some(t) => {
+                    let r = if dry_run {
+                        distro_patches::remediate::plan(&t, &db, &home)?
+                    } else {
+                        distro_patches::remediate::remediate_tree(&t, &db, &home)?
+                    };
+                    flows::LineRemediation {
+                        line: l.version.clone(),
+                        remediation: r,
+                        patch: None,
+                    }
+                }
+                None => {
+                    flows::remediate_line(l, &db, &home, chrono::Utc::now().date_naive(), !dry_run)?
+                }
+            };
+            match cx.format {
+                Format::Json => output::json(&result)?,
+                Format::Text => {
+                    let mut s = String::new();
+                    for b in &result.remediation.bumps {
+                        s.push_str(&format!(
+                            "bumped {} {} -> {}  fixes {}\n",
+                            b.package,
+                            b.from,
+                            b.to,
+                            b.advisories.join(",")
+                        ));
+                    }
+                    for u in &result.remediation.unfixable {
+                        s.push_str(&format!(
+                            "NOT FIXED {} {} ({}): {}\n",
+                            u.package,
+                            u.version,
+                            u.advisories.join(","),
+                            u.explanation
+                        ));
+                    }
+                    if let Some(p) = &result.patch {
+                        s.push_str(&format!(
+                            "added {} to the series of line {}\n",
+                            p.display(),
+                            l.version
+                        ));
+                    }
+                    if result.remediation.bumps.is_empty()
+                        && result.remediation.unfixable.is_empty()
+                    {
+                        s.push_str(&format!(
+                            "line {}: no advisory affects its Cargo.lock\n",
+                            l.version
+                        ));
+                    }
+                    output::data(&s);
+                }
+            }
+            Ok(if result.remediation.unfixable.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
+        }
+        Command::Vex {
+            line,
+            release,
+            advisory_db,
+            output: out,
+            timestamp,
+        } => {
+            let l = line_of(&line)?;
+            let db = db_at(advisory_db)?;
+            let ts = match timestamp {
+                Some(t) => chrono::DateTime::parse_from_rfc3339(&t)
+                    .with_context(|| {
+                        format!("--timestamp `{t}` is not RFC 3339 (e.g. 2026-11-28T00:00:00Z)")
+                    })?
+                    .with_timezone(&chrono::Utc),
+                None => chrono::Utc::now(),
+            };
+            let doc = flows::vex_line(&dist, l, release.as_deref(), &db, &cargo_home()?, ts)?;
+            match out {
+                Some(path) => {
+                    let text = serde_json::to_string_pretty(&doc)? + "\n";
+                    distro_patches::write_atomic(&path, text.as_bytes())?;
+                    cx.status(&format!(
+                        "wrote {} ({} statements)",
+                        path.display(),
+                        doc.statements.len()
+                    ));
+                }
+                None => output::json(&doc)?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `$CARGO_HOME`, else `~/.cargo`: where cargo keeps its registry index cache.
+fn cargo_home() -> anyhow::Result<PathBuf> {
+    if let Some(h) = std::env::var_os("CARGO_HOME") {
+        return Ok(PathBuf::from(h));
+    }
+    let home = std::env::var_os("HOME")
+        .context("neither CARGO_HOME nor HOME is set: cannot find cargo's index cache")?;
+    Ok(Path::new(&home).join(".cargo"))
+}
+
+fn backport_text(r: &backport::Report) -> String {
+    let mut s = format!("{}: {}\n", r.patch, r.description);
+    if !r.advisories.is_empty() {
+        s.push_str(&format!("fixes {}\n", r.advisories.join(", ")));
+    }
+    for l in &r.lines {
+        s.push_str(&format!("line {}: {}", l.line, l.outcome.label()));
+        match &l.outcome {
+            Outcome::AlreadyPresent { reason } => s.push_str(&format!(" ({reason})")),
+            Outcome::NotAffected { version, affected } => {
+                s.push_str(&format!(" ({version} is outside {affected})"))
+            }
+            _ => {}
+        }
+        if let Some(p) = &l.added {
+            s.push_str(&format!("; added {}", p.display()));
+        }
+        s.push('\n');
+        if let Some(n) = &l.note {
+            s.push_str(&format!("  note: {n}\n"));
+        }
+        if let Outcome::Conflict {
+            files,
+            prerequisites,
+        } = &l.outcome
+        {
+            for f in files {
+                s.push_str(&format!("  conflict in {}\n", f.path));
+                for h in &f.hunks {
+                    s.push_str(&format!("    at line {}:\n", h.line));
+                    for t in h.text.lines() {
+                        s.push_str(&format!("      {t}\n"));
+                    }
+                }
+            }
+            if !prerequisites.is_empty() {
+                s.push_str("  likely prerequisites (on the newer line, missing here):\n");
+                for c in prerequisites {
+                    s.push_str(&format!(
+                        "    {} {}\n",
+                        &c.id[..12.min(c.id.len())],
+                        c.summary
+                    ));
+                }
+            }
+        }
+    }
+    s
 }
