@@ -39,15 +39,30 @@ impl Toolchain {
             .unwrap_or_default()
             .to_string();
         let mut versions = BTreeMap::new();
-        versions.insert("rustc".to_string(), rustc.lines().next().unwrap_or_default().to_string());
+        versions.insert(
+            "rustc".to_string(),
+            rustc.lines().next().unwrap_or_default().to_string(),
+        );
         if let Some(commit) = rustc.lines().find_map(|l| l.strip_prefix("commit-hash: ")) {
             versions.insert("rustc-commit".to_string(), commit.to_string());
         }
-        let cargo = Cmd::new("cargo", "record the cargo version").arg("-V").stdout_text()?;
+        let cargo = Cmd::new("cargo", "record the cargo version")
+            .arg("-V")
+            .stdout_text()?;
         versions.insert("cargo".to_string(), cargo);
-        for (tool, args) in [("cmake", "--version"), ("go", "version"), ("cc", "--version")] {
-            if let Ok(v) = Cmd::new(tool, "record a build tool's version").arg(args).stdout_text() {
-                versions.insert(tool.to_string(), v.lines().next().unwrap_or_default().to_string());
+        for (tool, args) in [
+            ("cmake", "--version"),
+            ("go", "version"),
+            ("cc", "--version"),
+        ] {
+            if let Ok(v) = Cmd::new(tool, "record a build tool's version")
+                .arg(args)
+                .stdout_text()
+            {
+                versions.insert(
+                    tool.to_string(),
+                    v.lines().next().unwrap_or_default().to_string(),
+                );
             }
         }
         Ok(Toolchain { versions, host })

@@ -77,6 +77,14 @@ pub enum BuildError {
         /// What went wrong.
         message: String,
     },
+    /// The line's patch queue did not apply.
+    #[error("patch queue {}: {message}\n  help: fix or drop the patch named above (`distro patches apply --line <line>` reproduces this), then build again", queue.display())]
+    Patch {
+        /// The queue directory.
+        queue: PathBuf,
+        /// What the patch engine said (names the patch and its series line).
+        message: String,
+    },
     /// The source could not be resolved or exported.
     #[error("source {repository} at `{git_ref}`: {message}\n  help: {help}")]
     Source {

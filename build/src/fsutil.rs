@@ -7,7 +7,11 @@ use crate::BuildError;
 
 pub(crate) fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BuildError {
     let path = path.to_path_buf();
-    move |source| BuildError::Io { action, path, source }
+    move |source| BuildError::Io {
+        action,
+        path,
+        source,
+    }
 }
 
 pub(crate) fn create_dir(path: &Path) -> Result<(), BuildError> {
@@ -23,7 +27,8 @@ pub(crate) fn canonical(path: &Path) -> Result<PathBuf, BuildError> {
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BuildError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     create_dir(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io("creating a temporary file in", dir))?;
+    let mut tmp =
+        tempfile::NamedTempFile::new_in(dir).map_err(io("creating a temporary file in", dir))?;
     tmp.write_all(bytes).map_err(io("writing", path))?;
     tmp.as_file().sync_all().map_err(io("syncing", path))?;
     tmp.persist(path).map_err(|e| BuildError::Io {
@@ -48,7 +53,9 @@ pub(crate) fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<
 pub(crate) fn copy_atomic(from: &Path, to: &Path) -> Result<(), BuildError> {
     let bytes = std::fs::read(from).map_err(io("reading", from))?;
     write_atomic(to, &bytes)?;
-    let perms = std::fs::metadata(from).map_err(io("reading metadata of", from))?.permissions();
+    let perms = std::fs::metadata(from)
+        .map_err(io("reading metadata of", from))?
+        .permissions();
     std::fs::set_permissions(to, perms).map_err(io("setting permissions of", to))
 }
 

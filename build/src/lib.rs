@@ -60,7 +60,19 @@ pub fn build_line(
         "line {}: resolving {} at {}",
         line.version, line.source.git, line.source.git_ref
     ));
-    let src = source::export(&line.source, &line_dir.join("src"))?;
+    let src = source::export(&line.source, &line_dir.join("src"), line.patches.as_deref())?;
+    if !src.patches.is_empty() {
+        (opts.progress)(&format!(
+            "line {}: applied {} patch(es): {}",
+            line.version,
+            src.patches.len(),
+            src.patches
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     (opts.progress)(&format!(
         "line {}: source {} (SOURCE_DATE_EPOCH={})",
         line.version,
@@ -87,9 +99,14 @@ pub fn build_line(
             component.features.join(", ")
         ));
         let built = cargo::build_component(&src, component, &line_dir, opts.show_cargo_output)?;
-        (opts.progress)(&format!("line {}: collecting FIPS evidence for {}", line.version, component.name));
+        (opts.progress)(&format!(
+            "line {}: collecting FIPS evidence for {}",
+            line.version, component.name
+        ));
         let evidence = fips::evidence::collect(component, &built.binary, &module)?;
-        let evidence_path = line_dir.join("evidence").join(format!("{}.fips.json", component.name));
+        let evidence_path = line_dir
+            .join("evidence")
+            .join(format!("{}.fips.json", component.name));
         fsutil::write_json(&evidence_path, &evidence)?;
         if component.fips_required && !evidence.mode {
             return Err(BuildError::NotFips {
@@ -141,7 +158,7 @@ pub fn build_line(
                     fsutil::sha256_file(&evidence_path)?,
                 ),
             ],
-            patches: &[],
+            patches: &src.patches,
         });
         fsutil::write_json(&prov_path, &statement)?;
         statements.push(prov_path.clone());
@@ -167,7 +184,7 @@ pub fn build_line(
             source_date_epoch: src.source_date_epoch,
         },
         cargo_lock_sha256,
-        patches: Vec::new(),
+        patches: src.patches.iter().map(|p| p.name.clone()).collect(),
         components: records,
     };
     fsutil::write_json(&line_dir.join("build.json"), &record)?;

@@ -66,7 +66,11 @@ impl Cmd {
     /// The command line as text, for messages and provenance.
     pub fn display(&self) -> String {
         let mut parts = vec![self.inner.get_program().to_string_lossy().into_owned()];
-        parts.extend(self.inner.get_args().map(|a| a.to_string_lossy().into_owned()));
+        parts.extend(
+            self.inner
+                .get_args()
+                .map(|a| a.to_string_lossy().into_owned()),
+        );
         parts.join(" ")
     }
 
@@ -109,11 +113,19 @@ impl Cmd {
     /// Runs with stdout captured and stderr passed through (or captured when `quiet`).
     pub fn run_streaming(mut self, quiet: bool) -> Result<Output, BuildError> {
         self.inner.stdout(Stdio::piped());
-        self.inner.stderr(if quiet { Stdio::piped() } else { Stdio::inherit() });
+        self.inner.stderr(if quiet {
+            Stdio::piped()
+        } else {
+            Stdio::inherit()
+        });
         let child = self.inner.spawn().map_err(|e| self.spawn_error(e))?;
         let out = child.wait_with_output().map_err(|e| self.spawn_error(e))?;
         if !out.status.success() {
-            let tail = if quiet { out.stderr.clone() } else { b"(cargo's output is above)".to_vec() };
+            let tail = if quiet {
+                out.stderr.clone()
+            } else {
+                b"(cargo's output is above)".to_vec()
+            };
             return Err(self.failure(out.status.to_string(), &tail));
         }
         Ok(out)
@@ -130,7 +142,9 @@ impl Cmd {
                 Ok(None) if start.elapsed() > limit => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    return Err(self.failure(format!("no exit within {}s (killed)", limit.as_secs()), b""));
+                    return Err(
+                        self.failure(format!("no exit within {}s (killed)", limit.as_secs()), b"")
+                    );
                 }
                 Ok(None) => std::thread::sleep(Duration::from_millis(20)),
                 Err(e) => return Err(self.spawn_error(e)),

@@ -18,21 +18,12 @@ use serde_json::json;
 
 use crate::cargo::Toolchain;
 use crate::fsutil::sha256_hex;
-use crate::source::ExportedSource;
+use crate::source::{AppliedPatch, ExportedSource};
 
 /// The build type URI.
 pub const BUILD_TYPE: &str = "https://fips-mesh.invalid/distro-build/v1";
 /// The builder id.
 pub const BUILDER_ID: &str = "https://fips-mesh.invalid/distro-build";
-
-/// A patch applied before the build.
-#[derive(Debug, Clone)]
-pub struct AppliedPatch {
-    /// File name in the series.
-    pub name: String,
-    /// sha256 of the patch file.
-    pub sha256: String,
-}
 
 /// What a statement is made from.
 pub struct Inputs<'a> {
@@ -59,7 +50,10 @@ pub struct Inputs<'a> {
 /// Makes the statement.
 pub fn statement(i: &Inputs<'_>) -> Statement<Provenance> {
     let mut deps = vec![ResourceDescriptor {
-        uri: Some(format!("git+{}@{}", i.line.source.git, i.line.source.git_ref)),
+        uri: Some(format!(
+            "git+{}@{}",
+            i.line.source.git, i.line.source.git_ref
+        )),
         name: Some("source".into()),
         digest: BTreeMap::from([("gitCommit".to_string(), i.source.commit.clone())]),
         annotations: BTreeMap::new(),
@@ -71,11 +65,22 @@ pub fn statement(i: &Inputs<'_>) -> Statement<Provenance> {
         annotations: BTreeMap::new(),
     });
     for p in i.patches {
+        let mut annotations = BTreeMap::new();
+        annotations.insert(
+            "origin".to_string(),
+            serde_json::Value::from(p.origin.clone()),
+        );
+        if !p.advisories.is_empty() {
+            annotations.insert(
+                "advisories".to_string(),
+                serde_json::Value::from(p.advisories.clone()),
+            );
+        }
         deps.push(ResourceDescriptor {
             uri: None,
             name: Some(format!("patch:{}", p.name)),
             digest: BTreeMap::from([("sha256".to_string(), p.sha256.clone())]),
-            annotations: BTreeMap::new(),
+            annotations,
         });
     }
     let subject = i
@@ -108,7 +113,11 @@ pub fn statement(i: &Inputs<'_>) -> Statement<Provenance> {
         i.source.commit,
         i.cargo_lock_sha256,
         i.component.name,
-        i.outputs.iter().map(|(_, s)| s.as_str()).collect::<Vec<_>>().join(",")
+        i.outputs
+            .iter()
+            .map(|(_, s)| s.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
     );
     Statement {
         statement_type: STATEMENT_TYPE.into(),

@@ -3,6 +3,8 @@
 //! These tests build the mesh in release mode with the AWS-LC FIPS module, so each takes a few
 //! minutes; they share nothing but the source repository.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)] // a panic is how a test fails
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

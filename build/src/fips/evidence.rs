@@ -25,7 +25,9 @@ pub const APPROVED_SUITES: &[&str] = &[
 pub const APPROVED_GROUPS: &[&str] = &["secp256r1", "secp384r1"];
 
 /// Runs `<binary> fips-check --format json` and parses its report.
-pub fn run_self_check(binary: &Path) -> Result<(Option<FipsSelfCheck>, Option<String>), BuildError> {
+pub fn run_self_check(
+    binary: &Path,
+) -> Result<(Option<FipsSelfCheck>, Option<String>), BuildError> {
     let out = Cmd::new(binary, "ask the built binary for its FIPS self-report")
         .args(["fips-check", "--format", "json"])
         .output_with_timeout(Duration::from_secs(120))?;
@@ -57,7 +59,8 @@ pub fn collect(
     let mut failures = Vec::new();
 
     if scan.fips_module_symbols == 0 {
-        failures.push("the binary contains no AWS-LC FIPS module symbols (aws_lc_fips_*)".to_string());
+        failures
+            .push("the binary contains no AWS-LC FIPS module symbols (aws_lc_fips_*)".to_string());
     }
     if let Some(prefix) = &scan.fips_module_prefix {
         let expected = format!("aws_lc_fips_{}_", module.crate_version.replace('.', "_"));
@@ -134,16 +137,25 @@ pub fn collect(
         }
         for c in &r.tls_configs {
             if !c.fips {
-                failures.push(format!("TLS configuration `{}` reports fips() == false", c.name));
+                failures.push(format!(
+                    "TLS configuration `{}` reports fips() == false",
+                    c.name
+                ));
             }
             for s in &c.cipher_suites {
                 if !APPROVED_SUITES.contains(&s.as_str()) {
-                    failures.push(format!("TLS configuration `{}` offers non-approved suite {s}", c.name));
+                    failures.push(format!(
+                        "TLS configuration `{}` offers non-approved suite {s}",
+                        c.name
+                    ));
                 }
             }
             for g in &c.kx_groups {
                 if !APPROVED_GROUPS.contains(&g.as_str()) {
-                    failures.push(format!("TLS configuration `{}` offers non-approved group {g}", c.name));
+                    failures.push(format!(
+                        "TLS configuration `{}` offers non-approved group {g}",
+                        c.name
+                    ));
                 }
             }
         }

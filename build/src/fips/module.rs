@@ -103,7 +103,10 @@ pub fn identify(lock: &Lockfile, lock_path: &Path) -> Result<ModuleIdentity, Bui
     };
     let version = semver::Version::parse(&pkg.version).map_err(|e| BuildError::Lockfile {
         path: lock_path.to_path_buf(),
-        message: format!("`{FIPS_SYS_CRATE}` version `{}` is not semver: {e}", pkg.version),
+        message: format!(
+            "`{FIPS_SYS_CRATE}` version `{}` is not semver: {e}",
+            pkg.version
+        ),
         help: "regenerate Cargo.lock".into(),
     })?;
     Ok(match lookup(&version) {

@@ -93,7 +93,8 @@ pub fn scan_bytes(path: &Path, data: &[u8]) -> Result<SymbolScan, BuildError> {
         path: path.to_path_buf(),
         message,
     };
-    let file = object::File::parse(data).map_err(|e| bin_err(format!("not an object file: {e}")))?;
+    let file =
+        object::File::parse(data).map_err(|e| bin_err(format!("not an object file: {e}")))?;
     let mut total = 0usize;
     let mut fips = 0usize;
     let mut fips_prefix: Option<String> = None;
@@ -129,7 +130,9 @@ pub fn scan_bytes(path: &Path, data: &[u8]) -> Result<SymbolScan, BuildError> {
             let entry = forbidden.entry(label).or_default();
             entry.0 += 1;
             if entry.1.len() < 5 {
-                entry.1.push(format!("{:#}", rustc_demangle::demangle(name)));
+                entry
+                    .1
+                    .push(format!("{:#}", rustc_demangle::demangle(name)));
             }
         }
     }
@@ -211,7 +214,10 @@ pub fn module_version_string(data: &[u8]) -> Option<String> {
             .copied()
             .collect();
         if version.first().is_some_and(u8::is_ascii_digit) {
-            return Some(format!("AWS-LC FIPS {}", String::from_utf8_lossy(&version).trim_end_matches('.')));
+            return Some(format!(
+                "AWS-LC FIPS {}",
+                String::from_utf8_lossy(&version).trim_end_matches('.')
+            ));
         }
         start = at;
     }
@@ -229,19 +235,37 @@ mod tests {
     /// Symbols of other crypto implementations are recognised; FIPS-prefixed ones are not.
     #[test]
     fn classifies_foreign_crypto() {
-        assert_eq!(classify("aws_lc_0_45_0_EVP_EncryptInit_ex"), Some("AWS-LC (non-FIPS aws-lc-sys)"));
-        assert_eq!(classify("ring_core_0_17_14__x25519_ge_scalarmult_base"), Some("ring"));
-        assert_eq!(classify("SSL_CTX_new"), Some("OpenSSL/BoringSSL libcrypto (unprefixed)"));
-        assert_eq!(classify("_ZN4sha26sha2565Sha2569compress17h0123456789abcdefE"), Some("RustCrypto sha2"));
+        assert_eq!(
+            classify("aws_lc_0_45_0_EVP_EncryptInit_ex"),
+            Some("AWS-LC (non-FIPS aws-lc-sys)")
+        );
+        assert_eq!(
+            classify("ring_core_0_17_14__x25519_ge_scalarmult_base"),
+            Some("ring")
+        );
+        assert_eq!(
+            classify("SSL_CTX_new"),
+            Some("OpenSSL/BoringSSL libcrypto (unprefixed)")
+        );
+        assert_eq!(
+            classify("_ZN4sha26sha2565Sha2569compress17h0123456789abcdefE"),
+            Some("RustCrypto sha2")
+        );
         assert_eq!(classify("aws_lc_fips_0_13_17_EVP_EncryptInit_ex"), None);
-        assert_eq!(classify("_ZN6rustls6client4conn3new17h0123456789abcdefE"), None);
+        assert_eq!(
+            classify("_ZN6rustls6client4conn3new17h0123456789abcdefE"),
+            None
+        );
     }
 
     /// The version string is found among other bytes.
     #[test]
     fn finds_version_string() {
         let data = b"\0\0AWS-LC FIPS \0junk AWS-LC FIPS 3.6.0\0more";
-        assert_eq!(module_version_string(data).as_deref(), Some("AWS-LC FIPS 3.6.0"));
+        assert_eq!(
+            module_version_string(data).as_deref(),
+            Some("AWS-LC FIPS 3.6.0")
+        );
         assert_eq!(module_version_string(b"AWS-LC 1.2.3"), None);
     }
 }
