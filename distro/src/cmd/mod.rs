@@ -44,8 +44,12 @@ impl Context {
 
     /// Loads and validates the distribution definition.
     pub fn distribution(&self) -> anyhow::Result<distro_config::Distribution> {
-        distro_config::load(&self.config_path)
-            .with_context(|| format!("loading distribution definition {}", self.config_path.display()))
+        distro_config::load(&self.config_path).with_context(|| {
+            format!(
+                "loading distribution definition {}",
+                self.config_path.display()
+            )
+        })
     }
 
     /// The default output directory: `out/` beside the repository holding the definition.
