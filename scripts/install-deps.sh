@@ -40,8 +40,10 @@ py_packages=(
   'securesystemslib[crypto]'               # independent DSSE signature verification
   'prometheus-client'                      # independent parser of /metrics output
   'vexipy==0.3.0'                          # independent OpenVEX model validation
+  'pynacl'                                 # makes cosign.key fixtures independently
+  'PyYAML'                                 # reads hardening_manifest.yaml
 )
-if ! python3 -c 'import cyclonedx.validation.json, securesystemslib, prometheus_client, vexipy' 2>/dev/null; then
+if ! python3 -c 'import cyclonedx.validation.json, securesystemslib, prometheus_client, vexipy, nacl, yaml' 2>/dev/null; then
   log "pip install ${py_packages[*]}"
   python3 -m pip install -q --disable-pip-version-check "${py_packages[@]}" >&2 || \
     python3 -m pip install -q --break-system-packages --disable-pip-version-check "${py_packages[@]}" >&2

@@ -1,4 +1,32 @@
 //! OCI image assembly, registry push/pull, cosign-compatible signatures and attestations, verification.
 //!
 //! Part of the `distro-images` crate; see the repository README for how it fits the release flow.
+//! The pieces, in the order a release uses them:
+//!
+//! - [`assemble`]: a component's image from its binary, deterministic, as an OCI layout;
+//! - [`hardening`]: the Iron Bank `hardening_manifest.yaml` beside it;
+//! - [`store`] and [`registry`]: where images live (layout, archive, registry) behind one trait;
+//! - [`transfer`]: push (copy with signatures and attestations) and verified pull;
+//! - [`keys`], [`cosign`]: ECDSA P-256 keys on aws-lc-rs (FIPS), cosign-style signatures and
+//!   DSSE/in-toto attestations;
+//! - [`verify`]: the operator's check of signature, attestations and policy.
 #![forbid(unsafe_code)]
+
+pub mod assemble;
+pub mod cosign;
+pub mod digest;
+pub mod error;
+pub mod hardening;
+pub mod keys;
+pub mod oci;
+pub mod reference;
+pub mod registry;
+pub mod store;
+pub mod transfer;
+pub mod verify;
+
+pub use error::{Error, Result};
+pub use reference::ImageRef;
+
+/// The project's public URL (workspace `repository`), used where a build came from a local path.
+pub const PROJECT_URL: &str = env!("CARGO_PKG_REPOSITORY");

@@ -1,14 +1,101 @@
-//! `distro verify` (not yet implemented: see the open issue that covers it).
+//! `distro verify`: the operator's check before an image runs.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
+use distro_images::keys::VerifyingKey;
+use distro_images::verify::{self, Policy, Report};
+use distro_images::ImageRef;
+
+use super::push::RegistryArgs;
 use super::Context;
+use crate::output::{self, Format};
 
 /// Arguments of `distro verify`.
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Image: REGISTRY/REPO:TAG, REGISTRY/REPO@sha256:..., oci:DIR:TAG or oci-archive:FILE:TAG.
+    pub image: String,
+    /// Public key (SPKI PEM from `distro keygen`, or cosign.pub).
+    #[arg(long, value_name = "PATH")]
+    pub key: PathBuf,
+    /// Policy file (TOML); default: every requirement on.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Identity the signature must name (overrides the policy's and the default REGISTRY/REPO).
+    #[arg(long, value_name = "REPO")]
+    pub identity: Option<String>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+/// Loads the policy and applies `--identity`.
+pub fn policy(path: Option<&PathBuf>, identity: Option<String>) -> anyhow::Result<Policy> {
+    let mut p = match path {
+        Some(p) => Policy::load(p)?,
+        None => Policy::default(),
+    };
+    if identity.is_some() {
+        p.identity = identity;
+    }
+    Ok(p)
+}
+
+/// Renders a report: one line per check.
+pub fn render(report: &Report, cx: &Context) -> anyhow::Result<()> {
+    match cx.format {
+        Format::Json => output::json(report),
+        Format::Text => {
+            let mut s = String::new();
+            for c in &report.checks {
+                s.push_str(&format!(
+                    "{} {}: {}\n",
+                    if c.ok { "ok  " } else { "FAIL" },
+                    c.name,
+                    c.detail
+                ));
+            }
+            s.push_str(&format!(
+                "{}: {}{}\n",
+                if report.passed {
+                    "verified"
+                } else {
+                    "NOT verified"
+                },
+                report.image,
+                report
+                    .digest
+                    .as_ref()
+                    .map(|d| format!("@{d}"))
+                    .unwrap_or_default()
+            ));
+            output::data(&s);
+            Ok(())
+        }
+    }
+}
 
 /// Runs `distro verify`.
-pub fn run(_args: Args, _cx: &Context) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`distro verify` is not implemented yet")
+pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
+    let key = VerifyingKey::load(&args.key)?;
+    let policy = policy(args.policy.as_ref(), args.identity)?;
+    let r = ImageRef::parse(&args.image)?;
+    let mut store = r
+        .open(&args.registry.options()?, false)
+        .with_context(|| format!("opening {r}"))?;
+    let report = verify::verify(
+        store.as_mut(),
+        &r.to_string(),
+        r.selector().as_deref(),
+        &key,
+        &policy,
+        r.docker_reference().as_deref(),
+    );
+    render(&report, cx)?;
+    Ok(if report.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -1,0 +1,700 @@
+//! The image subcommands against a real registry: Debian's `docker-registry` started by the test
+//! on 127.0.0.1, plain, with TLS from a CA made at test time, and with htpasswd basic auth.
+//! skopeo and umoci read what was pushed.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+mod image_support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use distro_images::oci::Manifest;
+use distro_images::store::{Layout, Store};
+use image_support::*;
+use serde_json::Value;
+
+fn keygen(dir: &Path) -> (String, String) {
+    let (k, p) = (dir.join("release.key"), dir.join("release.pub"));
+    ok(&[
+        "keygen",
+        "--private",
+        k.to_str().unwrap(),
+        "--public",
+        p.to_str().unwrap(),
+    ]);
+    (
+        k.to_string_lossy().into_owned(),
+        p.to_string_lossy().into_owned(),
+    )
+}
+
+fn json_of(args: &[&str]) -> Value {
+    let mut a = args.to_vec();
+    a.extend(["--format", "json"]);
+    serde_json::from_str(&ok(&a)).unwrap()
+}
+
+/// Push (twice: the second sends no blob), sign and attest online, verify online, read back with
+/// skopeo and umoci, pull into a layout and an archive that verify offline; a pull that fails
+/// verification writes nothing; a blob corrupted in the registry's storage is caught.
+#[test]
+fn push_sign_attest_verify_pull_against_local_registry() {
+    let Some(reg) = TestRegistry::start(
+        RegistryConfig::default(),
+        "push_sign_attest_verify_pull_against_local_registry",
+    ) else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let fx = Fixture::write(t.path(), &["mesh-proxy", "mesh-control"], 512 * 1024);
+    let images: Value = serde_json::from_str(&fx.assemble()).unwrap();
+    let (k, p) = keygen(t.path());
+    let repo = format!("{}/fips-mesh/mesh-proxy", reg.addr);
+    let tagged = format!("{repo}:0.1.0");
+
+    let first = json_of(&["push", &fx.image_ref("mesh-proxy"), &tagged, "--plain-http"]);
+    assert_eq!(first["digest"], images[0]["manifest_digest"]);
+    assert_eq!(first["blobs_copied"], 3, "config and two layers: {first}");
+    let second = json_of(&["push", &fx.image_ref("mesh-proxy"), &tagged, "--plain-http"]);
+    assert_eq!(
+        second["blobs_copied"], 0,
+        "nothing is uploaded twice: {second}"
+    );
+    assert_eq!(second["blobs_present"], 3);
+
+    // Plain HTTP must be asked for, even on loopback.
+    let err = fails(&[
+        "push",
+        &fx.image_ref("mesh-proxy"),
+        &tagged,
+        "--attempts",
+        "1",
+    ]);
+    assert!(
+        err.contains("TLS failed") && err.contains("--plain-http"),
+        "{err}"
+    );
+
+    ok(&["sign", &tagged, "--key", &k, "--plain-http"]);
+    ok(&[
+        "attest",
+        &tagged,
+        "--key",
+        &k,
+        "--plain-http",
+        "--build-dir",
+        fx.line_dir.to_str().unwrap(),
+        "--component",
+        "mesh-proxy",
+    ]);
+    let report = json_of(&["verify", &tagged, "--key", &p, "--plain-http"]);
+    assert_eq!(report["passed"], true, "{report}");
+    let digest = report["digest"].as_str().unwrap().to_string();
+    let hex = digest.strip_prefix("sha256:").unwrap().to_string();
+
+    // A second signature (by another key) is appended in the registry, not overwritten.
+    let (k2, _) = {
+        let d = t.path().join("second");
+        std::fs::create_dir_all(&d).unwrap();
+        keygen(&d)
+    };
+    ok(&[
+        "sign",
+        &format!("{repo}@{digest}"),
+        "--key",
+        &k2,
+        "--plain-http",
+    ]);
+    let report = json_of(&["verify", &tagged, "--key", &p, "--plain-http"]);
+    assert_eq!(
+        report["passed"], true,
+        "first key still verifies after a second signature: {report}"
+    );
+
+    if have(
+        "skopeo",
+        "push_sign_attest_verify_pull_against_local_registry",
+    ) {
+        let out = run(Command::new("skopeo")
+            .args(["inspect", "--tls-verify=false"])
+            .arg(format!("docker://{tagged}")));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let inspect: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(inspect["Digest"], digest.as_str());
+        let out = run(Command::new("skopeo")
+            .args(["list-tags", "--tls-verify=false"])
+            .arg(format!("docker://{repo}")));
+        let tags: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let tags: Vec<&str> = tags["Tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap())
+            .collect();
+        for want in [
+            "0.1.0".to_string(),
+            format!("sha256-{hex}.sig"),
+            format!("sha256-{hex}.att"),
+        ] {
+            assert!(tags.contains(&want.as_str()), "{want} not in {tags:?}");
+        }
+        // skopeo reads the signature manifest too: two simple-signing layers.
+        let out = run(Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{repo}:sha256-{hex}.sig")));
+        let sig: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(sig["layers"].as_array().unwrap().len(), 2, "{sig}");
+        let copied = t.path().join("skopeo-copy");
+        let out = run(Command::new("skopeo")
+            .args(["copy", "--src-tls-verify=false"])
+            .arg(format!("docker://{tagged}"))
+            .arg(format!("oci:{}:0.1.0", copied.display())));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if have(
+            "umoci",
+            "push_sign_attest_verify_pull_against_local_registry",
+        ) {
+            let out = run(Command::new("umoci")
+                .args(["unpack", "--rootless", "--image"])
+                .arg(format!("{}:0.1.0", copied.display()))
+                .arg(t.path().join("bundle")));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(
+                std::fs::read(t.path().join("bundle/rootfs/usr/local/bin/mesh-proxy")).unwrap(),
+                std::fs::read(fx.line_dir.join("bin/mesh-proxy")).unwrap()
+            );
+        }
+    }
+
+    // Pull verifies first; the layout and the archive it writes verify offline.
+    let pulled = t.path().join("pulled");
+    ok(&[
+        "pull",
+        &tagged,
+        "--key",
+        &p,
+        "--plain-http",
+        "--out",
+        &format!("oci:{}:pulled", pulled.display()),
+    ]);
+    let (passed, text) = {
+        let out = run(distro().args([
+            "verify",
+            &format!("oci:{}:pulled", pulled.display()),
+            "--key",
+            &p,
+            "--identity",
+            &repo,
+        ]));
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    assert!(passed, "{text}");
+    let mut l = Layout::open_dir(&pulled, false).unwrap();
+    assert_eq!(l.manifest("pulled").unwrap().unwrap().digest, digest);
+    let mut tags = l.tags();
+    tags.sort();
+    assert_eq!(
+        tags,
+        vec![
+            "pulled".to_string(),
+            format!("sha256-{hex}.att"),
+            format!("sha256-{hex}.sig")
+        ]
+    );
+    let archive = t.path().join("pulled.tar");
+    ok(&[
+        "pull",
+        &tagged,
+        "--key",
+        &p,
+        "--plain-http",
+        "--out",
+        &format!("oci-archive:{}", archive.display()),
+    ]);
+    ok(&[
+        "verify",
+        &format!("oci-archive:{}:0.1.0", archive.display()),
+        "--key",
+        &p,
+    ]);
+
+    // A pull that does not verify writes nothing.
+    let wrong_dir = t.path().join("wrong");
+    std::fs::create_dir_all(&wrong_dir).unwrap();
+    let (_, wrong_pub) = keygen(&wrong_dir);
+    let refused = t.path().join("refused");
+    let err = fails(&[
+        "pull",
+        &tagged,
+        "--key",
+        &wrong_pub,
+        "--plain-http",
+        "--out",
+        &format!("oci:{}", refused.display()),
+    ]);
+    assert!(
+        err.contains("FAIL signature") && err.contains("nothing was written"),
+        "{err}"
+    );
+    assert!(
+        !refused.exists(),
+        "nothing may be written when verification fails"
+    );
+
+    // A blob corrupted in the registry's storage is caught by its digest.
+    let layer = images[0]["layers"][1]
+        .as_str()
+        .unwrap()
+        .strip_prefix("sha256:")
+        .unwrap()
+        .to_string();
+    let files = reg.storage_files(&format!("blobs/sha256/{}/{layer}/data", &layer[..2]));
+    assert_eq!(files.len(), 1, "layer blob in registry storage");
+    let mut bytes = std::fs::read(&files[0]).unwrap();
+    let n = bytes.len();
+    bytes[n / 3] ^= 0x55;
+    std::fs::write(&files[0], bytes).unwrap();
+    let out = run(distro().args([
+        "verify",
+        &tagged,
+        "--key",
+        &p,
+        "--plain-http",
+        "--attempts",
+        "1",
+    ]));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success());
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("FAIL image") && l.contains(&layer)),
+        "{text}"
+    );
+    let refused2 = t.path().join("refused2");
+    fails(&[
+        "pull",
+        &tagged,
+        "--key",
+        &p,
+        "--plain-http",
+        "--attempts",
+        "1",
+        "--out",
+        &format!("oci:{}", refused2.display()),
+    ]);
+    assert!(!refused2.exists());
+}
+
+/// A registry with TLS from a private CA and htpasswd basic auth: the CA must be given, the
+/// password must be right (and comes from the environment), and then push, sign, attest and
+/// verify work; skopeo reads the image with the same CA and credentials.
+#[test]
+fn tls_and_basic_auth_registry() {
+    let Some(reg) = TestRegistry::start(
+        RegistryConfig {
+            tls: true,
+            basic_auth: Some(("alice".into(), "s3cret pass".into())),
+            ..Default::default()
+        },
+        "tls_and_basic_auth_registry",
+    ) else {
+        return;
+    };
+    let ca = reg.ca.clone().unwrap();
+    let ca_s = ca.to_str().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let fx = Fixture::write(t.path(), &["mesh-proxy"], 64 * 1024);
+    fx.assemble();
+    let (k, p) = keygen(t.path());
+    let repo = format!("{}/fips-mesh/mesh-proxy", reg.addr);
+    let tagged = format!("{repo}:0.1.0");
+    let src = fx.image_ref("mesh-proxy");
+
+    let out = run(distro()
+        .env("DISTRO_REGISTRY_PASSWORD", "s3cret pass")
+        .args([
+            "push",
+            &src,
+            &tagged,
+            "--username",
+            "alice",
+            "--attempts",
+            "1",
+        ]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("UnknownIssuer") && err.contains("--ca-file"),
+        "{err}"
+    );
+
+    let out = run(distro().env("DISTRO_REGISTRY_PASSWORD", "wrong").args([
+        "push",
+        &src,
+        &tagged,
+        "--username",
+        "alice",
+        "--ca-file",
+        ca_s,
+        "--attempts",
+        "1",
+    ]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("401") && err.contains("DISTRO_REGISTRY_PASSWORD"),
+        "{err}"
+    );
+
+    let out = run(distro().args(["push", &src, &tagged, "--ca-file", ca_s, "--attempts", "1"]));
+    assert!(!out.status.success(), "anonymous push must be refused");
+
+    let out = run(distro().args([
+        "push",
+        &src,
+        &tagged,
+        "--username",
+        "alice",
+        "--ca-file",
+        ca_s,
+    ]));
+    assert!(
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("DISTRO_REGISTRY_PASSWORD"),
+        "no password given"
+    );
+
+    for args in [
+        vec!["push", src.as_str(), tagged.as_str()],
+        vec!["sign", tagged.as_str(), "--key", k.as_str()],
+        vec![
+            "attest",
+            tagged.as_str(),
+            "--key",
+            k.as_str(),
+            "--build-dir",
+            fx.line_dir.to_str().unwrap(),
+            "--component",
+            "mesh-proxy",
+        ],
+        vec!["verify", tagged.as_str(), "--key", p.as_str()],
+    ] {
+        let out = run(distro()
+            .env("DISTRO_REGISTRY_PASSWORD", "s3cret pass")
+            .args(&args)
+            .args(["--username", "alice", "--ca-file", ca_s]));
+        assert!(
+            out.status.success(),
+            "distro {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The password is read from stdin too, and never echoed.
+    let mut child = distro()
+        .args([
+            "verify",
+            &tagged,
+            "--key",
+            &p,
+            "--username",
+            "alice",
+            "--password-stdin",
+            "--ca-file",
+            ca_s,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"s3cret pass\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{all}");
+    assert!(
+        !all.contains("s3cret"),
+        "the password must never be printed"
+    );
+
+    if have("skopeo", "tls_and_basic_auth_registry") {
+        let certs = t.path().join("certs");
+        std::fs::create_dir_all(&certs).unwrap();
+        std::fs::copy(&ca, certs.join("ca.crt")).unwrap();
+        let out = run(Command::new("skopeo")
+            .args(["inspect", "--creds", "alice:s3cret pass", "--cert-dir"])
+            .arg(&certs)
+            .arg(format!("docker://{tagged}")));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Plain HTTP is refused for a registry that is not on a loopback address (no request is made).
+#[test]
+fn plain_http_refused_off_loopback() {
+    let t = tempfile::tempdir().unwrap();
+    let fx = Fixture::write(t.path(), &["mesh-proxy"], 1024);
+    fx.assemble();
+    let err = fails(&[
+        "push",
+        &fx.image_ref("mesh-proxy"),
+        "192.0.2.10:5000/fips-mesh/mesh-proxy:0.1.0",
+        "--plain-http",
+    ]);
+    assert!(
+        err.contains("plain HTTP to 192.0.2.10:5000 refused"),
+        "{err}"
+    );
+    assert!(distro_images::registry::is_loopback("[::1]:5000"));
+    assert!(distro_images::registry::is_loopback("localhost:5000"));
+    assert!(!distro_images::registry::is_loopback("10.0.0.1:5000"));
+}
+
+/// A push started before the registry listens succeeds once it comes up: connection failures
+/// are retried with backoff.
+#[test]
+fn push_retries_until_registry_starts() {
+    if !have("docker-registry", "push_retries_until_registry_starts") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let fx = Fixture::write(t.path(), &["mesh-proxy"], 16 * 1024);
+    fx.assemble();
+    let port = free_port();
+    let child = distro()
+        .args([
+            "push",
+            &fx.image_ref("mesh-proxy"),
+            &format!("127.0.0.1:{port}/fips-mesh/mesh-proxy:0.1.0"),
+            "--plain-http",
+            "--attempts",
+            "6",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    let reg = TestRegistry::start(
+        RegistryConfig {
+            port: Some(port),
+            ..Default::default()
+        },
+        "push_retries_until_registry_starts",
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("retrying"),
+        "the first attempts must have failed and been retried: {err}"
+    );
+    let mut l = Layout::open_dir(&fx.layout("mesh-proxy"), false).unwrap();
+    let d = l.manifest("0.1.0").unwrap().unwrap().digest;
+    let m = Manifest::parse("m", &l.manifest("0.1.0").unwrap().unwrap().bytes).unwrap();
+    assert!(!m.layers.is_empty());
+    assert!(!reg
+        .storage_files(&format!(
+            "_manifests/revisions/sha256/{}",
+            d.strip_prefix("sha256:").unwrap()
+        ))
+        .is_empty());
+}
+
+/// A registry with bearer-token auth (the CNCF token flow): `distro` gets a token from the
+/// realm with basic credentials and pushes, signs, attests and verifies; a token given directly
+/// in DISTRO_REGISTRY_TOKEN works too; wrong credentials are refused.
+#[test]
+fn bearer_token_registry() {
+    if !have_python("cryptography", "bearer_token_registry")
+        || !have("openssl", "bearer_token_registry")
+    {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let tokens = TokenServer::start(t.path(), "bob", "tok3n pass");
+    let Some(reg) = TestRegistry::start(
+        RegistryConfig {
+            token: Some((tokens.realm.clone(), tokens.cert.clone())),
+            ..Default::default()
+        },
+        "bearer_token_registry",
+    ) else {
+        return;
+    };
+    let fx = Fixture::write(t.path(), &["mesh-proxy"], 32 * 1024);
+    fx.assemble();
+    let (k, p) = keygen(t.path());
+    let tagged = format!("{}/fips-mesh/mesh-proxy:0.1.0", reg.addr);
+    let src = fx.image_ref("mesh-proxy");
+
+    let out = run(distro().args(["push", &src, &tagged, "--plain-http", "--attempts", "1"]));
+    assert!(!out.status.success(), "anonymous push must be refused");
+    let out = run(distro().env("DISTRO_REGISTRY_PASSWORD", "wrong").args([
+        "push",
+        &src,
+        &tagged,
+        "--plain-http",
+        "--username",
+        "bob",
+        "--attempts",
+        "1",
+    ]));
+    assert!(!out.status.success(), "wrong password must be refused");
+
+    for args in [
+        vec!["push", src.as_str(), tagged.as_str()],
+        vec!["sign", tagged.as_str(), "--key", k.as_str()],
+        vec![
+            "attest",
+            tagged.as_str(),
+            "--key",
+            k.as_str(),
+            "--build-dir",
+            fx.line_dir.to_str().unwrap(),
+            "--component",
+            "mesh-proxy",
+        ],
+        vec!["verify", tagged.as_str(), "--key", p.as_str()],
+    ] {
+        let out = run(distro()
+            .env("DISTRO_REGISTRY_PASSWORD", "tok3n pass")
+            .args(&args)
+            .args(["--username", "bob", "--plain-http"]));
+        assert!(
+            out.status.success(),
+            "distro {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // A token obtained out of band, given as is.
+    let scope = "repository:fips-mesh/mesh-proxy:pull";
+    let out = run(Command::new("python3").arg("-c").arg(
+        "import base64,json,sys,urllib.request as u; r=u.Request(sys.argv[1]); r.add_header('Authorization','Basic '+base64.b64encode(b'bob:tok3n pass').decode()); print(json.load(u.urlopen(r))['token'])",
+    ).arg(format!("{}?service=distro-test&scope={scope}", tokens.realm)));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let out = run(distro().env("DISTRO_REGISTRY_TOKEN", &token).args([
+        "verify",
+        &tagged,
+        "--key",
+        &p,
+        "--plain-http",
+    ]));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `push --release` pushes every component's image in one session: the base layer both images
+/// share is uploaded once and mounted into the second repository; skopeo reads both.
+#[test]
+fn push_release_mounts_shared_base_layer() {
+    let Some(reg) = TestRegistry::start(
+        RegistryConfig::default(),
+        "push_release_mounts_shared_base_layer",
+    ) else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let fx = Fixture::write(t.path(), &["mesh-proxy", "mesh-control"], 64 * 1024);
+    let images: Value = serde_json::from_str(&fx.assemble()).unwrap();
+    let to = format!("{}/fips-mesh", reg.addr);
+    let pushed = json_of(&[
+        "push",
+        "--release",
+        fx.line_dir.to_str().unwrap(),
+        "--to",
+        &to,
+        "--plain-http",
+    ]);
+    let pushed = pushed.as_array().unwrap();
+    assert_eq!(pushed.len(), 2, "{pushed:?}");
+    // Components are pushed in name order: mesh-control first, then mesh-proxy.
+    assert_eq!(pushed[0]["component"], "mesh-control");
+    assert_eq!(pushed[0]["blobs_mounted"], 0);
+    assert_eq!(pushed[1]["component"], "mesh-proxy");
+    assert_eq!(
+        pushed[1]["blobs_mounted"], 1,
+        "the shared base layer is mounted: {pushed:?}"
+    );
+    assert_eq!(pushed[1]["blobs_copied"], 3);
+    for p in pushed {
+        let name = p["component"].as_str().unwrap();
+        let i = if name == "mesh-proxy" { 0 } else { 1 };
+        assert_eq!(p["digest"], images[i]["manifest_digest"]);
+        assert_eq!(p["reference"], format!("{to}/{name}:0.1.0"));
+        if have("skopeo", "push_release_mounts_shared_base_layer") {
+            let out = run(Command::new("skopeo")
+                .args(["inspect", "--tls-verify=false"])
+                .arg(format!("docker://{to}/{name}:0.1.0")));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let inspect: Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(inspect["Digest"], images[i]["manifest_digest"]);
+        }
+    }
+    // Again: nothing to send.
+    let again = json_of(&[
+        "push",
+        "--release",
+        fx.line_dir.to_str().unwrap(),
+        "--to",
+        &to,
+        "--plain-http",
+    ]);
+    assert!(
+        again
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["blobs_copied"] == 0),
+        "{again}"
+    );
+}

@@ -1,0 +1,573 @@
+//! Shared harness of the image tests: run the real `distro` binary, write a fixture build output,
+//! start Debian's `docker-registry` on 127.0.0.1 (optionally with TLS from a CA made at test time
+//! and htpasswd basic auth), and find the independent tools the checks use.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stderr
+)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+/// SOURCE_DATE_EPOCH of the fixture build (2025-11-28T00:00:00Z).
+pub const SDE: i64 = 1_764_288_000;
+
+/// A `distro` command with a clean environment for the image subcommands.
+pub fn distro() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_distro"));
+    c.env_remove("SOURCE_DATE_EPOCH")
+        .env_remove("COSIGN_PASSWORD")
+        .env_remove("DISTRO_REGISTRY_PASSWORD")
+        .env_remove("DISTRO_REGISTRY_TOKEN")
+        .env_remove("DISTRO_REGISTRY_USERNAME")
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "warn");
+    c
+}
+
+/// Runs a command and returns its output (never panics on a non-zero exit).
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null()).output().expect("running command")
+}
+
+/// Runs `distro ARGS`, asserting success; returns stdout.
+pub fn ok(args: &[&str]) -> String {
+    let out = run(distro().args(args));
+    assert!(
+        out.status.success(),
+        "distro {} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `distro ARGS`, asserting failure; returns stdout + stderr.
+pub fn fails(args: &[&str]) -> String {
+    let out = run(distro().args(args));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !out.status.success(),
+        "distro {} should have failed:\n{text}",
+        args.join(" ")
+    );
+    text
+}
+
+/// Whether `tool` is on PATH; prints why a test is skipped when it is not.
+pub fn have(tool: &str, test: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !found {
+        eprintln!("SKIP {test}: `{tool}` is not installed (see .ci/run)");
+    }
+    found
+}
+
+/// Whether a Python module imports; prints why a test is skipped when it does not.
+pub fn have_python(module: &str, test: &str) -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        eprintln!("SKIP {test}: Python module `{module}` is not installed (pip install securesystemslib[crypto] pynacl)");
+    }
+    ok
+}
+
+/// A fixture build output: `OUT/0.1/{build.json,bin,evidence,provenance,sbom}` for one or two
+/// components with fake binaries, FIPS evidence about them, provenance, an SBOM and a VEX.
+pub struct Fixture {
+    /// The output directory (`OUT`).
+    pub out: PathBuf,
+    /// `OUT/0.1`.
+    pub line_dir: PathBuf,
+}
+
+/// sha256 hex via sha256sum (independent of the code under test).
+pub fn sha256sum(path: &Path) -> String {
+    let out = run(Command::new("sha256sum").arg(path));
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+impl Fixture {
+    /// Writes the fixture under `root`; `binary_size` bytes of deterministic content per binary.
+    pub fn write(root: &Path, components: &[&str], binary_size: usize) -> Fixture {
+        let out = root.join("out");
+        let line_dir = out.join("0.1");
+        for d in ["bin", "evidence", "provenance", "sbom"] {
+            std::fs::create_dir_all(line_dir.join(d)).unwrap();
+        }
+        let mut records = Vec::new();
+        for (i, c) in components.iter().enumerate() {
+            // Deterministic pseudo-random content (an LCG), so compression has real work to do.
+            let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ (i as u64 + 1);
+            let data: Vec<u8> = (0..binary_size)
+                .map(|_| {
+                    x = x
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
+                    (x >> 56) as u8
+                })
+                .collect();
+            let bin = line_dir.join("bin").join(c);
+            std::fs::write(&bin, &data).unwrap();
+            let sha = sha256sum(&bin);
+            write_json(
+                &line_dir.join("evidence").join(format!("{c}.fips.json")),
+                &evidence(c, &sha, true, "validated"),
+            );
+            write_json(
+                &line_dir.join("provenance").join(format!("{c}.intoto.json")),
+                &json!({
+                    "_type": "https://in-toto.io/Statement/v1",
+                    "subject": [{"name": c, "digest": {"sha256": sha}}],
+                    "predicateType": "https://slsa.dev/provenance/v1",
+                    "predicate": {
+                        "buildDefinition": {"buildType": "https://fips-mesh.invalid/build/v1", "externalParameters": {"line": "0.1"}, "internalParameters": {}, "resolvedDependencies": []},
+                        "runDetails": {"builder": {"id": "https://fips-mesh.invalid/builder"}, "metadata": {"invocationId": "fixture"}}
+                    }
+                }),
+            );
+            write_json(
+                &line_dir.join("sbom").join(format!("{c}.cdx.json")),
+                &sbom(c),
+            );
+            write_json(
+                &line_dir.join("sbom").join(format!("{c}.openvex.json")),
+                &vex(c, "fixed"),
+            );
+            records.push(json!({
+                "name": c, "package": c, "binary": format!("bin/{c}"), "sha256": sha,
+                "fips": {"mode": true, "module_version": "AWS-LC FIPS 3.0.0", "cmvp_certificate": 5314, "cmvp_status": "validated"},
+                "evidence": format!("evidence/{c}.fips.json"), "provenance": format!("provenance/{c}.intoto.json")
+            }));
+        }
+        write_json(
+            &line_dir.join("build.json"),
+            &json!({
+                "schema_version": "1", "distribution": "fips-mesh", "line": "0.1",
+                "source": {"repository": "https://example.invalid/fips-mesh-distro", "ref": "HEAD", "commit": "0123456789abcdef0123456789abcdef01234567", "source_date_epoch": SDE},
+                "cargo_lock_sha256": "00", "patches": [], "components": records
+            }),
+        );
+        Fixture { out, line_dir }
+    }
+
+    /// `oci:` reference of a component's assembled image.
+    pub fn image_ref(&self, component: &str) -> String {
+        format!("oci:{}:0.1.0", self.layout(component).display())
+    }
+
+    /// Layout directory of a component's image.
+    pub fn layout(&self, component: &str) -> PathBuf {
+        self.line_dir.join("images").join(component).join("oci")
+    }
+
+    /// Runs `distro image` for the fixture.
+    pub fn assemble(&self) -> String {
+        ok(&[
+            "image",
+            "--out",
+            self.out.to_str().unwrap(),
+            "--line",
+            "0.1",
+            "--ca-bundle",
+            &ca_bundle().to_string_lossy(),
+            "--format",
+            "json",
+        ])
+    }
+}
+
+/// A CA bundle for the base layer: Debian's when present, else a generated one.
+pub fn ca_bundle() -> PathBuf {
+    let debian = PathBuf::from("/etc/ssl/certs/ca-certificates.crt");
+    if debian.exists() {
+        return debian;
+    }
+    let dir = std::env::temp_dir().join("distro-image-test-ca");
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = make_ca(&dir);
+    ca.cert
+}
+
+/// FIPS evidence for a binary.
+pub fn evidence(component: &str, sha: &str, mode: bool, status: &str) -> serde_json::Value {
+    json!({
+        "schema_version": "1", "component": component, "binary": component, "binary_sha256": sha, "mode": mode,
+        "module": {"crate_name": "aws-lc-fips-sys", "crate_version": "0.13.17", "module_name": "AWS-LC Cryptographic Module",
+                   "module_line": "3.x", "version_in_binary": "AWS-LC FIPS 3.0.0", "cmvp_certificate": 5314, "cmvp_status": status,
+                   "source": "fixture"},
+        "symbols": {"total_symbols": 10, "fips_module_symbols": 5, "fips_module_prefix": "aws_lc_fips_0_13_17_", "needed_libraries": [], "forbidden": []},
+        "self_check": null,
+        "failures": if mode { json!([]) } else { json!(["aws_lc_0_ symbols found: non-FIPS AWS-LC linked"]) }
+    })
+}
+
+/// A small CycloneDX 1.6 SBOM.
+pub fn sbom(component: &str) -> serde_json::Value {
+    json!({
+        "bomFormat": "CycloneDX", "specVersion": "1.6", "serialNumber": "urn:uuid:3e671687-395b-41f5-a30f-a58921a69b79", "version": 1,
+        "metadata": {"component": {"type": "application", "name": component, "version": "0.1.0"}},
+        "components": [{"type": "library", "name": "rustls", "version": "0.23.43", "purl": "pkg:cargo/rustls@0.23.43"}]
+    })
+}
+
+/// A small OpenVEX 0.2.0 document with one statement of `status`.
+pub fn vex(component: &str, status: &str) -> serde_json::Value {
+    let mut st = json!({
+        "vulnerability": {"name": "RUSTSEC-2024-0336"},
+        "products": [{"@id": format!("pkg:cargo/{component}@0.1.0")}],
+        "status": status
+    });
+    if status == "not_affected" {
+        st["justification"] = json!("vulnerable_code_not_in_execute_path");
+    }
+    json!({
+        "@context": "https://openvex.dev/ns/v0.2.0", "@id": "https://fips-mesh.invalid/vex/fixture",
+        "author": "fips-mesh", "timestamp": "2025-11-28T00:00:00Z", "version": 1, "statements": [st]
+    })
+}
+
+/// Writes pretty JSON.
+pub fn write_json(path: &Path, v: &serde_json::Value) {
+    std::fs::write(path, serde_json::to_vec_pretty(v).unwrap()).unwrap();
+}
+
+/// A CA and a server certificate for 127.0.0.1, ECDSA P-256, made with openssl.
+pub struct Ca {
+    /// CA certificate (PEM).
+    pub cert: PathBuf,
+    /// Server certificate (PEM).
+    pub server_cert: PathBuf,
+    /// Server key (PEM).
+    pub server_key: PathBuf,
+}
+
+/// Makes a CA and a server certificate in `dir`.
+pub fn make_ca(dir: &Path) -> Ca {
+    let sh = |script: &str| {
+        let out = run(Command::new("sh").arg("-ec").arg(script).current_dir(dir));
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    sh("openssl ecparam -name prime256v1 -genkey -noout -out ca.key
+        openssl req -x509 -new -key ca.key -subj /CN=distro-test-ca -days 2 -out ca.crt \
+          -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+        openssl ecparam -name prime256v1 -genkey -noout -out server.key
+        openssl req -new -key server.key -subj /CN=127.0.0.1 -out server.csr
+        printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\nextendedKeyUsage=serverAuth\\nbasicConstraints=CA:FALSE\\n' > server.ext
+        openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile server.ext -out server.crt 2>/dev/null");
+    Ca {
+        cert: dir.join("ca.crt"),
+        server_cert: dir.join("server.crt"),
+        server_key: dir.join("server.key"),
+    }
+}
+
+/// A token server for the registry's bearer-token auth: a small Python HTTP server that checks
+/// basic credentials and issues ES256 JWTs (with an `x5c` certificate the registry trusts)
+/// granting the requested repository scopes.
+pub struct TokenServer {
+    child: Child,
+    /// `http://127.0.0.1:PORT/token`.
+    pub realm: String,
+    /// Certificate the registry must trust for the tokens.
+    pub cert: PathBuf,
+}
+
+const TOKEN_SERVER: &str = r#"
+import base64, http.server, json, os, sys, time, urllib.parse
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+port, user, password, key_path, cert_path = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+key = serialization.load_pem_private_key(open(key_path, "rb").read(), None)
+cert = x509.load_pem_x509_certificate(open(cert_path, "rb").read())
+b64u = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+def jwt(claims):
+    header = {"typ": "JWT", "alg": "ES256", "x5c": [base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()]}
+    signing_input = b64u(json.dumps(header).encode()) + "." + b64u(json.dumps(claims).encode())
+    r, s = decode_dss_signature(key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
+    return signing_input + "." + b64u(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+class H(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a): pass
+    def do_GET(self):
+        want = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        if self.headers.get("Authorization") != want:
+            self.send_response(401); self.end_headers(); return
+        q = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
+        access = []
+        for scope in q.get("scope", []):
+            for one in scope.split(" "):
+                kind, name, actions = one.split(":", 2) if one.count(":") >= 2 else (one, "", "")
+                access.append({"type": kind, "name": name, "actions": [a for a in actions.split(",") if a]})
+        now = int(time.time())
+        tok = jwt({"iss": "distro-test-issuer", "sub": user, "aud": q.get("service", [""])[0], "exp": now + 600,
+                   "nbf": now - 60, "iat": now, "jti": os.urandom(8).hex(), "access": access})
+        body = json.dumps({"token": tok, "access_token": tok, "expires_in": 600}).encode()
+        self.send_response(200); self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
+http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
+"#;
+
+impl TokenServer {
+    /// Starts the server in `dir` for `user`/`password`.
+    pub fn start(dir: &Path, user: &str, password: &str) -> TokenServer {
+        let out = run(Command::new("sh").arg("-ec").arg(
+            "openssl ecparam -name prime256v1 -genkey -noout -out token.key
+             openssl req -x509 -new -key token.key -subj /CN=distro-test-token -days 2 -out token.crt",
+        ).current_dir(dir));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = free_port();
+        let child = Command::new("python3")
+            .arg("-c")
+            .arg(TOKEN_SERVER)
+            .arg(port.to_string())
+            .args([user, password])
+            .arg(dir.join("token.key"))
+            .arg(dir.join("token.crt"))
+            .spawn()
+            .expect("starting the token server");
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "token server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        TokenServer {
+            child,
+            realm: format!("http://127.0.0.1:{port}/token"),
+            cert: dir.join("token.crt"),
+        }
+    }
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What a test registry needs.
+#[derive(Default)]
+pub struct RegistryConfig {
+    /// Bearer-token auth through this token server's realm and certificate.
+    pub token: Option<(String, PathBuf)>,
+    /// Serve TLS with a CA made for the test.
+    pub tls: bool,
+    /// htpasswd basic auth with this user and password.
+    pub basic_auth: Option<(String, String)>,
+    /// Listen on this port instead of a free one.
+    pub port: Option<u16>,
+    /// Do not wait for the registry to accept connections.
+    pub no_wait: bool,
+}
+
+/// Debian's `docker-registry` (CNCF distribution) on 127.0.0.1 with a temporary storage
+/// directory; killed when dropped.
+pub struct TestRegistry {
+    child: Child,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    /// The CA to trust, with TLS.
+    pub ca: Option<PathBuf>,
+    /// Storage, config and certificates.
+    pub dir: tempfile::TempDir,
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl TestRegistry {
+    /// Starts a registry; `None` (with the reason printed) when `docker-registry` is absent.
+    pub fn start(cfg: RegistryConfig, test: &str) -> Option<Self> {
+        if !have("docker-registry", test) {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let port = cfg.port.unwrap_or_else(free_port);
+        let addr = format!("127.0.0.1:{port}");
+        let mut yaml = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+            dir.path().join("data").display()
+        );
+        let mut ca = None;
+        if cfg.tls {
+            let c = make_ca(dir.path());
+            yaml.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                c.server_cert.display(),
+                c.server_key.display()
+            ));
+            ca = Some(c.cert);
+        }
+        if let Some((user, pass)) = &cfg.basic_auth {
+            let out = run(Command::new("htpasswd").args(["-Bbn", user, pass]));
+            assert!(
+                out.status.success(),
+                "htpasswd (apache2-utils) is needed for the auth tests"
+            );
+            let file = dir.path().join("htpasswd");
+            std::fs::write(&file, &out.stdout).unwrap();
+            yaml.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: distro-test\n    path: {}\n",
+                file.display()
+            ));
+        }
+        if let Some((realm, cert)) = &cfg.token {
+            yaml.push_str(&format!(
+                "auth:\n  token:\n    realm: {realm}\n    service: distro-test\n    issuer: distro-test-issuer\n    rootcertbundle: {}\n",
+                cert.display()
+            ));
+        }
+        let config = dir.path().join("config.yml");
+        std::fs::write(&config, yaml).unwrap();
+        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting docker-registry");
+        let reg = TestRegistry {
+            child,
+            addr,
+            ca,
+            dir,
+        };
+        if !cfg.no_wait {
+            reg.wait_ready();
+        }
+        Some(reg)
+    }
+
+    /// Waits until the registry accepts connections.
+    pub fn wait_ready(&self) {
+        let start = Instant::now();
+        while TcpStream::connect(&self.addr).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "docker-registry did not start on {}",
+                self.addr
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Files under the registry's storage whose path contains `needle`.
+    pub fn storage_files(&self, needle: &str) -> Vec<PathBuf> {
+        fn walk(p: &Path, needle: &str, out: &mut Vec<PathBuf>) {
+            if let Ok(rd) = std::fs::read_dir(p) {
+                for e in rd.flatten() {
+                    let path = e.path();
+                    if path.is_dir() {
+                        walk(&path, needle, out);
+                    } else if path.to_string_lossy().contains(needle) {
+                        out.push(path);
+                    }
+                }
+            }
+        }
+        let mut v = Vec::new();
+        walk(&self.dir.path().join("data"), needle, &mut v);
+        v
+    }
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Standard base64 with padding (a few lines here rather than a dev-dependency of `distro`).
+pub mod b64 {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+    /// Encodes.
+    pub fn encode(data: impl AsRef<[u8]>) -> String {
+        let data = data.as_ref();
+        let mut s = String::new();
+        for c in data.chunks(3) {
+            let n = (u32::from(c[0]) << 16)
+                | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+                | u32::from(*c.get(2).unwrap_or(&0));
+            for i in 0..4 {
+                if i <= c.len() {
+                    s.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                } else {
+                    s.push('=');
+                }
+            }
+        }
+        s
+    }
+
+    /// Decodes; `Err` on a character outside the alphabet.
+    pub fn decode(s: impl AsRef<[u8]>) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        let mut buf = 0u32;
+        let mut bits = 0;
+        for &ch in s.as_ref() {
+            if ch == b'=' {
+                break;
+            }
+            let v = A
+                .iter()
+                .position(|&a| a == ch)
+                .ok_or_else(|| format!("bad base64 byte {ch}"))? as u32;
+            buf = (buf << 6) | v;
+            bits += 6;
+            if bits >= 8 {
+                bits -= 8;
+                out.push((buf >> bits) as u8);
+                buf &= (1 << bits) - 1;
+            }
+        }
+        Ok(out)
+    }
+}

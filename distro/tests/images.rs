@@ -1,0 +1,1068 @@
+//! End-to-end tests of the image subcommands offline: `distro image`, `keygen`, `sign`,
+//! `attest` and `verify` on OCI layouts and archives, checked by independent tools (skopeo,
+//! umoci, openssl, Python's securesystemslib and PyYAML) and against tampered variants.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+mod image_support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use distro_images::oci::Manifest;
+use distro_images::store::{Layout, Store};
+use image_support::*;
+use serde_json::{json, Value};
+
+const ID: &str = "registry.example.invalid/fips-mesh/mesh-proxy";
+
+fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let (k, p) = (
+        dir.join(format!("{name}.key")),
+        dir.join(format!("{name}.pub")),
+    );
+    ok(&[
+        "keygen",
+        "--private",
+        k.to_str().unwrap(),
+        "--public",
+        p.to_str().unwrap(),
+    ]);
+    (k, p)
+}
+
+fn cp(from: &Path, to: &Path) {
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+fn digest_of(layout: &Path) -> String {
+    let mut l = Layout::open_dir(layout, false).unwrap();
+    l.manifest("0.1.0").unwrap().unwrap().digest
+}
+
+fn hex(d: &str) -> &str {
+    d.strip_prefix("sha256:").unwrap()
+}
+
+/// Builds, signs and attests the fixture's mesh-proxy image; returns (fixture, key, pub).
+fn signed_and_attested(root: &Path) -> (Fixture, PathBuf, PathBuf) {
+    let fx = Fixture::write(root, &["mesh-proxy"], 64 * 1024);
+    fx.assemble();
+    let (k, p) = keygen(root, "release");
+    let img = fx.image_ref("mesh-proxy");
+    ok(&["sign", &img, "--key", k.to_str().unwrap(), "--identity", ID]);
+    ok(&[
+        "attest",
+        &img,
+        "--key",
+        k.to_str().unwrap(),
+        "--identity",
+        ID,
+        "--build-dir",
+        fx.line_dir.to_str().unwrap(),
+        "--component",
+        "mesh-proxy",
+    ]);
+    (fx, k, p)
+}
+
+fn verify_text(image: &str, key: &Path, extra: &[&str]) -> (bool, String) {
+    let mut args = vec!["verify", image, "--key", key.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let out = run(distro().args(&args));
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Every subcommand's `--help` renders (clap's argument checks run on it).
+#[test]
+fn image_subcommands_have_help() {
+    for c in [
+        "image", "keygen", "push", "pull", "sign", "attest", "verify",
+    ] {
+        let out = ok(&[c, "--help"]);
+        assert!(out.contains("Usage: distro"), "{c} --help:\n{out}");
+    }
+}
+
+/// The same build gives the same image digest twice, skopeo and umoci read the layout, and the
+/// image has the non-root user, entrypoint, labels and base files the issue asks for.
+#[test]
+fn image_is_deterministic_and_read_by_skopeo_and_umoci() {
+    let t1 = tempfile::tempdir().unwrap();
+    let t2 = tempfile::tempdir().unwrap();
+    let a = Fixture::write(t1.path(), &["mesh-proxy", "mesh-control"], 256 * 1024);
+    let b = Fixture::write(t2.path(), &["mesh-proxy", "mesh-control"], 256 * 1024);
+    let ja: Value = serde_json::from_str(&a.assemble()).unwrap();
+    let jb: Value = serde_json::from_str(&b.assemble()).unwrap();
+    for i in 0..2 {
+        assert_eq!(
+            ja[i]["manifest_digest"], jb[i]["manifest_digest"],
+            "same inputs, same digest"
+        );
+        assert_eq!(ja[i]["layers"], jb[i]["layers"]);
+    }
+    // The base layer is shared by both components.
+    assert_eq!(ja[0]["layers"][0], ja[1]["layers"][0]);
+    // Running again over an existing output changes nothing.
+    let again: Value = serde_json::from_str(&a.assemble()).unwrap();
+    assert_eq!(again[0]["manifest_digest"], ja[0]["manifest_digest"]);
+    // A different SOURCE_DATE_EPOCH gives a different digest (the timestamp is really used).
+    let out = run(distro()
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args([
+            "image",
+            "--out",
+            b.out.to_str().unwrap(),
+            "--line",
+            "0.1",
+            "--format",
+            "json",
+            "--ca-bundle",
+        ])
+        .arg(ca_bundle()));
+    assert!(out.status.success());
+    let jc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_ne!(jc[0]["manifest_digest"], ja[0]["manifest_digest"]);
+
+    // gzip headers carry no timestamp or file name (bytes 4..8 are MTIME, flag byte 3 has no FNAME).
+    let layout = a.layout("mesh-proxy");
+    let layer0 = ja[0]["layers"][0].as_str().unwrap();
+    let gz = std::fs::read(layout.join("blobs/sha256").join(hex(layer0))).unwrap();
+    assert_eq!(&gz[..4], &[0x1f, 0x8b, 8, 0]);
+    assert_eq!(&gz[4..8], &[0, 0, 0, 0]);
+
+    if have(
+        "skopeo",
+        "image_is_deterministic_and_read_by_skopeo_and_umoci",
+    ) {
+        let out = run(Command::new("skopeo")
+            .arg("inspect")
+            .arg(format!("oci:{}:0.1.0", layout.display())));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let inspect: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(inspect["Digest"], ja[0]["manifest_digest"]);
+        let labels = &inspect["Labels"];
+        for k in [
+            "title",
+            "description",
+            "licenses",
+            "vendor",
+            "version",
+            "revision",
+            "source",
+            "created",
+        ] {
+            assert!(
+                labels[format!("org.opencontainers.image.{k}")].is_string(),
+                "label {k} missing: {labels}"
+            );
+        }
+        assert_eq!(
+            labels["org.opencontainers.image.created"],
+            "2025-11-28T00:00:00Z"
+        );
+        assert_eq!(labels["org.opencontainers.image.title"], "mesh-proxy");
+        assert_eq!(
+            labels["org.opencontainers.image.revision"],
+            "0123456789abcdef0123456789abcdef01234567"
+        );
+        let out = run(Command::new("skopeo")
+            .arg("inspect")
+            .arg("--config")
+            .arg(format!("oci:{}:0.1.0", layout.display())));
+        let config: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(config["config"]["User"], "65532:65532");
+        assert_eq!(
+            config["config"]["Entrypoint"],
+            json!(["/usr/local/bin/mesh-proxy"])
+        );
+        assert_eq!(config["created"], "2025-11-28T00:00:00Z");
+        // skopeo copies it to another layout, keeping the digest.
+        let copy = t1.path().join("copy");
+        let out = run(Command::new("skopeo")
+            .arg("copy")
+            .arg(format!("oci:{}:0.1.0", layout.display()))
+            .arg(format!("oci:{}:x", copy.display())));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            digest_of_tag(&copy, "x"),
+            ja[0]["manifest_digest"].as_str().unwrap()
+        );
+    }
+    if have(
+        "umoci",
+        "image_is_deterministic_and_read_by_skopeo_and_umoci",
+    ) {
+        let bundle = t1.path().join("bundle");
+        let out = run(Command::new("umoci")
+            .args(["unpack", "--rootless", "--image"])
+            .arg(format!("{}:0.1.0", layout.display()))
+            .arg(&bundle));
+        assert!(
+            out.status.success(),
+            "umoci: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rootfs = bundle.join("rootfs");
+        assert_eq!(
+            std::fs::read(rootfs.join("usr/local/bin/mesh-proxy")).unwrap(),
+            std::fs::read(a.line_dir.join("bin/mesh-proxy")).unwrap()
+        );
+        let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap();
+        assert!(passwd.contains("nonroot:x:65532:65532:"), "{passwd}");
+        assert!(std::fs::read_to_string(rootfs.join("etc/group"))
+            .unwrap()
+            .contains("nonroot:x:65532:"));
+        assert!(
+            std::fs::read_to_string(rootfs.join("etc/ssl/certs/ca-certificates.crt"))
+                .unwrap()
+                .contains("BEGIN CERTIFICATE")
+        );
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(rootfs.join("tmp"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777,
+            0o1777
+        );
+        assert_eq!(
+            std::fs::metadata(rootfs.join("usr/local/bin/mesh-proxy"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o755
+        );
+        for absent in ["bin/sh", "usr/bin/apt", "bin"] {
+            assert!(
+                !rootfs.join(absent).exists(),
+                "{absent} must not be in the image"
+            );
+        }
+        let runtime: Value =
+            serde_json::from_slice(&std::fs::read(bundle.join("config.json")).unwrap()).unwrap();
+        assert_eq!(runtime["process"]["user"]["uid"], 65532);
+        assert_eq!(
+            runtime["process"]["args"],
+            json!(["/usr/local/bin/mesh-proxy"])
+        );
+    }
+}
+
+fn digest_of_tag(layout: &Path, tag: &str) -> String {
+    let mut l = Layout::open_dir(layout, false).unwrap();
+    l.manifest(tag).unwrap().unwrap().digest
+}
+
+/// The hardening manifest parses as YAML (PyYAML) and has the Iron Bank fields: apiVersion v1,
+/// the version as first tag, BASE_IMAGE/BASE_TAG, the required labels, resources whose sha256
+/// values are the real files' and maintainers.
+#[test]
+fn hardening_manifest_has_iron_bank_fields() {
+    let t = tempfile::tempdir().unwrap();
+    let fx = Fixture::write(t.path(), &["mesh-proxy"], 4096);
+    fx.assemble();
+    let path = fx
+        .line_dir
+        .join("images/mesh-proxy/hardening_manifest.yaml");
+    if !have_python("yaml", "hardening_manifest_has_iron_bank_fields") {
+        return;
+    }
+    let out = run(Command::new("python3")
+        .args([
+            "-c",
+            "import json,sys,yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))",
+        ])
+        .arg(&path));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hm: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(hm["apiVersion"], "v1");
+    assert_eq!(hm["name"], "fips-mesh/mesh-proxy");
+    assert_eq!(hm["tags"][0], "0.1.0");
+    assert_ne!(hm["tags"][0], "latest");
+    assert!(hm["args"]["BASE_IMAGE"].is_string() && hm["args"]["BASE_TAG"].is_string());
+    for l in distro_images::hardening::REQUIRED_LABELS {
+        assert!(
+            hm["labels"][*l].as_str().is_some_and(|v| !v.is_empty()),
+            "label {l}"
+        );
+    }
+    let res = hm["resources"].as_array().unwrap();
+    let bin = res.iter().find(|r| r["filename"] == "mesh-proxy").unwrap();
+    assert_eq!(bin["validation"]["type"], "sha256");
+    assert_eq!(
+        bin["validation"]["value"].as_str().unwrap(),
+        sha256sum(&fx.line_dir.join("bin/mesh-proxy"))
+    );
+    let ca = res
+        .iter()
+        .find(|r| r["filename"] == "ca-certificates.crt")
+        .unwrap();
+    assert_eq!(
+        ca["validation"]["value"].as_str().unwrap(),
+        sha256sum(&ca_bundle())
+    );
+    assert!(hm["maintainers"][0]["email"]
+        .as_str()
+        .unwrap()
+        .contains('@'));
+}
+
+/// The key pair is PKCS#8 (mode 0600) and SPKI PEM that openssl reads as P-256; an existing key
+/// is not overwritten without --force.
+#[test]
+fn keygen_writes_private_0600_and_public_openssl_reads() {
+    let t = tempfile::tempdir().unwrap();
+    let (k, p) = keygen(t.path(), "k");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&k).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let key_text = std::fs::read_to_string(&k).unwrap();
+    assert!(key_text.starts_with("-----BEGIN PRIVATE KEY-----"));
+    let stdout = ok(&[
+        "keygen",
+        "--private",
+        t.path().join("x.key").to_str().unwrap(),
+        "--public",
+        t.path().join("x.pub").to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert!(
+        !stdout.contains("PRIVATE"),
+        "the private key is never printed"
+    );
+    let again = fails(&[
+        "keygen",
+        "--private",
+        k.to_str().unwrap(),
+        "--public",
+        p.to_str().unwrap(),
+    ]);
+    assert!(again.contains("--force"), "{again}");
+    if have(
+        "openssl",
+        "keygen_writes_private_0600_and_public_openssl_reads",
+    ) {
+        let out = run(Command::new("openssl")
+            .args(["pkey", "-noout", "-text", "-in"])
+            .arg(&k));
+        assert!(out.status.success());
+        assert!(String::from_utf8_lossy(&out.stdout).contains("prime256v1"));
+        let out = run(Command::new("openssl")
+            .args(["pkey", "-pubin", "-noout", "-text", "-in"])
+            .arg(&p));
+        assert!(out.status.success());
+        assert!(String::from_utf8_lossy(&out.stdout).contains("prime256v1"));
+    }
+}
+
+/// A signed and attested layout verifies; openssl verifies the signature over the payload,
+/// securesystemslib verifies every DSSE envelope; signing again with the same key adds
+/// nothing, a second key's signature is appended, and the archive form verifies offline too.
+#[test]
+fn sign_attest_verify_offline_with_independent_checks() {
+    let t = tempfile::tempdir().unwrap();
+    let (fx, k, p) = signed_and_attested(t.path());
+    let img = fx.image_ref("mesh-proxy");
+    let (passed, text) = verify_text(&img, &p, &[]);
+    assert!(passed, "{text}");
+    for line in [
+        "ok   image:",
+        "ok   signature:",
+        "ok   attestation https://cyclonedx.org/bom",
+        "ok   attestation https://slsa.dev/provenance/v1",
+        "ok   attestation https://openvex.dev/ns/v0.2.0",
+        "ok   attestation https://fips-mesh.invalid/fips-evidence/v1",
+        "ok   policy fips:",
+        "ok   policy sbom:",
+        "ok   policy provenance:",
+        "ok   policy vex:",
+    ] {
+        assert!(text.contains(line), "missing `{line}` in:\n{text}");
+    }
+    // JSON report on stdout.
+    let out = run(distro().args([
+        "verify",
+        &img,
+        "--key",
+        p.to_str().unwrap(),
+        "--format",
+        "json",
+    ]));
+    assert!(out.status.success());
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["passed"], true);
+    assert_eq!(report["checks"].as_array().unwrap().len(), 10);
+    assert!(report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["ok"] == true));
+
+    let layout = fx.layout("mesh-proxy");
+    let digest = digest_of(&layout);
+    let mut store = Layout::open_dir(&layout, false).unwrap();
+    let sig_m = store
+        .manifest(&format!("sha256-{}.sig", hex(&digest)))
+        .unwrap()
+        .unwrap();
+    let sig_manifest = Manifest::parse("sig", &sig_m.bytes).unwrap();
+    assert_eq!(sig_manifest.layers.len(), 1);
+    let layer = &sig_manifest.layers[0];
+    assert_eq!(
+        layer.media_type,
+        "application/vnd.dev.cosign.simplesigning.v1+json"
+    );
+    let payload = store.blob(&layer.digest).unwrap();
+    let pv: Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(pv["critical"]["identity"]["docker-reference"], ID);
+    assert_eq!(
+        pv["critical"]["image"]["docker-manifest-digest"],
+        digest.as_str()
+    );
+    assert_eq!(pv["critical"]["type"], "cosign container image signature");
+    if have(
+        "openssl",
+        "sign_attest_verify_offline_with_independent_checks",
+    ) {
+        let sig = b64::decode(&layer.annotations["dev.cosignproject.cosign/signature"]).unwrap();
+        std::fs::write(t.path().join("payload"), &payload).unwrap();
+        std::fs::write(t.path().join("sig.der"), &sig).unwrap();
+        let out = run(Command::new("openssl")
+            .args(["dgst", "-sha256", "-verify"])
+            .arg(&p)
+            .arg("-signature")
+            .arg(t.path().join("sig.der"))
+            .arg(t.path().join("payload")));
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("Verified OK"),
+            "openssl: {:?}",
+            out
+        );
+    }
+    // DSSE envelopes, checked by securesystemslib.
+    let att_m = store
+        .manifest(&format!("sha256-{}.att", hex(&digest)))
+        .unwrap()
+        .unwrap();
+    let att = Manifest::parse("att", &att_m.bytes).unwrap();
+    assert_eq!(att.layers.len(), 4);
+    let mut envelopes = Vec::new();
+    for (i, l) in att.layers.iter().enumerate() {
+        assert_eq!(l.media_type, "application/vnd.dsse.envelope.v1+json");
+        assert!(l.annotations.contains_key("predicateType"));
+        let path = t.path().join(format!("env{i}.json"));
+        std::fs::write(&path, store.blob(&l.digest).unwrap()).unwrap();
+        envelopes.push(path);
+    }
+    if have_python(
+        "securesystemslib",
+        "sign_attest_verify_offline_with_independent_checks",
+    ) {
+        let keyid = {
+            let pem = std::fs::read(&p).unwrap();
+            distro_images::keys::VerifyingKey::from_pem("pub", &pem)
+                .unwrap()
+                .keyid()
+        };
+        let script = r#"
+import json, sys, base64
+from securesystemslib.dsse import Envelope
+from securesystemslib.signer import SSlibKey
+pem = open(sys.argv[1]).read()
+key = SSlibKey(sys.argv[2], "ecdsa", "ecdsa-sha2-nistp256", {"public": pem})
+for path in sys.argv[3:]:
+    env = Envelope.from_dict(json.load(open(path)))
+    assert env.payload_type == "application/vnd.in-toto+json", env.payload_type
+    env.verify([key], 1)
+    st = json.loads(env.payload)
+    assert st["_type"] == "https://in-toto.io/Statement/v1"
+    print(st["predicateType"], st["subject"][0]["digest"]["sha256"])
+"#;
+        let out = run(Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(&p)
+            .arg(&keyid)
+            .args(&envelopes));
+        assert!(
+            out.status.success(),
+            "securesystemslib: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(text.lines().count(), 4);
+        assert!(text.lines().all(|l| l.ends_with(hex(&digest))), "{text}");
+    }
+
+    // Signing again with the same key is idempotent; a second key appends a layer.
+    let again = ok(&["sign", &img, "--key", k.to_str().unwrap(), "--identity", ID]);
+    assert!(again.contains("already signed"), "{again}");
+    let (k2, p2) = keygen(t.path(), "second");
+    ok(&[
+        "sign",
+        &img,
+        "--key",
+        k2.to_str().unwrap(),
+        "--identity",
+        ID,
+    ]);
+    let mut store = Layout::open_dir(&layout, false).unwrap();
+    let sig_m = store
+        .manifest(&format!("sha256-{}.sig", hex(&digest)))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        Manifest::parse("sig", &sig_m.bytes).unwrap().layers.len(),
+        2,
+        "second signature appended"
+    );
+    let (passed, text) = verify_text(&img, &p, &[]);
+    assert!(passed, "the first key still verifies: {text}");
+    // Attestations re-attached unchanged are not duplicated.
+    ok(&[
+        "attest",
+        &img,
+        "--key",
+        k.to_str().unwrap(),
+        "--identity",
+        ID,
+        "--build-dir",
+        fx.line_dir.to_str().unwrap(),
+        "--component",
+        "mesh-proxy",
+    ]);
+    let att_m = store
+        .manifest(&format!("sha256-{}.att", hex(&digest)))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        Manifest::parse("att", &att_m.bytes).unwrap().layers.len(),
+        4
+    );
+    // Signatures by the second key verify with its key only for the signature check.
+    let (_, text2) = verify_text(&img, &p2, &[]);
+    assert!(text2.contains("ok   signature:"), "{text2}");
+    assert!(
+        text2.contains("FAIL attestation"),
+        "attestations were signed by the first key: {text2}"
+    );
+
+    // The identity is checked when asked for.
+    let (passed, text) = verify_text(&img, &p, &["--identity", "registry.example.invalid/other"]);
+    assert!(!passed);
+    assert!(text.contains("payload identity is `registry.example.invalid/fips-mesh/mesh-proxy`, expected `registry.example.invalid/other`"), "{text}");
+
+    // Offline, as an archive carried into an air-gapped site.
+    let archive = t.path().join("mesh-proxy.oci.tar");
+    Layout::open_dir(&layout, false)
+        .unwrap()
+        .write_archive(&archive)
+        .unwrap();
+    let (passed, text) = verify_text(&format!("oci-archive:{}:0.1.0", archive.display()), &p, &[]);
+    assert!(passed, "{text}");
+    if have(
+        "skopeo",
+        "sign_attest_verify_offline_with_independent_checks",
+    ) {
+        let out = run(Command::new("skopeo")
+            .arg("inspect")
+            .arg(format!("oci-archive:{}:0.1.0", archive.display())));
+        assert!(
+            out.status.success(),
+            "skopeo reads the archive: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let inspect: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(inspect["Digest"], digest.as_str());
+    }
+}
+
+/// Rewrites the manifest under `tag` in a layout with `edit` applied to its layers, storing any
+/// replacement blobs, so the layout stays internally consistent (only signatures can catch it).
+fn rewrite(layout: &Path, tag: &str, edit: impl FnOnce(&mut Layout, &mut Manifest)) {
+    let mut store = Layout::open_dir(layout, false).unwrap();
+    let m = store.manifest(tag).unwrap().unwrap();
+    let mut manifest = Manifest::parse(tag, &m.bytes).unwrap();
+    edit(&mut store, &mut manifest);
+    store
+        .put_manifest(Some(tag), &manifest.to_bytes(), &m.media_type)
+        .unwrap();
+}
+
+fn put(store: &mut Layout, data: &[u8]) -> (String, u64) {
+    let d = distro_images::digest::sha256(data);
+    store.put_blob(&d, data).unwrap();
+    (d, data.len() as u64)
+}
+
+/// Each tampered variant (manifest, layer, payload, signature, attestation, signed digest,
+/// wrong key) makes `verify` fail, with the reason on the failing check's line.
+#[test]
+fn tampered_variants_fail_with_precise_reason() {
+    let t = tempfile::tempdir().unwrap();
+    let (fx, _k, p) = signed_and_attested(t.path());
+    let good = fx.layout("mesh-proxy");
+    let digest = digest_of(&good);
+    let sig_tag = format!("sha256-{}.sig", hex(&digest));
+    let att_tag = format!("sha256-{}.att", hex(&digest));
+    let variant = |name: &str| {
+        let dir = t.path().join(name);
+        cp(&good, &dir);
+        dir
+    };
+    let check = |dir: &Path, key: &Path, expect: &[&str]| {
+        let (passed, text) = verify_text(&format!("oci:{}:0.1.0", dir.display()), key, &[]);
+        assert!(!passed, "{} must fail:\n{text}", dir.display());
+        for e in expect {
+            assert!(
+                text.lines().any(|l| l.starts_with("FAIL") && l.contains(e)),
+                "{}: no FAIL line with `{e}` in:\n{text}",
+                dir.display()
+            );
+        }
+        text
+    };
+
+    // A changed manifest (an annotation added, re-tagged): nothing is signed for its digest.
+    let dir = variant("manifest");
+    rewrite(&dir, "0.1.0", |_, m| {
+        m.annotations.insert("evil".into(), "1".into());
+    });
+    check(
+        &dir,
+        &p,
+        &[
+            "signature: no signature for sha256:",
+            "attestations: no attestations for sha256:",
+        ],
+    );
+
+    // A changed layer: its bytes no longer hash to the manifest's digest.
+    let dir = variant("layer");
+    let m = Manifest::parse(
+        "m",
+        &Layout::open_dir(&dir, false)
+            .unwrap()
+            .manifest("0.1.0")
+            .unwrap()
+            .unwrap()
+            .bytes,
+    )
+    .unwrap();
+    let blob = dir.join("blobs/sha256").join(hex(&m.layers[1].digest));
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0xff;
+    std::fs::write(&blob, bytes).unwrap();
+    check(
+        &dir,
+        &p,
+        &[
+            &format!("image: blob {} in oci:", m.layers[1].digest),
+            "but is referenced as",
+        ],
+    );
+
+    // A changed payload (kept consistent in the layout): the signature no longer verifies.
+    let dir = variant("payload");
+    rewrite(&dir, &sig_tag, |s, m| {
+        let old = s.blob(&m.layers[0].digest).unwrap();
+        let changed = String::from_utf8(old)
+            .unwrap()
+            .replace(ID, "registry.example.invalid/evil/mesh-proxy");
+        let (d, size) = put(s, changed.as_bytes());
+        m.layers[0].digest = d;
+        m.layers[0].size = size;
+    });
+    check(
+        &dir,
+        &p,
+        &[
+            "signature: signature 1",
+            "ECDSA signature does not verify over the payload",
+        ],
+    );
+
+    // A changed signature annotation.
+    let dir = variant("signature");
+    rewrite(&dir, &sig_tag, |_, m| {
+        let sig =
+            b64::decode(&m.layers[0].annotations["dev.cosignproject.cosign/signature"]).unwrap();
+        let mut sig = sig.clone();
+        let n = sig.len();
+        sig[n - 3] ^= 0x01;
+        m.layers[0].annotations.insert(
+            "dev.cosignproject.cosign/signature".into(),
+            b64::encode(sig),
+        );
+    });
+    check(&dir, &p, &["ECDSA signature does not verify"]);
+
+    // A correctly signed payload for another digest, placed under this image's tag.
+    let dir = variant("other-digest");
+    let key = distro_images::keys::SigningKey::load(&t.path().join("release.key"), None).unwrap();
+    rewrite(&dir, &sig_tag, |s, m| {
+        let other = format!("sha256:{}", "0".repeat(64));
+        let payload = distro_images::cosign::simple_signing_payload(ID, &other);
+        let (d, size) = put(s, &payload);
+        m.layers[0].digest = d;
+        m.layers[0].size = size;
+        m.layers[0].annotations.insert(
+            "dev.cosignproject.cosign/signature".into(),
+            b64::encode(key.sign(&payload).unwrap()),
+        );
+    });
+    check(
+        &dir,
+        &p,
+        &[&format!(
+            "payload signs digest sha256:{} but the image is {digest}",
+            "0".repeat(64)
+        )],
+    );
+
+    // A changed attestation: the VEX statement edited inside the envelope.
+    let dir = variant("attestation");
+    rewrite(&dir, &att_tag, |s, m| {
+        let i = m
+            .layers
+            .iter()
+            .position(|l| l.annotations["predicateType"] == "https://openvex.dev/ns/v0.2.0")
+            .unwrap();
+        let mut env: Value = serde_json::from_slice(&s.blob(&m.layers[i].digest).unwrap()).unwrap();
+        let st = String::from_utf8(b64::decode(env["payload"].as_str().unwrap()).unwrap()).unwrap();
+        env["payload"] = json!(b64::encode(st.replace("\"fixed\"", "\"not_affected\"")));
+        let (d, size) = put(s, &serde_json::to_vec(&env).unwrap());
+        m.layers[i].digest = d;
+        m.layers[i].size = size;
+    });
+    let text = check(
+        &dir,
+        &p,
+        &[
+            "attestation https://openvex.dev/ns/v0.2.0: layer",
+            "DSSE signature does not verify",
+            "policy vex: no verified OpenVEX attestation",
+        ],
+    );
+    assert!(
+        text.contains("ok   attestation https://cyclonedx.org/bom"),
+        "{text}"
+    );
+
+    // The wrong key: the signature and every attestation fail.
+    let (_, wrong) = keygen(t.path(), "wrong");
+    let text = check(
+        &good,
+        &wrong,
+        &[
+            "signature:",
+            "attestation https://cyclonedx.org/bom",
+            "policy fips: no verified FIPS evidence",
+        ],
+    );
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("FAIL attestation"))
+            .count(),
+        4,
+        "{text}"
+    );
+}
+
+/// The policy: FIPS evidence with mode=false, an in-process module, evidence about another
+/// binary, an advisory left affected or under investigation, or a missing SBOM each fail with
+/// the reason; a policy file can relax requirements.
+#[test]
+fn policy_failures_name_the_reason() {
+    let t = tempfile::tempdir().unwrap();
+    let fx = Fixture::write(t.path(), &["mesh-proxy"], 8 * 1024);
+    fx.assemble();
+    let (k, p) = keygen(t.path(), "release");
+    let base = fx.layout("mesh-proxy");
+    ok(&[
+        "sign",
+        &fx.image_ref("mesh-proxy"),
+        "--key",
+        k.to_str().unwrap(),
+        "--identity",
+        ID,
+    ]);
+    let sha = sha256sum(&fx.line_dir.join("bin/mesh-proxy"));
+    let sbom_path = fx.line_dir.join("sbom/mesh-proxy.cdx.json");
+    let other_binary = format!(
+        "the evidence is about a binary with sha256 {}",
+        "ab".repeat(32)
+    );
+    let cases: Vec<(&str, Value, Value, &str)> = vec![
+        (
+            "mode-false",
+            evidence("mesh-proxy", &sha, false, "validated"),
+            vex("mesh-proxy", "fixed"),
+            "policy fips: FIPS evidence says mode = false",
+        ),
+        (
+            "in-process",
+            evidence("mesh-proxy", &sha, true, "in-process"),
+            vex("mesh-proxy", "fixed"),
+            "is in-process, the policy requires a CMVP-validated module",
+        ),
+        (
+            "other-binary",
+            evidence("mesh-proxy", &"ab".repeat(32), true, "validated"),
+            vex("mesh-proxy", "fixed"),
+            &other_binary,
+        ),
+        (
+            "affected",
+            evidence("mesh-proxy", &sha, true, "validated"),
+            vex("mesh-proxy", "affected"),
+            "policy vex: advisories not fixed or not_affected: RUSTSEC-2024-0336 (affected)",
+        ),
+        (
+            "investigating",
+            evidence("mesh-proxy", &sha, true, "validated"),
+            vex("mesh-proxy", "under_investigation"),
+            "RUSTSEC-2024-0336 (under_investigation)",
+        ),
+    ];
+    let ev_path = t.path().join("ev.json");
+    let vex_path = t.path().join("vex.json");
+    for (name, ev, vx, expect) in &cases {
+        let dir = t.path().join(name);
+        cp(&base, &dir);
+        write_json(&ev_path, ev);
+        write_json(&vex_path, vx);
+        let img = format!("oci:{}:0.1.0", dir.display());
+        ok(&[
+            "attest",
+            &img,
+            "--key",
+            k.to_str().unwrap(),
+            "--identity",
+            ID,
+            "--evidence",
+            ev_path.to_str().unwrap(),
+            "--vex",
+            vex_path.to_str().unwrap(),
+            "--sbom",
+            sbom_path.to_str().unwrap(),
+            "--provenance",
+            fx.line_dir
+                .join("provenance/mesh-proxy.intoto.json")
+                .to_str()
+                .unwrap(),
+        ]);
+        let (passed, text) = verify_text(&img, &p, &[]);
+        assert!(!passed, "{name}: {text}");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("FAIL") && l.contains(expect)),
+            "{name}: no FAIL with `{expect}`:\n{text}"
+        );
+    }
+    // not_affected closes an advisory.
+    let dir = t.path().join("not-affected");
+    cp(&base, &dir);
+    write_json(&vex_path, &vex("mesh-proxy", "not_affected"));
+    let img = format!("oci:{}:0.1.0", dir.display());
+    ok(&[
+        "attest",
+        &img,
+        "--key",
+        k.to_str().unwrap(),
+        "--identity",
+        ID,
+        "--vex",
+        vex_path.to_str().unwrap(),
+        "--build-dir",
+        fx.line_dir.to_str().unwrap(),
+        "--component",
+        "mesh-proxy",
+    ]);
+    let (passed, text) = verify_text(&img, &p, &[]);
+    assert!(passed, "{text}");
+    // No SBOM: fails by default, passes under a policy that does not require one.
+    let dir = t.path().join("no-sbom");
+    cp(&base, &dir);
+    let img = format!("oci:{}:0.1.0", dir.display());
+    ok(&[
+        "attest",
+        &img,
+        "--key",
+        k.to_str().unwrap(),
+        "--identity",
+        ID,
+        "--evidence",
+        fx.line_dir
+            .join("evidence/mesh-proxy.fips.json")
+            .to_str()
+            .unwrap(),
+        "--vex",
+        vex_path.to_str().unwrap(),
+        "--provenance",
+        fx.line_dir
+            .join("provenance/mesh-proxy.intoto.json")
+            .to_str()
+            .unwrap(),
+    ]);
+    let (passed, text) = verify_text(&img, &p, &[]);
+    assert!(
+        !passed && text.contains("FAIL policy sbom: no verified SBOM attestation"),
+        "{text}"
+    );
+    let policy = t.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "require_sbom = false\nidentity = \"registry.example.invalid/fips-mesh/mesh-proxy\"\n",
+    )
+    .unwrap();
+    let (passed, text) = verify_text(&img, &p, &["--policy", policy.to_str().unwrap()]);
+    assert!(passed, "{text}");
+    // A mistyped policy key is an error naming the file, not a silently weaker policy.
+    std::fs::write(&policy, "require_sbomm = false\n").unwrap();
+    let (passed, text) = verify_text(&img, &p, &["--policy", policy.to_str().unwrap()]);
+    assert!(
+        !passed && text.contains("policy.toml") && text.contains("require_sbomm"),
+        "{text}"
+    );
+    // attest refuses a document of the wrong kind.
+    let err = fails(&[
+        "attest",
+        &img,
+        "--key",
+        k.to_str().unwrap(),
+        "--identity",
+        ID,
+        "--sbom",
+        vex_path.to_str().unwrap(),
+    ]);
+    assert!(err.contains("is not a CycloneDX SBOM"), "{err}");
+}
+
+/// A cosign encrypted key (`ENCRYPTED SIGSTORE PRIVATE KEY` and the older `ENCRYPTED COSIGN
+/// PRIVATE KEY`, made here by an independent Python implementation of the format: scrypt + NaCl
+/// secretbox) signs with COSIGN_PASSWORD, and the signature verifies with its public key; a
+/// wrong password is refused with a clear message.
+#[test]
+fn cosign_encrypted_key_signs() {
+    if !have_python("nacl", "cosign_encrypted_key_signs")
+        || !have_python("cryptography", "cosign_encrypted_key_signs")
+    {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let fx = Fixture::write(t.path(), &["mesh-proxy"], 4096);
+    fx.assemble();
+    let script = r#"
+import base64, hashlib, json, os, sys, textwrap
+import nacl.secret
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import serialization
+out, label, password = sys.argv[1], sys.argv[2], sys.argv[3].encode()
+k = ec.generate_private_key(ec.SECP256R1())
+der = k.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+salt, nonce = os.urandom(32), os.urandom(24)
+key = hashlib.scrypt(password, salt=salt, n=32768, r=8, p=1, dklen=32, maxmem=128 * 1024 * 1024)
+ct = nacl.secret.SecretBox(key).encrypt(der, nonce).ciphertext
+b = lambda x: base64.b64encode(x).decode()
+doc = json.dumps({"kdf": {"name": "scrypt", "params": {"N": 32768, "r": 8, "p": 1}, "salt": b(salt)},
+                  "cipher": {"name": "nacl/secretbox", "nonce": b(nonce)}, "ciphertext": b(ct)}).encode()
+body = "\n".join(textwrap.wrap(base64.b64encode(doc).decode(), 64))
+open(out + ".key", "w").write(f"-----BEGIN {label}-----\n{body}\n-----END {label}-----\n")
+open(out + ".pub", "wb").write(k.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+"#;
+    for (i, label) in [
+        "ENCRYPTED SIGSTORE PRIVATE KEY",
+        "ENCRYPTED COSIGN PRIVATE KEY",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let base = t.path().join(format!("cosign{i}"));
+        let out = run(Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(&base)
+            .arg(label)
+            .arg("correct horse"));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let key = base.with_extension("key");
+        let pubk = base.with_extension("pub");
+        let img = fx.image_ref("mesh-proxy");
+        let out = run(distro().env("COSIGN_PASSWORD", "wrong").args([
+            "sign",
+            &img,
+            "--identity",
+            ID,
+            "--key",
+            key.to_str().unwrap(),
+        ]));
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("wrong COSIGN_PASSWORD"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = run(distro().args([
+            "sign",
+            &img,
+            "--identity",
+            ID,
+            "--key",
+            key.to_str().unwrap(),
+        ]));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("COSIGN_PASSWORD"));
+        let out = run(distro().env("COSIGN_PASSWORD", "correct horse").args([
+            "sign",
+            &img,
+            "--identity",
+            ID,
+            "--key",
+            key.to_str().unwrap(),
+        ]));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let policy = t.path().join("sig-only.toml");
+        std::fs::write(&policy, "require_fips = false\nrequire_sbom = false\nrequire_provenance = false\nrequire_vex = false\n").unwrap();
+        let (_, text) = verify_text(&img, &pubk, &["--policy", policy.to_str().unwrap()]);
+        assert!(text.contains("ok   signature:"), "{text}");
+    }
+}

@@ -1,0 +1,329 @@
+//! ECDSA P-256 signing keys: generated and used by aws-lc-rs in FIPS mode, stored as PKCS#8 PEM
+//! (mode 0600) with an SPKI PEM public key. cosign's encrypted `cosign.key` is read too: its
+//! scrypt + NaCl secretbox wrapping is undone with small RustCrypto crates (used only for that
+//! file format), and the PKCS#8 key inside is then handed to aws-lc-rs like any other.
+
+use std::io::Write;
+use std::path::Path;
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
+    EcdsaKeyPair, KeyPair, UnparsedPublicKey, ECDSA_P256_SHA256_ASN1,
+    ECDSA_P256_SHA256_ASN1_SIGNING,
+};
+use base64::Engine as _;
+use zeroize::Zeroizing;
+
+use crate::digest;
+use crate::error::{Error, Result};
+
+/// PEM label of cosign's encrypted key (current).
+pub const SIGSTORE_LABEL: &str = "ENCRYPTED SIGSTORE PRIVATE KEY";
+/// PEM label of cosign's encrypted key (older releases).
+pub const COSIGN_LABEL: &str = "ENCRYPTED COSIGN PRIVATE KEY";
+
+/// Fails unless the AWS-LC module is in FIPS mode.
+pub fn require_fips() -> Result<()> {
+    aws_lc_rs::try_fips_mode().map_err(|e| Error::NotFips(e.to_string()))
+}
+
+/// A private key able to sign.
+pub struct SigningKey {
+    pair: EcdsaKeyPair,
+    spki_der: Vec<u8>,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SigningKey(keyid {})", self.keyid())
+    }
+}
+
+impl SigningKey {
+    /// A fresh key from the FIPS module's DRBG.
+    pub fn generate() -> Result<Self> {
+        require_fips()?;
+        let pair =
+            EcdsaKeyPair::generate(&ECDSA_P256_SHA256_ASN1_SIGNING).map_err(|_| Error::Key {
+                what: "generation".into(),
+                reason: "the module could not generate a P-256 key".into(),
+            })?;
+        Self::from_pair(pair)
+    }
+
+    fn from_pair(pair: EcdsaKeyPair) -> Result<Self> {
+        let spki_der = pair
+            .public_key()
+            .as_der()
+            .map_err(|_| Error::Key {
+                what: "public key".into(),
+                reason: "could not encode SPKI".into(),
+            })?
+            .as_ref()
+            .to_vec();
+        Ok(SigningKey { pair, spki_der })
+    }
+
+    /// A key from PKCS#8 DER.
+    pub fn from_pkcs8(what: &str, der: &[u8]) -> Result<Self> {
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, der).map_err(|e| {
+            Error::Key {
+                what: what.into(),
+                reason: format!("not an ECDSA P-256 PKCS#8 key: {e}"),
+            }
+        })?;
+        Self::from_pair(pair)
+    }
+
+    /// Reads a private key file: PKCS#8 PEM (`PRIVATE KEY`) as written by `distro keygen`, or a
+    /// cosign encrypted key (needs `password`).
+    pub fn load(path: &Path, password: Option<&[u8]>) -> Result<Self> {
+        let what = path.display().to_string();
+        let text =
+            Zeroizing::new(std::fs::read(path).map_err(|e| Error::io("reading key", path, e))?);
+        let block = pem::parse(&*text).map_err(|e| Error::Key {
+            what: what.clone(),
+            reason: format!("not PEM: {e}"),
+        })?;
+        match block.tag() {
+            "PRIVATE KEY" => Self::from_pkcs8(&what, block.contents()),
+            SIGSTORE_LABEL | COSIGN_LABEL => {
+                let password = password.ok_or_else(|| Error::Key {
+                    what: what.clone(),
+                    reason: "a cosign encrypted key needs its password in the COSIGN_PASSWORD environment variable".into(),
+                })?;
+                let der = decrypt_cosign(&what, block.contents(), password)?;
+                Self::from_pkcs8(&what, &der)
+            }
+            other => Err(Error::Key {
+                what,
+                reason: format!(
+                    "PEM label `{other}` is not supported; expected PRIVATE KEY (PKCS#8), {SIGSTORE_LABEL} or {COSIGN_LABEL}"
+                ),
+            }),
+        }
+    }
+
+    /// ASN.1 DER ECDSA-P256-SHA256 signature of `msg`.
+    pub fn sign(&self, msg: &[u8]) -> Result<Vec<u8>> {
+        self.pair
+            .sign(&SystemRandom::new(), msg)
+            .map(|s| s.as_ref().to_vec())
+            .map_err(|_| Error::Key {
+                what: "signing".into(),
+                reason: "the module refused to sign".into(),
+            })
+    }
+
+    /// The public key.
+    pub fn public(&self) -> VerifyingKey {
+        VerifyingKey {
+            spki_der: self.spki_der.clone(),
+        }
+    }
+
+    /// Key id: hex sha256 of the SPKI DER.
+    pub fn keyid(&self) -> String {
+        digest::sha256_hex(&self.spki_der)
+    }
+
+    /// PKCS#8 PEM of the private key.
+    pub fn to_pkcs8_pem(&self) -> Result<Zeroizing<String>> {
+        let doc = self.pair.to_pkcs8v1().map_err(|_| Error::Key {
+            what: "export".into(),
+            reason: "could not encode PKCS#8".into(),
+        })?;
+        Ok(Zeroizing::new(pem::encode(&pem::Pem::new(
+            "PRIVATE KEY",
+            doc.as_ref().to_vec(),
+        ))))
+    }
+}
+
+/// A public key able to verify.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyingKey {
+    spki_der: Vec<u8>,
+}
+
+impl VerifyingKey {
+    /// Reads an SPKI PEM (`PUBLIC KEY`) file such as `distro keygen`'s or `cosign.pub`.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read(path).map_err(|e| Error::io("reading public key", path, e))?;
+        Self::from_pem(&path.display().to_string(), &text)
+    }
+
+    /// Parses an SPKI PEM.
+    pub fn from_pem(what: &str, text: &[u8]) -> Result<Self> {
+        let block = pem::parse(text).map_err(|e| Error::Key {
+            what: what.into(),
+            reason: format!("not PEM: {e}"),
+        })?;
+        if block.tag() != "PUBLIC KEY" {
+            return Err(Error::Key {
+                what: what.into(),
+                reason: format!("PEM label `{}` is not PUBLIC KEY", block.tag()),
+            });
+        }
+        let key = VerifyingKey {
+            spki_der: block.contents().to_vec(),
+        };
+        // Reject keys that are not P-256 now rather than at the first verification.
+        if aws_lc_rs::signature::ParsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, &key.spki_der)
+            .is_err()
+        {
+            return Err(Error::Key {
+                what: what.into(),
+                reason: "not an ECDSA P-256 public key".into(),
+            });
+        }
+        Ok(key)
+    }
+
+    /// Whether `sig` (ASN.1 DER) is a valid ECDSA-P256-SHA256 signature of `msg` by this key.
+    pub fn verify(&self, msg: &[u8], sig: &[u8]) -> bool {
+        UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, &self.spki_der)
+            .verify(msg, sig)
+            .is_ok()
+    }
+
+    /// SPKI PEM.
+    pub fn to_pem(&self) -> String {
+        pem::encode(&pem::Pem::new("PUBLIC KEY", self.spki_der.clone()))
+    }
+
+    /// Key id: hex sha256 of the SPKI DER.
+    pub fn keyid(&self) -> String {
+        digest::sha256_hex(&self.spki_der)
+    }
+}
+
+/// Writes a key pair: the private key with mode 0600 (created that way, never widened), the
+/// public key 0644. Refuses to overwrite unless `force`.
+pub fn write_key_pair(key: &SigningKey, private: &Path, public: &Path, force: bool) -> Result<()> {
+    for p in [private, public] {
+        if p.exists() && !force {
+            return Err(Error::Refused(format!(
+                "{} exists; pass --force to replace it",
+                p.display()
+            )));
+        }
+    }
+    let pem = key.to_pkcs8_pem()?;
+    write_private(private, pem.as_bytes())?;
+    crate::store::write_atomic(public, key.public().to_pem().as_bytes())
+}
+
+fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("creating directory", dir, e))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| Error::io("creating", &tmp, e))?;
+    f.write_all(data)
+        .map_err(|e| Error::io("writing", &tmp, e))?;
+    f.sync_all().map_err(|e| Error::io("syncing", &tmp, e))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(|e| Error::io("renaming into place", path, e))
+}
+
+#[derive(serde::Deserialize)]
+struct EncryptedKey {
+    kdf: Kdf,
+    cipher: Cipher,
+    ciphertext: String,
+}
+
+#[derive(serde::Deserialize)]
+struct Kdf {
+    name: String,
+    params: KdfParams,
+    salt: String,
+}
+
+#[derive(serde::Deserialize)]
+struct KdfParams {
+    #[serde(rename = "N")]
+    n: u64,
+    r: u32,
+    p: u32,
+}
+
+#[derive(serde::Deserialize)]
+struct Cipher {
+    name: String,
+    nonce: String,
+}
+
+/// Decrypts cosign's key format (go-securesystemslib `encrypted`): scrypt(password, salt, N, r,
+/// p) → 32-byte key; NaCl secretbox (XSalsa20-Poly1305) open → PKCS#8 DER.
+fn decrypt_cosign(what: &str, json: &[u8], password: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+    use crypto_secretbox::aead::{Aead, KeyInit};
+    use crypto_secretbox::XSalsa20Poly1305;
+    let bad = |reason: String| Error::Key {
+        what: what.to_string(),
+        reason,
+    };
+    let enc: EncryptedKey =
+        serde_json::from_slice(json).map_err(|e| bad(format!("encrypted key JSON: {e}")))?;
+    if enc.kdf.name != "scrypt" || enc.cipher.name != "nacl/secretbox" {
+        return Err(bad(format!(
+            "unsupported kdf `{}` / cipher `{}`",
+            enc.kdf.name, enc.cipher.name
+        )));
+    }
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let salt = b64
+        .decode(&enc.kdf.salt)
+        .map_err(|e| bad(format!("salt: {e}")))?;
+    let nonce = b64
+        .decode(&enc.cipher.nonce)
+        .map_err(|e| bad(format!("nonce: {e}")))?;
+    let ciphertext = b64
+        .decode(&enc.ciphertext)
+        .map_err(|e| bad(format!("ciphertext: {e}")))?;
+    let n = enc.kdf.params.n;
+    if !n.is_power_of_two() || !(2..=(1 << 22)).contains(&n) {
+        return Err(bad(format!(
+            "scrypt N={n} must be a power of two up to 2^22"
+        )));
+    }
+    let params = scrypt::Params::new(
+        n.trailing_zeros() as u8,
+        enc.kdf.params.r,
+        enc.kdf.params.p,
+        32,
+    )
+    .map_err(|e| bad(format!("scrypt parameters: {e}")))?;
+    let mut key = Zeroizing::new([0u8; 32]);
+    scrypt::scrypt(password, &salt, &params, key.as_mut())
+        .map_err(|e| bad(format!("scrypt: {e}")))?;
+    if nonce.len() != 24 {
+        return Err(bad(format!("nonce is {} bytes, expected 24", nonce.len())));
+    }
+    let cipher =
+        XSalsa20Poly1305::new_from_slice(key.as_ref()).map_err(|_| bad("secretbox key".into()))?;
+    let plain = cipher
+        .decrypt(
+            crypto_secretbox::Nonce::from_slice(&nonce),
+            ciphertext.as_slice(),
+        )
+        .map_err(|_| {
+            bad("decryption failed: wrong COSIGN_PASSWORD or a corrupted key file".into())
+        })?;
+    Ok(Zeroizing::new(plain))
+}

@@ -1,0 +1,187 @@
+//! Image references: a registry reference (`REGISTRY/REPO[:TAG][@DIGEST]`), an OCI layout
+//! directory (`oci:DIR[:TAG]`) or an OCI archive (`oci-archive:FILE[:TAG]`), the same spelling
+//! skopeo uses.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::error::{Error, Result};
+use crate::registry::{Registry, RegistryOptions};
+use crate::store::{Layout, Store};
+
+/// Where an image is and which one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageRef {
+    /// An OCI layout directory.
+    Layout {
+        /// The directory.
+        path: PathBuf,
+        /// Tag in its index.json (`org.opencontainers.image.ref.name`).
+        tag: Option<String>,
+    },
+    /// A tar archive of an OCI layout (read-only).
+    Archive {
+        /// The file.
+        path: PathBuf,
+        /// Tag in its index.json.
+        tag: Option<String>,
+    },
+    /// A repository in a registry.
+    Registry {
+        /// Registry host and port (`127.0.0.1:5000`).
+        registry: String,
+        /// Repository (`fips-mesh/mesh-proxy`).
+        repository: String,
+        /// Tag.
+        tag: Option<String>,
+        /// Digest (`sha256:...`), preferred over the tag.
+        digest: Option<String>,
+    },
+}
+
+fn split_tag(rest: &str) -> (PathBuf, Option<String>) {
+    // A tag follows the last ':' only when that ':' comes after the last '/'.
+    match rest.rfind(':') {
+        Some(i) if rest[i..].find('/').is_none() && i > 0 => (
+            PathBuf::from(&rest[..i]),
+            Some(rest[i + 1..].to_string()).filter(|t| !t.is_empty()),
+        ),
+        _ => (PathBuf::from(rest), None),
+    }
+}
+
+impl ImageRef {
+    /// Parses a reference.
+    pub fn parse(s: &str) -> Result<Self> {
+        if let Some(rest) = s.strip_prefix("oci:") {
+            let (path, tag) = split_tag(rest);
+            return Ok(ImageRef::Layout { path, tag });
+        }
+        if let Some(rest) = s.strip_prefix("oci-archive:") {
+            let (path, tag) = split_tag(rest);
+            return Ok(ImageRef::Archive { path, tag });
+        }
+        let r: oci_client::Reference = s.parse().map_err(|e| Error::Reference {
+            reference: s.to_string(),
+            reason: format!("{e}"),
+        })?;
+        if !s.contains('/')
+            || !s
+                .split('/')
+                .next()
+                .is_some_and(|h| h.contains('.') || h.contains(':') || h == "localhost")
+        {
+            return Err(Error::Reference {
+                reference: s.to_string(),
+                reason: "name the registry host explicitly (e.g. 127.0.0.1:5000/fips-mesh/mesh-proxy:0.1.0)".into(),
+            });
+        }
+        let has_tag = s
+            .rsplit('/')
+            .next()
+            .is_some_and(|last| last.split('@').next().is_some_and(|n| n.contains(':')));
+        Ok(ImageRef::Registry {
+            registry: r.registry().to_string(),
+            repository: r.repository().to_string(),
+            tag: if has_tag {
+                r.tag().map(str::to_string)
+            } else {
+                None
+            },
+            digest: r.digest().map(str::to_string),
+        })
+    }
+
+    /// The tag or digest to look up inside the store, if the reference names one.
+    pub fn selector(&self) -> Option<String> {
+        match self {
+            ImageRef::Layout { tag, .. } | ImageRef::Archive { tag, .. } => tag.clone(),
+            ImageRef::Registry { tag, digest, .. } => digest.clone().or_else(|| tag.clone()),
+        }
+    }
+
+    /// The tag the reference names, if any.
+    pub fn tag(&self) -> Option<&str> {
+        match self {
+            ImageRef::Layout { tag, .. }
+            | ImageRef::Archive { tag, .. }
+            | ImageRef::Registry { tag, .. } => tag.as_deref(),
+        }
+    }
+
+    /// The identity cosign signs for a registry image (`REGISTRY/REPO`); `None` for local files.
+    pub fn docker_reference(&self) -> Option<String> {
+        match self {
+            ImageRef::Registry {
+                registry,
+                repository,
+                ..
+            } => Some(format!("{registry}/{repository}")),
+            _ => None,
+        }
+    }
+
+    /// The same location with another tag.
+    pub fn with_tag(&self, new_tag: &str) -> Self {
+        let mut r = self.clone();
+        match &mut r {
+            ImageRef::Layout { tag, .. } | ImageRef::Archive { tag, .. } => {
+                *tag = Some(new_tag.to_string())
+            }
+            ImageRef::Registry { tag, digest, .. } => {
+                *tag = Some(new_tag.to_string());
+                *digest = None;
+            }
+        }
+        r
+    }
+
+    /// Opens the store the reference points into. `create` makes a missing layout directory.
+    pub fn open(&self, opts: &RegistryOptions, create: bool) -> Result<Box<dyn Store>> {
+        Ok(match self {
+            ImageRef::Layout { path, .. } => Box::new(Layout::open_dir(path, create)?),
+            ImageRef::Archive { path, .. } => Box::new(Layout::open_archive(path)?),
+            ImageRef::Registry {
+                registry,
+                repository,
+                ..
+            } => Box::new(Registry::connect(registry, repository, opts)?),
+        })
+    }
+}
+
+impl fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ImageRef::Layout { path, tag } => {
+                write!(f, "oci:{}", path.display())?;
+                if let Some(t) = tag {
+                    write!(f, ":{t}")?;
+                }
+                Ok(())
+            }
+            ImageRef::Archive { path, tag } => {
+                write!(f, "oci-archive:{}", path.display())?;
+                if let Some(t) = tag {
+                    write!(f, ":{t}")?;
+                }
+                Ok(())
+            }
+            ImageRef::Registry {
+                registry,
+                repository,
+                tag,
+                digest,
+            } => {
+                write!(f, "{registry}/{repository}")?;
+                if let Some(t) = tag {
+                    write!(f, ":{t}")?;
+                }
+                if let Some(d) = digest {
+                    write!(f, "@{d}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
