@@ -1,0 +1,259 @@
+//! Configuration of the proxy.
+//!
+//! Two parts, kept apart on purpose:
+//! - [`ProxyConfig`]: the mesh configuration the control plane pushes (identity, trust bundle,
+//!   mTLS mode, TLS policy, inbound authorization, services and routes). With a static setup it
+//!   is read from the local file's `mesh` section instead.
+//! - [`LocalConfig`]: what only this host knows (listen addresses, the local application's
+//!   address, certificate files, where the control plane is, resource limits).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use mesh_core::api::{
+    Action, AuthorizationRule, Endpoint, InboundPolicy, MtlsMode, Protocol, ProxyConfig,
+    RetryPolicy, Route, RouteMatch, Service, TlsPolicy, WeightedDestination,
+};
+
+/// Why the configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid JSON for the expected shape.
+    #[error(
+        "{path}:{line}:{column}: {message} (see mesh/proxy/README section `config` for the format)"
+    )]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the error.
+        line: usize,
+        /// 1-based column of the error.
+        column: usize,
+        /// What serde said.
+        message: String,
+    },
+    /// The content is well-formed but inconsistent.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The inbound listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InboundListener {
+    /// Where peers connect.
+    pub listen: SocketAddr,
+    /// The local application.
+    pub app: SocketAddr,
+    /// `http`, `tcp`, or `detect` (sniff the first bytes after TLS).
+    #[serde(default = "default_detect")]
+    pub protocol: String,
+    /// Speak HTTP/2 (prior knowledge) to the application instead of HTTP/1.1.
+    #[serde(default)]
+    pub app_http2: bool,
+}
+
+fn default_detect() -> String {
+    "detect".into()
+}
+
+/// One explicit outbound listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutboundListener {
+    /// The service it leads to.
+    pub service: String,
+    /// Where the application connects (loopback).
+    pub listen: SocketAddr,
+}
+
+/// Transparent outbound capture.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TransparentListener {
+    /// Where iptables REDIRECTs outbound connections.
+    pub listen: SocketAddr,
+}
+
+/// Certificate files (static identity).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdentityFiles {
+    /// Leaf + intermediates (PEM).
+    pub cert_chain: PathBuf,
+    /// Private key (PEM, PKCS#8 or SEC1).
+    pub key: PathBuf,
+    /// Trusted roots (PEM).
+    pub trust_bundle: PathBuf,
+}
+
+/// Where and how to reach the control plane.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ControlPlaneSettings {
+    /// `host:port` of its TLS port.
+    pub address: SocketAddr,
+    /// PEM bundle to authenticate the control plane before the proxy has its own bundle.
+    pub ca_bundle: PathBuf,
+    /// File holding the join token or service-account JWT.
+    pub token_file: PathBuf,
+    /// Cap of the reconnect backoff.
+    #[serde(default = "default_backoff")]
+    pub backoff_max_ms: u64,
+    /// Renew when this fraction of the lifetime has passed.
+    #[serde(default = "default_renew")]
+    pub renew_fraction: f64,
+}
+
+fn default_backoff() -> u64 {
+    5000
+}
+fn default_renew() -> f64 {
+    0.5
+}
+
+/// Resource limits (bad input).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Limits {
+    /// Open connections across all listeners; more are closed at once.
+    pub max_connections: usize,
+    /// Time a client has to send its request headers.
+    pub header_read_timeout_ms: u64,
+    /// Largest request header block.
+    pub max_header_bytes: usize,
+    /// Time a client has to finish the TLS handshake (or send its first byte).
+    pub handshake_timeout_ms: u64,
+    /// Largest request body buffered for retries.
+    pub max_buffered_body: usize,
+    /// Consecutive failures that eject an endpoint.
+    pub eject_after_failures: u32,
+    /// How long an ejected endpoint is left out.
+    pub eject_for_ms: u64,
+    /// Connect timeout to endpoints.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 10_000,
+            header_read_timeout_ms: 10_000,
+            max_header_bytes: 64 * 1024,
+            handshake_timeout_ms: 10_000,
+            max_buffered_body: 4 * 1024 * 1024,
+            eject_after_failures: 5,
+            eject_for_ms: 10_000,
+            connect_timeout_ms: 2_000,
+        }
+    }
+}
+
+/// The local file given to `mesh-proxy run --config`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LocalConfig {
+    /// Admin endpoint.
+    #[serde(default = "default_admin")]
+    pub admin: SocketAddr,
+    /// Inbound listener.
+    #[serde(default)]
+    pub inbound: Option<InboundListener>,
+    /// Explicit outbound listeners.
+    #[serde(default)]
+    pub outbound: Vec<OutboundListener>,
+    /// Transparent outbound listener.
+    #[serde(default)]
+    pub transparent: Option<TransparentListener>,
+    /// Static identity from files.
+    #[serde(default)]
+    pub identity: Option<IdentityFiles>,
+    /// Control plane.
+    #[serde(default)]
+    pub control_plane: Option<ControlPlaneSettings>,
+    /// Static mesh configuration (used when there is no control plane, or until it answers).
+    #[serde(default)]
+    pub mesh: Option<ProxyConfig>,
+    /// Limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Write a JSON access log line per request/connection to stdout.
+    #[serde(default = "yes")]
+    pub access_log: bool,
+}
+
+fn default_admin() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 15000))
+}
+fn yes() -> bool {
+    true
+}
+
+impl LocalConfig {
+    /// Reads and checks a local configuration file (JSON).
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let cfg: LocalConfig = serde_json::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            line: e.line(),
+            column: e.column(),
+            message: e.to_string(),
+        })?;
+        if cfg.identity.is_none() && cfg.control_plane.is_none() {
+            return Err(ConfigError::Invalid(format!(
+                "{}: needs `identity` (certificate files) or `control_plane` (bootstrap)",
+                path.display()
+            )));
+        }
+        if cfg.control_plane.is_none() && cfg.mesh.is_none() {
+            return Err(ConfigError::Invalid(format!(
+                "{}: without `control_plane`, a static `mesh` section is required",
+                path.display()
+            )));
+        }
+        if let Some(mesh) = &cfg.mesh {
+            validate(mesh)
+                .map_err(|e| ConfigError::Invalid(format!("{}: mesh: {e}", path.display())))?;
+        }
+        Ok(cfg)
+    }
+}
+
+/// Checks references between services and routes and that the TLS policy stays FIPS.
+pub fn validate(cfg: &ProxyConfig) -> Result<(), String> {
+    for s in &cfg.services {
+        for e in &s.endpoints {
+            if e.address.parse::<SocketAddr>().is_err() {
+                return Err(format!(
+                    "service `{}`: endpoint address `{}` is not ip:port",
+                    s.name, e.address
+                ));
+            }
+        }
+    }
+    for r in &cfg.routes {
+        let Some(svc) = cfg.services.iter().find(|s| s.name == r.service) else {
+            return Err(format!(
+                "route `{}` names unknown service `{}`",
+                r.name, r.service
+            ));
+        };
+        if svc.protocol == Protocol::Tcp {
+            return Err(format!(
+                "route `{}`: service `{}` is tcp; routes are HTTP only",
+                r.name, svc.name
+            ));
+        }
+        if !r.destinations.is_empty() && r.destinations.iter().all(|d| d.weight == 0) {
+            return Err(format!("route `{}`: all destination weights are 0", r.name));
+        }
+    }
+    crate::tls::policy_parts(&cfg.tls).map(|_| ())
+}
