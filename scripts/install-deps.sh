@@ -42,8 +42,9 @@ py_packages=(
   'vexipy==0.3.0'                          # independent OpenVEX model validation
   'pynacl'                                 # makes cosign.key fixtures independently
   'PyYAML'                                 # reads hardening_manifest.yaml
+  'spdx-tools'                             # independent SPDX 2.3 validator (pyspdxtools)
 )
-if ! python3 -c 'import cyclonedx.validation.json, securesystemslib, prometheus_client, vexipy, nacl, yaml' 2>/dev/null; then
+if ! python3 -c 'import cyclonedx.validation.json, securesystemslib, prometheus_client, vexipy, nacl, yaml, spdx_tools' 2>/dev/null; then
   log "pip install ${py_packages[*]}"
   python3 -m pip install -q --disable-pip-version-check "${py_packages[@]}" >&2 || \
     python3 -m pip install -q --break-system-packages --disable-pip-version-check "${py_packages[@]}" >&2
@@ -55,11 +56,20 @@ if ! cargo deny --version 2>/dev/null | grep -q "$CARGO_DENY_VERSION"; then
   cargo install --locked --quiet cargo-deny --version "$CARGO_DENY_VERSION"
 fi
 
+# rust-audit-info: an independent reader of the embedded dependency list (.dep-v0).
+if ! command -v rust-audit-info >/dev/null; then
+  log "cargo install rust-audit-info"
+  cargo install --locked --quiet rust-audit-info --version 0.5.4
+fi
+
 # The RustSec advisory database snapshot, laid out where cargo-deny reads it offline.
 if [ -d ../shared/advisory-db ]; then
   scripts/advisory-db.sh ../shared/advisory-db
 fi
 
-# Every crate the workspace needs, so later steps can run offline.
+# Every crate the workspace and the policy fixtures need, so tests can run offline.
 cargo fetch --locked --quiet
+for manifest in sbom/tests/data/*/Cargo.toml; do
+  cargo fetch --locked --quiet --manifest-path "$manifest"
+done
 log "done"

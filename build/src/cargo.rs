@@ -165,10 +165,35 @@ pub fn build_component(
     let built = target.join("release").join(&component.binary);
     let dest = line_dir.join("bin").join(&component.binary);
     fsutil::copy_atomic(&built, &dest)?;
+    embed_dependency_list(tree, component, &dest)?;
     let sha256 = fsutil::sha256_file(&dest)?;
     Ok(Built {
         binary: dest,
         sha256,
         command,
     })
+}
+
+/// Embeds the binary's exact dependency list in the cargo-auditable format (section `.dep-v0`),
+/// so `distro sbom --from-binary` can recover an SBOM from the shipped binary alone. This runs
+/// after linking and before hashing and evidence: the evidence is about the binary as shipped.
+fn embed_dependency_list(
+    tree: &Path,
+    component: &Component,
+    binary: &Path,
+) -> Result<(), BuildError> {
+    let sbom_error = |e: distro_sbom::SbomError| BuildError::Binary {
+        path: binary.to_path_buf(),
+        message: format!("embedding the dependency list (.dep-v0): {e}"),
+    };
+    let graph = distro_sbom::graph::resolve(
+        tree,
+        &component.package,
+        &component.binary,
+        &component.features,
+        true,
+    )
+    .map_err(sbom_error)?;
+    distro_sbom::auditable::embed(binary, &distro_sbom::auditable::DepList::from_graph(&graph))
+        .map_err(sbom_error)
 }

@@ -1,14 +1,180 @@
-//! `distro policy` (not yet implemented: see the open issue that covers it).
+//! `distro policy`: cargo-deny's licence, ban, source and advisory checks, per component.
+//!
+//! By default every component of the distribution is checked in the repository that holds
+//! distro.toml (or `--source DIR`, e.g. a line's patched tree `OUT/<line>/src`), with that
+//! repository's `deny.toml`. `--manifest-path` checks any other package instead. The exit status
+//! is non-zero when any component fails; every finding names the crate, the rule and the way out.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
+use distro_sbom::policy::{self, AdvisoryDb, PolicyOptions, PolicyReport};
+
 use super::Context;
+use crate::output::{self, Format};
 
 /// Arguments of `distro policy`.
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Source tree whose components are checked (default: the repository holding distro.toml).
+    #[arg(long, value_name = "DIR")]
+    source: Option<PathBuf>,
+    /// Only these components (repeatable).
+    #[arg(long = "component", value_name = "NAME")]
+    components: Vec<String>,
+    /// Check this package instead of the distribution's components.
+    #[arg(long, value_name = "CARGO_TOML", conflicts_with = "components")]
+    manifest_path: Option<PathBuf>,
+    /// Features for `--manifest-path` (comma-separated or repeated).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "FEATURES",
+        requires = "manifest_path"
+    )]
+    features: Vec<String>,
+    /// The policy (default: deny.toml of the repository holding distro.toml).
+    #[arg(long, value_name = "FILE")]
+    deny_toml: Option<PathBuf>,
+    /// A local RustSec advisory-db snapshot to check against, offline.
+    #[arg(long, value_name = "DIR", env = "DISTRO_ADVISORY_DB")]
+    advisory_db: Option<PathBuf>,
+    /// Override deny.toml's `maximum-db-staleness` (ISO 8601 duration, e.g. `P365D`).
+    #[arg(long, value_name = "DURATION")]
+    max_db_staleness: Option<String>,
+    /// The cargo-deny program.
+    #[arg(long, value_name = "PATH", default_value = "cargo-deny")]
+    cargo_deny: PathBuf,
+}
 
 /// Runs `distro policy`.
-pub fn run(_args: Args, _cx: &Context) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`distro policy` is not implemented yet")
+pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
+    let repo = cx
+        .config_path
+        .parent()
+        .map(|p| p.join(".."))
+        .unwrap_or_else(|| PathBuf::from(".."));
+    let deny_toml = args
+        .deny_toml
+        .clone()
+        .unwrap_or_else(|| repo.join("deny.toml"));
+    if !deny_toml.is_file() {
+        anyhow::bail!(
+            "no policy at {}: pass --deny-toml FILE",
+            deny_toml.display()
+        );
+    }
+
+    let mut targets: Vec<(String, PathBuf, Vec<String>)> = Vec::new();
+    if let Some(m) = &args.manifest_path {
+        let name = m
+            .parent()
+            .and_then(|d| d.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| m.display().to_string());
+        targets.push((name, m.clone(), args.features.clone()));
+    } else {
+        let dist = cx.distribution()?;
+        let source = args.source.clone().unwrap_or_else(|| repo.clone());
+        for c in &dist.components {
+            if !args.components.is_empty() && !args.components.contains(&c.name) {
+                continue;
+            }
+            let manifest = distro_sbom::graph::package_manifest(&source, &c.package)
+                .with_context(|| format!("component {}", c.name))?;
+            targets.push((c.name.clone(), manifest, c.features.clone()));
+        }
+        if targets.is_empty() {
+            anyhow::bail!("no component matches {:?}", args.components);
+        }
+    }
+
+    let db = match &args.advisory_db {
+        Some(snapshot) => {
+            cx.status(&format!(
+                "preparing the advisory database from {}",
+                snapshot.display()
+            ));
+            Some(AdvisoryDb::prepare(
+                snapshot,
+                &policy::db_urls(&deny_toml)?,
+            )?)
+        }
+        None => None,
+    };
+
+    let mut reports: Vec<PolicyReport> = Vec::new();
+    for (name, manifest, features) in targets {
+        cx.status(&format!("{name}: running cargo-deny"));
+        let opts = PolicyOptions {
+            component: name.clone(),
+            manifest_path: manifest,
+            features,
+            no_default_features: false,
+            deny_toml: deny_toml.clone(),
+            advisory_db: db.as_ref().map(|d| d.path().to_path_buf()),
+            max_db_staleness: args.max_db_staleness.clone(),
+            cargo_deny: args.cargo_deny.clone(),
+        };
+        let report = policy::check(&opts, db.as_ref().and_then(|d| d.date()))
+            .with_context(|| format!("policy check of {name}"))?;
+        reports.push(report);
+    }
+
+    if cx.format == Format::Json {
+        output::json(&reports)?;
+    } else {
+        let mut s = String::new();
+        for r in &reports {
+            s.push_str(&format!(
+                "{}: {}\n",
+                r.component,
+                if r.passed { "pass" } else { "FAIL" }
+            ));
+            for (check, c) in &r.summary {
+                s.push_str(&format!(
+                    "  {check:<10} {} errors, {} warnings\n",
+                    c.errors, c.warnings
+                ));
+            }
+            let unused = r
+                .findings
+                .iter()
+                .filter(|f| f.crate_name.is_empty() && f.severity == "warning")
+                .count();
+            if unused > 0 {
+                s.push_str(&format!("  note: {unused} deny.toml entries not needed by this component (details with --format json)\n"));
+            }
+            for f in r
+                .findings
+                .iter()
+                .filter(|f| !(f.crate_name.is_empty() && f.severity == "warning"))
+            {
+                s.push_str(&format!(
+                    "  {} [{}/{}] {} {}{}: {}\n    way out: {}\n",
+                    f.severity,
+                    f.check,
+                    f.code,
+                    f.crate_name,
+                    f.version,
+                    f.advisory
+                        .as_ref()
+                        .map(|a| format!(" ({a})"))
+                        .unwrap_or_default(),
+                    f.message,
+                    f.way_out
+                ));
+                if f.path.len() > 1 {
+                    s.push_str(&format!("    via: {}\n", f.path.join(" <- ")));
+                }
+            }
+        }
+        output::data(&s);
+    }
+    Ok(if reports.iter().all(|r| r.passed) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -1,0 +1,2 @@
+//! Fixture.
+pub fn hello() {}

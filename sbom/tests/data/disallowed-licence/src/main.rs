@@ -1,0 +1,1 @@
+fn main() { gpl_helper::hello(); }

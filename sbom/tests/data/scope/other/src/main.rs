@@ -1,0 +1,1 @@
+fn main() { unused_lib::run(); }

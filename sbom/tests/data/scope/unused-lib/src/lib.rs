@@ -1,0 +1,3 @@
+//! Fixture crate.
+/// Does nothing.
+pub fn run() {}
