@@ -248,7 +248,7 @@ mod tests {
             Some("OpenSSL/BoringSSL libcrypto (unprefixed)")
         );
         assert_eq!(
-            classify("_ZN4sha26sha2565Sha2569compress17h0123456789abcdefE"),
+            classify("_ZN4sha26sha2566Sha2568compress17h0123456789abcdefE"),
             Some("RustCrypto sha2")
         );
         assert_eq!(classify("aws_lc_fips_0_13_17_EVP_EncryptInit_ex"), None);
