@@ -60,6 +60,9 @@ enum Command {
     Attest(cmd::attest::Args),
     /// Verify an image's signature, attestations and policy before running it.
     Verify(cmd::verify::Args),
+    /// Run every stage of a release: support check, build, SBOM, VEX, images, push, sign,
+    /// attest, verify.
+    Release(cmd::release::Args),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +82,7 @@ fn main() -> ExitCode {
         Command::Sign(a) => cmd::sign::run(a, &cx),
         Command::Attest(a) => cmd::attest::run(a, &cx),
         Command::Verify(a) => cmd::verify::run(a, &cx),
+        Command::Release(a) => cmd::release::run(a, &cx),
     };
     match result {
         Ok(code) => code,

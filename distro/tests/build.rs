@@ -8,6 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod image_support;
+
 use distro_schema::intoto::Provenance;
 use distro_schema::{BuildRecord, CmvpStatus, FipsEvidence, Statement};
 
@@ -189,6 +191,105 @@ fn builtin_distribution_builds_fips_with_evidence_and_reproducibly() {
             rec.contains("pkg:cargo/rustls@"),
             "recovered SBOM of {} lists rustls",
             c.name
+        );
+    }
+
+    // A full release from the same output directory (the build is reused): images pushed to a
+    // real registry on loopback, signed, attested and verified; then run again to show that an
+    // interrupted or repeated release resumes without redoing finished work.
+    if let Some(registry) = image_support::TestRegistry::start(Default::default(), "release") {
+        let to = format!("{}/fips-mesh", registry.addr);
+        let key = a.path().join("release.key");
+        let release = |label: &str| {
+            let out = distro(&[
+                "--format",
+                "json",
+                "release",
+                "--out",
+                out_dir,
+                "--to",
+                &to,
+                "--plain-http",
+                "--key",
+                key.to_str().unwrap(),
+            ]);
+            assert!(out.status.success(), "{label} release failed");
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+        };
+        let first = release("first");
+        let images = first["images"].as_array().unwrap();
+        assert_eq!(images.len(), 2, "{first}");
+        for stage in first["stages"].as_array().unwrap() {
+            assert_eq!(stage["exit"], 0, "{stage}");
+        }
+        let stage_names: Vec<&str> = first["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["stage"].as_str().unwrap())
+            .collect();
+        for expected in [
+            "support window",
+            "build",
+            "sbom",
+            "vex",
+            "image",
+            "keygen",
+            "push",
+            "sign mesh-proxy",
+            "attest mesh-proxy",
+            "verify mesh-proxy",
+            "verify mesh-control",
+        ] {
+            assert!(
+                stage_names.contains(&expected),
+                "missing stage {expected}: {stage_names:?}"
+            );
+        }
+        // skopeo, an independent client, finds each image and its cosign signature tag.
+        for image in images {
+            let reference = image["reference"].as_str().unwrap();
+            let inspect = Command::new("skopeo")
+                .args([
+                    "inspect",
+                    "--tls-verify=false",
+                    &format!("docker://{reference}"),
+                ])
+                .output();
+            if let Ok(inspect) = inspect {
+                assert!(
+                    inspect.status.success(),
+                    "skopeo inspect {reference}: {}",
+                    String::from_utf8_lossy(&inspect.stderr)
+                );
+                let repo = reference.rsplit_once(':').unwrap().0;
+                let tags = Command::new("skopeo")
+                    .args([
+                        "list-tags",
+                        "--tls-verify=false",
+                        &format!("docker://{repo}"),
+                    ])
+                    .output()
+                    .unwrap();
+                let tags = String::from_utf8_lossy(&tags.stdout);
+                assert!(tags.contains(".sig") && tags.contains(".att"), "{tags}");
+            } else {
+                eprintln!("SKIP skopeo check of the release: skopeo is not installed");
+            }
+        }
+        assert!(a.path().join("0.1/release.json").exists());
+        let second = release("second");
+        assert_eq!(
+            second["images"], first["images"],
+            "a rerun releases the same images"
+        );
+        assert!(
+            second["stages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|s| s["stage"] != "keygen"),
+            "the key is reused"
         );
     }
 

@@ -15,6 +15,7 @@ pub mod patches;
 pub mod policy;
 pub mod pull;
 pub mod push;
+pub mod release;
 pub mod sbom;
 pub mod sign;
 pub mod verify;
