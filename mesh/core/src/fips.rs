@@ -154,7 +154,27 @@ mod tests {
     /// In a FIPS build the gate passes; in a non-FIPS build it refuses.
     #[test]
     fn gate_matches_build() {
-        let report = self_check("test", "0", crate::tls::self_check_configs().unwrap());
+        use crate::tls::{self, ClientAuth, EphemeralIdentity, ExpectedPeer};
+        let id = EphemeralIdentity::new("spiffe://fips-check.invalid/ns/default/sa/test").unwrap();
+        let server = tls::spiffe_server_config(
+            id.roots.clone(),
+            id.chain.clone(),
+            id.key(),
+            ClientAuth::Required,
+        )
+        .unwrap();
+        let client = tls::spiffe_client_config(
+            id.roots.clone(),
+            id.chain.clone(),
+            id.key(),
+            ExpectedPeer::TrustDomain("fips-check.invalid".into()),
+        )
+        .unwrap();
+        let configs = vec![
+            tls::describe_server("server", &server),
+            tls::describe_client("client", &client),
+        ];
+        let report = self_check("test", "0", configs);
         assert_eq!(
             ensure_fips(&report).is_ok(),
             crypto::FIPS_BUILD,

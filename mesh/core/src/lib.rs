@@ -13,7 +13,6 @@ compile_error!(
     "mesh-core needs a crypto backend: enable feature `fips` (releases) or `non-fips` (tests)"
 );
 
-pub mod admin;
 pub mod api;
 pub mod crypto;
 pub mod fips;

@@ -29,34 +29,6 @@ pub enum TlsError {
     Policy(String),
 }
 
-/// A server configuration that requires a client certificate chaining to `roots` (mTLS).
-pub fn mtls_server_config(
-    roots: Arc<RootCertStore>,
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
-) -> Result<ServerConfig, TlsError> {
-    let provider = crypto::provider();
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone()).build()?;
-    let config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(PROTOCOL_VERSIONS)?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)?;
-    Ok(config)
-}
-
-/// A client configuration that trusts `roots` and presents `chain` (mTLS).
-pub fn mtls_client_config(
-    roots: Arc<RootCertStore>,
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
-) -> Result<ClientConfig, TlsError> {
-    let config = ClientConfig::builder_with_provider(crypto::provider())
-        .with_protocol_versions(PROTOCOL_VERSIONS)?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)?;
-    Ok(config)
-}
-
 fn suites_and_groups(provider: &rustls::crypto::CryptoProvider) -> (Vec<String>, Vec<String>) {
     let suites = provider
         .cipher_suites
@@ -149,17 +121,6 @@ impl EphemeralIdentity {
     pub fn key(&self) -> PrivateKeyDer<'static> {
         PrivateKeyDer::Pkcs8(self.key.clone_key())
     }
-}
-
-/// The server and client configurations a mesh workload uses, built on an ephemeral identity.
-pub fn self_check_configs() -> Result<Vec<TlsConfigReport>, TlsError> {
-    let id = EphemeralIdentity::new("spiffe://fips-check.invalid/ns/default/sa/fips-check")?;
-    let server = mtls_server_config(id.roots.clone(), id.chain.clone(), id.key())?;
-    let client = mtls_client_config(id.roots.clone(), id.chain.clone(), id.key())?;
-    Ok(vec![
-        describe_server("mtls-server", &server),
-        describe_client("mtls-client", &client),
-    ])
 }
 
 // ---------------------------------------------------------------------------------------------
