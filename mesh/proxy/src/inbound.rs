@@ -407,19 +407,21 @@ impl Inbound {
             ],
             elapsed,
         );
-        self.proxy.access_log(json!({
-            "ts": chrono::Utc::now().to_rfc3339(),
-            "direction": "inbound",
-            "peer": peer.to_string(),
-            "peer_identity": peer_id,
-            "tls": tls_desc,
-            "method": method,
-            "path": path,
-            "protocol": version,
-            "status": resp.status().as_u16(),
-            "rule": decision.rule,
-            "duration_ms": elapsed.as_secs_f64() * 1000.0,
-        }));
+        self.proxy.access_log(|| {
+            json!({
+                "ts": chrono::Utc::now().to_rfc3339(),
+                "direction": "inbound",
+                "peer": peer.to_string(),
+                "peer_identity": peer_id,
+                "tls": tls_desc,
+                "method": method,
+                "path": path,
+                "protocol": version,
+                "status": resp.status().as_u16(),
+                "rule": decision.rule,
+                "duration_ms": elapsed.as_secs_f64() * 1000.0,
+            })
+        });
         resp
     }
 
@@ -467,18 +469,20 @@ impl Inbound {
             "TCP connections proxied, by direction and peer identity.",
             &[("direction", "inbound"), ("peer_identity", identity)],
         );
-        self.proxy.access_log(json!({
-            "ts": chrono::Utc::now().to_rfc3339(),
-            "direction": "inbound",
-            "protocol": "tcp",
-            "peer": peer.to_string(),
-            "peer_identity": peer_id,
-            "tls": tls_desc.as_deref(),
-            "rule": decision.rule,
-            "bytes_received": up,
-            "bytes_sent": down,
-            "duration_ms": start.elapsed().as_secs_f64() * 1000.0,
-        }));
+        self.proxy.access_log(|| {
+            json!({
+                "ts": chrono::Utc::now().to_rfc3339(),
+                "direction": "inbound",
+                "protocol": "tcp",
+                "peer": peer.to_string(),
+                "peer_identity": peer_id,
+                "tls": tls_desc.as_deref(),
+                "rule": decision.rule,
+                "bytes_received": up,
+                "bytes_sent": down,
+                "duration_ms": start.elapsed().as_secs_f64() * 1000.0,
+            })
+        });
     }
 }
 

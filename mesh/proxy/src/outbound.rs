@@ -383,6 +383,7 @@ impl Outbound {
             }
         };
         let retries = route.and_then(|r| r.retries.clone());
+        // One "service/route" string per request: the retry-budget key and the metrics label.
         let budget_key = format!("{service}/{route_name}");
         if let Some(r) = &retries {
             self.proxy.budget_deposit(&budget_key, r.budget_percent);
@@ -495,7 +496,7 @@ impl Outbound {
             "HTTP requests by direction, route, peer identity and status.",
             &[
                 ("direction", "outbound"),
-                ("route", &format!("{service}/{route_name}")),
+                ("route", &budget_key),
                 ("peer_identity", &peer_identity),
                 ("code", &code),
             ],
@@ -505,24 +506,26 @@ impl Outbound {
             "HTTP request latency (to response headers) by direction, route and peer identity.",
             &[
                 ("direction", "outbound"),
-                ("route", &format!("{service}/{route_name}")),
+                ("route", &budget_key),
                 ("peer_identity", &peer_identity),
             ],
             elapsed,
         );
-        self.proxy.access_log(json!({
-            "ts": chrono::Utc::now().to_rfc3339(),
-            "direction": "outbound",
-            "service": service,
-            "route": route_name,
-            "method": method.as_str(),
-            "path": path,
-            "upstream": tried.last(),
-            "peer_identity": peer_identity,
-            "attempts": attempt,
-            "status": resp.status().as_u16(),
-            "duration_ms": elapsed.as_secs_f64() * 1000.0,
-        }));
+        self.proxy.access_log(|| {
+            json!({
+                "ts": chrono::Utc::now().to_rfc3339(),
+                "direction": "outbound",
+                "service": service,
+                "route": route_name,
+                "method": method.as_str(),
+                "path": path,
+                "upstream": tried.last(),
+                "peer_identity": peer_identity,
+                "attempts": attempt,
+                "status": resp.status().as_u16(),
+                "duration_ms": elapsed.as_secs_f64() * 1000.0,
+            })
+        });
         resp
     }
 
@@ -554,18 +557,20 @@ impl Outbound {
                         "TCP connections proxied, by direction and peer identity.",
                         &[("direction", "outbound"), ("peer_identity", &ep.identity)],
                     );
-                    self.proxy.access_log(json!({
-                        "ts": chrono::Utc::now().to_rfc3339(),
-                        "direction": "outbound",
-                        "protocol": "tcp",
-                        "service": svc.name,
-                        "peer": peer.to_string(),
-                        "upstream": ep.address,
-                        "peer_identity": ep.identity,
-                        "bytes_sent": sent,
-                        "bytes_received": received,
-                        "duration_ms": start.elapsed().as_secs_f64() * 1000.0,
-                    }));
+                    self.proxy.access_log(|| {
+                        json!({
+                            "ts": chrono::Utc::now().to_rfc3339(),
+                            "direction": "outbound",
+                            "protocol": "tcp",
+                            "service": svc.name,
+                            "peer": peer.to_string(),
+                            "upstream": ep.address,
+                            "peer_identity": ep.identity,
+                            "bytes_sent": sent,
+                            "bytes_received": received,
+                            "duration_ms": start.elapsed().as_secs_f64() * 1000.0,
+                        })
+                    });
                     return;
                 }
                 Err(e) => {
@@ -586,15 +591,17 @@ impl Outbound {
                 let (sent, received) = tokio::io::copy_bidirectional(&mut stream, &mut up)
                     .await
                     .unwrap_or((0, 0));
-                self.proxy.access_log(json!({
-                    "ts": chrono::Utc::now().to_rfc3339(),
-                    "direction": "outbound",
-                    "protocol": "tcp-passthrough",
-                    "peer": peer.to_string(),
-                    "upstream": dst.to_string(),
-                    "bytes_sent": sent,
-                    "bytes_received": received,
-                }));
+                self.proxy.access_log(|| {
+                    json!({
+                        "ts": chrono::Utc::now().to_rfc3339(),
+                        "direction": "outbound",
+                        "protocol": "tcp-passthrough",
+                        "peer": peer.to_string(),
+                        "upstream": dst.to_string(),
+                        "bytes_sent": sent,
+                        "bytes_received": received,
+                    })
+                });
             }
             Err(e) => tracing::warn!(%dst, error = %e, "transparent passthrough connect failed"),
         }

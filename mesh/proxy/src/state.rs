@@ -284,10 +284,13 @@ impl Proxy {
     }
 
     /// Writes one JSON access-log line to stdout.
-    pub fn access_log(&self, entry: serde_json::Value) {
+    pub fn access_log(&self, entry: impl FnOnce() -> serde_json::Value) {
+        // The entry (a JSON object and an RFC 3339 timestamp) is only built when it is written:
+        // this sits on every request, and access logs are often off.
         if !self.local.access_log {
             return;
         }
+        let entry = entry();
         let mut out = lock(&self.out);
         let _ = writeln!(out, "{entry}");
         let _ = out.flush();
