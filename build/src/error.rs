@@ -77,10 +77,10 @@ pub enum BuildError {
         /// What went wrong.
         message: String,
     },
-    /// The line's patch queue did not apply.
-    #[error("patch queue {}: {message}\n  help: fix or drop the patch named above (`distro patches apply --line <line>` reproduces this), then build again", queue.display())]
+    /// The line's source could not be exported, or its patch queue did not apply.
+    #[error("preparing the source tree ({}): {message}\n  help: when a patch is named above, fix or drop it (`distro patches apply --line <line>` reproduces this), then build again", queue.display())]
     Patch {
-        /// The queue directory.
+        /// The queue directory (or the repository, for a line without a queue).
         queue: PathBuf,
         /// What the patch engine said (names the patch and its series line).
         message: String,

@@ -60,7 +60,7 @@ pub fn build_line(
         "line {}: resolving {} at {}",
         line.version, line.source.git, line.source.git_ref
     ));
-    let src = source::export(&line.source, &line_dir.join("src"), line.patches.as_deref())?;
+    let src = source::export(line, &line_dir.join("src"))?;
     if !src.patches.is_empty() {
         (opts.progress)(&format!(
             "line {}: applied {} patch(es): {}",

@@ -1,31 +1,23 @@
-//! The line's source: resolve its ref to a commit and export that commit as a plain tree.
+//! The line's source: resolve its ref to a commit, and have the patch engine
+//! ([`distro_patches::flows::patched_tree`], the same code `distro patches apply` runs) export
+//! that commit with the line's queue applied. This module adds only what the build needs on
+//! top: the commit and its time (SOURCE_DATE_EPOCH), and a marker that lets a rerun with the
+//! same commit and queue reuse the tree.
 
 use std::path::{Path, PathBuf};
 
-use distro_config::Source;
+use distro_config::Line;
+pub use distro_patches::AppliedPatch;
 
 use crate::fsutil;
 use crate::process::Cmd;
 use crate::BuildError;
 
-/// Marker written into an exported tree: which commit it holds.
+/// Marker written into an exported tree: which commit and queue it holds.
 const MARKER: &str = ".distro-source";
 
 /// Record of the patches applied to an exported tree, kept beside it for reruns.
 const PATCHES_RECORD: &str = ".distro-patches.json";
-
-/// A patch applied to the exported tree.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct AppliedPatch {
-    /// File name in the series.
-    pub name: String,
-    /// sha256 of the patch file.
-    pub sha256: String,
-    /// DEP-3 origin.
-    pub origin: String,
-    /// Advisory ids it fixes.
-    pub advisories: Vec<String>,
-}
 
 /// An exported source tree.
 #[derive(Debug, Clone)]
@@ -41,7 +33,7 @@ pub struct ExportedSource {
 }
 
 /// Digest of a patch queue directory (every regular file, by name), so a change to the queue
-/// makes the next build re-export and re-apply.
+/// makes the next build export and apply again.
 fn queue_digest(dir: &Path) -> Result<String, BuildError> {
     let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(fsutil::io("reading the patch queue", dir))?
@@ -63,33 +55,28 @@ fn queue_digest(dir: &Path) -> Result<String, BuildError> {
     Ok(fsutil::sha256_hex(&all))
 }
 
-fn source_error(src: &Source, message: String, help: &str) -> BuildError {
+fn source_error(line: &Line, message: String, help: &str) -> BuildError {
     BuildError::Source {
-        repository: src.git.clone(),
-        git_ref: src.git_ref.clone(),
+        repository: line.source.git.clone(),
+        git_ref: line.source.git_ref.clone(),
         message,
         help: help.to_string(),
     }
 }
 
-/// Resolves the ref, exports the commit's tree into `dest` and applies the line's patch queue
-/// (`patches`, a directory holding a quilt `series`) to it. The tree is replaced when it holds
-/// another commit or queue, and reused as is when it already holds this one, so a second run
-/// does no work.
-pub fn export(
-    src: &Source,
-    dest: &Path,
-    patches: Option<&Path>,
-) -> Result<ExportedSource, BuildError> {
-    let repo = &src.git;
+/// Resolves the line's ref and puts its source, with the line's queue applied, at `dest`.
+/// The tree is reused as is when it already holds this commit and queue, so a second run does
+/// no work; otherwise it is replaced atomically.
+pub fn export(line: &Line, dest: &Path) -> Result<ExportedSource, BuildError> {
+    let repo = &line.source.git;
     let commit = Cmd::new("git", "resolve the line's source ref")
         .help("install git")
         .args(["-C", repo, "rev-parse", "--verify", "--end-of-options"])
-        .arg(format!("{}^{{commit}}", src.git_ref))
+        .arg(format!("{}^{{commit}}", line.source.git_ref))
         .stdout_text()
         .map_err(|e| {
             source_error(
-                src,
+                line,
                 format!("cannot resolve the ref: {e}"),
                 "check `source.git` and `source.ref` of this line in distro.toml",
             )
@@ -99,19 +86,19 @@ pub fn export(
         .stdout_text()?;
     let source_date_epoch: i64 = epoch_text.parse().map_err(|_| {
         source_error(
-            src,
+            line,
             format!("unexpected commit time `{epoch_text}`"),
             "check the repository",
         )
     })?;
 
-    let key = match patches {
+    let key = match &line.patches {
         Some(dir) => format!("{commit}\npatches:{}", queue_digest(dir)?),
         None => commit.clone(),
     };
     let marker = dest.join(MARKER);
     if std::fs::read_to_string(&marker).ok().as_deref() == Some(key.as_str()) {
-        let applied = match std::fs::read(dest.join(PATCHES_RECORD)) {
+        let patches = match std::fs::read(dest.join(PATCHES_RECORD)) {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
             Err(_) => Vec::new(),
         };
@@ -119,57 +106,27 @@ pub fn export(
             tree: dest.to_path_buf(),
             commit,
             source_date_epoch,
-            patches: applied,
+            patches,
         });
     }
-    // Export next to the destination, then swap it in, so an interrupted export never leaves a
-    // tree that looks complete.
-    let parent = dest.parent().unwrap_or(Path::new("."));
-    fsutil::create_dir(parent)?;
-    let staging = tempfile::Builder::new()
-        .prefix(".src-export-")
-        .tempdir_in(parent)
-        .map_err(fsutil::io("creating a staging directory in", parent))?;
-    let archive = Cmd::new("git", "export the source tree at the resolved commit")
-        .args(["-C", repo, "archive", "--format=tar", &commit])
-        .output()?;
-    let tar_path = staging.path().join("source.tar");
-    std::fs::write(&tar_path, &archive.stdout).map_err(fsutil::io("writing", &tar_path))?;
-    let tree = staging.path().join("tree");
-    fsutil::create_dir(&tree)?;
-    Cmd::new("tar", "unpack the exported source tree")
-        .arg("-xf")
-        .arg(&tar_path)
-        .arg("-C")
-        .arg(&tree)
-        .output()?;
-    let applied: Vec<AppliedPatch> = match patches {
-        None => Vec::new(),
-        Some(dir) => distro_patches::apply_series(&tree, dir)
-            .map_err(|e| BuildError::Patch {
-                queue: dir.to_path_buf(),
-                message: e.to_string(),
-            })?
-            .into_iter()
-            .map(|p| AppliedPatch {
-                name: p.name,
-                sha256: p.sha256,
-                origin: p.origin,
-                advisories: p.advisories,
-            })
-            .collect(),
-    };
-    let record = serde_json::to_vec_pretty(&applied).unwrap_or_default();
-    std::fs::write(tree.join(PATCHES_RECORD), record).map_err(fsutil::io("writing", &tree))?;
-    std::fs::write(tree.join(MARKER), &key).map_err(fsutil::io("writing", &marker))?;
-    if dest.exists() {
-        std::fs::remove_dir_all(dest).map_err(fsutil::io("removing the previous export", dest))?;
-    }
-    std::fs::rename(&tree, dest).map_err(fsutil::io("moving the export into place at", dest))?;
+
+    // Export the resolved commit, not the ref, so the tree is the commit recorded above even if
+    // the ref moves meanwhile.
+    let mut pinned = line.clone();
+    pinned.source.git_ref = commit.clone();
+    let patches =
+        distro_patches::flows::patched_tree(&pinned, dest).map_err(|e| BuildError::Patch {
+            queue: line.patches.clone().unwrap_or_else(|| PathBuf::from(repo)),
+            message: e.to_string(),
+        })?;
+    // The marker is written last: an interrupted run leaves no marker and starts again.
+    let record = serde_json::to_vec_pretty(&patches).unwrap_or_default();
+    std::fs::write(dest.join(PATCHES_RECORD), record).map_err(fsutil::io("writing", dest))?;
+    std::fs::write(&marker, &key).map_err(fsutil::io("writing", &marker))?;
     Ok(ExportedSource {
         tree: dest.to_path_buf(),
         commit,
         source_date_epoch,
-        patches: applied,
+        patches,
     })
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 use distro_build::source;
-use distro_config::Source;
+use distro_config::Line;
 
 fn git(repo: &Path, args: &[&str]) {
     let ok = Command::new("git")
@@ -29,6 +29,19 @@ fn upstream(dir: &Path) -> std::path::PathBuf {
     repo
 }
 
+/// A line of `repo` at HEAD, with `queue` as its patch directory.
+fn line(repo: &Path, queue: &Path) -> Line {
+    let text = format!(
+        "[distribution]\nname = \"t\"\n[[component]]\nname = \"c\"\npackage = \"c\"\n[[line]]\nversion = \"0.1\"\nrelease_date = 2026-11-28\nsource = {{ git = \"{}\", ref = \"HEAD\" }}\npatches = \"{}\"\n",
+        repo.display(),
+        queue.display()
+    );
+    distro_config::parse(Path::new("distro.toml"), &text)
+        .unwrap()
+        .lines
+        .remove(0)
+}
+
 const PATCH: &str = "Description: Add a marker file\nOrigin: vendor\nAuthor: Test <t@invalid>\nAdvisories: RUSTSEC-2026-0049\nLast-Update: 2026-11-28\n---\ndiff --git a/PATCHED.txt b/PATCHED.txt\nnew file mode 100644\n--- /dev/null\n+++ b/PATCHED.txt\n@@ -0,0 +1 @@\n+patched\n";
 
 /// The queue is applied to the exported tree and recorded; a rerun reuses the tree; a change to
@@ -41,13 +54,10 @@ fn export_applies_the_queue_once() {
     std::fs::create_dir_all(&queue).unwrap();
     std::fs::write(queue.join("0001-marker.patch"), PATCH).unwrap();
     std::fs::write(queue.join("series"), "0001-marker.patch\n").unwrap();
-    let src = Source {
-        git: repo.display().to_string(),
-        git_ref: "HEAD".into(),
-    };
+    let src = line(&repo, &queue);
     let dest = dir.path().join("out/src");
 
-    let first = source::export(&src, &dest, Some(&queue)).unwrap();
+    let first = source::export(&src, &dest).unwrap();
     assert_eq!(
         std::fs::read_to_string(dest.join("PATCHED.txt")).unwrap(),
         "patched\n"
@@ -58,12 +68,12 @@ fn export_applies_the_queue_once() {
     assert!(first.patches[0].origin.starts_with("vendor"));
 
     // Nothing changed: reused (a second apply would fail on the existing file).
-    let again = source::export(&src, &dest, Some(&queue)).unwrap();
+    let again = source::export(&src, &dest).unwrap();
     assert_eq!(again.patches, first.patches);
 
     // The queue changed: exported afresh, so the old patch's file is gone.
     std::fs::write(queue.join("series"), "").unwrap();
-    let third = source::export(&src, &dest, Some(&queue)).unwrap();
+    let third = source::export(&src, &dest).unwrap();
     assert!(third.patches.is_empty());
     assert!(!dest.join("PATCHED.txt").exists());
 }
@@ -86,14 +96,9 @@ fn failing_patch_is_named_and_nothing_is_left() {
         );
     std::fs::write(queue.join("0002-bad.patch"), bad).unwrap();
     std::fs::write(queue.join("series"), "0002-bad.patch\n").unwrap();
-    let src = Source {
-        git: repo.display().to_string(),
-        git_ref: "HEAD".into(),
-    };
+    let src = line(&repo, &queue);
     let dest = dir.path().join("out/src");
-    let e = source::export(&src, &dest, Some(&queue))
-        .unwrap_err()
-        .to_string();
+    let e = source::export(&src, &dest).unwrap_err().to_string();
     assert!(e.contains("0002-bad.patch"), "{e}");
     assert!(!dest.exists(), "no half-patched tree is left");
 }

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cmd::Cmd;
 use crate::dep3;
@@ -12,7 +12,7 @@ use crate::fsutil::sha256_hex;
 use crate::series::Series;
 
 /// One patch that was applied, as the build's provenance lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppliedPatch {
     /// File name as listed in the series.
     pub name: String,
