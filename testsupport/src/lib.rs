@@ -1,0 +1,191 @@
+//! Dev-only support for the project's tests.
+//!
+//! Two things every heavy test needs and must do the same way:
+//!
+//! - **Requirements.** A test that needs an outside tool or capability calls [`require`] (or
+//!   [`require_root`]). Under `CI=true` a missing one is a test failure that names the install
+//!   step, never a skip; elsewhere the test prints a loud `SKIP` line and returns, so a developer
+//!   without the tool still gets the rest of the suite. `.ci/run` counts `SKIP` lines and fails on
+//!   any.
+//! - **One FIPS release output.** Full FIPS builds cost minutes of both cores; the tests that need
+//!   real binaries and images (image runs, conformance, quickstart) share one output directory:
+//!   [`release_out`] returns `$DISTRO_TEST_OUT` when CI set it (the quickstart's release), and
+//!   otherwise builds the built-in distribution once into `target/test-release/` under a file
+//!   lock, reusing it while the source commit is unchanged.
+#![allow(clippy::print_stderr)] // SKIP lines are how a test says it did not run
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// True when running under CI (`CI=true`), where nothing may be skipped.
+pub fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Whether `tool` is on PATH.
+pub fn have(tool: &str) -> bool {
+    let Some(path) = std::env::var_os("PATH") else {
+        return false;
+    };
+    std::env::split_paths(&path).any(|dir| {
+        let p = dir.join(tool);
+        p.is_file()
+            && fs::metadata(&p)
+                .map(|m| {
+                    use std::os::unix::fs::PermissionsExt as _;
+                    m.permissions().mode() & 0o111 != 0
+                })
+                .unwrap_or(false)
+    })
+}
+
+/// Requires `tool` on PATH. Returns `true` when present. When absent: under CI this panics
+/// (the test fails) naming `install`, the step that provides it; elsewhere it prints
+/// `SKIP <test>: ...` and returns `false` so the caller can return early.
+pub fn require(test: &str, tool: &str, install: &str) -> bool {
+    if have(tool) {
+        return true;
+    }
+    missing(test, &format!("`{tool}` is not installed"), install)
+}
+
+/// Requires a Python 3 module (an independent validator). Same contract as [`require`].
+pub fn require_python(test: &str, module: &str, install: &str) -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if ok {
+        return true;
+    }
+    missing(
+        test,
+        &format!("python3 module `{module}` is not available"),
+        install,
+    )
+}
+
+/// Requires root (network namespaces, runc). Same contract as [`require`].
+pub fn require_root(test: &str, why: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    missing(
+        test,
+        &format!("needs root ({why})"),
+        "run the test suite as root (CI does: `sudo bash .ci/run`)",
+    )
+}
+
+/// Reports a missing requirement: a failure under CI, a loud skip elsewhere.
+pub fn missing(test: &str, what: &str, install: &str) -> bool {
+    if ci() {
+        panic!(
+            "{test}: {what}; under CI=true this is a failure, not a skip. Install it: {install}"
+        );
+    }
+    eprintln!("SKIP {test}: {what} (install: {install})");
+    false
+}
+
+/// Whether the effective user is root.
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// The repository root (the workspace holding this crate).
+pub fn repo_root() -> PathBuf {
+    // Invariant: this crate lives at <repo>/testsupport.
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+/// The workspace's target directory (honours CARGO_TARGET_DIR).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"))
+}
+
+/// The shared release output of the built-in distribution: a `distro` `--out` directory holding
+/// `<line>/build.json`, `<line>/bin/<component>` and, with `images`, `<line>/images/<component>/oci`.
+///
+/// `$DISTRO_TEST_OUT` when set (CI points it at the quickstart's release). Otherwise the built-in
+/// distribution is built once with the real `distro` binary (`distro_bin`, a test's
+/// `env!("CARGO_BIN_EXE_distro")`) into `target/test-release/`, under a file lock so parallel
+/// tests build it once; it is rebuilt when HEAD moves (`distro build` itself is incremental).
+pub fn release_out(distro_bin: &Path, images: bool) -> PathBuf {
+    if let Some(out) = std::env::var_os("DISTRO_TEST_OUT") {
+        let out = PathBuf::from(out);
+        assert!(
+            out.is_dir(),
+            "DISTRO_TEST_OUT={} is not a directory",
+            out.display()
+        );
+        return out;
+    }
+    let out = target_dir().join("test-release");
+    fs::create_dir_all(&out).unwrap_or_else(|e| panic!("creating {}: {e}", out.display()));
+    let lock_path = out.join(".lock");
+    let lock = File::create(&lock_path)
+        .unwrap_or_else(|e| panic!("creating {}: {e}", lock_path.display()));
+    lock.lock()
+        .unwrap_or_else(|e| panic!("locking {}: {e}", lock_path.display()));
+    let head = git_head();
+    let stamp = out.join(if images {
+        ".done-images"
+    } else {
+        ".done-build"
+    });
+    let fresh = fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == head);
+    if !fresh {
+        eprintln!(
+            "[testsupport] building the built-in distribution once into {} (FIPS release build: minutes)",
+            out.display()
+        );
+        let out_s = out.display().to_string();
+        run_distro(distro_bin, &["build", "--out", &out_s]);
+        if images {
+            run_distro(distro_bin, &["image", "--out", &out_s]);
+        }
+        fs::write(&stamp, &head).unwrap_or_else(|e| panic!("writing {}: {e}", stamp.display()));
+        if images {
+            // An image build implies the build itself is current.
+            let _ = fs::write(out.join(".done-build"), &head);
+        }
+    }
+    drop(lock);
+    out
+}
+
+fn run_distro(distro_bin: &Path, args: &[&str]) {
+    let status = Command::new(distro_bin)
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("running {} {}: {e}", distro_bin.display(), args.join(" ")));
+    assert!(
+        status.success(),
+        "`distro {}` failed ({status}); see its output above",
+        args.join(" ")
+    );
+}
+
+fn git_head() -> String {
+    Command::new("git")
+        .arg("-C")
+        .arg(repo_root())
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
