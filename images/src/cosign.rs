@@ -228,7 +228,7 @@ fn layers_under(store: &mut dyn Store, tag: &str) -> Result<Option<(Manifest, La
     )?;
     let mut out = Vec::new();
     for l in &manifest.layers {
-        let data = store.blob(&l.digest)?;
+        let data = store.blob_sized(&l.digest, l.size)?;
         out.push((l.clone(), data));
     }
     Ok(Some((manifest, out)))
@@ -386,8 +386,82 @@ pub struct AttestOutcome {
     pub predicate_type: String,
     /// Whether a new envelope was added (false: the same statement was already signed by this key).
     pub added: bool,
-    /// Layer digest of the envelope.
+    /// Layer digest of the envelope (the existing one when nothing was added).
     pub layer_digest: String,
+    /// Why nothing was added, or what the new envelope supersedes.
+    pub note: String,
+}
+
+/// A statement with the OpenVEX document's own times removed, to tell a regenerated document
+/// (a resumed release stamps it again) from a changed one.
+fn without_document_times(statement: &[u8]) -> Option<serde_json::Value> {
+    let mut v: serde_json::Value = serde_json::from_slice(statement).ok()?;
+    if let Some(p) = v.get_mut("predicate").and_then(|p| p.as_object_mut()) {
+        p.remove("timestamp");
+        p.remove("last_updated");
+    }
+    Some(v)
+}
+
+/// Whether attaching `payload` would add nothing: the same statement is already attached under
+/// this key, or (OpenVEX) the newest attached document says the same and differs only in its
+/// timestamp. Returns the existing layer and why.
+fn already_attested(
+    existing: &[StoredAttestation],
+    image_digest: &str,
+    public: &VerifyingKey,
+    predicate_type: &str,
+    payload: &[u8],
+) -> Option<(String, String)> {
+    let mut verified = Vec::new();
+    for (i, a) in existing.iter().enumerate() {
+        let Ok(v) = crate::verify::check_attestation(a, image_digest, public, i) else {
+            continue;
+        };
+        if v.predicate_type != predicate_type {
+            continue;
+        }
+        let Some(stored) = Envelope::parse("", &a.envelope)
+            .ok()
+            .and_then(|e| e.payload_bytes("").ok())
+        else {
+            continue;
+        };
+        verified.push((v, stored));
+    }
+    let vex = predicate_type == PREDICATE_OPENVEX;
+    // The newest of its type, as `verify` orders them; a document whose age cannot be told is
+    // left out (verify fails on it anyway, and a new one must be attached).
+    let newest = verified
+        .iter()
+        .filter_map(|(v, p)| crate::verify::recency(v).ok().map(|k| (k, v, p)))
+        .max_by_key(|(k, _, _)| *k);
+    if let Some((_, v, stored)) = newest {
+        if stored.as_slice() == payload {
+            return Some((
+                v.layer_digest.clone(),
+                "the same statement is the newest attached under this key".into(),
+            ));
+        }
+        if vex && without_document_times(stored) == without_document_times(payload) {
+            return Some((
+                v.layer_digest.clone(),
+                "the newest attached OpenVEX document says the same (only its timestamp differs)"
+                    .into(),
+            ));
+        }
+    }
+    // An older OpenVEX document attached again changes nothing: verify orders VEX by the
+    // document's own time, so it would stay superseded.
+    if vex {
+        if let Some((v, _)) = verified.iter().find(|(_, p)| p.as_slice() == payload) {
+            return Some((
+                v.layer_digest.clone(),
+                "the same OpenVEX document is already attached under this key".into(),
+            ));
+        }
+    }
+    None
 }
 
 /// The in-toto statement for `predicate` about the image `subject_name`@`image_digest`.
@@ -420,21 +494,25 @@ pub fn attest(
     for p in predicates {
         let payload = statement(subject_name, &image.digest, p)?;
         let existing = attestations(store, &image.digest)?;
-        let found = existing.iter().find(|a| {
-            a.predicate_type.as_deref() == Some(p.predicate_type.as_str())
-                && Envelope::parse("", &a.envelope).ok().is_some_and(|e| {
-                    e.payload_bytes("").ok().as_deref() == Some(payload.as_slice())
-                        && e.verify("", &public).unwrap_or(false)
-                })
-        });
-        if let Some(a) = found {
+        if let Some((layer_digest, note)) = already_attested(
+            &existing,
+            &image.digest,
+            &public,
+            &p.predicate_type,
+            &payload,
+        ) {
             outcomes.push(AttestOutcome {
                 predicate_type: p.predicate_type.clone(),
                 added: false,
-                layer_digest: a.layer_digest.clone(),
+                layer_digest,
+                note,
             });
             continue;
         }
+        let of_type = existing
+            .iter()
+            .filter(|a| a.predicate_type.as_deref() == Some(p.predicate_type.as_str()))
+            .count();
         let env = Envelope::sign(INTOTO_PAYLOAD_TYPE, &payload, key)?;
         let bytes = serde_json::to_vec(&env).map_err(|e| Error::json("DSSE envelope", e))?;
         let mut layer = Descriptor::of(MEDIA_DSSE, &bytes);
@@ -452,6 +530,11 @@ pub fn attest(
             predicate_type: p.predicate_type.clone(),
             added: true,
             layer_digest,
+            note: if of_type == 0 {
+                "first of its type".into()
+            } else {
+                format!("appended after {of_type} of its type; the newest decides at verify")
+            },
         });
     }
     Ok((image.digest, outcomes))

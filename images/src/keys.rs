@@ -200,10 +200,28 @@ impl VerifyingKey {
 }
 
 /// Writes a key pair: the private key with mode 0600 (created that way, never widened), the
-/// public key 0644. Refuses to overwrite unless `force`.
+/// public key 0644. Refuses to overwrite unless `force`, and refuses one path for both (the same
+/// file after resolving `.`/`..` and symbolic links, or two hard links to one file).
+///
+/// Both keys are first written in full to temporary files beside their targets, then renamed
+/// into place; if the second rename fails the first is undone, so the pair on disk is either the
+/// old one or the new one, never half of each. On any failure no temporary file is left.
 pub fn write_key_pair(key: &SigningKey, private: &Path, public: &Path, force: bool) -> Result<()> {
+    if same_file(private, public) {
+        return Err(Error::Refused(format!(
+            "--private {} and --public {} are the same file; the public key would overwrite the private one. Give two different paths",
+            private.display(),
+            public.display()
+        )));
+    }
     for p in [private, public] {
-        if p.exists() && !force {
+        if p.is_dir() {
+            return Err(Error::Refused(format!(
+                "{} is a directory; give a file path for the key",
+                p.display()
+            )));
+        }
+        if p.symlink_metadata().is_ok() && !force {
             return Err(Error::Refused(format!(
                 "{} exists; pass --force to replace it",
                 p.display()
@@ -211,34 +229,190 @@ pub fn write_key_pair(key: &SigningKey, private: &Path, public: &Path, force: bo
         }
     }
     let pem = key.to_pkcs8_pem()?;
-    write_private(private, pem.as_bytes())?;
-    crate::store::write_atomic(public, key.public().to_pem().as_bytes())
+    let private_tmp = TempFile::create(private, 0o600)?;
+    private_tmp.fill(pem.as_bytes())?;
+    let public_tmp = TempFile::create(public, 0o644)?;
+    public_tmp.fill(key.public().to_pem().as_bytes())?;
+    commit_pair(private_tmp, private, public_tmp, public)
 }
 
-fn write_private(path: &Path, data: &[u8]) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| Error::io("creating directory", dir, e))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| Error::io("creating", &tmp, e))?;
-    f.write_all(data)
-        .map_err(|e| Error::io("writing", &tmp, e))?;
-    f.sync_all().map_err(|e| Error::io("syncing", &tmp, e))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(|e| Error::io("renaming into place", path, e))
+/// Whether two paths name one file: equal after canonicalisation (of the file when it exists,
+/// else of its directory), or the same device and inode.
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    fn resolved(p: &Path) -> std::path::PathBuf {
+        if let Ok(c) = p.canonicalize() {
+            return c;
+        }
+        let dir = p
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        match (dir.canonicalize(), p.file_name()) {
+            (Ok(d), Some(n)) => d.join(n),
+            _ => std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()),
+        }
+    }
+    if resolved(a) == resolved(b) {
+        return true;
+    }
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+/// A temporary file beside `target`, created with `mode` (never widened) and removed when
+/// dropped unless it was renamed into place.
+struct TempFile {
+    path: std::path::PathBuf,
+    done: std::cell::Cell<bool>,
+}
+
+impl TempFile {
+    fn create(target: &Path, mode: u32) -> Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = target
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("creating directory", dir, e))?;
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let path = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+        // A stale temp file of an earlier run with this pid (never a live one: this process
+        // makes one per target).
+        let _ = std::fs::remove_file(&path);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&path)
+            .map_err(|e| Error::io("creating", &path, e))?;
+        Ok(TempFile {
+            path,
+            done: std::cell::Cell::new(false),
+        })
+    }
+
+    fn fill(&self, data: &[u8]) -> Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.path)
+            .map_err(|e| Error::io("opening", &self.path, e))?;
+        f.write_all(data)
+            .map_err(|e| Error::io("writing", &self.path, e))?;
+        f.sync_all()
+            .map_err(|e| Error::io("syncing", &self.path, e))
+    }
+
+    fn rename_to(&self, target: &Path) -> Result<()> {
+        std::fs::rename(&self.path, target)
+            .map_err(|e| Error::io("renaming into place", target, e))?;
+        self.done.set(true);
+        Ok(())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.done.get() {
+            // Best effort: the file may never have been created.
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Renames both temporary files into place, or neither: the private key's old file is kept
+/// under a hard link until the public key is in place, and restored if that fails.
+fn commit_pair(
+    private_tmp: TempFile,
+    private: &Path,
+    public_tmp: TempFile,
+    public: &Path,
+) -> Result<()> {
+    let backup = private_tmp.path.with_extension("old");
+    let _ = std::fs::remove_file(&backup);
+    let had_old = match std::fs::hard_link(private, &backup) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(Error::io("keeping the old key while replacing", private, e)),
+    };
+    let undo = |why: Error| -> Error {
+        let restored = if had_old {
+            std::fs::rename(&backup, private)
+        } else {
+            std::fs::remove_file(private)
+        };
+        match restored {
+            Ok(()) => why,
+            Err(e) => Error::Key {
+                what: private.display().to_string(),
+                reason: format!(
+                    "{why}; and restoring the old private key failed ({e}): it is kept as {}",
+                    backup.display()
+                ),
+            },
+        }
+    };
+    if let Err(e) = private_tmp.rename_to(private) {
+        if had_old {
+            let _ = std::fs::remove_file(&backup);
+        }
+        return Err(e);
+    }
+    if let Err(e) = public_tmp.rename_to(public) {
+        return Err(undo(e));
+    }
+    if had_old {
+        let _ = std::fs::remove_file(&backup);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// When the public key cannot be renamed into place after the private key was, the old
+    /// private key is put back and no temporary or backup file is left.
+    #[test]
+    fn failed_public_rename_restores_the_old_private_key() {
+        let d = tempfile::tempdir().unwrap();
+        let (private, public) = (d.path().join("k"), d.path().join("p"));
+        std::fs::write(&private, b"old private").unwrap();
+        let private_tmp = TempFile::create(&private, 0o600).unwrap();
+        private_tmp.fill(b"new private").unwrap();
+        // A non-empty directory where the public key should go: rename(2) onto it fails.
+        std::fs::create_dir_all(public.join("x")).unwrap();
+        let public_tmp = TempFile::create(&public, 0o644).unwrap();
+        public_tmp.fill(b"new public").unwrap();
+        let err = commit_pair(private_tmp, &private, public_tmp, &public).unwrap_err();
+        assert!(err.to_string().contains("renaming into place"), "{err}");
+        assert_eq!(std::fs::read(&private).unwrap(), b"old private");
+        let left: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        let mut left = left;
+        left.sort();
+        assert_eq!(left, ["k", "p"], "no temp or backup file left");
+    }
+
+    /// Two hard links to one file, and `./x` vs `x`, are the same file.
+    #[test]
+    fn same_file_sees_hard_links_and_dot_segments() {
+        let d = tempfile::tempdir().unwrap();
+        let a = d.path().join("a");
+        std::fs::write(&a, b"x").unwrap();
+        std::fs::hard_link(&a, d.path().join("b")).unwrap();
+        assert!(same_file(&a, &d.path().join("b")));
+        assert!(same_file(&a, &d.path().join(".").join("a")));
+        assert!(!same_file(&a, &d.path().join("c")));
+    }
 }
 
 #[derive(serde::Deserialize)]

@@ -20,7 +20,7 @@ use oci_client::{Client, Reference};
 use crate::digest;
 use crate::error::{Error, Result};
 use crate::oci::{MEDIA_DOCKER_MANIFEST, MEDIA_INDEX, MEDIA_MANIFEST};
-use crate::store::{media_type_of, FetchedManifest, Store};
+use crate::store::{media_type_of, FetchedManifest, Store, MAX_BLOB_BYTES};
 
 /// Credentials for a registry. Never printed.
 #[derive(Clone, Default)]
@@ -359,7 +359,8 @@ fn is_transient(e: &OciDistributionError) -> bool {
                 || (r.is_request() && !r.is_builder())
         }
         OciDistributionError::ServerError { code, .. } => *code >= 500 || *code == 429,
-        OciDistributionError::IoError(_) => true,
+        // A blob longer than its descriptor (see `Capped`) is not worth another attempt.
+        OciDistributionError::IoError(io) => io.kind() != std::io::ErrorKind::FileTooLarge,
         _ => false,
     }
 }
@@ -429,22 +430,11 @@ impl Store for Registry {
     }
 
     fn blob(&mut self, d: &str) -> Result<Vec<u8>> {
-        digest::hex_part(d)?;
-        let desc = oci_client::manifest::OciDescriptor {
-            digest: d.to_string(),
-            ..Default::default()
-        };
-        let data = self.run_on(&format!("fetching blob {d}"), Some(d), |c, r| {
-            let desc = desc.clone();
-            async move {
-                let mut out = Vec::new();
-                c.pull_blob(&r, &desc, &mut out).await?;
-                Ok(out)
-            }
-        })?;
-        // oci-client checks the digest while streaming; check again so no path skips it.
-        digest::check(&format!("blob {d} from {}", self.describe()), d, &data)?;
-        Ok(data)
+        self.fetch_blob(d, None)
+    }
+
+    fn blob_sized(&mut self, d: &str, size: u64) -> Result<Vec<u8>> {
+        self.fetch_blob(d, Some(size))
     }
 
     fn has_blob(&mut self, d: &str) -> Result<bool> {
@@ -509,6 +499,90 @@ impl Store for Registry {
             },
         )?;
         Ok(d)
+    }
+}
+
+impl Registry {
+    /// Fetches a blob into memory, never more than `size + 1` bytes (or [`MAX_BLOB_BYTES`]
+    /// without a size): the download stops as soon as the registry sends more than that.
+    fn fetch_blob(&mut self, d: &str, size: Option<u64>) -> Result<Vec<u8>> {
+        digest::hex_part(d)?;
+        let what = format!("blob {d} from {}", self.describe());
+        if let Some(s) = size.filter(|s| *s > MAX_BLOB_BYTES) {
+            return Err(Error::invalid(
+                what,
+                format!("its descriptor declares {s} bytes, more than the limit of {MAX_BLOB_BYTES}; refusing to fetch it"),
+            ));
+        }
+        let limit = size.map_or(MAX_BLOB_BYTES, |s| s.saturating_add(1));
+        let desc = oci_client::manifest::OciDescriptor {
+            digest: d.to_string(),
+            ..Default::default()
+        };
+        let data = self.run_on(&format!("fetching blob {d}"), Some(d), |c, r| {
+            let desc = desc.clone();
+            async move {
+                let mut out = Capped {
+                    buf: Vec::new(),
+                    limit,
+                };
+                c.pull_blob(&r, &desc, &mut out).await?;
+                Ok(out.buf)
+            }
+        })?;
+        if let Some(s) = size {
+            if data.len() as u64 != s {
+                return Err(Error::invalid(
+                    what,
+                    format!(
+                        "the registry sent {} bytes but the descriptor says {s}",
+                        data.len()
+                    ),
+                ));
+            }
+        }
+        // oci-client checks the digest while streaming; check again so no path skips it.
+        digest::check(&what, d, &data)?;
+        Ok(data)
+    }
+}
+
+/// An in-memory sink that fails once more than `limit` bytes are written to it.
+struct Capped {
+    buf: Vec<u8>,
+    limit: u64,
+}
+
+impl tokio::io::AsyncWrite for Capped {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        if this.buf.len() as u64 + data.len() as u64 > this.limit {
+            return std::task::Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::FileTooLarge,
+                format!(
+                    "the registry sent more than {} bytes, the size its descriptor declares",
+                    this.limit.saturating_sub(1)
+                ),
+            )));
+        }
+        this.buf.extend_from_slice(data);
+        std::task::Poll::Ready(Ok(data.len()))
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
     }
 }
 

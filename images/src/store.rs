@@ -4,6 +4,7 @@
 //! operator (layout or archive).
 
 use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -28,8 +29,12 @@ pub trait Store {
     fn describe(&self) -> String;
     /// The manifest under a tag or a `sha256:` digest, digest-checked; `None` when absent.
     fn manifest(&mut self, reference: &str) -> Result<Option<FetchedManifest>>;
-    /// A blob, digest-checked.
+    /// A blob, digest-checked, read up to [`MAX_BLOB_BYTES`]. Prefer [`Store::blob_sized`]
+    /// wherever a descriptor gives the size.
     fn blob(&mut self, digest: &str) -> Result<Vec<u8>>;
+    /// A blob whose size a descriptor gives: at most `size + 1` bytes are read, and content of
+    /// any other size or digest is an error naming the blob.
+    fn blob_sized(&mut self, digest: &str, size: u64) -> Result<Vec<u8>>;
     /// Whether a blob is present.
     fn has_blob(&mut self, digest: &str) -> Result<bool>;
     /// Stores a blob unless present; returns whether it was written.
@@ -42,6 +47,93 @@ pub trait Store {
     /// Stores a manifest and points `tag` (if any) at it; returns its digest.
     fn put_manifest(&mut self, tag: Option<&str>, bytes: &[u8], media_type: &str)
         -> Result<String>;
+}
+
+/// Largest blob read when no descriptor gives its size (4 GiB), and the largest a descriptor may
+/// declare.
+pub const MAX_BLOB_BYTES: u64 = 4 << 30;
+/// Largest `index.json` or manifest read from a layout (16 MiB; registries cap manifests at 4).
+pub const MAX_DOCUMENT_BYTES: u64 = 16 << 20;
+
+/// Whether [`open_regular`] follows a symbolic link in the last component of the path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Symlinks {
+    /// Follow it (a `distro.toml` or a policy may be a link to a regular file).
+    Follow,
+    /// Refuse it (`O_NOFOLLOW`): a layout's blobs are content-addressed regular files.
+    Refuse,
+}
+
+/// Opens `path` for reading only if it is a regular file, and returns it with its size.
+///
+/// The open uses `O_NONBLOCK`, so a FIFO cannot stall it, and with [`Symlinks::Refuse`]
+/// `O_NOFOLLOW`; the type is then checked with `fstat` on the open descriptor, so nothing can be
+/// swapped in between the check and the read. FIFOs, devices (`/dev/zero`), sockets and
+/// directories are refused with an error that says what the file is.
+pub fn open_regular(path: &Path, symlinks: Symlinks) -> std::io::Result<(File, u64)> {
+    use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
+    let mut flags = libc::O_NONBLOCK;
+    if symlinks == Symlinks::Refuse {
+        flags |= libc::O_NOFOLLOW;
+    }
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(path)
+        .map_err(|e| {
+            if symlinks == Symlinks::Refuse && e.raw_os_error() == Some(libc::ELOOP) {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "is a symbolic link; refusing to follow it (a layout's blobs must be regular files)",
+                )
+            } else {
+                e
+            }
+        })?;
+    let meta = f.metadata()?;
+    let ft = meta.file_type();
+    if !ft.is_file() {
+        let kind = if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_char_device() {
+            "a character device"
+        } else if ft.is_block_device() {
+            "a block device"
+        } else if ft.is_socket() {
+            "a socket"
+        } else if ft.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file"
+        };
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("is {kind}, not a regular file; refusing to read it"),
+        ));
+    }
+    Ok((f, meta.len()))
+}
+
+/// Reads a regular file ([`open_regular`]) of at most `limit` bytes; a larger one is refused
+/// before anything is read, and one that grows while being read is cut at `limit + 1` bytes
+/// and refused.
+pub fn read_regular(path: &Path, symlinks: Symlinks, limit: u64) -> std::io::Result<Vec<u8>> {
+    let too_big = |n: u64| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("is {n} bytes, more than the {limit} bytes expected; refusing to read it"),
+        )
+    };
+    let (f, len) = open_regular(path, symlinks)?;
+    if len > limit {
+        return Err(too_big(len));
+    }
+    let mut data = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    f.take(limit.saturating_add(1)).read_to_end(&mut data)?;
+    if data.len() as u64 > limit {
+        return Err(too_big(data.len() as u64));
+    }
+    Ok(data)
 }
 
 /// Writes `data` to `path` atomically (temp file in the same directory, fsync, rename).
@@ -98,7 +190,8 @@ impl Layout {
             layout.write_index()?;
             return Ok(layout);
         }
-        let bytes = std::fs::read(&index_path).map_err(|e| Error::io("reading", &index_path, e))?;
+        let bytes = read_regular(&index_path, Symlinks::Follow, MAX_DOCUMENT_BYTES)
+            .map_err(|e| Error::io("reading", &index_path, e))?;
         let index = parse_index(&index_path.display().to_string(), &bytes)?;
         Ok(Layout {
             backend: Backend::Dir(path.to_path_buf()),
@@ -108,7 +201,8 @@ impl Layout {
 
     /// Opens an OCI archive (a tar file holding a layout) for reading.
     pub fn open_archive(path: &Path) -> Result<Self> {
-        let f = std::fs::File::open(path).map_err(|e| Error::io("opening archive", path, e))?;
+        let (f, _) = open_regular(path, Symlinks::Follow)
+            .map_err(|e| Error::io("opening archive", path, e))?;
         let mut files = HashMap::new();
         let mut ar = tar::Archive::new(f);
         let entries = ar
@@ -164,19 +258,74 @@ impl Layout {
         Ok(format!("blobs/sha256/{}", digest::hex_part(digest)?))
     }
 
-    fn read_blob_raw(&self, digest: &str) -> Result<Option<Vec<u8>>> {
+    /// A blob's bytes, or `None` when absent. With `size` (from a descriptor) at most
+    /// `size + 1` bytes are read and any other length is an error; without it, at most `limit`.
+    fn read_blob_raw(
+        &self,
+        digest: &str,
+        size: Option<u64>,
+        limit: u64,
+    ) -> Result<Option<Vec<u8>>> {
         let rel = Self::blob_path(digest)?;
-        match &self.backend {
+        if let Some(s) = size.filter(|s| *s > limit) {
+            return Err(Error::invalid(
+                format!("blob {digest} in {}", self.describe()),
+                format!("its descriptor declares {s} bytes, more than the limit of {limit}; refusing to read it"),
+            ));
+        }
+        let data = match &self.backend {
             Backend::Dir(root) => {
                 let p = root.join(&rel);
-                match std::fs::read(&p) {
-                    Ok(b) => Ok(Some(b)),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                    Err(e) => Err(Error::io("reading", p, e)),
+                // One byte more than declared, so a longer file is seen to be longer.
+                let cap = size.map_or(limit, |s| s.saturating_add(1));
+                match read_regular(&p, Symlinks::Refuse, cap) {
+                    Ok(b) => b,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(Error::io("reading blob", p, e)),
                 }
             }
-            Backend::Archive { files, .. } => Ok(files.get(&rel).cloned()),
+            Backend::Archive { files, .. } => match files.get(&rel) {
+                Some(b) => b.clone(),
+                None => return Ok(None),
+            },
+        };
+        if let Some(s) = size {
+            if data.len() as u64 != s {
+                return Err(Error::invalid(
+                    format!("blob {digest} in {}", self.describe()),
+                    format!(
+                        "it is {} bytes but its descriptor says {s}; the store was modified or corrupted (pull it again)",
+                        data.len()
+                    ),
+                ));
+            }
         }
+        Ok(Some(data))
+    }
+
+    /// Whether the blob file in a layout directory is present and holds exactly the content its
+    /// digest names (streamed, not read into memory). A missing, corrupted or special file is
+    /// `false`; only an I/O failure is an error.
+    fn blob_intact(&self, root: &Path, digest: &str) -> Result<bool> {
+        let p = root.join(Self::blob_path(digest)?);
+        let (f, _) = match open_regular(&p, Symlinks::Refuse) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                tracing::warn!("{}: {e}; it will be replaced", p.display());
+                return Ok(false);
+            }
+            Err(e) => return Err(Error::io("reading blob", p, e)),
+        };
+        let (actual, _) = digest::sha256_stream(f, MAX_BLOB_BYTES.saturating_add(1))
+            .map_err(|e| Error::io("reading blob", &p, e))?;
+        if actual != digest {
+            tracing::warn!(
+                "{}: content has digest {actual}, not {digest}; it will be replaced",
+                p.display()
+            );
+        }
+        Ok(actual == digest)
     }
 
     fn write_index(&self) -> Result<()> {
@@ -209,7 +358,8 @@ impl Layout {
         let mut builder = tar::Builder::new(Vec::new());
         for name in names {
             let p = root.join(&name);
-            let data = std::fs::read(&p).map_err(|e| Error::io("reading", &p, e))?;
+            let data = read_regular(&p, Symlinks::Refuse, MAX_BLOB_BYTES)
+                .map_err(|e| Error::io("reading", &p, e))?;
             let mut h = tar::Header::new_ustar();
             h.set_size(data.len() as u64);
             h.set_mode(0o644);
@@ -225,6 +375,23 @@ impl Layout {
             .into_inner()
             .map_err(|e| Error::io("finishing archive", out, e))?;
         write_atomic(out, &bytes)
+    }
+}
+
+impl Layout {
+    fn blob_checked(&mut self, digest: &str, size: Option<u64>) -> Result<Vec<u8>> {
+        let bytes = self
+            .read_blob_raw(digest, size, MAX_BLOB_BYTES)?
+            .ok_or_else(|| Error::NotFound {
+                what: format!("blob {digest}"),
+                store: self.describe(),
+            })?;
+        digest::check(
+            &format!("blob {digest} in {}", self.describe()),
+            digest,
+            &bytes,
+        )?;
+        Ok(bytes)
     }
 }
 
@@ -261,7 +428,8 @@ impl Store for Layout {
                 None => {
                     // Not in the index, but a manifest blob may still be present (e.g. a
                     // manifest only referenced by digest).
-                    let Some(bytes) = self.read_blob_raw(reference)? else {
+                    let Some(bytes) = self.read_blob_raw(reference, None, MAX_DOCUMENT_BYTES)?
+                    else {
                         return Ok(None);
                     };
                     digest::check(
@@ -286,7 +454,7 @@ impl Store for Layout {
             }
         };
         let bytes = self
-            .read_blob_raw(&desc.digest)?
+            .read_blob_raw(&desc.digest, Some(desc.size), MAX_DOCUMENT_BYTES)?
             .ok_or_else(|| Error::NotFound {
                 what: format!("manifest blob {} (tag `{reference}`)", desc.digest),
                 store: self.describe(),
@@ -304,36 +472,42 @@ impl Store for Layout {
     }
 
     fn blob(&mut self, digest: &str) -> Result<Vec<u8>> {
-        let bytes = self.read_blob_raw(digest)?.ok_or_else(|| Error::NotFound {
-            what: format!("blob {digest}"),
-            store: self.describe(),
-        })?;
-        digest::check(
-            &format!("blob {digest} in {}", self.describe()),
-            digest,
-            &bytes,
-        )?;
-        Ok(bytes)
+        self.blob_checked(digest, None)
     }
 
+    fn blob_sized(&mut self, digest: &str, size: u64) -> Result<Vec<u8>> {
+        self.blob_checked(digest, Some(size))
+    }
+
+    /// A layout directory's blob counts as present only when its content matches its digest,
+    /// so a corrupted or substituted file is sent again rather than trusted.
     fn has_blob(&mut self, digest: &str) -> Result<bool> {
         let rel = Self::blob_path(digest)?;
-        Ok(match &self.backend {
-            Backend::Dir(root) => root.join(rel).exists(),
-            Backend::Archive { files, .. } => files.contains_key(&rel),
-        })
+        match &self.backend {
+            Backend::Dir(root) => self.blob_intact(root, digest),
+            Backend::Archive { files, .. } => Ok(files.contains_key(&rel)),
+        }
     }
 
+    /// Writes the blob unless an intact copy is there; a copy that does not match its digest
+    /// (corrupted in place, truncated, a link or a special file) is replaced, atomically.
     fn put_blob(&mut self, digest: &str, data: &[u8]) -> Result<bool> {
         digest::check(&format!("blob {digest} being written"), digest, data)?;
         let rel = Self::blob_path(digest)?;
         match &self.backend {
             Backend::Dir(root) => {
                 let p = root.join(rel);
-                if p.exists() {
+                let present = p.symlink_metadata().is_ok();
+                if present && self.blob_intact(root, digest)? {
                     return Ok(false);
                 }
                 write_atomic(&p, data)?;
+                if present {
+                    tracing::warn!(
+                        "repaired blob {digest} in {}: the copy there did not match its digest",
+                        self.describe()
+                    );
+                }
                 Ok(true)
             }
             Backend::Archive { path, .. } => Err(read_only(path)),
@@ -443,6 +617,20 @@ impl<S: Store> Store for Recording<S> {
             return Ok(b.clone());
         }
         let b = self.inner.blob(digest)?;
+        self.blobs.insert(digest.to_string(), b.clone());
+        Ok(b)
+    }
+    fn blob_sized(&mut self, digest: &str, size: u64) -> Result<Vec<u8>> {
+        if let Some(b) = self.blobs.get(digest) {
+            if b.len() as u64 != size {
+                return Err(Error::invalid(
+                    format!("blob {digest} in {}", self.inner.describe()),
+                    format!("it is {} bytes but a descriptor says {size}", b.len()),
+                ));
+            }
+            return Ok(b.clone());
+        }
+        let b = self.inner.blob_sized(digest, size)?;
         self.blobs.insert(digest.to_string(), b.clone());
         Ok(b)
     }

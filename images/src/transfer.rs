@@ -46,10 +46,11 @@ fn copy_manifest(
         &format!("manifest {} in {}", m.digest, src.describe()),
         &m.bytes,
     )?;
-    let mut wanted: Vec<String> = vec![manifest.config.digest.clone()];
-    wanted.extend(manifest.layers.iter().map(|l| l.digest.clone()));
+    let mut wanted: Vec<(String, u64)> =
+        vec![(manifest.config.digest.clone(), manifest.config.size)];
+    wanted.extend(manifest.layers.iter().map(|l| (l.digest.clone(), l.size)));
     let mut seen = BTreeSet::new();
-    for d in &wanted {
+    for (d, size) in &wanted {
         if !seen.insert(d.clone()) {
             continue;
         }
@@ -57,7 +58,7 @@ fn copy_manifest(
             out.blobs_present += 1;
             continue;
         }
-        let data = src.blob(d)?;
+        let data = src.blob_sized(d, *size)?;
         // Present: confirmed by the HEAD above. Uploaded: confirmed by the registry's 201 for
         // the digest. Either way every blob is in place before the manifest (and the tag) moves.
         dest.upload_blob(d, &data)?;
@@ -113,7 +114,7 @@ fn merge_cosign(
         )) {
             continue;
         }
-        let data = src.blob(&l.digest)?;
+        let data = src.blob_sized(&l.digest, l.size)?;
         cosign::append_layer(dest, tag, l, &data)?;
     }
     out.manifests.push(format!("{tag} (merged)"));
@@ -258,6 +259,25 @@ pub fn pull_verified(
     if let Some(m) = rec.manifests.get(&image_digest) {
         dest.put_manifest(Some(dest_tag), &m.bytes, &m.media_type)?;
     }
+    // Every blob the written image relies on is read back from the destination (size and
+    // digest), so a copy that was already there and damaged, or a failed write, is caught
+    // here rather than by the next `verify`.
+    for (d, data) in &rec.blobs {
+        dest.blob_sized(d, data.len() as u64).map_err(|e| {
+            Error::invalid(
+                format!("blob {d} in {}", dest.describe()),
+                format!("it does not read back as verified after the pull: {e}"),
+            )
+        })?;
+    }
+    for d in rec.manifests.keys() {
+        if dest.manifest(d)?.is_none() {
+            return Err(Error::NotFound {
+                what: format!("manifest {d} just written"),
+                store: dest.describe(),
+            });
+        }
+    }
     Ok((report, true))
 }
 
@@ -270,6 +290,9 @@ impl Store for Box<dyn Store> {
     }
     fn blob(&mut self, digest: &str) -> Result<Vec<u8>> {
         (**self).blob(digest)
+    }
+    fn blob_sized(&mut self, digest: &str, size: u64) -> Result<Vec<u8>> {
+        (**self).blob_sized(digest, size)
     }
     fn has_blob(&mut self, digest: &str) -> Result<bool> {
         (**self).has_blob(digest)

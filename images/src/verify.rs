@@ -8,9 +8,16 @@
 //!    binary in the image; an SBOM; provenance; and an OpenVEX document that leaves no advisory
 //!    `affected` or `under_investigation`.
 //!
+//! Every attestation of a predicate type is verified, and the newest one decides the policy
+//! check, which names it: for OpenVEX the document's own `timestamp` (or `last_updated`) and
+//! `version`, for the others the order in which they were attached. An older document never
+//! masks a newer one: a newer `affected` VEX fails, a newer clean VEX clears an older `affected`.
+//!
+//! Reads are bounded: every blob by its descriptor's size, the layers the FIPS check looks
+//! inside by [`Policy::max_uncompressed_bytes`] and [`Policy::max_compression_ratio`].
+//!
 //! A check that cannot be made (a missing blob, a malformed document) fails with the reason.
 
-use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
@@ -25,8 +32,17 @@ use crate::cosign::{
 use crate::digest;
 use crate::error::{Error, Result};
 use crate::keys::VerifyingKey;
-use crate::oci::{Manifest, MEDIA_LAYER_GZIP};
-use crate::store::Store;
+use crate::oci::{Descriptor, Manifest, MEDIA_LAYER_GZIP};
+use crate::store::{Store, MAX_BLOB_BYTES};
+
+/// Default of [`Policy::max_uncompressed_bytes`]: 4 GiB.
+pub const DEFAULT_MAX_UNCOMPRESSED: u64 = 4 << 30;
+/// Default of [`Policy::max_compression_ratio`]. Binaries and CA bundles compress 2-5 times;
+/// a run of zeros compresses about 1000 times.
+pub const DEFAULT_MAX_RATIO: u64 = 100;
+/// A layer may expand past the ratio until it reaches this much (16 MiB), so small, very
+/// compressible layers are not refused.
+pub const RATIO_FLOOR: u64 = 16 << 20;
 
 /// What the policy requires beyond signatures. Every requirement is on by default.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,9 +58,16 @@ pub struct Policy {
     pub require_provenance: bool,
     /// An OpenVEX attestation with no advisory left `affected` or `under_investigation`.
     pub require_vex: bool,
-    /// The identity (`docker-reference`) the signature must name; default: the image's
-    /// repository when verifying in a registry, any identity offline.
+    /// The identity (`docker-reference`) the signature must name, matched as containers-policy
+    /// does ([`identity_matches`]); default: the reference being verified when verifying in a
+    /// registry, any identity offline.
     pub identity: Option<String>,
+    /// Most bytes the image's layers may decompress to in total when a check reads inside them
+    /// (the FIPS check hashes the binary in the image).
+    pub max_uncompressed_bytes: u64,
+    /// Most times a layer may expand on decompression, once past [`RATIO_FLOOR`] (a gzip bomb
+    /// guard).
+    pub max_compression_ratio: u64,
 }
 
 impl Default for Policy {
@@ -56,6 +79,8 @@ impl Default for Policy {
             require_provenance: true,
             require_vex: true,
             identity: None,
+            max_uncompressed_bytes: DEFAULT_MAX_UNCOMPRESSED,
+            max_compression_ratio: DEFAULT_MAX_RATIO,
         }
     }
 }
@@ -63,8 +88,10 @@ impl Default for Policy {
 impl Policy {
     /// Reads a policy from a TOML file.
     pub fn load(path: &Path) -> Result<Self> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| Error::io("reading policy", path, e))?;
+        let bytes = crate::store::read_regular(path, crate::store::Symlinks::Follow, 1 << 20)
+            .map_err(|e| Error::io("reading policy", path, e))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| Error::invalid(path.display().to_string(), "not UTF-8 text"))?;
         toml::from_str(&text).map_err(|e| Error::invalid(path.display().to_string(), e.to_string()))
     }
 }
@@ -106,9 +133,186 @@ impl Report {
 }
 
 /// A verified attestation's statement.
-struct Verified {
-    predicate_type: String,
-    predicate: serde_json::Value,
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// The statement's `predicateType`.
+    pub predicate_type: String,
+    /// The predicate.
+    pub predicate: serde_json::Value,
+    /// Digest of the envelope layer.
+    pub layer_digest: String,
+    /// Position among the image's attestations (0 = attached first).
+    pub position: usize,
+}
+
+/// Where a verified attestation stands among those of its type: for OpenVEX, the document's
+/// time (`last_updated`, else `timestamp`) and `version`, then the order of attachment; for
+/// the other predicates the order of attachment alone.
+pub fn recency(v: &Verified) -> Result<(i64, u64, usize), String> {
+    if v.predicate_type != PREDICATE_OPENVEX {
+        return Ok((0, 0, v.position));
+    }
+    let time = |field: &str| -> Result<Option<i64>, String> {
+        match v.predicate.get(field) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(t) => {
+                let s = t.as_str().unwrap_or_default();
+                chrono::DateTime::parse_from_rfc3339(s)
+                    .map(|d| Some(d.timestamp()))
+                    .map_err(|e| {
+                        format!(
+                            "OpenVEX document in layer {} has {field} `{t}`, not RFC 3339 ({e}); its age cannot be told",
+                            v.layer_digest
+                        )
+                    })
+            }
+        }
+    };
+    let issued = time("timestamp")?.ok_or_else(|| {
+        format!(
+            "OpenVEX document in layer {} has no timestamp; its age cannot be told (OpenVEX requires one)",
+            v.layer_digest
+        )
+    })?;
+    let updated = time("last_updated")?.unwrap_or(issued).max(issued);
+    let version = v
+        .predicate
+        .get("version")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| {
+            format!(
+                "OpenVEX document in layer {} has no integer version (OpenVEX requires one)",
+                v.layer_digest
+            )
+        })?;
+    Ok((updated, version, v.position))
+}
+
+/// The newest verified attestation of `predicate_type` ([`recency`]) and how many there are.
+pub fn newest<'a>(
+    verified: &'a [Verified],
+    predicate_type: &str,
+) -> Result<Option<(&'a Verified, usize)>, String> {
+    let mut best: Option<(&Verified, (i64, u64, usize))> = None;
+    let mut n = 0;
+    for v in verified
+        .iter()
+        .filter(|v| v.predicate_type == predicate_type)
+    {
+        n += 1;
+        let key = recency(v)?;
+        if best.as_ref().is_none_or(|(_, k)| key > *k) {
+            best = Some((v, key));
+        }
+    }
+    Ok(best.map(|(v, _)| (v, n)))
+}
+
+/// Says which attestation decided a policy check: `newest of 3 (layer sha256:…, attached 3rd)`.
+fn decided_by(v: &Verified, n: usize) -> String {
+    let when = if v.predicate_type == PREDICATE_OPENVEX {
+        format!(
+            "timestamp {}, version {}",
+            v.predicate
+                .get("last_updated")
+                .or_else(|| v.predicate.get("timestamp"))
+                .and_then(|t| t.as_str())
+                .unwrap_or("?"),
+            v.predicate
+                .get("version")
+                .map(|x| x.to_string())
+                .unwrap_or_default()
+        )
+    } else {
+        format!("attestation #{}", v.position + 1)
+    };
+    if n == 1 {
+        format!("decided by layer {} ({when})", v.layer_digest)
+    } else {
+        format!(
+            "decided by the newest of {n}: layer {} ({when})",
+            v.layer_digest
+        )
+    }
+}
+
+/// The default identity for a registry reference, as containers-policy's
+/// `matchRepoDigestOrExact`: `REGISTRY/REPO:TAG` when verifying by tag (a signature for another
+/// tag does not match), `REGISTRY/REPO` when verifying by digest (any tag of it matches).
+pub fn default_identity(reference: &crate::ImageRef) -> Option<String> {
+    let repo = reference.docker_reference()?;
+    match reference {
+        crate::ImageRef::Registry {
+            tag: Some(t),
+            digest: None,
+            ..
+        } => Some(format!("{repo}:{t}")),
+        _ => Some(repo),
+    }
+}
+
+/// A docker reference split as containers-policy reads it: `REPO[:TAG][@DIGEST]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct DockerRef {
+    repository: String,
+    tag: Option<String>,
+    digest: Option<String>,
+}
+
+fn split_docker_ref(s: &str) -> DockerRef {
+    let (name, digest) = match s.split_once('@') {
+        Some((n, d)) => (n, Some(d.to_string())),
+        None => (s, None),
+    };
+    // A tag follows the last ':' only when no '/' comes after it (a port is followed by one).
+    let (repository, tag) = match name.rfind(':') {
+        Some(i) if !name[i..].contains('/') => {
+            (name[..i].to_string(), Some(name[i + 1..].to_string()))
+        }
+        _ => (name.to_string(), None),
+    };
+    DockerRef {
+        repository,
+        tag,
+        digest,
+    }
+}
+
+/// Whether a signature naming `signed` (its `docker-reference`) is acceptable for the identity
+/// `expected`, for the image `image_digest`, the way containers/image's policy does it: the
+/// repositories must be equal; a signature naming `REPO:TAG` matches only that tag (and any
+/// tag when `expected` names none, as `matchRepository` does); one naming the bare repository
+/// matches every tag of it; a signature naming `REPO@DIGEST`, or an `expected` naming one, only
+/// that digest.
+pub fn identity_matches(expected: &str, signed: &str, image_digest: &str) -> Result<(), String> {
+    let e = split_docker_ref(expected);
+    let s = split_docker_ref(signed);
+    if e.repository != s.repository {
+        return Err(format!(
+            "payload identity `{signed}` names repository `{}`, expected `{}`",
+            s.repository, e.repository
+        ));
+    }
+    for (who, d) in [
+        ("payload identity", &s.digest),
+        ("expected identity", &e.digest),
+    ] {
+        if let Some(d) = d {
+            if d != image_digest {
+                return Err(format!(
+                    "{who} names digest {d}, but the image is {image_digest}"
+                ));
+            }
+        }
+    }
+    if let (Some(st), Some(et)) = (&s.tag, &e.tag) {
+        if st != et {
+            return Err(format!(
+                "payload identity `{signed}` is for tag `{st}`, not `{et}` (a signature naming a tag matches only that tag)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Verifies the image `selector` names in `store` with `key` and `policy`. `default_identity`
@@ -137,14 +341,21 @@ pub fn verify(
     };
     r.digest = Some(image.digest.clone());
 
-    // 1. The image's own content.
-    let mut layers: Vec<(String, Vec<u8>)> = Vec::new();
+    // 1. The image's own content, each blob read no further than its descriptor's size.
+    let mut layers: Vec<(Descriptor, Vec<u8>)> = Vec::new();
     let content = (|| -> Result<String> {
         let m = Manifest::parse(&format!("manifest {}", image.digest), &image.bytes)?;
-        store.blob(&m.config.digest)?;
+        let declared: u64 = m.layers.iter().map(|l| l.size).sum::<u64>() + m.config.size;
+        if declared > MAX_BLOB_BYTES {
+            return Err(Error::invalid(
+                format!("manifest {}", image.digest),
+                format!("its blobs declare {declared} bytes in total, more than the limit of {MAX_BLOB_BYTES}"),
+            ));
+        }
+        store.blob_sized(&m.config.digest, m.config.size)?;
         for l in &m.layers {
-            let data = store.blob(&l.digest)?;
-            layers.push((l.media_type.clone(), data));
+            let data = store.blob_sized(&l.digest, l.size)?;
+            layers.push((l.clone(), data));
         }
         Ok(format!(
             "manifest {}, config and {} layers match their digests",
@@ -225,12 +436,12 @@ pub fn verify(
             ),
         ),
         Ok(atts) => {
-            for a in &atts {
+            for (position, a) in atts.iter().enumerate() {
                 let label = a
                     .predicate_type
                     .clone()
                     .unwrap_or_else(|| "(no predicateType)".into());
-                match check_attestation(a, &image.digest, key) {
+                match check_attestation(a, &image.digest, key, position) {
                     Ok(v) => {
                         r.push(
                             format!("attestation {label}"),
@@ -249,56 +460,39 @@ pub fn verify(
         }
     }
 
-    // 4. Policy.
-    let find = |t: &str| verified.iter().find(|v| v.predicate_type == t);
-    if policy.require_fips {
-        let (ok, detail) = match find(PREDICATE_FIPS) {
-            None => (
-                false,
-                format!("no verified FIPS evidence attestation ({PREDICATE_FIPS})"),
-            ),
-            Some(v) => check_fips(&v.predicate, policy, &layers),
+    // 4. Policy: the newest verified attestation of each type decides.
+    let decide =
+        |t: &str, missing: String, check: &dyn Fn(&Verified) -> (bool, String)| match newest(
+            &verified, t,
+        ) {
+            Err(why) => (false, why),
+            Ok(None) => (false, missing),
+            Ok(Some((v, n))) => {
+                let (ok, detail) = check(v);
+                (ok, format!("{detail}; {}", decided_by(v, n)))
+            }
         };
+    if policy.require_fips {
+        let (ok, detail) = decide(
+            PREDICATE_FIPS,
+            format!("no verified FIPS evidence attestation ({PREDICATE_FIPS})"),
+            &|v| check_fips(&v.predicate, policy, &layers),
+        );
         r.push("policy fips", ok, detail);
     }
     if policy.require_sbom {
-        let (ok, detail) = match find(PREDICATE_CYCLONEDX) {
-            None => (
-                false,
-                format!("no verified SBOM attestation ({PREDICATE_CYCLONEDX})"),
-            ),
-            Some(v)
-                if v.predicate.get("bomFormat").and_then(|f| f.as_str()) != Some("CycloneDX") =>
-            {
-                (
-                    false,
-                    "SBOM attestation is not a CycloneDX document (bomFormat)".to_string(),
-                )
-            }
-            Some(v) => (
-                true,
-                format!(
-                    "CycloneDX {} with {} components",
-                    v.predicate
-                        .get("specVersion")
-                        .and_then(|s| s.as_str())
-                        .unwrap_or("?"),
-                    v.predicate
-                        .get("components")
-                        .and_then(|c| c.as_array())
-                        .map_or(0, Vec::len)
-                ),
-            ),
-        };
+        let (ok, detail) = decide(
+            PREDICATE_CYCLONEDX,
+            format!("no verified SBOM attestation ({PREDICATE_CYCLONEDX})"),
+            &|v| check_sbom(&v.predicate),
+        );
         r.push("policy sbom", ok, detail);
     }
     if policy.require_provenance {
-        let (ok, detail) = match find(PREDICATE_SLSA) {
-            None => (
-                false,
-                format!("no verified provenance attestation ({PREDICATE_SLSA})"),
-            ),
-            Some(v) => match v
+        let (ok, detail) = decide(
+            PREDICATE_SLSA,
+            format!("no verified provenance attestation ({PREDICATE_SLSA})"),
+            &|v| match v
                 .predicate
                 .pointer("/buildDefinition/buildType")
                 .and_then(|b| b.as_str())
@@ -309,17 +503,34 @@ pub fn verify(
                     "provenance has no buildDefinition.buildType".to_string(),
                 ),
             },
-        };
+        );
         r.push("policy provenance", ok, detail);
     }
     if policy.require_vex {
-        let (ok, detail) = match find(PREDICATE_OPENVEX) {
-            None => (
-                false,
-                format!("no verified OpenVEX attestation ({PREDICATE_OPENVEX})"),
-            ),
-            Some(v) => check_vex(&v.predicate),
-        };
+        let (ok, mut detail) = decide(
+            PREDICATE_OPENVEX,
+            format!("no verified OpenVEX attestation ({PREDICATE_OPENVEX})"),
+            &|v| check_vex(&v.predicate),
+        );
+        // Say what the newest document superseded, so an operator sees why an older
+        // `affected` no longer counts (or why an older clean one does not save the image).
+        if let Ok(Some((newest, _))) = newest(&verified, PREDICATE_OPENVEX) {
+            let older: Vec<String> = verified
+                .iter()
+                .filter(|v| v.predicate_type == PREDICATE_OPENVEX && v.position != newest.position)
+                .map(|v| {
+                    let (clean, _) = check_vex(&v.predicate);
+                    format!(
+                        "{} ({})",
+                        v.layer_digest,
+                        if clean { "clean" } else { "open advisories" }
+                    )
+                })
+                .collect();
+            if !older.is_empty() {
+                detail.push_str(&format!("; superseded: {}", older.join(", ")));
+            }
+        }
         r.push("policy vex", ok, detail);
     }
     r.passed = r.checks.iter().all(|c| c.ok);
@@ -359,20 +570,19 @@ fn check_signature(
         ));
     }
     if let Some(id) = identity {
-        if p.docker_reference != id {
-            return Err(format!(
-                "payload identity is `{}`, expected `{id}`",
-                p.docker_reference
-            ));
-        }
+        identity_matches(id, &p.docker_reference, image_digest)?;
     }
     Ok(p.docker_reference)
 }
 
-fn check_attestation(
+/// Verifies one stored attestation (DSSE signature by `key`, in-toto statement about
+/// `image_digest`, annotation consistent with the statement); `position` is its place among
+/// the image's attestations.
+pub fn check_attestation(
     a: &cosign::StoredAttestation,
     image_digest: &str,
     key: &VerifyingKey,
+    position: usize,
 ) -> Result<Verified, String> {
     let env = Envelope::parse("envelope", &a.envelope).map_err(|e| e.to_string())?;
     if env.payload_type != INTOTO_PAYLOAD_TYPE {
@@ -428,43 +638,113 @@ fn check_attestation(
             .get("predicate")
             .cloned()
             .unwrap_or(serde_json::Value::Null),
+        layer_digest: a.layer_digest.clone(),
+        position,
     })
 }
 
-/// sha256 of every regular file in the image's layers, by path (later layers win).
-fn files_in(layers: &[(String, Vec<u8>)]) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for (media_type, data) in layers {
-        if media_type != MEDIA_LAYER_GZIP
-            && media_type != "application/vnd.docker.image.rootfs.diff.tar.gzip"
+/// Counts what a layer decompresses to and stops the read once the image's total passes
+/// `max_total` or the layer expands more than `max_ratio` times past [`RATIO_FLOOR`].
+struct Bounded<'a, R> {
+    inner: R,
+    layer: &'a str,
+    compressed: u64,
+    read: u64,
+    total: &'a std::cell::Cell<u64>,
+    max_total: u64,
+    max_ratio: u64,
+}
+
+impl<R: Read> Read for Bounded<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        self.total.set(self.total.get() + n as u64);
+        if self.total.get() > self.max_total {
+            return Err(std::io::Error::other(format!(
+                "layer {} decompresses past the limit of {} bytes for the image (max_uncompressed_bytes in the policy)",
+                self.layer, self.max_total
+            )));
+        }
+        if self.read > RATIO_FLOOR && self.read > self.compressed.saturating_mul(self.max_ratio) {
+            return Err(std::io::Error::other(format!(
+                "layer {} ({} bytes compressed) decompresses to more than {} times its size, a decompression bomb (max_compression_ratio in the policy)",
+                self.layer, self.compressed, self.max_ratio
+            )));
+        }
+        Ok(n)
+    }
+}
+
+/// sha256 hex of the regular file at `path` in the image's layers (later layers win), streamed
+/// and bounded by the policy's decompression limits; `None` when no layer has it.
+fn file_digest(
+    layers: &[(Descriptor, Vec<u8>)],
+    path: &str,
+    policy: &Policy,
+) -> Result<Option<String>, String> {
+    let total = std::cell::Cell::new(0u64);
+    let mut found = None;
+    for (desc, data) in layers {
+        if desc.media_type != MEDIA_LAYER_GZIP
+            && desc.media_type != "application/vnd.docker.image.rootfs.diff.tar.gzip"
         {
             continue;
         }
-        let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(data.as_slice()));
-        let Ok(entries) = ar.entries() else { continue };
-        for mut e in entries.flatten() {
+        let reader = Bounded {
+            inner: flate2::read::GzDecoder::new(data.as_slice()),
+            layer: &desc.digest,
+            compressed: data.len() as u64,
+            read: 0,
+            total: &total,
+            max_total: policy.max_uncompressed_bytes,
+            max_ratio: policy.max_compression_ratio,
+        };
+        let bad = |e: std::io::Error| format!("reading layer {}: {e}", desc.digest);
+        let mut ar = tar::Archive::new(reader);
+        for e in ar.entries().map_err(bad)? {
+            let e = e.map_err(bad)?;
             if !e.header().entry_type().is_file() {
                 continue;
             }
-            let Ok(p) = e
-                .path()
-                .map(|p| p.to_string_lossy().trim_start_matches("./").to_string())
-            else {
+            let p = e.path().map_err(bad)?;
+            if p.to_string_lossy().trim_start_matches("./") != path {
                 continue;
-            };
-            let mut buf = Vec::new();
-            if e.read_to_end(&mut buf).is_ok() {
-                out.insert(p, digest::sha256_hex(&buf));
             }
+            let (d, _) = digest::sha256_stream(e, u64::MAX).map_err(bad)?;
+            found = d.strip_prefix("sha256:").map(str::to_string);
         }
     }
-    out
+    Ok(found)
+}
+
+fn check_sbom(predicate: &serde_json::Value) -> (bool, String) {
+    if predicate.get("bomFormat").and_then(|f| f.as_str()) != Some("CycloneDX") {
+        return (
+            false,
+            "SBOM attestation is not a CycloneDX document (bomFormat)".to_string(),
+        );
+    }
+    (
+        true,
+        format!(
+            "CycloneDX {} with {} components",
+            predicate
+                .get("specVersion")
+                .and_then(|s| s.as_str())
+                .unwrap_or("?"),
+            predicate
+                .get("components")
+                .and_then(|c| c.as_array())
+                .map_or(0, Vec::len)
+        ),
+    )
 }
 
 fn check_fips(
     predicate: &serde_json::Value,
     policy: &Policy,
-    layers: &[(String, Vec<u8>)],
+    layers: &[(Descriptor, Vec<u8>)],
 ) -> (bool, String) {
     let ev: FipsEvidence = match serde_json::from_value(predicate.clone()) {
         Ok(e) => e,
@@ -490,9 +770,12 @@ fn check_fips(
             ),
         );
     }
-    let files = files_in(layers);
     let path = format!("{}/{}", crate::assemble::BIN_DIR, ev.binary);
-    match files.get(&path) {
+    let found = match file_digest(layers, &path, policy) {
+        Ok(f) => f,
+        Err(why) => return (false, format!("cannot check the binary /{path}: {why}")),
+    };
+    match found {
         None => {
             return (
                 false,
@@ -502,7 +785,7 @@ fn check_fips(
                 ),
             )
         }
-        Some(h) if *h != ev.binary_sha256 => {
+        Some(h) if h != ev.binary_sha256 => {
             return (
                 false,
                 format!(

@@ -214,13 +214,15 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
             let mut s = format!("{r}@{digest}\n");
             for o in &outs {
                 s.push_str(&format!(
-                    "  {} {}\n",
+                    "  {} {} ({}: {})\n",
                     if o.added {
                         "attested"
                     } else {
-                        "already attested"
+                        "already attested, nothing added:"
                     },
-                    o.predicate_type
+                    o.predicate_type,
+                    o.layer_digest,
+                    o.note
                 ));
             }
             output::data(&s);

@@ -25,8 +25,9 @@ pub struct Args {
     /// Policy file (TOML); default: every requirement on.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
-    /// Identity the signature must name (default REGISTRY/REPO).
-    #[arg(long, value_name = "REPO")]
+    /// Identity the signature must name, matched as containers-policy does (see `distro verify
+    /// --help`); default: the reference pulled.
+    #[arg(long, value_name = "REPO[:TAG]")]
     pub identity: Option<String>,
     #[command(flatten)]
     pub registry: RegistryArgs,
@@ -44,7 +45,7 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("opening {r}"))?;
     let sel = r.selector();
     let name = r.to_string();
-    let identity = r.docker_reference();
+    let identity = distro_images::verify::default_identity(&r);
     let expect = transfer::Expectation {
         image_name: &name,
         selector: sel.as_deref(),
@@ -123,6 +124,9 @@ impl Store for LazyLayout<'_> {
     }
     fn blob(&mut self, digest: &str) -> distro_images::Result<Vec<u8>> {
         self.get()?.blob(digest)
+    }
+    fn blob_sized(&mut self, digest: &str, size: u64) -> distro_images::Result<Vec<u8>> {
+        self.get()?.blob_sized(digest, size)
     }
     fn has_blob(&mut self, digest: &str) -> distro_images::Result<bool> {
         self.get()?.has_blob(digest)

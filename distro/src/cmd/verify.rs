@@ -23,8 +23,10 @@ pub struct Args {
     /// Policy file (TOML); default: every requirement on.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
-    /// Identity the signature must name (overrides the policy's and the default REGISTRY/REPO).
-    #[arg(long, value_name = "REPO")]
+    /// Identity the signature must name, matched as containers-policy does: REPO accepts a
+    /// signature for any tag of it, REPO:TAG only one for that tag (or for the bare REPO).
+    /// Overrides the policy's; default: the reference verified (REGISTRY/REPO[:TAG]).
+    #[arg(long, value_name = "REPO[:TAG]")]
     pub identity: Option<String>,
     #[command(flatten)]
     pub registry: RegistryArgs,
@@ -90,7 +92,7 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
         r.selector().as_deref(),
         &key,
         &policy,
-        r.docker_reference().as_deref(),
+        verify::default_identity(&r).as_deref(),
     );
     render(&report, cx)?;
     Ok(if report.passed {
