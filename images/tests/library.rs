@@ -255,13 +255,20 @@ fn noise(seed: u64, n: usize) -> Vec<u8> {
 
 /// Every parser of outside input (manifest, envelope, simple-signing payload, SPKI and private
 /// key PEM, cosign encrypted key, OCI archive) returns an error on garbage and on truncated or
-/// bit-flipped valid input, never panics (a smoke run in lieu of a fuzzer).
+/// bit-flipped valid input, never panics (a smoke run in lieu of a fuzzer); and no tampered
+/// DSSE envelope verifies unless what it signs (payload type and payload) is untouched.
 #[test]
 fn parsers_reject_garbage_without_panicking() {
     let k = SigningKey::generate().unwrap();
-    let env =
-        serde_json::to_vec(&Envelope::sign("application/vnd.in-toto+json", b"{}", &k).unwrap())
-            .unwrap();
+    let original =
+        Envelope::sign("application/vnd.in-toto+json", br#"{"a":"statement"}"#, &k).unwrap();
+    let original_payload = original.payload_bytes("original").unwrap();
+    assert!(
+        original.verify("original", &k.public()).unwrap(),
+        "the untampered envelope verifies (else the checks below prove nothing)"
+    );
+    let env = serde_json::to_vec(&original).unwrap();
+    let mut envelopes_rejected = 0;
     let payload = cosign::simple_signing_payload("r/x", &format!("sha256:{}", "b".repeat(64)));
     let manifest = Manifest::new(
         distro_images::oci::Descriptor::of("application/vnd.oci.image.config.v1+json", b"{}"),
@@ -280,8 +287,18 @@ fn parsers_reject_garbage_without_panicking() {
     for (i, seed) in seeds.iter().enumerate() {
         for round in 0..200u64 {
             let mut input = seed.clone();
-            match round % 4 {
+            match round % 5 {
                 0 => input.truncate((round as usize * 7) % (seed.len() + 1)),
+                // One letter or digit swapped for another: JSON stays well-formed, so the
+                // envelope parses and its signature check is what must refuse it.
+                4 => {
+                    let alnum: Vec<usize> = (0..input.len())
+                        .filter(|&j| input[j].is_ascii_alphanumeric())
+                        .collect();
+                    if let Some(&at) = alnum.get((round as usize * 7919) % alnum.len().max(1)) {
+                        input[at] = if input[at] == b'A' { b'B' } else { b'A' };
+                    }
+                }
                 1 => {
                     let n = input.len().max(1);
                     for (j, b) in noise(round, 4).into_iter().enumerate() {
@@ -296,8 +313,21 @@ fn parsers_reject_garbage_without_panicking() {
             }
             let _ = Manifest::parse("fuzz", &input);
             if let Ok(e) = Envelope::parse("fuzz", &input) {
-                let _ = e.payload_bytes("fuzz");
-                let _ = e.verify("fuzz", &k.public());
+                match e.verify("fuzz", &k.public()) {
+                    // Only a change to what the signature does not cover (the keyid hint) may
+                    // still verify.
+                    Ok(true) => {
+                        assert_eq!(e.payload_type, original.payload_type, "tampered payloadType verified: {}", String::from_utf8_lossy(&input));
+                        assert_eq!(
+                            e.payload_bytes("fuzz").unwrap(),
+                            original_payload,
+                            "tampered payload verified: {}",
+                            String::from_utf8_lossy(&input)
+                        );
+                        assert_eq!(e.signatures.len(), 1);
+                    }
+                    Ok(false) | Err(_) => envelopes_rejected += 1,
+                }
             }
             let _ = cosign::parse_simple_signing("fuzz", &input);
             let _ = VerifyingKey::from_pem("fuzz", &input);
@@ -307,4 +337,58 @@ fn parsers_reject_garbage_without_panicking() {
             let _ = Layout::open_archive(&key_file);
         }
     }
+    assert!(
+        envelopes_rejected > 0,
+        "some tampered envelopes parsed and were rejected by verify"
+    );
+}
+
+/// Every single-character change to the base64 payload, payloadType or signature of a DSSE
+/// envelope makes `Envelope::verify` fail (the envelope check of `distro verify`).
+#[test]
+fn every_tampered_envelope_fails_to_verify() {
+    let k = SigningKey::generate().unwrap();
+    let env = Envelope::sign(
+        "application/vnd.in-toto+json",
+        br#"{"_type":"https://in-toto.io/Statement/v1","predicate":{"status":"fixed"}}"#,
+        &k,
+    )
+    .unwrap();
+    assert!(env.verify("original", &k.public()).unwrap());
+    let swap = |c: char| if c == 'A' { 'B' } else { 'A' };
+    let mut tried = 0;
+    for i in 0..env.payload.len() {
+        let mut t = env.clone();
+        let mut chars: Vec<char> = t.payload.chars().collect();
+        if chars[i] == '=' {
+            continue;
+        }
+        chars[i] = swap(chars[i]);
+        t.payload = chars.into_iter().collect();
+        assert!(
+            !t.verify("tampered", &k.public()).unwrap_or(false),
+            "payload changed at {i} still verifies"
+        );
+        tried += 1;
+    }
+    for i in 0..env.signatures[0].sig.len() {
+        let mut t = env.clone();
+        let mut chars: Vec<char> = t.signatures[0].sig.chars().collect();
+        if chars[i] == '=' {
+            continue;
+        }
+        chars[i] = swap(chars[i]);
+        t.signatures[0].sig = chars.into_iter().collect();
+        assert!(
+            !t.verify("tampered", &k.public()).unwrap_or(false),
+            "signature changed at {i} still verifies"
+        );
+        tried += 1;
+    }
+    let mut t = env.clone();
+    t.payload_type = "application/vnd.in-toto+jsoN".into();
+    assert!(!t.verify("tampered", &k.public()).unwrap_or(false));
+    let other = SigningKey::generate().unwrap();
+    assert!(!env.verify("other key", &other.public()).unwrap());
+    assert!(tried > 100, "{tried} changes tried");
 }
