@@ -1,0 +1,722 @@
+//! Regression tests of the verification defects found by black-box probing (issue 16, items
+//! 8-11; issue 14, item 9): which attestation decides, duplicate attestations on resume, pulls
+//! that trusted damaged blobs, key pairs lost or split by `keygen`, unbounded reads of blobs
+//! and of `distro.toml`, and containers-policy identity matching. Registry tests run Debian's
+//! `docker-registry` on 127.0.0.1.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+mod image_support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use distro_images::oci::{Descriptor, Manifest, MEDIA_LAYER_GZIP, MEDIA_MANIFEST};
+use distro_images::store::{Layout, Store};
+use image_support::*;
+use serde_json::{json, Value};
+
+/// Under `CI=true` a missing tool fails the test naming the install step; elsewhere it is a
+/// loud SKIP (printed by `have`).
+fn need(tool: &str, test: &str) -> bool {
+    if have(tool, test) {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").map_or(true, |v| v != "true" && v != "1"),
+        "{test}: `{tool}` is required under CI: install it with scripts/install-deps.sh (apt-get install {tool})"
+    );
+    false
+}
+
+fn registry(test: &str) -> Option<TestRegistry> {
+    if !need("docker-registry", test) {
+        return None;
+    }
+    TestRegistry::start(RegistryConfig::default(), test)
+}
+
+fn keygen(dir: &Path) -> (String, String) {
+    let (k, p) = (dir.join("release.key"), dir.join("release.pub"));
+    ok(&[
+        "keygen",
+        "--private",
+        k.to_str().unwrap(),
+        "--public",
+        p.to_str().unwrap(),
+    ]);
+    (
+        k.to_string_lossy().into_owned(),
+        p.to_string_lossy().into_owned(),
+    )
+}
+
+fn json_of(args: &[&str]) -> Value {
+    let mut a = args.to_vec();
+    a.extend(["--format", "json"]);
+    serde_json::from_str(&ok(&a)).unwrap()
+}
+
+/// `distro verify ... --format json`, whatever its exit status; (exit ok, report).
+fn verify_json(args: &[&str]) -> (bool, Value) {
+    let mut a = vec!["verify"];
+    a.extend_from_slice(args);
+    a.extend(["--format", "json"]);
+    let out = run(distro().args(&a));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "verify printed no JSON ({e}):\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(
+        out.status.success(),
+        report["passed"] == true,
+        "exit status agrees with the report: {report}"
+    );
+    (out.status.success(), report)
+}
+
+fn check<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check `{name}` in {report}"))
+}
+
+fn attestation_count(report: &Value) -> usize {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["name"].as_str().unwrap().starts_with("attestation "))
+        .count()
+}
+
+/// An OpenVEX document of the fixture's shape with one statement of `status`, issued at `ts`.
+fn vex_doc(status: &str, ts: &str) -> Value {
+    let mut v = vex("mesh-proxy", status);
+    v["timestamp"] = json!(ts);
+    v
+}
+
+/// `distro` with a wall-clock limit (coreutils `timeout`), so a read that blocks fails the
+/// test instead of hanging it.
+fn distro_within(secs: u32, args: &[&str]) -> Output {
+    let out = run(Command::new("timeout")
+        .arg(secs.to_string())
+        .arg(env!("CARGO_BIN_EXE_distro"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "warn"));
+    assert_ne!(
+        out.status.code(),
+        Some(124),
+        "distro {} did not finish within {secs} s",
+        args.join(" ")
+    );
+    out
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A fixture image pushed to `reg`, signed and attested from the fixture's build directory.
+/// Returns (fixture, tagged reference, key, public key, tempdir).
+fn pushed_signed_attested(
+    reg: &TestRegistry,
+) -> (Fixture, String, String, String, tempfile::TempDir) {
+    let t = tempfile::tempdir().unwrap();
+    let fx = Fixture::write(t.path(), &["mesh-proxy"], 64 * 1024);
+    fx.assemble();
+    let (k, p) = keygen(t.path());
+    let tagged = format!("{}/fips-mesh/mesh-proxy:0.1.0", reg.addr);
+    ok(&["push", &fx.image_ref("mesh-proxy"), &tagged, "--plain-http"]);
+    ok(&["sign", &tagged, "--key", &k, "--plain-http"]);
+    ok(&[
+        "attest",
+        &tagged,
+        "--key",
+        &k,
+        "--plain-http",
+        "--build-dir",
+        fx.line_dir.to_str().unwrap(),
+        "--component",
+        "mesh-proxy",
+    ]);
+    (fx, tagged, k, p, t)
+}
+
+fn attest_vex(image: &str, key: &str, file: &Path) -> Value {
+    json_of(&[
+        "attest",
+        image,
+        "--key",
+        key,
+        "--plain-http",
+        "--vex",
+        file.to_str().unwrap(),
+    ])
+}
+
+/// Issue 16.8: every OpenVEX attestation is evaluated and the newest by the document's own
+/// time decides: a newer `affected` one fails verify (it used to be ignored, exit 0), a newer
+/// clean one clears it, and an older `affected` attached later does not mask the newer clean one.
+#[test]
+fn verify_lets_the_newest_vex_decide_not_the_oldest() {
+    let test = "verify_lets_the_newest_vex_decide_not_the_oldest";
+    let Some(reg) = registry(test) else { return };
+    let (_fx, tagged, k, p, t) = pushed_signed_attested(&reg);
+    let (passed, report) = verify_json(&[&tagged, "--key", &p, "--plain-http"]);
+    assert!(passed, "{report}");
+
+    let affected = t.path().join("affected.openvex.json");
+    write_json(&affected, &vex_doc("affected", "2026-01-01T00:00:00Z"));
+    let out = attest_vex(&tagged, &k, &affected);
+    assert_eq!(out["attestations"][0]["added"], true, "{out}");
+    let affected_layer = out["attestations"][0]["layer_digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (passed, report) = verify_json(&[&tagged, "--key", &p, "--plain-http"]);
+    assert!(!passed, "a newer affected VEX must fail verify: {report}");
+    let vex = check(&report, "policy vex");
+    let detail = vex["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("RUSTSEC-2024-0336 (affected)")
+            && detail.contains("newest of 2")
+            && detail.contains(&affected_layer),
+        "the check names the deciding document: {detail}"
+    );
+
+    let fixed = t.path().join("fixed.openvex.json");
+    write_json(&fixed, &vex_doc("fixed", "2026-02-01T00:00:00Z"));
+    attest_vex(&tagged, &k, &fixed);
+    let (passed, report) = verify_json(&[&tagged, "--key", &p, "--plain-http"]);
+    assert!(
+        passed,
+        "a newer clean VEX clears the older affected one: {report}"
+    );
+    let detail = check(&report, "policy vex")["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("newest of 3") && detail.contains("2026-02-01T00:00:00Z"),
+        "{detail}"
+    );
+
+    // Attached last but issued earlier: the document's own time decides, not the order.
+    let stale = t.path().join("stale.openvex.json");
+    write_json(&stale, &vex_doc("affected", "2025-06-01T00:00:00Z"));
+    assert_eq!(
+        attest_vex(&tagged, &k, &stale)["attestations"][0]["added"],
+        true
+    );
+    let (passed, report) = verify_json(&[&tagged, "--key", &p, "--plain-http"]);
+    assert!(
+        passed,
+        "an older affected VEX attached later masks nothing: {report}"
+    );
+    assert!(check(&report, "policy vex")["detail"]
+        .as_str()
+        .unwrap()
+        .contains("newest of 4"));
+}
+
+/// Issue 16.8: a resumed release attests the same documents again, with the VEX regenerated
+/// under a new timestamp; nothing is appended (it used to add one VEX attestation per run) and
+/// the command says so.
+#[test]
+fn attest_on_resume_appends_no_duplicate_vex() {
+    let test = "attest_on_resume_appends_no_duplicate_vex";
+    let Some(reg) = registry(test) else { return };
+    let (fx, tagged, k, p, _t) = pushed_signed_attested(&reg);
+    let (_, before) = verify_json(&[&tagged, "--key", &p, "--plain-http"]);
+    let n = attestation_count(&before);
+    assert_eq!(n, 4, "fips, provenance, sbom, vex: {before}");
+
+    // What a resumed release does: `distro patches vex` stamps the document again.
+    let vex_file = fx.line_dir.join("sbom").join("mesh-proxy.openvex.json");
+    write_json(&vex_file, &vex_doc("fixed", "2026-03-01T12:00:00Z"));
+    let args = [
+        "attest",
+        &tagged,
+        "--key",
+        &k,
+        "--plain-http",
+        "--build-dir",
+        fx.line_dir.to_str().unwrap(),
+        "--component",
+        "mesh-proxy",
+    ];
+    let again = json_of(&args);
+    for a in again["attestations"].as_array().unwrap() {
+        assert_eq!(a["added"], false, "nothing new to attest: {again}");
+    }
+    let out = ok(&args);
+    assert!(
+        out.contains("already attested, nothing added")
+            && out.contains("only its timestamp differs"),
+        "{out}"
+    );
+    let (passed, after) = verify_json(&[&tagged, "--key", &p, "--plain-http"]);
+    assert!(passed, "{after}");
+    assert_eq!(attestation_count(&after), n, "no duplicate: {after}");
+
+    // A VEX that says something else is attached.
+    write_json(&vex_file, &vex_doc("not_affected", "2026-03-02T00:00:00Z"));
+    let changed = json_of(&args);
+    let added: Vec<&Value> = changed["attestations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["added"] == true)
+        .collect();
+    assert_eq!(added.len(), 1, "{changed}");
+    assert_eq!(added[0]["predicate_type"], "https://openvex.dev/ns/v0.2.0");
+}
+
+/// Issue 16.9: after a layer of a pulled layout is corrupted in place, a second pull repairs it
+/// (it used to print "verified… wrote" and leave the layout failing `verify`), and a blob
+/// replaced by a link to /dev/zero is replaced too.
+#[test]
+fn pull_repairs_a_blob_corrupted_in_place() {
+    let test = "pull_repairs_a_blob_corrupted_in_place";
+    let Some(reg) = registry(test) else { return };
+    let (_fx, tagged, _k, p, t) = pushed_signed_attested(&reg);
+    let dir = t.path().join("pulled");
+    let dest = format!("oci:{}:0.1.0", dir.display());
+    ok(&["pull", &tagged, "--out", &dest, "--key", &p, "--plain-http"]);
+    let (passed, report) = verify_json(&[&dest, "--key", &p]);
+    assert!(passed, "{report}");
+
+    // The largest blob is the binary's layer.
+    let blobs = dir.join("blobs/sha256");
+    let mut files: Vec<(u64, PathBuf)> = std::fs::read_dir(&blobs)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.metadata().unwrap().len(), e.path())
+        })
+        .collect();
+    files.sort();
+    let layer = files.last().unwrap().1.clone();
+    let mut data = std::fs::read(&layer).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 0xff;
+    std::fs::write(&layer, &data).unwrap();
+    let (passed, report) = verify_json(&[&dest, "--key", &p]);
+    assert!(!passed, "the corruption is seen: {report}");
+
+    let out = run(distro().args(["pull", &tagged, "--out", &dest, "--key", &p, "--plain-http"]));
+    assert!(out.status.success(), "{}", text(&out));
+    let name = layer.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        text(&out).contains("repaired blob") && text(&out).contains(&name),
+        "the pull says which blob it repaired: {}",
+        text(&out)
+    );
+    let (passed, report) = verify_json(&[&dest, "--key", &p]);
+    assert!(
+        passed,
+        "the layout verifies after the second pull: {report}"
+    );
+
+    std::fs::remove_file(&layer).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &layer).unwrap();
+    let out = distro_within(
+        60,
+        &["pull", &tagged, "--out", &dest, "--key", &p, "--plain-http"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(std::fs::symlink_metadata(&layer).unwrap().is_file());
+    let (passed, report) = verify_json(&[&dest, "--key", &p]);
+    assert!(passed, "{report}");
+}
+
+/// Issue 16.10: `keygen --private X --public X` (also spelled `./X`, or two hard links to one
+/// file) is refused; it used to exit 0 leaving only the public key in X.
+#[test]
+fn keygen_refuses_one_file_for_both_keys() {
+    let t = tempfile::tempdir().unwrap();
+    let x = t.path().join("key.pem");
+    let err = fails(&[
+        "keygen",
+        "--private",
+        x.to_str().unwrap(),
+        "--public",
+        x.to_str().unwrap(),
+    ]);
+    assert!(err.contains("are the same file"), "{err}");
+    assert!(!x.exists(), "nothing written");
+
+    let dotted = t.path().join(".").join("key.pem");
+    let err = fails(&[
+        "keygen",
+        "--private",
+        x.to_str().unwrap(),
+        "--public",
+        dotted.to_str().unwrap(),
+    ]);
+    assert!(err.contains("are the same file"), "{err}");
+
+    let (k, _) = keygen(t.path());
+    let before = std::fs::read(&k).unwrap();
+    let link = t.path().join("hardlink.pub");
+    std::fs::hard_link(&k, &link).unwrap();
+    let err = fails(&[
+        "keygen",
+        "--force",
+        "--private",
+        &k,
+        "--public",
+        link.to_str().unwrap(),
+    ]);
+    assert!(err.contains("are the same file"), "{err}");
+    assert_eq!(std::fs::read(&k).unwrap(), before, "private key untouched");
+}
+
+/// The SPKI PEM openssl derives from a private key file, without line breaks.
+fn public_of(private: &str) -> String {
+    let out = run(Command::new("openssl").args(["pkey", "-in", private, "-pubout"]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    pem_text(&out.stdout)
+}
+
+/// PEM text without line breaks (the pem crate writes CRLF, openssl LF).
+fn pem_text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).replace(['\r', '\n'], "")
+}
+
+/// Issue 16.10: with `--force` and a `--public` that cannot be written, the old pair stays as
+/// it was and still matches, and no temporary file is left (the private key used to be
+/// replaced first, splitting the pair).
+#[test]
+fn keygen_force_with_unwritable_public_keeps_the_old_pair() {
+    let test = "keygen_force_with_unwritable_public_keeps_the_old_pair";
+    if !need("openssl", test) {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let (k, p) = keygen(t.path());
+    let (old_k, old_p) = (std::fs::read(&k).unwrap(), std::fs::read(&p).unwrap());
+    assert_eq!(public_of(&k), pem_text(&old_p));
+    let listing = |d: &Path| {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let before = listing(t.path());
+
+    // A path under a regular file cannot be created, not even by root.
+    let blocker = t.path().join("not-a-dir");
+    std::fs::write(&blocker, b"x").unwrap();
+    let unwritable = blocker.join("release.pub");
+    let err = fails(&[
+        "keygen",
+        "--force",
+        "--private",
+        &k,
+        "--public",
+        unwritable.to_str().unwrap(),
+    ]);
+    assert!(err.contains("not-a-dir"), "the error names the path: {err}");
+    assert_eq!(std::fs::read(&k).unwrap(), old_k, "private key untouched");
+    assert_eq!(std::fs::read(&p).unwrap(), old_p);
+    assert_eq!(public_of(&k), pem_text(&old_p), "the pair still matches");
+    let mut after = listing(t.path());
+    after.retain(|n| n != "not-a-dir");
+    assert_eq!(after, before, "no temporary file left");
+
+    // And a forced keygen that can write both replaces both, as a matching pair, 0600/0644.
+    ok(&["keygen", "--force", "--private", &k, "--public", &p]);
+    assert_ne!(std::fs::read(&k).unwrap(), old_k);
+    assert_eq!(public_of(&k), pem_text(&std::fs::read(&p).unwrap()));
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&k).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}
+
+const ID: &str = "registry.example.invalid/fips-mesh/mesh-proxy";
+
+/// A signed and attested layout of the fixture; (fixture, image ref, key, public key).
+fn signed_layout(root: &Path) -> (Fixture, String, String, String) {
+    let fx = Fixture::write(root, &["mesh-proxy"], 64 * 1024);
+    fx.assemble();
+    let (k, p) = keygen(root);
+    let img = fx.image_ref("mesh-proxy");
+    sign_and_attest(&fx, &img, &k);
+    (fx, img, k, p)
+}
+
+fn sign_and_attest(fx: &Fixture, img: &str, k: &str) {
+    ok(&["sign", img, "--key", k, "--identity", ID]);
+    ok(&[
+        "attest",
+        img,
+        "--key",
+        k,
+        "--identity",
+        ID,
+        "--build-dir",
+        fx.line_dir.to_str().unwrap(),
+        "--component",
+        "mesh-proxy",
+    ]);
+}
+
+/// The file of the image's largest layer in a layout.
+fn largest_layer(layout: &Path) -> PathBuf {
+    let mut l = Layout::open_dir(layout, false).unwrap();
+    let m = l.manifest("0.1.0").unwrap().unwrap();
+    let m = Manifest::parse("test", &m.bytes).unwrap();
+    let big = m.layers.iter().max_by_key(|d| d.size).unwrap();
+    layout
+        .join("blobs/sha256")
+        .join(big.digest.strip_prefix("sha256:").unwrap())
+}
+
+/// Issue 16.11: a layer blob that is a FIFO or a link to /dev/zero is refused at once with an
+/// error naming the file (a FIFO used to hang verify for minutes, /dev/zero to exhaust memory).
+#[test]
+fn verify_refuses_fifo_and_dev_zero_blobs_naming_them() {
+    let test = "verify_refuses_fifo_and_dev_zero_blobs_naming_them";
+    if !need("mkfifo", test) {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let (fx, img, _k, p) = signed_layout(t.path());
+    let (passed, report) = verify_json(&[&img, "--key", &p]);
+    assert!(passed, "{report}");
+    let layer = largest_layer(&fx.layout("mesh-proxy"));
+    let name = layer.file_name().unwrap().to_string_lossy().into_owned();
+
+    std::fs::remove_file(&layer).unwrap();
+    let st = Command::new("mkfifo").arg(&layer).status().unwrap();
+    assert!(st.success());
+    let out = distro_within(20, &["verify", &img, "--key", &p]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains(&name) && text(&out).contains("FIFO"),
+        "{}",
+        text(&out)
+    );
+
+    std::fs::remove_file(&layer).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &layer).unwrap();
+    let out = distro_within(20, &["verify", &img, "--key", &p]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains(&name) && text(&out).contains("symbolic link"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// Issue 16.11: a signed image with a gzip bomb layer (64 KiB compressed, 64 MiB of zeros) is
+/// refused by the FIPS check's decompression limits (the policy's cap, here 16 MiB, and by
+/// default the ratio guard) instead of being decompressed without end.
+#[test]
+fn verify_caps_a_gzip_bomb_layer() {
+    let test = "verify_caps_a_gzip_bomb_layer";
+    if !need("gzip", test) || !need("tar", test) {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let fx = Fixture::write(t.path(), &["mesh-proxy"], 64 * 1024);
+    fx.assemble();
+    let (k, p) = keygen(t.path());
+    let layout = fx.layout("mesh-proxy");
+
+    let work = t.path().join("bomb");
+    std::fs::create_dir_all(&work).unwrap();
+    let sh = run(Command::new("sh")
+        .arg("-ec")
+        .arg("head -c 67108864 /dev/zero > zeros && tar -cf - zeros | gzip -9 > layer.tar.gz && rm zeros")
+        .current_dir(&work));
+    assert!(
+        sh.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sh.stderr)
+    );
+    let gz = std::fs::read(work.join("layer.tar.gz")).unwrap();
+    assert!(gz.len() < 1 << 20, "the bomb is small: {} bytes", gz.len());
+
+    let mut l = Layout::open_dir(&layout, false).unwrap();
+    let m = l.manifest("0.1.0").unwrap().unwrap();
+    let mut manifest = Manifest::parse("fixture", &m.bytes).unwrap();
+    let bomb = Descriptor::of(MEDIA_LAYER_GZIP, &gz);
+    l.put_blob(&bomb.digest, &gz).unwrap();
+    manifest.layers.push(bomb.clone());
+    l.put_manifest(Some("0.1.0"), &manifest.to_bytes(), MEDIA_MANIFEST)
+        .unwrap();
+    let img = fx.image_ref("mesh-proxy");
+    sign_and_attest(&fx, &img, &k);
+
+    let policy = t.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "max_uncompressed_bytes = 16777216\nmax_compression_ratio = 100000\n",
+    )
+    .unwrap();
+    let (passed, report) = verify_json(&[&img, "--key", &p, "--policy", policy.to_str().unwrap()]);
+    assert!(!passed, "{report}");
+    let fips = check(&report, "policy fips")["detail"].as_str().unwrap();
+    assert!(
+        fips.contains(&bomb.digest) && fips.contains("past the limit of 16777216"),
+        "{fips}"
+    );
+
+    let (passed, report) = verify_json(&[&img, "--key", &p]);
+    assert!(!passed, "{report}");
+    let fips = check(&report, "policy fips")["detail"].as_str().unwrap();
+    assert!(
+        fips.contains(&bomb.digest) && fips.contains("decompression bomb"),
+        "{fips}"
+    );
+    // Every other check still holds: the image is signed and its blobs are intact.
+    assert_eq!(check(&report, "signature")["ok"], true, "{report}");
+    assert_eq!(check(&report, "image")["ok"], true, "{report}");
+}
+
+/// Issue 16.11: `distro --config FIFO` fails at once naming the file (it used to block until a
+/// writer came).
+#[test]
+fn distro_toml_that_is_a_fifo_fails_fast() {
+    let test = "distro_toml_that_is_a_fifo_fails_fast";
+    if !need("mkfifo", test) {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let fifo = t.path().join("distro.toml");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let out = distro_within(20, &["--config", fifo.to_str().unwrap(), "matrix"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains(&fifo.display().to_string()) && text(&out).contains("FIFO"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// Issue 14.9: `--identity` follows containers-policy: a signature naming `REPO:TAG` (as
+/// podman and skopeo sign) matches that tag and not another, one naming the bare repository
+/// matches any tag, and digests are matched exactly.
+#[test]
+fn verify_identity_follows_containers_policy() {
+    let test = "verify_identity_follows_containers_policy";
+    let Some(reg) = registry(test) else { return };
+    let t = tempfile::tempdir().unwrap();
+    let fx = Fixture::write(t.path(), &["mesh-proxy"], 64 * 1024);
+    fx.assemble();
+    let (k, p) = keygen(t.path());
+    let repo = format!("{}/fips-mesh/mesh-proxy", reg.addr);
+    let tagged = format!("{repo}:0.1.0");
+    let other_tag = format!("{repo}:other");
+    ok(&["push", &fx.image_ref("mesh-proxy"), &tagged, "--plain-http"]);
+    ok(&[
+        "push",
+        &fx.image_ref("mesh-proxy"),
+        &other_tag,
+        "--plain-http",
+    ]);
+    // Signed the way podman signs: the identity names the tag.
+    ok(&[
+        "sign",
+        &tagged,
+        "--key",
+        &k,
+        "--plain-http",
+        "--identity",
+        &tagged,
+    ]);
+    ok(&[
+        "attest",
+        &tagged,
+        "--key",
+        &k,
+        "--plain-http",
+        "--build-dir",
+        fx.line_dir.to_str().unwrap(),
+        "--component",
+        "mesh-proxy",
+    ]);
+    let (passed, report) = verify_json(&[&tagged, "--key", &p, "--plain-http"]);
+    assert!(
+        passed,
+        "a signature for REPO:TAG matches that tag: {report}"
+    );
+    let digest = report["digest"].as_str().unwrap().to_string();
+    let by_digest = format!("{repo}@{digest}");
+    let (passed, report) = verify_json(&[&by_digest, "--key", &p, "--plain-http"]);
+    assert!(
+        passed,
+        "by digest, any tag of the repository matches: {report}"
+    );
+    let (passed, report) =
+        verify_json(&[&tagged, "--key", &p, "--plain-http", "--identity", &repo]);
+    assert!(passed, "--identity REPO accepts any tag: {report}");
+
+    let (passed, report) = verify_json(&[&other_tag, "--key", &p, "--plain-http"]);
+    assert!(
+        !passed,
+        "a signature for :0.1.0 does not match :other: {report}"
+    );
+    let sig = check(&report, "signature")["detail"].as_str().unwrap();
+    assert!(sig.contains("is for tag `0.1.0`, not `other`"), "{sig}");
+    let (passed, report) = verify_json(&[
+        &tagged,
+        "--key",
+        &p,
+        "--plain-http",
+        "--identity",
+        &format!("{}/fips-mesh/mesh-control", reg.addr),
+    ]);
+    assert!(!passed, "another repository does not match: {report}");
+    let wrong_digest = format!("{repo}@sha256:{}", "0".repeat(64));
+    let (passed, report) = verify_json(&[
+        &tagged,
+        "--key",
+        &p,
+        "--plain-http",
+        "--identity",
+        &wrong_digest,
+    ]);
+    assert!(
+        !passed,
+        "an identity naming another digest does not match: {report}"
+    );
+
+    // A signature naming the bare repository matches every tag of it.
+    let t2 = tempfile::tempdir().unwrap();
+    let (k2, p2) = keygen(t2.path());
+    ok(&[
+        "sign",
+        &other_tag,
+        "--key",
+        &k2,
+        "--plain-http",
+        "--identity",
+        &repo,
+    ]);
+    let (_, report) = verify_json(&[&other_tag, "--key", &p2, "--plain-http"]);
+    assert_eq!(check(&report, "signature")["ok"], true, "{report}");
+}
