@@ -720,3 +720,99 @@ fn verify_identity_follows_containers_policy() {
     let (_, report) = verify_json(&[&other_tag, "--key", &p2, "--plain-http"]);
     assert_eq!(check(&report, "signature")["ok"], true, "{report}");
 }
+
+/// The fenced block that follows `<!-- test: NAME -->` in images/VERIFYING.md.
+fn doc_block(name: &str) -> String {
+    let doc = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/VERIFYING.md"),
+    )
+    .unwrap();
+    let marker = format!("<!-- test: {name} -->");
+    let rest = &doc[doc.find(&marker).unwrap_or_else(|| panic!("no {marker}"))..];
+    let body = &rest[rest.find("```").unwrap()..];
+    let body = &body[body.find('\n').unwrap() + 1..];
+    body[..body.find("```").unwrap()].to_string()
+}
+
+/// Issue 14.9: the policy.json and registries.d of images/VERIFYING.md load in Debian's skopeo
+/// against a signed image in a local registry. That skopeo has sigstore support removed, so
+/// the furthest it can get is refusing the image for exactly that reason (a malformed policy
+/// fails earlier, when loading); an image outside the policy's scope is refused by its
+/// `default: reject`.
+#[test]
+fn containers_policy_in_verifying_md_loads_in_skopeo() {
+    let test = "containers_policy_in_verifying_md_loads_in_skopeo";
+    if !need("skopeo", test) {
+        return;
+    }
+    let Some(reg) = registry(test) else { return };
+    let (fx, tagged, _k, p, t) = pushed_signed_attested(&reg);
+    let elsewhere = format!("{}/elsewhere/mesh-proxy:0.1.0", reg.addr);
+    ok(&[
+        "push",
+        &fx.image_ref("mesh-proxy"),
+        &elsewhere,
+        "--plain-http",
+    ]);
+
+    let policy: Value = serde_json::from_str(
+        &doc_block("policy.json")
+            .replace("registry.example.com:5000", &reg.addr)
+            .replace("/etc/containers/keys/fips-mesh-release.pub", &p),
+    )
+    .expect("the documented policy.json is JSON");
+    let scope = format!("{}/fips-mesh", reg.addr);
+    assert_eq!(
+        policy["transports"]["docker"][&scope][0]["signedIdentity"]["type"],
+        "matchRepository"
+    );
+    let policy_file = t.path().join("policy.json");
+    write_json(&policy_file, &policy);
+    let regd = t.path().join("registries.d");
+    std::fs::create_dir_all(&regd).unwrap();
+    let yaml = doc_block("registries.d").replace("registry.example.com:5000", &reg.addr);
+    assert!(yaml.contains("use-sigstore-attachments: true"), "{yaml}");
+    std::fs::write(regd.join("fips-mesh.yaml"), yaml).unwrap();
+
+    let copy = |policy: &Path, image: &str, dest: &str| {
+        let out = run(Command::new("skopeo")
+            .arg("--policy")
+            .arg(policy)
+            .arg("--registries.d")
+            .arg(&regd)
+            .args(["copy", "--src-tls-verify=false"])
+            .arg(format!("docker://{image}"))
+            .arg(format!("oci:{}:x", t.path().join(dest).display())));
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (copied, err) = copy(&policy_file, &tagged, "in-scope");
+    assert!(
+        !copied,
+        "Debian's skopeo cannot check sigstore signatures: {err}"
+    );
+    assert!(
+        !err.contains("Error loading trust policy") && !err.contains("invalid policy"),
+        "the documented policy loads: {err}"
+    );
+    assert!(
+        err.contains("Source image rejected") && err.contains("sigstore"),
+        "refused for the documented reason, by the sigstoreSigned requirement: {err}"
+    );
+    let (copied, err) = copy(&policy_file, &elsewhere, "out-of-scope");
+    assert!(!copied);
+    assert!(
+        err.contains("Source image rejected") && err.contains("rejected by policy"),
+        "outside the scope the default rule rejects: {err}"
+    );
+
+    // The same check sees a broken policy (so the assertions above are not vacuous).
+    let mut broken = policy.clone();
+    broken["transports"]["docker"][&scope][0]["signedIdentity"]["type"] = json!("matchRepositry");
+    let broken_file = t.path().join("broken.json");
+    write_json(&broken_file, &broken);
+    let (_, err) = copy(&broken_file, &tagged, "broken");
+    assert!(err.contains("Error loading trust policy"), "{err}");
+}
