@@ -184,6 +184,9 @@ pub struct LocalConfig {
     /// Write a JSON access log line per request/connection to stdout.
     #[serde(default = "yes")]
     pub access_log: bool,
+    /// How request paths are normalised before routes and authorization rules see them.
+    #[serde(default)]
+    pub http_paths: crate::path::PathSettings,
 }
 
 fn default_admin() -> SocketAddr {
@@ -238,7 +241,33 @@ pub fn validate(cfg: &ProxyConfig) -> Result<(), String> {
             }
         }
     }
+    for rule in &cfg.inbound.authorization {
+        if let Some(p) = rule
+            .paths
+            .iter()
+            .find(|p| !crate::path::rule_path_is_normal(p))
+        {
+            return Err(format!(
+                "authorization rule `{}`: path `{p}` is not in normal form (requests are matched \
+                 after normalisation: no `.`/`..` segments, no `//`, unreserved characters not \
+                 percent-encoded, upper-case hex; see mesh/proxy/README section `paths`)",
+                rule.name
+            ));
+        }
+    }
     for r in &cfg.routes {
+        if let Some(p) = r
+            .match_
+            .path_prefix
+            .as_deref()
+            .filter(|p| !crate::path::rule_path_is_normal(p))
+        {
+            return Err(format!(
+                "route `{}`: path_prefix `{p}` is not in normal form (see mesh/proxy/README \
+                 section `paths`)",
+                r.name
+            ));
+        }
         let Some(svc) = cfg.services.iter().find(|s| s.name == r.service) else {
             return Err(format!(
                 "route `{}` names unknown service `{}`",

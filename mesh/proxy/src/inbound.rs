@@ -22,6 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::{InboundListener, MtlsMode};
 use crate::io::{BoxIo, Prefixed};
+use crate::path::Normalized;
 use crate::policy::{self, Decision};
 use crate::state::Proxy;
 
@@ -68,6 +69,63 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
         "upgrade",
     ] {
         h.remove(n);
+    }
+}
+
+/// Normalises the request target of `req` (see [`crate::path`]) before any route or rule sees
+/// it. `Err` is the local response to send instead: 400 for a path that cannot be normalised,
+/// 405 for `CONNECT` (not proxied on HTTP listeners), 307 to the normalised target when
+/// `http_paths.escaped_slashes` is `unescape_and_redirect` and a slash was decoded. Refusals are
+/// logged and counted in `mesh_proxy_path_refused_total{direction,reason}` (a fixed set of
+/// reasons).
+pub fn normalized_target<B>(
+    proxy: &Proxy,
+    direction: &'static str,
+    req: &Request<B>,
+) -> Result<Normalized, Response<Body>> {
+    let refuse = |reason: &'static str| {
+        proxy.metrics.inc(
+            "mesh_proxy_path_refused_total",
+            "Requests refused because their target could not be normalised, by direction and reason.",
+            &[("direction", direction), ("reason", reason)],
+        );
+    };
+    if req.method() == http::Method::CONNECT {
+        refuse("connect");
+        tracing::info!(direction, "CONNECT refused: not proxied on HTTP listeners");
+        return Err(local_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "mesh-proxy: CONNECT is not proxied on HTTP listeners (declare the service tcp)",
+        ));
+    }
+    let uri = req.uri();
+    if uri.path() == "*" && req.method() == http::Method::OPTIONS {
+        return Ok(Normalized {
+            path: "*".into(),
+            query: None,
+            redirect: false,
+        });
+    }
+    match crate::path::normalize(uri.path(), uri.query(), proxy.local.http_paths) {
+        Ok(n) if n.redirect => {
+            let mut r = local_response(
+                StatusCode::TEMPORARY_REDIRECT,
+                "mesh-proxy: redirecting to the normalised path",
+            );
+            if let Ok(v) = HeaderValue::from_str(&n.path_and_query()) {
+                r.headers_mut().insert(http::header::LOCATION, v);
+            }
+            Err(r)
+        }
+        Ok(n) => Ok(n),
+        Err(e) => {
+            refuse(e.reason());
+            tracing::info!(direction, raw_path = %uri.path(), reason = e.reason(), "request path refused");
+            Err(local_response(
+                StatusCode::BAD_REQUEST,
+                &format!("mesh-proxy: request path refused: {e}"),
+            ))
+        }
     }
 }
 
@@ -306,24 +364,41 @@ impl Inbound {
     ) -> Response<Body> {
         let start = Instant::now();
         let method = req.method().to_string();
-        let path = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.to_string())
-            .unwrap_or_else(|| "/".into());
-        let version = format!("{:?}", req.version());
         let Some(mesh) = self.proxy.mesh() else {
             return local_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "mesh-proxy: no configuration yet",
             );
         };
+        let target = match normalized_target(&self.proxy, "inbound", &req) {
+            Ok(t) => t,
+            Err(resp) => {
+                self.proxy.access_log(|| {
+                    json!({
+                        "ts": chrono::Utc::now().to_rfc3339(),
+                        "direction": "inbound",
+                        "peer": peer.to_string(),
+                        "peer_identity": peer_id,
+                        "tls": tls_desc,
+                        "method": method,
+                        "raw_path": req.uri().path_and_query().map(|p| p.as_str()),
+                        "status": resp.status().as_u16(),
+                        "rule": "path-normalisation",
+                        "duration_ms": start.elapsed().as_secs_f64() * 1000.0,
+                    })
+                });
+                return resp;
+            }
+        };
+        // What the application is sent: the normalised path and the query as received.
+        let path = target.path_and_query();
+        let version = format!("{:?}", req.version());
         let decision: Decision = policy::authorize(
             &mesh.config.inbound,
             &policy::Request {
                 source: peer_id,
                 method: Some(&method),
-                path: Some(req.uri().path()),
+                path: Some(&target.path),
             },
         );
         let identity = peer_id.unwrap_or("plaintext");
