@@ -60,6 +60,15 @@ fn path_prefix_matches(prefix: &str, path: &str) -> bool {
     }
 }
 
+/// Whether any rule looks at HTTP (names methods or paths). On such a port, traffic that is not
+/// valid HTTP is refused instead of passed on as TCP, where those rules could never match.
+pub fn inspects_http(policy: &InboundPolicy) -> bool {
+    policy
+        .authorization
+        .iter()
+        .any(|r| !r.methods.is_empty() || !r.paths.is_empty())
+}
+
 /// Decides whether `req` may pass `policy`.
 pub fn authorize(policy: &InboundPolicy, req: &Request<'_>) -> Decision {
     if let Some(r) = policy
@@ -148,6 +157,10 @@ mod tests {
         assert!(!ok(web, "GET", "/admin/x"));
         assert!(!ok(web, "GET", "/apix"));
         assert!(!ok(Some("spiffe://td/ns/other/sa/x"), "GET", "/api"));
+        assert!(inspects_http(&p));
+        assert!(!inspects_http(&InboundPolicy {
+            authorization: vec![rule("peers", Action::Allow, &["*"], &[], &[])],
+        }));
         assert!(!ok(None, "GET", "/api"));
         let tcp = authorize(
             &p,
