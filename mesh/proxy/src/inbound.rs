@@ -73,7 +73,7 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
 }
 
 /// Normalises the request target of `req` (see [`crate::path`]) before any route or rule sees
-/// it. `Err` is the local response to send instead: 400 for a path that cannot be normalised,
+/// it. `Err` is the local response to send instead (boxed: it is the rare path): 400 for a path that cannot be normalised,
 /// 405 for `CONNECT` (not proxied on HTTP listeners), 307 to the normalised target when
 /// `http_paths.escaped_slashes` is `unescape_and_redirect` and a slash was decoded. Refusals are
 /// logged and counted in `mesh_proxy_path_refused_total{direction,reason}` (a fixed set of
@@ -82,7 +82,7 @@ pub fn normalized_target<B>(
     proxy: &Proxy,
     direction: &'static str,
     req: &Request<B>,
-) -> Result<Normalized, Response<Body>> {
+) -> Result<Normalized, Box<Response<Body>>> {
     let refuse = |reason: &'static str| {
         proxy.metrics.inc(
             "mesh_proxy_path_refused_total",
@@ -93,10 +93,10 @@ pub fn normalized_target<B>(
     if req.method() == http::Method::CONNECT {
         refuse("connect");
         tracing::info!(direction, "CONNECT refused: not proxied on HTTP listeners");
-        return Err(local_response(
+        return Err(Box::new(local_response(
             StatusCode::METHOD_NOT_ALLOWED,
             "mesh-proxy: CONNECT is not proxied on HTTP listeners (declare the service tcp)",
-        ));
+        )));
     }
     let uri = req.uri();
     if uri.path() == "*" && req.method() == http::Method::OPTIONS {
@@ -115,16 +115,16 @@ pub fn normalized_target<B>(
             if let Ok(v) = HeaderValue::from_str(&n.path_and_query()) {
                 r.headers_mut().insert(http::header::LOCATION, v);
             }
-            Err(r)
+            Err(Box::new(r))
         }
         Ok(n) => Ok(n),
         Err(e) => {
             refuse(e.reason());
             tracing::info!(direction, raw_path = %uri.path(), reason = e.reason(), "request path refused");
-            Err(local_response(
+            Err(Box::new(local_response(
                 StatusCode::BAD_REQUEST,
                 &format!("mesh-proxy: request path refused: {e}"),
-            ))
+            )))
         }
     }
 }
@@ -540,7 +540,7 @@ impl Inbound {
                         "duration_ms": start.elapsed().as_secs_f64() * 1000.0,
                     })
                 });
-                return resp;
+                return *resp;
             }
         };
         // What the application is sent: the normalised path and the query as received.

@@ -338,7 +338,7 @@ impl Outbound {
         };
         let target = match crate::inbound::normalized_target(&self.proxy, "outbound", &req) {
             Ok(t) => t,
-            Err(resp) => return resp,
+            Err(resp) => return *resp,
         };
         let route = mesh
             .config
