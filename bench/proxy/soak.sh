@@ -110,7 +110,7 @@ EOF
 
 log "running $ROUNDS rounds against $PROXY (pids A=$A_PID B=$B_PID)"
 python3 - "$A_OUT" "$B_IN" "$A_ADM" "$B_ADM" "$A_PID" "$B_PID" "$ROUNDS" "$FLOOD" "$REQUESTS" "$MALFORMED" "${MAX_GROWTH_KIB:-}" <<'EOF'
-import socket, sys, threading, time, urllib.request
+import os, socket, sys, threading, time, urllib.request
 a_out, b_in, a_adm, b_adm, a_pid, b_pid, rounds, flood, requests, malformed = map(int, sys.argv[1:11])
 max_growth = int(sys.argv[11]) if sys.argv[11] else None
 A, B = ("127.0.0.1", a_out), ("127.0.0.1", b_in)
@@ -138,6 +138,9 @@ def threads(pid):
             if line.startswith("Threads:"):
                 return int(line.split()[1])
     return 0
+
+def fds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
 
 def series(port):
     # Metric label cardinality: a growing count would be a leak by design.
@@ -211,7 +214,7 @@ def abuse(n):
         exchange(A if i % 2 else B, BAD[i % len(BAD)], wait=1.0)
 
 ready(a_adm); ready(b_adm)
-print(f"{'round':>5} {'A VmRSS KiB':>12} {'B VmRSS KiB':>12} {'A/B threads':>12} {'A/B series':>11} {'secs':>5}")
+print(f"{'round':>5} {'A VmRSS KiB':>12} {'B VmRSS KiB':>12} {'A/B threads':>12} {'A/B series':>11} {'A/B fds':>9} {'secs':>5}")
 history = []
 for r in range(1, rounds + 1):
     t0 = time.time()
@@ -228,7 +231,8 @@ for r in range(1, rounds + 1):
     history.append((a, b))
     t = f"{threads(a_pid)}/{threads(b_pid)}"
     m = f"{series(a_adm)}/{series(b_adm)}"
-    print(f"{r:>5} {a:>12} {b:>12} {t:>12} {m:>11} {time.time() - t0:>5.1f}", flush=True)
+    d = f"{fds(a_pid)}/{fds(b_pid)}"
+    print(f"{r:>5} {a:>12} {b:>12} {t:>12} {m:>11} {d:>9} {time.time() - t0:>5.1f}", flush=True)
 
 def breakdown(pid):
     # Where the resident memory is: the main heap (brk), other anonymous mappings (glibc's

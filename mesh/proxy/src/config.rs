@@ -137,6 +137,8 @@ pub struct Limits {
     pub eject_for_ms: u64,
     /// Connect timeout to endpoints.
     pub connect_timeout_ms: u64,
+    /// How long an idle pooled connection (to an endpoint or the local application) is kept.
+    pub pool_idle_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -150,6 +152,7 @@ impl Default for Limits {
             eject_after_failures: 5,
             eject_for_ms: 10_000,
             connect_timeout_ms: 2_000,
+            pool_idle_timeout_ms: 60_000,
         }
     }
 }

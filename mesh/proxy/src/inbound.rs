@@ -265,7 +265,11 @@ impl Inbound {
             proxy.local.limits.connect_timeout_ms,
         )));
         let mut b = Client::builder(TokioExecutor::new());
-        b.pool_idle_timeout(Duration::from_secs(60))
+        // The timer makes the idle timeout evict connections (see `Outbound::new`).
+        b.pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_millis(
+                proxy.local.limits.pool_idle_timeout_ms,
+            ))
             .pool_max_idle_per_host(256);
         if settings.app_http2 {
             b.http2_only(true);

@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::client::TlsStream;
@@ -139,7 +139,13 @@ impl Outbound {
     /// Prepares the outbound side (the upstream connection pool).
     pub fn new(proxy: Arc<Proxy>) -> Arc<Self> {
         let mut b = Client::builder(TokioExecutor::new());
-        b.pool_idle_timeout(Duration::from_secs(60))
+        // Without a pool timer the idle timeout is only checked when a connection is taken
+        // out again, so every connection of the busiest moment would stay open (and hold its
+        // TLS buffers) for ever: memory that ratchets up with each new peak.
+        b.pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_millis(
+                proxy.local.limits.pool_idle_timeout_ms,
+            ))
             .pool_max_idle_per_host(256);
         let client = b.build(MeshConnector {
             proxy: proxy.clone(),

@@ -32,7 +32,7 @@ fn setup() -> Setup {
         version: "v1".into(),
         ..Default::default()
     });
-    let limits = json!({"max_connections": 64, "header_read_timeout_ms": 500, "handshake_timeout_ms": 500, "max_header_bytes": 16384});
+    let limits = json!({"max_connections": 64, "header_read_timeout_ms": 500, "handshake_timeout_ms": 500, "max_header_bytes": 16384, "pool_idle_timeout_ms": 500});
     let b_in = free_port();
     let b = start_proxy(
         dir.path(),
@@ -284,4 +284,50 @@ fn memory_stays_bounded_under_repeated_abuse() {
     );
     assert!(counts[9].2 <= counts[1].2 + 8, "fds of a grew: {counts:?}");
     assert!(counts[9].3 <= counts[1].3 + 8, "fds of b grew: {counts:?}");
+}
+
+/// Pooled connections of a busy moment do not stay open for ever: after 24 concurrent requests
+/// through proxy a (b opens 24 pooled connections to its application), both proxies'
+/// descriptors return to their idle count once `pool_idle_timeout_ms` (500 ms here) has passed.
+/// Without the pool timer the idle timeout was never enforced, so each new peak of concurrency
+/// stayed open with its buffers: part of the memory creep of issue 16.
+#[test]
+fn idle_pooled_connections_are_closed() {
+    let s = setup();
+    let _ = http_get(s.a_out, "/ok", &[]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let (a_idle, b_idle) = (s.a.fd_count(), s.b.fd_count());
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(24));
+    let workers: Vec<_> = (0..24)
+        .map(|_| {
+            let barrier = barrier.clone();
+            let addr = s.a_out;
+            std::thread::spawn(move || {
+                barrier.wait();
+                // /slow holds each request for 2 s, so all 24 are in flight at once.
+                http_get(addr, "/slow", &[]).0
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1000));
+    let (a_busy, b_busy) = (s.a.fd_count(), s.b.fd_count());
+    for w in workers {
+        assert_eq!(w.join().unwrap(), 200);
+    }
+    assert!(
+        a_busy >= a_idle + 20 && b_busy >= b_idle + 20,
+        "test premise: 24 requests in flight open connections (a {a_idle} -> {a_busy}, b {b_idle} -> {b_busy})"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (a, b) = (s.a.fd_count(), s.b.fd_count());
+        if a <= a_idle + 2 && b <= b_idle + 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pooled connections still open 10 s after the burst: a {a_idle} -> {a}, b {b_idle} -> {b}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
