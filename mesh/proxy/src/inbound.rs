@@ -73,11 +73,11 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
 }
 
 /// Normalises the request target of `req` (see [`crate::path`]) before any route or rule sees
-/// it. `Err` is the local response to send instead (boxed: it is the rare path): 400 for a path that cannot be normalised,
-/// 405 for `CONNECT` (not proxied on HTTP listeners), 307 to the normalised target when
-/// `http_paths.escaped_slashes` is `unescape_and_redirect` and a slash was decoded. Refusals are
-/// logged and counted in `mesh_proxy_path_refused_total{direction,reason}` (a fixed set of
-/// reasons).
+/// it. `Err` is the local response to send instead (boxed: the rare path): 400 for a path that
+/// cannot be normalised, 405 for `CONNECT` (not proxied on HTTP listeners), 307 to the
+/// normalised target when `http_paths.escaped_slashes` is `unescape_and_redirect` and a slash
+/// was decoded. Refusals are logged and counted in
+/// `mesh_proxy_path_refused_total{direction,reason}` (a fixed set of reasons).
 pub fn normalized_target<B>(
     proxy: &Proxy,
     direction: &'static str,
