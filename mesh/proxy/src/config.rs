@@ -137,6 +137,8 @@ pub struct Limits {
     pub eject_for_ms: u64,
     /// Connect timeout to endpoints.
     pub connect_timeout_ms: u64,
+    /// How long an idle pooled connection (to an endpoint or the local application) is kept.
+    pub pool_idle_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -150,6 +152,7 @@ impl Default for Limits {
             eject_after_failures: 5,
             eject_for_ms: 10_000,
             connect_timeout_ms: 2_000,
+            pool_idle_timeout_ms: 60_000,
         }
     }
 }
@@ -184,6 +187,9 @@ pub struct LocalConfig {
     /// Write a JSON access log line per request/connection to stdout.
     #[serde(default = "yes")]
     pub access_log: bool,
+    /// How request paths are normalised before routes and authorization rules see them.
+    #[serde(default)]
+    pub http_paths: crate::path::PathSettings,
 }
 
 fn default_admin() -> SocketAddr {
@@ -238,7 +244,33 @@ pub fn validate(cfg: &ProxyConfig) -> Result<(), String> {
             }
         }
     }
+    for rule in &cfg.inbound.authorization {
+        if let Some(p) = rule
+            .paths
+            .iter()
+            .find(|p| !crate::path::rule_path_is_normal(p))
+        {
+            return Err(format!(
+                "authorization rule `{}`: path `{p}` is not in normal form (requests are matched \
+                 after normalisation: no `.`/`..` segments, no `//`, unreserved characters not \
+                 percent-encoded, upper-case hex; see mesh/proxy/README section `paths`)",
+                rule.name
+            ));
+        }
+    }
     for r in &cfg.routes {
+        if let Some(p) = r
+            .match_
+            .path_prefix
+            .as_deref()
+            .filter(|p| !crate::path::rule_path_is_normal(p))
+        {
+            return Err(format!(
+                "route `{}`: path_prefix `{p}` is not in normal form (see mesh/proxy/README \
+                 section `paths`)",
+                r.name
+            ));
+        }
         let Some(svc) = cfg.services.iter().find(|s| s.name == r.service) else {
             return Err(format!(
                 "route `{}` names unknown service `{}`",

@@ -17,11 +17,12 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde_json::json;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::{InboundListener, MtlsMode};
 use crate::io::{BoxIo, Prefixed};
+use crate::path::Normalized;
 use crate::policy::{self, Decision};
 use crate::state::Proxy;
 
@@ -71,6 +72,63 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
+/// Normalises the request target of `req` (see [`crate::path`]) before any route or rule sees
+/// it. `Err` is the local response to send instead (boxed: the rare path): 400 for a path that
+/// cannot be normalised, 405 for `CONNECT` (not proxied on HTTP listeners), 307 to the
+/// normalised target when `http_paths.escaped_slashes` is `unescape_and_redirect` and a slash
+/// was decoded. Refusals are logged and counted in
+/// `mesh_proxy_path_refused_total{direction,reason}` (a fixed set of reasons).
+pub fn normalized_target<B>(
+    proxy: &Proxy,
+    direction: &'static str,
+    req: &Request<B>,
+) -> Result<Normalized, Box<Response<Body>>> {
+    let refuse = |reason: &'static str| {
+        proxy.metrics.inc(
+            "mesh_proxy_path_refused_total",
+            "Requests refused because their target could not be normalised, by direction and reason.",
+            &[("direction", direction), ("reason", reason)],
+        );
+    };
+    if req.method() == http::Method::CONNECT {
+        refuse("connect");
+        tracing::info!(direction, "CONNECT refused: not proxied on HTTP listeners");
+        return Err(Box::new(local_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "mesh-proxy: CONNECT is not proxied on HTTP listeners (declare the service tcp)",
+        )));
+    }
+    let uri = req.uri();
+    if uri.path() == "*" && req.method() == http::Method::OPTIONS {
+        return Ok(Normalized {
+            path: "*".into(),
+            query: None,
+            redirect: false,
+        });
+    }
+    match crate::path::normalize(uri.path(), uri.query(), proxy.local.http_paths) {
+        Ok(n) if n.redirect => {
+            let mut r = local_response(
+                StatusCode::TEMPORARY_REDIRECT,
+                "mesh-proxy: redirecting to the normalised path",
+            );
+            if let Ok(v) = HeaderValue::from_str(&n.path_and_query()) {
+                r.headers_mut().insert(http::header::LOCATION, v);
+            }
+            Err(Box::new(r))
+        }
+        Ok(n) => Ok(n),
+        Err(e) => {
+            refuse(e.reason());
+            tracing::info!(direction, raw_path = %uri.path(), reason = e.reason(), "request path refused");
+            Err(Box::new(local_response(
+                StatusCode::BAD_REQUEST,
+                &format!("mesh-proxy: request path refused: {e}"),
+            )))
+        }
+    }
+}
+
 /// Builder for HTTP server connections with the proxy's limits.
 pub fn server_builder(proxy: &Proxy) -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
     let l = &proxy.local.limits;
@@ -86,23 +144,109 @@ pub fn server_builder(proxy: &Proxy) -> hyper_util::server::conn::auto::Builder<
     b
 }
 
-fn is_http_start(b: &[u8]) -> bool {
-    const STARTS: &[&[u8]] = &[
-        b"GET ",
-        b"POST ",
-        b"PUT ",
-        b"HEAD ",
-        b"DELETE ",
-        b"OPTIONS ",
-        b"PATCH ",
-        b"CONNECT ",
-        b"TRACE ",
-        b"PRI * HTTP/2",
-    ];
-    STARTS.iter().any(|s| {
-        let n = s.len().min(b.len());
-        n > 0 && b[..n] == s[..n] && (b.len() >= s.len() || b.len() >= 4)
-    })
+/// What the first bytes of a connection say about its protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sniffed {
+    /// A well-formed HTTP/1.x request line or the HTTP/2 connection preface.
+    Http,
+    /// Something else; the reason is one of a fixed set (metric label).
+    NotHttp(&'static str),
+    /// Not decided yet: more bytes are needed.
+    NeedMore,
+}
+
+/// Longest method accepted by detection (the registered ones are at most 17 bytes).
+const MAX_METHOD: usize = 24;
+
+/// Classifies the start of a connection. HTTP means exactly a request line
+/// `METHOD SP request-target SP HTTP/1.0|HTTP/1.1 CRLF` (RFC 9112 §3) with an upper-case method
+/// (letters, `-`, `_`), a target of visible ASCII, or the HTTP/2 preface `PRI * HTTP/2.0 CRLF`.
+/// Everything lenient parsers also accept (a tab or several spaces as separator, a lower-case
+/// method, a bare LF, no version: HTTP/0.9) is *not* HTTP here, so that a port whose rules
+/// inspect HTTP can refuse it instead of passing it on as opaque TCP.
+pub fn sniff(b: &[u8]) -> Sniffed {
+    // Method.
+    let method_len = b
+        .iter()
+        .position(|c| !(c.is_ascii_uppercase() || *c == b'-' || *c == b'_'))
+        .unwrap_or(b.len());
+    if method_len > MAX_METHOD {
+        return Sniffed::NotHttp("invalid_method");
+    }
+    let Some(&sep) = b.get(method_len) else {
+        return Sniffed::NeedMore;
+    };
+    if method_len == 0 {
+        return Sniffed::NotHttp("invalid_method");
+    }
+    match sep {
+        b' ' => {}
+        b'\t' | b'\x0b' | b'\x0c' | b'\r' => return Sniffed::NotHttp("bad_separator"),
+        c if c.is_ascii_lowercase() || c.is_ascii_digit() => {
+            return Sniffed::NotHttp("invalid_method")
+        }
+        _ => return Sniffed::NotHttp("invalid_request_line"),
+    }
+    // Request target.
+    let rest = &b[method_len + 1..];
+    let target_len = rest
+        .iter()
+        .position(|c| !(0x21..=0x7e).contains(c))
+        .unwrap_or(rest.len());
+    let Some(&sep) = rest.get(target_len) else {
+        return Sniffed::NeedMore;
+    };
+    if target_len == 0 {
+        return Sniffed::NotHttp(if sep == b' ' || sep == b'\t' {
+            "bad_separator"
+        } else {
+            "invalid_request_line"
+        });
+    }
+    match sep {
+        b' ' => {}
+        b'\r' | b'\n' => return Sniffed::NotHttp("http09"),
+        b'\t' => return Sniffed::NotHttp("bad_separator"),
+        _ => return Sniffed::NotHttp("invalid_request_target"),
+    }
+    // Version and line end.
+    let version = &rest[target_len + 1..];
+    let method = &b[..method_len];
+    let target = &rest[..target_len];
+    let allowed: &[&[u8]] = if method == b"PRI" && target == b"*" {
+        &[b"HTTP/2.0"]
+    } else {
+        &[b"HTTP/1.1", b"HTTP/1.0"]
+    };
+    for want in allowed {
+        let n = want.len().min(version.len());
+        if version[..n] != want[..n] {
+            continue;
+        }
+        if version.len() < want.len() {
+            return Sniffed::NeedMore;
+        }
+        return match version.get(want.len()..want.len() + 2) {
+            Some(b"\r\n") => Sniffed::Http,
+            Some([b'\n', _]) => Sniffed::NotHttp("bare_lf"),
+            Some(_) => Sniffed::NotHttp("invalid_request_line"),
+            None => match version.get(want.len()) {
+                None | Some(b'\r') => Sniffed::NeedMore,
+                Some(b'\n') => Sniffed::NotHttp("bare_lf"),
+                Some(_) => Sniffed::NotHttp("invalid_request_line"),
+            },
+        };
+    }
+    if version.starts_with(b"HTTP/") {
+        return Sniffed::NotHttp("unsupported_version");
+    }
+    if version.contains(&b'\n') {
+        return Sniffed::NotHttp("invalid_request_line");
+    }
+    if b"HTTP/".starts_with(&version[..version.len().min(5)]) && version.len() < 5 {
+        return Sniffed::NeedMore;
+    }
+    Sniffed::NotHttp("invalid_request_line")
 }
 
 /// The inbound listener.
@@ -121,7 +265,11 @@ impl Inbound {
             proxy.local.limits.connect_timeout_ms,
         )));
         let mut b = Client::builder(TokioExecutor::new());
-        b.pool_idle_timeout(Duration::from_secs(60))
+        // The timer makes the idle timeout evict connections (see `Outbound::new`).
+        b.pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_millis(
+                proxy.local.limits.pool_idle_timeout_ms,
+            ))
             .pool_max_idle_per_host(256);
         if settings.app_http2 {
             b.http2_only(true);
@@ -257,15 +405,82 @@ impl Inbound {
             return;
         };
 
+        // When a rule looks at methods or paths, bytes that are not HTTP must not pass as TCP:
+        // no rule could match them, so a DENY would be walked around (fail closed).
+        let inspects_http = self
+            .proxy
+            .mesh()
+            .is_some_and(|m| policy::inspects_http(&m.config.inbound));
         let (io, is_http) = match self.settings.protocol.as_str() {
             "http" => (io, true),
+            "tcp" if inspects_http => {
+                self.protocol_refused(io, peer, "tcp_listener_with_http_rules", false)
+                    .await;
+                return;
+            }
             "tcp" => (io, false),
-            _ => detect(io).await,
+            _ => {
+                let limits = &self.proxy.local.limits;
+                let (io, detected) = detect(
+                    io,
+                    limits.max_header_bytes.max(1024),
+                    Duration::from_millis(limits.header_read_timeout_ms),
+                )
+                .await;
+                match detected {
+                    Detected::Http => (io, true),
+                    Detected::Closed => return,
+                    Detected::Silent | Detected::NotHttp(_) if !inspects_http => (io, false),
+                    Detected::Silent => {
+                        self.protocol_refused(io, peer, "silent", false).await;
+                        return;
+                    }
+                    Detected::NotHttp(reason) => {
+                        self.protocol_refused(io, peer, reason, true).await;
+                        return;
+                    }
+                }
+            }
         };
         if is_http {
             self.serve_http(io, peer, peer_id, tls_desc).await;
         } else {
             self.serve_tcp(io, peer, peer_id, tls_desc).await;
+        }
+    }
+
+    /// Refuses a connection that is not valid HTTP on a port whose rules inspect HTTP: logged,
+    /// counted in `mesh_proxy_protocol_refused_total{listener,reason}` (`reason` from a fixed
+    /// set), and answered with a 400 when the client looks like it speaks (broken) HTTP.
+    async fn protocol_refused(
+        &self,
+        mut io: BoxIo,
+        peer: SocketAddr,
+        reason: &'static str,
+        reply: bool,
+    ) {
+        self.proxy.metrics.inc(
+            "mesh_proxy_protocol_refused_total",
+            "Inbound connections refused because they were not valid HTTP on a port whose authorization rules inspect HTTP, by reason.",
+            &[("listener", "inbound"), ("reason", reason)],
+        );
+        tracing::warn!(%peer, reason, "inbound connection refused: not valid HTTP, and authorization rules on this port inspect HTTP");
+        if reply {
+            let body = format!("mesh-proxy: not valid HTTP ({reason}); refused\n");
+            let resp = format!(
+                "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\nx-mesh-proxy: local-reply\r\n\r\n{body}",
+                body.len()
+            );
+            let write = async {
+                io.write_all(resp.as_bytes()).await?;
+                io.shutdown().await
+            };
+            if let Err(e) = tokio::time::timeout(Duration::from_secs(1), write)
+                .await
+                .unwrap_or(Ok(()))
+            {
+                tracing::debug!(%peer, error = %e, "could not send the 400 to a refused connection");
+            }
         }
     }
 
@@ -306,24 +521,41 @@ impl Inbound {
     ) -> Response<Body> {
         let start = Instant::now();
         let method = req.method().to_string();
-        let path = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.to_string())
-            .unwrap_or_else(|| "/".into());
-        let version = format!("{:?}", req.version());
         let Some(mesh) = self.proxy.mesh() else {
             return local_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "mesh-proxy: no configuration yet",
             );
         };
+        let target = match normalized_target(&self.proxy, "inbound", &req) {
+            Ok(t) => t,
+            Err(resp) => {
+                self.proxy.access_log(|| {
+                    json!({
+                        "ts": chrono::Utc::now().to_rfc3339(),
+                        "direction": "inbound",
+                        "peer": peer.to_string(),
+                        "peer_identity": peer_id,
+                        "tls": tls_desc,
+                        "method": method,
+                        "raw_path": req.uri().path_and_query().map(|p| p.as_str()),
+                        "status": resp.status().as_u16(),
+                        "rule": "path-normalisation",
+                        "duration_ms": start.elapsed().as_secs_f64() * 1000.0,
+                    })
+                });
+                return *resp;
+            }
+        };
+        // What the application is sent: the normalised path and the query as received.
+        let path = target.path_and_query();
+        let version = format!("{:?}", req.version());
         let decision: Decision = policy::authorize(
             &mesh.config.inbound,
             &policy::Request {
                 source: peer_id,
                 method: Some(&method),
-                path: Some(req.uri().path()),
+                path: Some(&target.path),
             },
         );
         let identity = peer_id.unwrap_or("plaintext");
@@ -486,38 +718,107 @@ impl Inbound {
     }
 }
 
-/// Reads the first bytes to tell HTTP from anything else. A client that sends nothing for a
-/// second is taken to speak a server-first protocol (TCP).
-async fn detect(mut io: BoxIo) -> (BoxIo, bool) {
-    let mut buf = vec![0u8; 16];
-    let mut n = 0;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
-    while n < 14 {
-        match tokio::time::timeout_at(deadline, io.read(&mut buf[n..])).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
-            Ok(Ok(k)) => {
-                n += k;
-                if buf[..n].contains(&b' ') && n >= 4 {
-                    break;
+/// Reads the first bytes to tell HTTP from anything else: up to the end of the request line,
+/// at most `limit` bytes, within `timeout` once the first byte came. A client that sends nothing
+/// for a second is taken to speak a server-first protocol ([`Detected::Silent`]).
+async fn detect(mut io: BoxIo, limit: usize, timeout: Duration) -> (BoxIo, Detected) {
+    let mut buf: Vec<u8> = Vec::with_capacity(256);
+    let mut chunk = [0u8; 1024];
+    let first_deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    let mut deadline = first_deadline;
+    let verdict = loop {
+        match sniff(&buf) {
+            Sniffed::Http => break Detected::Http,
+            Sniffed::NotHttp(reason) => break Detected::NotHttp(reason),
+            Sniffed::NeedMore => {}
+        }
+        if buf.len() >= limit {
+            break Detected::NotHttp("request_line_too_long");
+        }
+        let room = (limit - buf.len()).min(chunk.len());
+        match tokio::time::timeout_at(deadline, io.read(&mut chunk[..room])).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                break if buf.is_empty() {
+                    Detected::Closed
+                } else {
+                    Detected::NotHttp("truncated")
                 }
             }
+            Err(_) if buf.is_empty() => break Detected::Silent,
+            Err(_) => break Detected::NotHttp("timeout"),
+            Ok(Ok(k)) => {
+                if buf.is_empty() {
+                    deadline = tokio::time::Instant::now() + timeout;
+                }
+                buf.extend_from_slice(&chunk[..k]);
+            }
         }
-    }
-    buf.truncate(n);
-    let http = is_http_start(&buf);
-    (Box::new(Prefixed::new(Bytes::from(buf), io)), http)
+    };
+    (Box::new(Prefixed::new(Bytes::from(buf), io)), verdict)
+}
+
+/// The outcome of [`detect`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Detected {
+    Http,
+    NotHttp(&'static str),
+    /// Nothing within a second: a server-first protocol, or a client waiting.
+    Silent,
+    /// Closed before sending anything.
+    Closed,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// HTTP/1 request lines and the HTTP/2 preface are recognised; other bytes are not.
+    /// Only strict HTTP/1.x request lines and the HTTP/2 preface are HTTP; the near-misses that
+    /// lenient servers accept are not.
     #[test]
     fn detects_http() {
-        assert!(is_http_start(b"GET / HTTP/1.1\r\n"));
-        assert!(is_http_start(b"PRI * HTTP/2.0"));
-        assert!(!is_http_start(b"\x00\x01binary"));
-        assert!(!is_http_start(b"SSH-2.0-OpenSSH"));
+        use Sniffed::*;
+        for (input, want) in [
+            (&b"GET / HTTP/1.1\r\n"[..], Http),
+            (b"DELETE /a?b HTTP/1.0\r\nhost: x\r\n", Http),
+            (b"M-SEARCH * HTTP/1.1\r\n", Http),
+            (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", Http),
+            (b"GET http://x/secret HTTP/1.1\r\n", Http),
+            // Not yet decidable.
+            (b"", NeedMore),
+            (b"GE", NeedMore),
+            (b"GET /secret", NeedMore),
+            (b"GET /secret HTTP/1.", NeedMore),
+            (b"GET /secret HTTP/1.1\r", NeedMore),
+            (b"PRI * HTTP/2", NeedMore),
+            // Evasions and other protocols.
+            (b"GET\t/secret HTTP/1.1\r\n", NotHttp("bad_separator")),
+            (b"GET /secret\tHTTP/1.1\r\n", NotHttp("bad_separator")),
+            (b"GET  /secret HTTP/1.1\r\n", NotHttp("bad_separator")),
+            (b"get /secret HTTP/1.1\r\n", NotHttp("invalid_method")),
+            (b"Get /secret HTTP/1.1\r\n", NotHttp("invalid_method")),
+            (b"GET /secret HTTP/1.1\n", NotHttp("bare_lf")),
+            (b"GET /secret\r\n", NotHttp("http09")),
+            (b"GET /secret\n", NotHttp("http09")),
+            (b"GET /secret HTTP/1.2\r\n", NotHttp("unsupported_version")),
+            (b"GET /secret HTTP/2.0\r\n", NotHttp("unsupported_version")),
+            (
+                b"GET /secret HTTP/1.1 x\r\n",
+                NotHttp("invalid_request_line"),
+            ),
+            (b"GET /secret XTTP/1.1\r\n", NotHttp("invalid_request_line")),
+            (
+                b"GET /se\x00cret HTTP/1.1\r\n",
+                NotHttp("invalid_request_target"),
+            ),
+            (b"\x00\x01binary", NotHttp("invalid_method")),
+            (b"SSH-2.0-OpenSSH", NotHttp("invalid_method")),
+            (b"THIS IS NOT HTTP\r\n", NotHttp("invalid_request_line")),
+            (
+                b"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+                NotHttp("invalid_method"),
+            ),
+        ] {
+            assert_eq!(sniff(input), want, "{:?}", String::from_utf8_lossy(input));
+        }
     }
 }

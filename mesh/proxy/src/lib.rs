@@ -9,6 +9,7 @@
 //!   budget, timeouts, outlier ejection, mTLS origination that checks the server's SPIFFE ID.
 //! - [`control`]: bootstrap, renewal and configuration long-poll against `mesh-control`.
 //! - [`admin`] and [`metrics`]: `/ready`, `/config`, `/certs`, `/fips`, `/metrics`.
+//! - [`path`]: request-path normalisation, applied before any route or rule matches.
 //! - [`state`]: the shared state they all read.
 #![forbid(unsafe_code)]
 
@@ -19,6 +20,7 @@ pub mod inbound;
 pub mod io;
 pub mod metrics;
 pub mod outbound;
+pub mod path;
 pub mod policy;
 pub mod state;
 pub mod tls;

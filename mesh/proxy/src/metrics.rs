@@ -2,6 +2,11 @@
 //!
 //! A small registry of counters, gauges and histograms keyed by label values; no global state,
 //! one [`Metrics`] per proxy, shared by `Arc`.
+//!
+//! Some label values come from outside (a peer's SPIFFE ID, an upstream's status code), so the
+//! number of series per metric is capped at [`MAX_SERIES`]: past it, new label sets are counted
+//! in one series whose labels all read `_overflow`, and in
+//! `mesh_proxy_metrics_series_overflow_total{metric}`. Memory stays bounded whatever peers send.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -12,6 +17,12 @@ use std::time::Duration;
 const BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+
+/// Series per metric family before new label sets are folded into the `_overflow` series.
+pub const MAX_SERIES: usize = 2048;
+
+/// The label value of the series that collects label sets past [`MAX_SERIES`].
+const OVERFLOW: &str = "_overflow";
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -25,6 +36,25 @@ struct Histogram {
 struct Family<T> {
     help: &'static str,
     series: BTreeMap<Labels, T>,
+}
+
+impl<T: Default> Family<T> {
+    fn new(help: &'static str) -> Self {
+        Family {
+            help,
+            series: BTreeMap::new(),
+        }
+    }
+
+    /// The series for `l`, or the overflow series when the family is full (the bool says so).
+    fn series_mut(&mut self, l: &[(&'static str, &str)]) -> (&mut T, bool) {
+        let key = labels(l);
+        if self.series.len() >= MAX_SERIES && !self.series.contains_key(&key) {
+            let over: Labels = l.iter().map(|(k, _)| (*k, OVERFLOW.to_string())).collect();
+            return (self.series.entry(over).or_default(), true);
+        }
+        (self.series.entry(key).or_default(), false)
+    }
 }
 
 #[derive(Default)]
@@ -71,6 +101,22 @@ fn render_labels(l: &Labels, extra: Option<(&str, String)>) -> String {
     }
 }
 
+impl Inner {
+    /// Counts a label set folded into the overflow series of `metric`.
+    fn overflowed(&mut self, metric: &'static str) {
+        let fam = self
+            .counters
+            .entry("mesh_proxy_metrics_series_overflow_total")
+            .or_insert_with(|| {
+                Family::new("Label sets folded into a metric's `_overflow` series because it reached its series cap.")
+            });
+        // One series per metric name: names are compile-time constants, so this stays small.
+        *fam.series
+            .entry(vec![("metric", metric.to_string())])
+            .or_default() += 1;
+    }
+}
+
 impl Metrics {
     fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
         match self.inner.lock() {
@@ -89,11 +135,15 @@ impl Metrics {
         n: u64,
     ) {
         self.with(|i| {
-            let fam = i.counters.entry(name).or_insert_with(|| Family {
-                help,
-                series: BTreeMap::new(),
-            });
-            *fam.series.entry(labels(l)).or_default() += n;
+            let (v, overflowed) = i
+                .counters
+                .entry(name)
+                .or_insert_with(|| Family::new(help))
+                .series_mut(l);
+            *v += n;
+            if overflowed {
+                i.overflowed(name);
+            }
         });
     }
 
@@ -105,22 +155,30 @@ impl Metrics {
     /// Sets a gauge.
     pub fn set(&self, name: &'static str, help: &'static str, l: &[(&'static str, &str)], v: f64) {
         self.with(|i| {
-            let fam = i.gauges.entry(name).or_insert_with(|| Family {
-                help,
-                series: BTreeMap::new(),
-            });
-            fam.series.insert(labels(l), v);
+            let (g, overflowed) = i
+                .gauges
+                .entry(name)
+                .or_insert_with(|| Family::new(help))
+                .series_mut(l);
+            *g = v;
+            if overflowed {
+                i.overflowed(name);
+            }
         });
     }
 
     /// Adds `d` to a gauge.
     pub fn add(&self, name: &'static str, help: &'static str, l: &[(&'static str, &str)], d: f64) {
         self.with(|i| {
-            let fam = i.gauges.entry(name).or_insert_with(|| Family {
-                help,
-                series: BTreeMap::new(),
-            });
-            *fam.series.entry(labels(l)).or_default() += d;
+            let (g, overflowed) = i
+                .gauges
+                .entry(name)
+                .or_insert_with(|| Family::new(help))
+                .series_mut(l);
+            *g += d;
+            if overflowed {
+                i.overflowed(name);
+            }
         });
     }
 
@@ -134,11 +192,11 @@ impl Metrics {
     ) {
         let secs = d.as_secs_f64();
         self.with(|i| {
-            let fam = i.histograms.entry(name).or_insert_with(|| Family {
-                help,
-                series: BTreeMap::new(),
-            });
-            let h = fam.series.entry(labels(l)).or_default();
+            let (h, overflowed) = i
+                .histograms
+                .entry(name)
+                .or_insert_with(|| Family::new(help))
+                .series_mut(l);
             if h.counts.is_empty() {
                 h.counts = vec![0; BUCKETS.len()];
             }
@@ -149,6 +207,9 @@ impl Metrics {
             }
             h.sum += secs;
             h.count += 1;
+            if overflowed {
+                i.overflowed(name);
+            }
         });
     }
 
@@ -224,5 +285,62 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("req{code=\"200\"} 1"), "{out}");
+    }
+
+    /// Label values from peers (identities, status codes) cannot grow a metric past
+    /// MAX_SERIES: extra label sets land in the `_overflow` series and are counted.
+    #[test]
+    fn series_per_metric_are_capped() {
+        let m = Metrics::default();
+        for i in 0..MAX_SERIES + 500 {
+            let id = format!("spiffe://other.test/attacker/{i}");
+            m.inc("req", "c", &[("peer_identity", &id), ("code", "200")]);
+            m.observe(
+                "lat",
+                "h",
+                &[("peer_identity", &id)],
+                Duration::from_millis(1),
+            );
+        }
+        m.inc(
+            "req",
+            "c",
+            &[
+                ("peer_identity", "spiffe://other.test/attacker/0"),
+                ("code", "200"),
+            ],
+        );
+        let out = m.render();
+        let req_series = out.lines().filter(|l| l.starts_with("req{")).count();
+        assert_eq!(req_series, MAX_SERIES + 1, "cap plus the overflow series");
+        assert_eq!(
+            m.counter(
+                "req",
+                &[("peer_identity", "_overflow"), ("code", "_overflow")]
+            ),
+            500
+        );
+        assert_eq!(
+            m.counter(
+                "req",
+                &[
+                    ("peer_identity", "spiffe://other.test/attacker/0"),
+                    ("code", "200")
+                ]
+            ),
+            2,
+            "existing series keep counting"
+        );
+        assert_eq!(
+            m.counter(
+                "mesh_proxy_metrics_series_overflow_total",
+                &[("metric", "lat")]
+            ),
+            500
+        );
+        assert!(
+            out.contains("lat_count{peer_identity=\"_overflow\"} 500"),
+            "{out}"
+        );
     }
 }

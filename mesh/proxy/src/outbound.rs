@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::client::TlsStream;
@@ -117,11 +117,10 @@ pub struct Outbound {
     client: Client<MeshConnector, Body>,
 }
 
-fn route_matches(r: &Route, req: &Request<Incoming>) -> bool {
+/// Whether `r` applies to `req`, whose normalised path is `path` (see [`crate::path`]).
+fn route_matches(r: &Route, req: &Request<Incoming>, path: &str) -> bool {
     let m = &r.match_;
-    m.path_prefix
-        .as_deref()
-        .is_none_or(|p| req.uri().path().starts_with(p))
+    m.path_prefix.as_deref().is_none_or(|p| path.starts_with(p))
         && m.method
             .as_deref()
             .is_none_or(|x| req.method().as_str().eq_ignore_ascii_case(x))
@@ -140,7 +139,13 @@ impl Outbound {
     /// Prepares the outbound side (the upstream connection pool).
     pub fn new(proxy: Arc<Proxy>) -> Arc<Self> {
         let mut b = Client::builder(TokioExecutor::new());
-        b.pool_idle_timeout(Duration::from_secs(60))
+        // Without a pool timer the idle timeout is only checked when a connection is taken
+        // out again, so every connection of the busiest moment would stay open (and hold its
+        // TLS buffers) for ever: memory that ratchets up with each new peak.
+        b.pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_millis(
+                proxy.local.limits.pool_idle_timeout_ms,
+            ))
             .pool_max_idle_per_host(256);
         let client = b.build(MeshConnector {
             proxy: proxy.clone(),
@@ -337,22 +342,23 @@ impl Outbound {
                 &format!("mesh-proxy: unknown service {service}"),
             );
         };
+        let target = match crate::inbound::normalized_target(&self.proxy, "outbound", &req) {
+            Ok(t) => t,
+            Err(resp) => return *resp,
+        };
         let route = mesh
             .config
             .routes
             .iter()
             .filter(|r| r.service == service)
-            .find(|r| route_matches(r, &req));
+            .find(|r| route_matches(r, &req, &target.path));
         let route_name = route
             .map(|r| r.name.clone())
             .unwrap_or_else(|| "default".into());
         let labels = self.pick_destination(route).into_owned();
         let method = req.method().clone();
-        let path = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.to_string())
-            .unwrap_or_else(|| "/".into());
+        // What the endpoint is sent: the normalised path and the query as received.
+        let path = target.path_and_query();
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         if parts.headers.get(http::header::HOST).is_none() {

@@ -5,7 +5,11 @@
 //! rules, one must match; with no ALLOW rules everything not denied is allowed. A plaintext
 //! client (PERMISSIVE mode) has no identity, so it matches only rules whose source list is empty
 //! (`*` means any *authenticated* peer). A TCP connection has no method or path: rules that name methods or
-//! paths never match it.
+//! paths never match it, which is why a port with such rules refuses traffic that is not HTTP
+//! ([`inspects_http`]).
+//!
+//! Paths are matched as [`crate::path`] normalised them (dot-segments removed, slashes merged,
+//! unreserved characters decoded), without the query, case-sensitively.
 
 use mesh_core::api::source_matches;
 
@@ -47,8 +51,8 @@ fn rule_matches(rule: &crate::config::AuthorizationRule, req: &Request<'_>) -> b
     source_ok && method_ok && path_ok
 }
 
-/// `/api` matches `/api`, `/api/x` and `/api?q`, not `/apix`; a prefix ending in `/` or `*`
-/// matches anything under it.
+/// `/api` matches `/api` and `/api/x`, not `/apix`; a prefix ending in `/` or `*` matches
+/// anything under it. `path` is normalised and carries no query.
 fn path_prefix_matches(prefix: &str, path: &str) -> bool {
     let prefix = prefix.strip_suffix('*').unwrap_or(prefix);
     if prefix.ends_with('/') || prefix.is_empty() {
@@ -58,6 +62,15 @@ fn path_prefix_matches(prefix: &str, path: &str) -> bool {
         Some(rest) => rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'),
         None => false,
     }
+}
+
+/// Whether any rule looks at HTTP (names methods or paths). On such a port, traffic that is not
+/// valid HTTP is refused instead of passed on as TCP, where those rules could never match.
+pub fn inspects_http(policy: &InboundPolicy) -> bool {
+    policy
+        .authorization
+        .iter()
+        .any(|r| !r.methods.is_empty() || !r.paths.is_empty())
 }
 
 /// Decides whether `req` may pass `policy`.
@@ -148,6 +161,10 @@ mod tests {
         assert!(!ok(web, "GET", "/admin/x"));
         assert!(!ok(web, "GET", "/apix"));
         assert!(!ok(Some("spiffe://td/ns/other/sa/x"), "GET", "/api"));
+        assert!(inspects_http(&p));
+        assert!(!inspects_http(&InboundPolicy {
+            authorization: vec![rule("peers", Action::Allow, &["*"], &[], &[])],
+        }));
         assert!(!ok(None, "GET", "/api"));
         let tcp = authorize(
             &p,

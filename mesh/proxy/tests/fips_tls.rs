@@ -19,7 +19,7 @@ use serde_json::json;
 
 struct Target {
     _dir: tempfile::TempDir,
-    _proxy: ProxyProc,
+    proxy: ProxyProc,
     addr: SocketAddr,
     cert: PathBuf,
     key: PathBuf,
@@ -59,7 +59,7 @@ fn target_with(tls: serde_json::Value) -> Option<Target> {
     Some(Target {
         bundle: pki.bundle.clone(),
         _dir: dir,
-        _proxy: proxy,
+        proxy,
         addr,
         cert,
         key,
@@ -173,12 +173,41 @@ fn chacha20_and_x25519_only_clients_are_refused() {
     }
 }
 
-/// TLS 1.1 and older are refused.
+/// A client that really offers TLS 1.1 (`-tls1_1 -cipher DEFAULT@SECLEVEL=0`: an OpenSSL whose
+/// security level forbids TLS 1.1 would otherwise refuse locally, without asking the proxy) is
+/// refused by the proxy: its ClientHello reaches the proxy, which answers with an alert, counts
+/// a failed inbound handshake and logs the incompatibility.
 #[test]
 fn old_protocol_versions_are_refused() {
     let Some(t) = target() else { return };
-    let (ok, out) = s_client(&t, &["-tls1_1"]);
+    let failed = |m: &str| {
+        metric_sum(
+            m,
+            "mesh_proxy_tls_handshakes_total",
+            &["direction=\"inbound\"", "result=\"error\""],
+        )
+    };
+    let before = failed(&t.proxy.metrics());
+    let (ok, out) = s_client(&t, &["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"]);
     assert!(!ok, "{out}");
+    // The alert came from the proxy (OpenSSL reports a received alert as `tlsv1 alert ...`,
+    // `SSL alert number 70`); a local refusal would say `no protocols available` instead.
+    assert!(
+        out.contains("SSL alert number") && !out.contains("no protocols available"),
+        "expected an alert from the proxy:\n{out}"
+    );
+    let after = failed(&t.proxy.metrics());
+    assert_eq!(
+        after,
+        before + 1.0,
+        "the proxy did not count the refused TLS 1.1 handshake:\n{out}"
+    );
+    // rustls names the incompatibility (a TLS 1.1 hello lacks what TLS 1.2+ requires).
+    let log = t.proxy.stderr_text();
+    assert!(
+        log.contains("inbound TLS handshake refused") && log.contains("peer is incompatible"),
+        "{log}"
+    );
 }
 
 /// A TLS policy narrowed to TLS 1.3, AES-256-GCM and P-384 is enforced: TLS 1.2, AES-128 and
