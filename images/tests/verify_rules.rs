@@ -200,3 +200,70 @@ fn layout_blobs_are_size_checked_and_damaged_copies_replaced() {
     assert!(std::fs::symlink_metadata(&file).unwrap().is_file());
     assert!(l.has_blob(&d).unwrap());
 }
+
+/// A registry that sends more bytes than the descriptor declares is cut off at `size + 1`
+/// bytes, with an error naming the blob, and the request is not retried.
+#[test]
+fn registry_blob_longer_than_its_descriptor_is_cut_off() {
+    use distro_images::registry::{Registry, RegistryOptions};
+    let have_python = Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_python {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "python3 is required under CI (scripts/install-deps.sh)"
+        );
+        eprintln!("SKIP registry_blob_longer_than_its_descriptor_is_cut_off: no python3");
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // Every GET answers 8 MiB of zeros, whatever the blob.
+    let server = r#"
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a): pass
+    def do_GET(self):
+        body = b"\0" * (8 << 20)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        try:
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", server, &port.to_string()])
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed().as_secs() < 15, "test server did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let opts = RegistryOptions {
+        plain_http: true,
+        ..RegistryOptions::default()
+    };
+    let mut reg = Registry::connect(&format!("127.0.0.1:{port}"), "ns/app", &opts).unwrap();
+    let result = reg.blob_sized(D, 10);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let err = result.unwrap_err().to_string();
+    assert!(
+        err.contains(D) && err.contains("more than 10 bytes"),
+        "{err}"
+    );
+    assert_eq!(
+        reg.stats.retries, 0,
+        "an oversized blob is not fetched again"
+    );
+}
