@@ -215,6 +215,10 @@ pub struct StoredAttestation {
     pub envelope: Vec<u8>,
 }
 
+/// Largest signature payload or attestation envelope read (64 MiB: an SBOM of a large graph
+/// is a few MiB).
+pub const MAX_ATTACHMENT_BYTES: u64 = 64 << 20;
+
 /// Layer descriptors with their content.
 type Layers = Vec<(Descriptor, Vec<u8>)>;
 
@@ -228,6 +232,17 @@ fn layers_under(store: &mut dyn Store, tag: &str) -> Result<Option<(Manifest, La
     )?;
     let mut out = Vec::new();
     for l in &manifest.layers {
+        // The `.sig`/`.att` manifest is not itself signed: its sizes are capped before any
+        // byte is fetched.
+        if l.size > MAX_ATTACHMENT_BYTES {
+            return Err(Error::invalid(
+                format!("layer {} of `{tag}` in {}", l.digest, store.describe()),
+                format!(
+                    "it declares {} bytes, more than the {MAX_ATTACHMENT_BYTES} a signature or attestation may have",
+                    l.size
+                ),
+            ));
+        }
         let data = store.blob_sized(&l.digest, l.size)?;
         out.push((l.clone(), data));
     }

@@ -23,6 +23,9 @@ pub const SIGSTORE_LABEL: &str = "ENCRYPTED SIGSTORE PRIVATE KEY";
 /// PEM label of cosign's encrypted key (older releases).
 pub const COSIGN_LABEL: &str = "ENCRYPTED COSIGN PRIVATE KEY";
 
+/// Largest key file read (a PEM key is a few hundred bytes).
+const MAX_KEY_FILE: u64 = 64 * 1024;
+
 /// Fails unless the AWS-LC module is in FIPS mode.
 pub fn require_fips() -> Result<()> {
     aws_lc_rs::try_fips_mode().map_err(|e| Error::NotFips(e.to_string()))
@@ -80,8 +83,10 @@ impl SigningKey {
     /// cosign encrypted key (needs `password`).
     pub fn load(path: &Path, password: Option<&[u8]>) -> Result<Self> {
         let what = path.display().to_string();
-        let text =
-            Zeroizing::new(std::fs::read(path).map_err(|e| Error::io("reading key", path, e))?);
+        let text = Zeroizing::new(
+            crate::store::read_regular(path, crate::store::Symlinks::Follow, MAX_KEY_FILE)
+                .map_err(|e| Error::io("reading key", path, e))?,
+        );
         let block = pem::parse(&*text).map_err(|e| Error::Key {
             what: what.clone(),
             reason: format!("not PEM: {e}"),
@@ -150,7 +155,8 @@ pub struct VerifyingKey {
 impl VerifyingKey {
     /// Reads an SPKI PEM (`PUBLIC KEY`) file such as `distro keygen`'s or `cosign.pub`.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read(path).map_err(|e| Error::io("reading public key", path, e))?;
+        let text = crate::store::read_regular(path, crate::store::Symlinks::Follow, MAX_KEY_FILE)
+            .map_err(|e| Error::io("reading public key", path, e))?;
         Self::from_pem(&path.display().to_string(), &text)
     }
 

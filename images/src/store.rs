@@ -136,7 +136,8 @@ pub fn read_regular(path: &Path, symlinks: Symlinks, limit: u64) -> std::io::Res
     Ok(data)
 }
 
-/// Writes `data` to `path` atomically (temp file in the same directory, fsync, rename).
+/// Writes `data` to `path` atomically (temp file in the same directory, fsync, rename); on
+/// failure the temp file is removed and `path` is as it was.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Error::io("creating directory", dir, e))?;
@@ -145,12 +146,25 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io("creating", &tmp, e))?;
-    f.write_all(data)
-        .map_err(|e| Error::io("writing", &tmp, e))?;
-    f.sync_all().map_err(|e| Error::io("syncing", &tmp, e))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(|e| Error::io("renaming into place", path, e))
+    // A stale temp file of a dead process with this pid; `create_new` then never follows a
+    // link planted at the temp path.
+    let _ = std::fs::remove_file(&tmp);
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| Error::io("creating", &tmp, e))?;
+        f.write_all(data)
+            .map_err(|e| Error::io("writing", &tmp, e))?;
+        f.sync_all().map_err(|e| Error::io("syncing", &tmp, e))?;
+        drop(f);
+        std::fs::rename(&tmp, path).map_err(|e| Error::io("renaming into place", path, e))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
@@ -276,13 +290,33 @@ impl Layout {
         let data = match &self.backend {
             Backend::Dir(root) => {
                 let p = root.join(&rel);
-                // One byte more than declared, so a longer file is seen to be longer.
-                let cap = size.map_or(limit, |s| s.saturating_add(1));
-                match read_regular(&p, Symlinks::Refuse, cap) {
-                    Ok(b) => b,
+                let (f, len) = match open_regular(&p, Symlinks::Refuse) {
+                    Ok(f) => f,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
                     Err(e) => return Err(Error::io("reading blob", p, e)),
+                };
+                if let Some(s) = size.filter(|s| *s != len) {
+                    return Err(Error::invalid(
+                        format!("blob {digest} in {}", self.describe()),
+                        format!("{} is {len} bytes but its descriptor says {s}; the store was modified or corrupted (pull it again)", p.display()),
+                    ));
                 }
+                if len > limit {
+                    return Err(Error::invalid(
+                        format!("blob {digest} in {}", self.describe()),
+                        format!(
+                            "{} is {len} bytes, more than the limit of {limit}",
+                            p.display()
+                        ),
+                    ));
+                }
+                // One byte more than expected, so a file that grows meanwhile is seen to.
+                let cap = size.unwrap_or(limit).saturating_add(1);
+                let mut data = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+                f.take(cap)
+                    .read_to_end(&mut data)
+                    .map_err(|e| Error::io("reading blob", &p, e))?;
+                data
             }
             Backend::Archive { files, .. } => match files.get(&rel) {
                 Some(b) => b.clone(),

@@ -289,7 +289,7 @@ pub fn identity_matches(expected: &str, signed: &str, image_digest: &str) -> Res
     let s = split_docker_ref(signed);
     if e.repository != s.repository {
         return Err(format!(
-            "payload identity `{signed}` names repository `{}`, expected `{}`",
+            "payload identity is `{signed}`, expected `{expected}` (repository `{}` is not `{}`)",
             s.repository, e.repository
         ));
     }

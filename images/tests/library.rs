@@ -317,7 +317,12 @@ fn parsers_reject_garbage_without_panicking() {
                     // Only a change to what the signature does not cover (the keyid hint) may
                     // still verify.
                     Ok(true) => {
-                        assert_eq!(e.payload_type, original.payload_type, "tampered payloadType verified: {}", String::from_utf8_lossy(&input));
+                        assert_eq!(
+                            e.payload_type,
+                            original.payload_type,
+                            "tampered payloadType verified: {}",
+                            String::from_utf8_lossy(&input)
+                        );
                         assert_eq!(
                             e.payload_bytes("fuzz").unwrap(),
                             original_payload,

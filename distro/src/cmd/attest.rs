@@ -47,8 +47,17 @@ pub struct Args {
     pub registry: RegistryArgs,
 }
 
+/// Largest document attested (an SBOM of a large graph is a few MiB).
+const MAX_DOCUMENT: u64 = 256 << 20;
+
 fn read_json(path: &Path) -> anyhow::Result<serde_json::Value> {
-    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    // A regular file of bounded size: a FIFO or /dev/zero named by mistake fails at once.
+    let text = distro_images::store::read_regular(
+        path,
+        distro_images::store::Symlinks::Follow,
+        MAX_DOCUMENT,
+    )
+    .with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_slice(&text).with_context(|| format!("{} is not valid JSON", path.display()))
 }
 
