@@ -255,6 +255,13 @@ if len(history) >= 2:
     (a2, b2), (an, bn) = history[1], history[-1]
     print(f"growth from round 2 to round {len(history)}: A {an / a2:.3f}x ({an - a2:+d} KiB), "
           f"B {bn / b2:.3f}x ({bn - b2:+d} KiB)")
+    # The second half shows whether it has levelled off (a leak keeps its slope).
+    h = len(history) // 2
+    if len(history) - 1 > h >= 1:
+        (ah, bh) = history[h - 1]
+        per = len(history) - h
+        print(f"second half (round {h} to {len(history)}): A {(an - ah) / per:+.0f} KiB/round, "
+              f"B {(bn - bh) / per:+.0f} KiB/round")
     worst = max(an - a2, bn - b2)
     if max_growth is not None and worst > max_growth:
         sys.exit(f"soak: RSS grew by {worst} KiB after warm-up (bound MAX_GROWTH_KIB={max_growth})")
