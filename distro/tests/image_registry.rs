@@ -507,7 +507,27 @@ fn push_retries_until_registry_starts() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1200));
+    // Start the registry only once the push has seen it absent and said it retries: a fixed
+    // sleep raced the debug binary's start-up on a loaded machine.
+    let mut child = child;
+    let stderr = child.stderr.take().unwrap();
+    let (seen_tx, seen_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if line.contains("retrying") {
+                let _ = seen_tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    seen_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the push reports a retry while the registry is down");
     let reg = TestRegistry::start(
         RegistryConfig {
             port: Some(port),
@@ -517,7 +537,7 @@ fn push_retries_until_registry_starts() {
     )
     .unwrap();
     let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = reader.join().unwrap();
     assert!(out.status.success(), "{err}");
     assert!(
         err.contains("retrying"),
