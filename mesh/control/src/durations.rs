@@ -175,13 +175,13 @@ pub fn parse(s: &str) -> Result<Option<Duration>, String> {
 pub fn fmt(d: Duration) -> String {
     let ms = d.as_millis();
     let s = d.as_secs();
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         format!("{ms}ms")
-    } else if s != 0 && s % DAY == 0 {
+    } else if s != 0 && s.is_multiple_of(DAY) {
         format!("{}d", s / DAY)
-    } else if s != 0 && s % HOUR == 0 {
+    } else if s != 0 && s.is_multiple_of(HOUR) {
         format!("{}h", s / HOUR)
-    } else if s != 0 && s % MIN == 0 {
+    } else if s != 0 && s.is_multiple_of(MIN) {
         format!("{}m", s / MIN)
     } else {
         format!("{s}s")

@@ -1061,7 +1061,16 @@ mod tests {
             }
         }
         for m in mutations(csr.csr_pem.as_bytes(), 1000) {
-            let _ = issuance::check_csr(&String::from_utf8_lossy(&m));
+            // Parsed, or refused with a CSR reason and a message; never a panic or another code.
+            if let Err(r) = issuance::check_csr(&String::from_utf8_lossy(&m)) {
+                assert!(
+                    [reason::CSR_INVALID, reason::CSR_IDENTITY_MISMATCH].contains(&r.reason),
+                    "{}: {}",
+                    r.reason,
+                    r.message
+                );
+                assert!(!r.message.is_empty());
+            }
         }
         assert!(accepted < 3000, "mutations should mostly be refused");
     }
