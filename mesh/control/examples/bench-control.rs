@@ -180,6 +180,9 @@ fn main() {
             "--sa-issuer-key",
         ])
         .arg(&pub_pem)
+        // Every simulated proxy connects from 127.0.0.1: lift the per-peer cap above N.
+        .args(["--max-connections", &(o.proxies + 256).to_string()])
+        .args(["--max-connections-per-peer", &(o.proxies + 256).to_string()])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(log)

@@ -8,6 +8,7 @@
 //! your own CA"), in which case the bundle carries the organisation's root and SVID chains carry
 //! the intermediate.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use mesh_core::identity::{certs_from_pem, pem_encode, SpiffeId};
@@ -16,6 +17,7 @@ use rcgen::{
     DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
     PKCS_ECDSA_P256_SHA256,
 };
+use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -36,6 +38,9 @@ pub enum CaError {
         "no CA in {0}: run `mesh-control ca init --state-dir {0}` (or `ca import` for your own CA)"
     )]
     NoCa(String),
+    /// A duration is out of range, or a validity end cannot be computed.
+    #[error(transparent)]
+    Duration(#[from] crate::durations::OutOfRange),
     /// An imported CA is unusable.
     #[error("{file}: {why}")]
     Import {
@@ -84,6 +89,9 @@ pub struct Ca {
     pub state_digest: String,
     /// When the next retired generation stops being trusted (the bundle changes then).
     pub next_expiry: Option<OffsetDateTime>,
+    /// The certificates of every generation still trusted, as the only trust anchors: a client
+    /// certificate is ours only if one of them signed it.
+    issued_here: Arc<dyn rustls::server::danger::ClientCertVerifier>,
 }
 
 fn now() -> OffsetDateTime {
@@ -207,7 +215,7 @@ fn self_signed_root(trust_domain: &str, gen: u32) -> Result<(String, KeyPair), C
     ];
     p.subject_alt_names = vec![SanType::URI(format!("spiffe://{trust_domain}").try_into()?)];
     p.not_before = now() - Duration::from_secs(3600);
-    p.not_after = now() + Duration::from_secs(10 * 365 * 24 * 3600);
+    p.not_after = now() + crate::durations::CA_VALIDITY;
     p.serial_number = Some(random_serial());
     let cert = p.self_signed(&key)?;
     Ok((cert.pem(), key))
@@ -223,22 +231,28 @@ fn add_generation(
     overlap: Option<Duration>,
 ) -> Result<u32, CaError> {
     let gen = st.generations.iter().map(|g| g.gen).max().unwrap_or(0) + 1;
-    write_atomic(
-        &state.ca(&format!("{gen}.key.pem")),
-        key_pem.as_bytes(),
-        true,
-    )?;
-    write_atomic(
-        &state.ca(&format!("{gen}.cert.pem")),
-        cert_chain_pem.as_bytes(),
-        false,
-    )?;
-    write_atomic(
-        &state.ca(&format!("{gen}.roots.pem")),
-        roots_pem.as_bytes(),
-        false,
-    )?;
-    let until = overlap.map(|o| rfc3339(now() + o));
+    // Everything that can be refused is decided before the first file is written.
+    let until = overlap
+        .map(|o| crate::durations::CA_OVERLAP.after_now(o).map(rfc3339))
+        .transpose()?;
+    // The key, certificate and roots files of `gen` are referenced only by state.json, written
+    // last; if anything fails before that, they are removed again so no orphan key is left.
+    let files = [
+        (format!("{gen}.key.pem"), key_pem, true),
+        (format!("{gen}.cert.pem"), cert_chain_pem, false),
+        (format!("{gen}.roots.pem"), roots_pem, false),
+    ];
+    let cleanup = || {
+        for (name, _, _) in &files {
+            let _ = std::fs::remove_file(state.ca(name));
+        }
+    };
+    for (name, data, private) in &files {
+        if let Err(e) = write_atomic(&state.ca(name), data.as_bytes(), *private) {
+            cleanup();
+            return Err(e.into());
+        }
+    }
     for g in &mut st.generations {
         if g.trusted_until.is_none() {
             g.trusted_until = until.clone().or_else(|| Some(rfc3339(now())));
@@ -251,7 +265,10 @@ fn add_generation(
         trusted_until: None,
     });
     st.active = gen;
-    write_json(&state.ca("state.json"), &st)?;
+    if let Err(e) = write_json(&state.ca("state.json"), &st) {
+        cleanup();
+        return Err(e.into());
+    }
     Ok(gen)
 }
 
@@ -275,6 +292,7 @@ pub fn rotate(state: &StateDir, trust_domain: &str, overlap: Duration) -> Result
     if st.active == 0 {
         return Err(CaError::NoCa(state.root().display().to_string()));
     }
+    crate::durations::CA_OVERLAP.check(overlap)?;
     let (cert, key) = self_signed_root(trust_domain, st.active + 1)?;
     add_generation(
         state,
@@ -297,6 +315,7 @@ pub fn import(
     roots_file: &str,
     overlap: Duration,
 ) -> Result<u32, CaError> {
+    crate::durations::CA_OVERLAP.check(overlap)?;
     let read = |f: &str| {
         std::fs::read_to_string(f).map_err(|e| CaError::Import {
             file: f.into(),
@@ -373,8 +392,8 @@ pub fn import(
 
 fn verify_ca_chain(
     issuer: &Issuer<'_, KeyPair>,
-    chain: &[rustls::pki_types::CertificateDer<'static>],
-    roots: &[rustls::pki_types::CertificateDer<'static>],
+    chain: &[CertificateDer<'static>],
+    roots: &[CertificateDer<'static>],
 ) -> Result<(), String> {
     let leaf_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
     let mut p = CertificateParams::default();
@@ -449,6 +468,34 @@ impl Ca {
         } else {
             Some(load_signer(state, &st, oldest)?)
         };
+        let mut anchors = rustls::RootCertStore::empty();
+        for g in &st.generations {
+            let path = state.ca(&format!("{}.cert.pem", g.gen));
+            let certs = certs_from_pem(&read(path.clone())?).map_err(|e| StateError::Corrupt {
+                path: path.clone(),
+                why: e.to_string(),
+            })?;
+            let first = certs
+                .into_iter()
+                .next()
+                .ok_or_else(|| StateError::Corrupt {
+                    path: path.clone(),
+                    why: "no certificate".into(),
+                })?;
+            anchors.add(first).map_err(|e| StateError::Corrupt {
+                path,
+                why: format!("unusable as a trust anchor: {e}"),
+            })?;
+        }
+        let issued_here = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(anchors),
+            mesh_core::crypto::provider(),
+        )
+        .build()
+        .map_err(|e| StateError::Corrupt {
+            path: state.ca("state.json"),
+            why: format!("the CA generations make no usable verifier: {e}"),
+        })?;
         let mut bundle = Vec::new();
         for g in &st.generations {
             let roots = read(state.ca(&format!("{}.roots.pem", g.gen)))?;
@@ -473,6 +520,7 @@ impl Ca {
             })
             .min();
         Ok(Ca {
+            issued_here,
             next_expiry,
             active,
             api,
@@ -485,6 +533,15 @@ impl Ca {
     /// The trust bundle (PEM): every root trusted now.
     pub fn bundle_pem(&self) -> &str {
         &self.bundle_pem
+    }
+
+    /// Checks that `leaf` was signed by one of this CA's generations still trusted (path
+    /// validation with those certificates as the only anchors, FIPS algorithms, validity now).
+    pub fn verify_issued_here(&self, leaf: &CertificateDer<'_>) -> Result<(), String> {
+        self.issued_here
+            .verify_client_cert(leaf, &[], rustls::pki_types::UnixTime::now())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     /// Issues an X.509-SVID for `id` to the key in `csr`, valid for `ttl`: exactly one URI SAN,
@@ -531,7 +588,8 @@ fn issue_with(
     p.serial_number = Some(serial);
     let t = now();
     p.not_before = t - Duration::from_secs(60);
-    let not_after = std::cmp::min(t + ttl, signer.not_after);
+    let end = crate::durations::SVID_TTL.after_now(ttl)?;
+    let not_after = std::cmp::min(end, signer.not_after);
     p.not_after = not_after;
     let req = CertificateSigningRequestParams {
         params: p,

@@ -226,6 +226,10 @@ pub struct ServiceEntry {
     pub allowed_clients: Vec<String>,
 }
 
+/// Longest route timeout and per-try timeout (1 hour): a duration the proxy can add to a clock
+/// without overflowing, and longer than any request a mesh should hold open.
+const MAX_ROUTE_TIMEOUT_MS: u64 = 3_600_000;
+
 const METHODS: &[&str] = &[
     "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
 ];
@@ -700,11 +704,14 @@ pub fn parse_sources(
                     format!("{} is too many; at most 10", rt.attempts),
                 );
             }
-            if rt.per_try_timeout_ms == 0 {
+            if rt.per_try_timeout_ms == 0 || rt.per_try_timeout_ms > MAX_ROUTE_TIMEOUT_MS {
                 cx.err(
                     span.clone(),
                     "routes.retries.per_try_timeout_ms",
-                    "must be positive",
+                    format!(
+                        "{} is out of range: 1..={MAX_ROUTE_TIMEOUT_MS} (1 ms to 1 hour)",
+                        rt.per_try_timeout_ms
+                    ),
                 );
             }
             if rt.budget_percent > 100 {
@@ -721,11 +728,14 @@ pub fn parse_sources(
             }
         });
         if let Some(t) = &r.timeout_ms {
-            if *t.get_ref() == 0 {
+            if *t.get_ref() == 0 || *t.get_ref() > MAX_ROUTE_TIMEOUT_MS {
                 cx.err(
                     t.span(),
                     "routes.timeout_ms",
-                    "must be positive (leave it out for no timeout)",
+                    format!(
+                        "{} is out of range: 1..={MAX_ROUTE_TIMEOUT_MS} (1 ms to 1 hour; leave it out for no timeout)",
+                        t.get_ref()
+                    ),
                 );
             }
         }
@@ -874,6 +884,43 @@ sources = ["spiffe://example.org/ns/default/sa/frontend"]
             err.to_string()
                 .contains("mesh.toml:2: field `routes.service`"),
             "{err}"
+        );
+    }
+
+    /// Route timeouts of zero or beyond an hour (up to u64::MAX) are refused naming the field.
+    #[test]
+    fn route_timeouts_out_of_range_are_refused() {
+        let svc = "[[services]]\nname = \"a\"\nprotocol = \"http\"\n[[services.endpoints]]\naddress = \"127.0.0.1:1\"\nidentity = \"spiffe://example.org/ns/a/sa/a\"\n";
+        for (field, route) in [
+            ("routes.timeout_ms", "timeout_ms = 18446744073709551615"),
+            ("routes.timeout_ms", "timeout_ms = 3600001"),
+            (
+                "routes.retries.per_try_timeout_ms",
+                "retries = { attempts = 1, per_try_timeout_ms = 18446744073709551615, budget_percent = 10 }",
+            ),
+            (
+                "routes.retries.per_try_timeout_ms",
+                "retries = { attempts = 1, per_try_timeout_ms = 0, budget_percent = 10 }",
+            ),
+        ] {
+            let text = format!(
+                "{svc}[[routes]]\nservice = \"a\"\nname = \"r\"\ndestinations = [{{ weight = 1 }}]\n{route}\n"
+            );
+            let err = parse(&text)
+                .err()
+                .unwrap_or_else(|| panic!("accepted {route}"));
+            assert!(
+                err.to_string().contains(&format!("field `{field}`")),
+                "{route}: {err}"
+            );
+        }
+        let ok = format!(
+            "{svc}[[routes]]\nservice = \"a\"\nname = \"r\"\ndestinations = [{{ weight = 1 }}]\ntimeout_ms = 3600000\n"
+        );
+        assert!(
+            parse(&ok).is_ok(),
+            "{:?}",
+            parse(&ok).err().map(|e| e.to_string())
         );
     }
 }

@@ -9,6 +9,9 @@
 
 mod ca;
 mod config;
+mod durations;
+mod issuance;
+mod limits;
 mod metrics;
 mod server;
 mod state;
@@ -80,8 +83,8 @@ struct RunArgs {
     /// Address of the plain-HTTP ops endpoint (/healthz, /readyz, /metrics, /fips).
     #[arg(long, alias = "admin", default_value = mesh_core::api::DEFAULT_OPS_ADDR)]
     ops: String,
-    /// Lifetime of issued SVIDs (e.g. 24h, 30m, 90s).
-    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    /// Lifetime of issued SVIDs (e.g. 24h, 30m, 90s); 10s to 7d.
+    #[arg(long, default_value = "24h", value_parser = |s: &str| durations::SVID_TTL.parse(s))]
     svid_ttl: Duration,
     /// Public key (SPKI PEM, P-256) of a trusted service-account token issuer; repeatable.
     #[arg(long)]
@@ -89,12 +92,29 @@ struct RunArgs {
     /// The `iss` claim service-account tokens must carry (checked when given).
     #[arg(long)]
     sa_issuer: Option<String>,
-    /// How often configuration files and CA state are checked for changes.
-    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    /// How often configuration files and CA state are checked for changes; 50ms to 1h.
+    #[arg(long, default_value = "500ms", value_parser = |s: &str| durations::WATCH_INTERVAL.parse(s))]
     watch_interval: Duration,
-    /// How long a configuration long-poll is held before answering 304.
-    #[arg(long, default_value = "25s", value_parser = parse_duration)]
+    /// How long a configuration long-poll is held before answering 304; 1s to 10m.
+    #[arg(long, default_value = "25s", value_parser = |s: &str| durations::LONG_POLL.parse(s))]
     long_poll: Duration,
+    /// Time a client has to finish the TLS handshake on the API; 100ms to 5m.
+    #[arg(long, default_value = "10s", value_parser = |s: &str| durations::io_timeout("--handshake-timeout").parse(s))]
+    handshake_timeout: Duration,
+    /// Time a client has to send its request headers (and the longest idle keep-alive); 100ms
+    /// to 5m.
+    #[arg(long, default_value = "10s", value_parser = |s: &str| durations::io_timeout("--header-read-timeout").parse(s))]
+    header_read_timeout: Duration,
+    /// Time a client has to send the request body it declared; 100ms to 5m.
+    #[arg(long, default_value = "10s", value_parser = |s: &str| durations::io_timeout("--body-read-timeout").parse(s))]
+    body_read_timeout: Duration,
+    /// Open API connections in all; more are closed at once (keep it below the process's
+    /// open-file limit, `ulimit -n`). Every connected proxy holds one.
+    #[arg(long, default_value_t = 768, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections: u32,
+    /// Open API connections from one IP address; more are closed at once.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections_per_peer: u32,
 }
 
 #[derive(Subcommand)]
@@ -107,8 +127,8 @@ enum TokenCmd {
         /// The SPIFFE ID the token entitles.
         #[arg(long)]
         identity: String,
-        /// How long the token is valid (e.g. 10m).
-        #[arg(long, default_value = "10m", value_parser = parse_duration)]
+        /// How long the token is valid (e.g. 10m); 1m to 30d.
+        #[arg(long, default_value = "10m", value_parser = |s: &str| durations::TOKEN_TTL.parse(s))]
         ttl: Duration,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Text)]
@@ -144,8 +164,8 @@ enum CaCmd {
         /// The organisation root(s) workloads must trust (PEM).
         #[arg(long)]
         roots: String,
-        /// How long the previous CA stays trusted.
-        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        /// How long the previous CA stays trusted; 1s to 365d.
+        #[arg(long, default_value = "1h", value_parser = |s: &str| durations::CA_OVERLAP.parse(s))]
         overlap: Duration,
     },
     /// Switch to a new self-signed CA; the old one stays trusted for the overlap period.
@@ -153,8 +173,8 @@ enum CaCmd {
         /// State directory.
         #[arg(long)]
         state_dir: PathBuf,
-        /// How long the previous CA stays trusted.
-        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        /// How long the previous CA stays trusted; 1s to 365d.
+        #[arg(long, default_value = "1h", value_parser = |s: &str| durations::CA_OVERLAP.parse(s))]
         overlap: Duration,
     },
     /// Show the CA generations and the trust bundle path.
@@ -172,28 +192,6 @@ enum CaCmd {
 enum Format {
     Text,
     Json,
-}
-
-/// Parses `90s`, `10m`, `24h`, `1d`, `500ms`.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?}: expected a number and a unit, e.g. 10m, 24h, 90s, 500ms"))?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" | "" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        "d" => Duration::from_secs(n * 86400),
-        _ => {
-            return Err(format!(
-                "{s:?}: unknown unit {unit:?}; use ms, s, m, h or d"
-            ))
-        }
-    };
-    Ok(d)
 }
 
 fn report() -> anyhow::Result<FipsSelfCheck> {
@@ -273,8 +271,13 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         listen: args.listen,
         ops: args.ops,
         svid_ttl: args.svid_ttl,
+        handshake_timeout: args.handshake_timeout,
+        header_read_timeout: args.header_read_timeout,
+        body_read_timeout: args.body_read_timeout,
+        max_connections: args.max_connections as usize,
+        max_connections_per_peer: args.max_connections_per_peer as usize,
         sa_issuers,
-        watch_interval: args.watch_interval.max(Duration::from_millis(50)),
+        watch_interval: args.watch_interval,
         long_poll: args.long_poll,
         fips_report: r,
     };
@@ -355,8 +358,8 @@ fn ca_cmd(cmd: CaCmd) -> anyhow::Result<ExitCode> {
             let gen = ca::rotate(&state, &td, overlap)?;
             ca::Ca::load(&state, &td)?;
             eprintln!(
-                "{COMPONENT}: CA generation {gen} active; previous CAs trusted for {}s more; a running control plane picks this up within its watch interval",
-                overlap.as_secs()
+                "{COMPONENT}: CA generation {gen} active; previous CAs trusted for {} more; a running control plane picks this up within its watch interval",
+                durations::fmt(overlap)
             );
         }
         CaCmd::Status { state_dir, format } => {

@@ -26,6 +26,8 @@ pub struct Metrics {
     refusals: Mutex<BTreeMap<String, u64>>,
     reloads: Mutex<BTreeMap<&'static str, u64>>,
     acks: Mutex<BTreeMap<bool, u64>>,
+    conn_refused: Mutex<BTreeMap<&'static str, u64>>,
+    timeouts: Mutex<BTreeMap<&'static str, u64>>,
     latency: Mutex<(Vec<u64>, f64, u64)>,
 }
 
@@ -48,6 +50,15 @@ impl Metrics {
     pub fn reload(&self, result: &'static str) {
         bump(&self.reloads, result);
     }
+    /// Counts an API connection closed at once by a limit (`global`, `per_peer`).
+    pub fn connection_refused(&self, limit: &'static str) {
+        bump(&self.conn_refused, limit);
+    }
+    /// Counts an API connection closed because the client was too slow (`handshake`,
+    /// `header`, `body`).
+    pub fn timed_out(&self, phase: &'static str) {
+        bump(&self.timeouts, phase);
+    }
     /// Counts a proxy's acknowledgement.
     pub fn ack(&self, accepted: bool) {
         bump(&self.acks, accepted);
@@ -67,8 +78,8 @@ impl Metrics {
             h.2 += 1;
         }
     }
-    /// The text exposition.
-    pub fn render(&self) -> String {
+    /// The text exposition; `open_connections` is the API listener's live connection count.
+    pub fn render(&self, open_connections: usize) -> String {
         let mut s = String::new();
         let g = |s: &mut String, name: &str, help: &str, kind: &str, v: String| {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
@@ -110,6 +121,33 @@ impl Metrics {
             "counter",
             self.pushes.load(Ordering::Relaxed).to_string(),
         );
+        g(
+            &mut s,
+            "mesh_control_api_connections_open",
+            "Open connections on the TLS API listener.",
+            "gauge",
+            open_connections.to_string(),
+        );
+        let _ = writeln!(s, "# HELP mesh_control_connections_refused_total API connections closed at once because a connection limit was reached.\n# TYPE mesh_control_connections_refused_total counter");
+        if let Ok(m) = self.conn_refused.lock() {
+            for limit in ["global", "per_peer"] {
+                let _ = writeln!(
+                    s,
+                    "mesh_control_connections_refused_total{{limit=\"{limit}\"}} {}",
+                    m.get(limit).copied().unwrap_or(0)
+                );
+            }
+        }
+        let _ = writeln!(s, "# HELP mesh_control_connection_timeouts_total API connections closed because the client was too slow, by phase.\n# TYPE mesh_control_connection_timeouts_total counter");
+        if let Ok(m) = self.timeouts.lock() {
+            for phase in ["handshake", "header", "body"] {
+                let _ = writeln!(
+                    s,
+                    "mesh_control_connection_timeouts_total{{phase=\"{phase}\"}} {}",
+                    m.get(phase).copied().unwrap_or(0)
+                );
+            }
+        }
         let _ = writeln!(s, "# HELP mesh_control_certificates_issued_total X.509-SVIDs issued.\n# TYPE mesh_control_certificates_issued_total counter");
         if let Ok(m) = self.issued.lock() {
             for kind in ["bootstrap", "renew"] {

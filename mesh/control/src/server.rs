@@ -19,16 +19,19 @@ use mesh_core::api::{
 };
 use mesh_core::identity::{self, SpiffeId};
 use rcgen::CertificateSigningRequestParams;
+use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::ca::{self, Ca};
+use crate::ca::{self, Ca, Issued};
 use crate::config::{self, MeshConfig};
+use crate::issuance::{self, IssuedRecord};
+use crate::limits::ConnLimits;
 use crate::metrics::Metrics;
 use crate::state::{read_json, write_json, StateDir};
-use crate::tokens::{self, Refusal, SaIssuer};
+use crate::tokens::{self, Claim, Refusal, SaIssuer};
 
 /// Settings of `mesh-control run`.
 pub struct Settings {
@@ -40,8 +43,18 @@ pub struct Settings {
     pub listen: String,
     /// Ops address.
     pub ops: String,
-    /// SVID lifetime.
+    /// SVID lifetime (inside [`crate::durations::SVID_TTL`]).
     pub svid_ttl: Duration,
+    /// Time a client has to complete the TLS handshake on the API.
+    pub handshake_timeout: Duration,
+    /// Time a client has to send its request headers (also bounds an idle keep-alive).
+    pub header_read_timeout: Duration,
+    /// Time a client has to send a request body it declared.
+    pub body_read_timeout: Duration,
+    /// Open API connections in all; more are closed at once.
+    pub max_connections: usize,
+    /// Open API connections from one IP address; more are closed at once.
+    pub max_connections_per_peer: usize,
     /// Trusted service-account token issuers.
     pub sa_issuers: Vec<SaIssuer>,
     /// How often configuration and CA state are checked for changes.
@@ -94,6 +107,9 @@ struct Shared {
     ever_good_config: std::sync::atomic::AtomicBool,
     proxies: Mutex<HashMap<String, ProxyStatus>>,
     shutdown: watch::Receiver<bool>,
+    limits: Arc<ConnLimits>,
+    /// Unix second of the last "connection refused" warning (one per second at most).
+    last_limit_warning: std::sync::atomic::AtomicU64,
 }
 
 fn digest_str(s: &str) -> String {
@@ -138,6 +154,11 @@ pub fn self_check_config() -> anyhow::Result<distro_schema::TlsConfigReport> {
 
 /// Runs the control plane until SIGTERM/SIGINT.
 pub async fn run(settings: Settings, trust_domain_flag: Option<String>) -> anyhow::Result<()> {
+    // Fail closed on a lifetime no certificate should have (0 s, or one that overflows dates).
+    crate::durations::SVID_TTL.check(settings.svid_ttl)?;
+    if settings.max_connections == 0 || settings.max_connections_per_peer == 0 {
+        anyhow::bail!("--max-connections and --max-connections-per-peer must be at least 1");
+    }
     let state = StateDir::open(&settings.state_dir)?;
     let mut trust_domain = ca::trust_domain(&state)?;
     if trust_domain.is_empty() {
@@ -182,6 +203,8 @@ pub async fn run(settings: Settings, trust_domain_flag: Option<String>) -> anyho
         ever_good_config: std::sync::atomic::AtomicBool::new(settings.config.is_none()),
         proxies: Mutex::new(HashMap::new()),
         shutdown: shutdown_rx,
+        limits: ConnLimits::new(settings.max_connections, settings.max_connections_per_peer),
+        last_limit_warning: std::sync::atomic::AtomicU64::new(0),
         settings,
     });
     shared
@@ -448,11 +471,13 @@ fn refuse(shared: &Shared, status: StatusCode, r: Refusal, peer: &str) -> Respon
 fn status_for(reason: &str) -> StatusCode {
     match reason {
         reason::TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
+        reason::TIMEOUT => StatusCode::REQUEST_TIMEOUT,
         reason::UNAUTHENTICATED => StatusCode::UNAUTHORIZED,
         reason::TOKEN_EXPIRED | reason::TOKEN_REPLAYED | reason::TOKEN_INVALID => {
             StatusCode::UNAUTHORIZED
         }
         reason::CSR_IDENTITY_MISMATCH | reason::FOREIGN_TRUST_DOMAIN => StatusCode::FORBIDDEN,
+        reason::SVID_NOT_HONOURED => StatusCode::FORBIDDEN,
         reason::NOT_FOUND => StatusCode::NOT_FOUND,
         reason::INTERNAL => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,
@@ -474,6 +499,16 @@ async fn api_loop(shared: Arc<Shared>, listener: TcpListener) {
                 continue;
             }
         };
+        // Limits first, before any TLS work: a refused connection is closed at once.
+        let guard = match shared.limits.admit(remote.ip()) {
+            Ok(g) => g,
+            Err(hit) => {
+                shared.metrics.connection_refused(hit.label());
+                warn_limit(&shared, remote, hit.label());
+                drop(tcp);
+                continue;
+            }
+        };
         let _ = tcp.set_nodelay(true);
         let cfg = match shared.tls.read() {
             Ok(c) => c.clone(),
@@ -481,31 +516,38 @@ async fn api_loop(shared: Arc<Shared>, listener: TcpListener) {
         };
         let shared = shared.clone();
         tokio::spawn(async move {
+            let _guard = guard;
             let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-            let tls =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(t)) => t,
-                    Ok(Err(e)) => {
-                        shared.metrics.refused(reason::TLS_HANDSHAKE);
-                        info!(remote = %remote, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => return,
-                };
-            let peer = tls
+            let handshake = shared.settings.handshake_timeout;
+            let tls = match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
+                Ok(Ok(t)) => t,
+                Ok(Err(e)) => {
+                    shared.metrics.refused(reason::TLS_HANDSHAKE);
+                    info!(remote = %remote, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    shared.metrics.timed_out("handshake");
+                    return;
+                }
+            };
+            let chain: Option<Vec<CertificateDer<'static>>> = tls
                 .get_ref()
                 .1
                 .peer_certificates()
-                .and_then(|c| c.first())
-                .and_then(|c| identity::spiffe_id_of(c).ok());
-            if peer.is_some() {
+                .map(|c| c.iter().map(|c| c.clone().into_owned()).collect());
+            // Counted as a connected proxy only if the SVID is one this CA honours.
+            let proxy = chain
+                .as_deref()
+                .is_some_and(|c| authenticate(&shared, c).is_ok());
+            if proxy {
                 shared
                     .metrics
                     .connected_proxies
                     .fetch_add(1, Ordering::Relaxed);
             }
-            serve_conn(shared.clone(), tls, peer.clone(), remote).await;
-            if peer.is_some() {
+            serve_conn(shared.clone(), tls, chain, remote).await;
+            if proxy {
                 shared
                     .metrics
                     .connected_proxies
@@ -515,26 +557,58 @@ async fn api_loop(shared: Arc<Shared>, listener: TcpListener) {
     }
 }
 
-async fn serve_conn<IO>(shared: Arc<Shared>, io: IO, peer: Option<SpiffeId>, remote: SocketAddr)
-where
+/// Logs a refused connection, at most once a second (a flood must not flood the log too).
+fn warn_limit(shared: &Shared, remote: SocketAddr, limit: &str) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    if shared.last_limit_warning.swap(now, Ordering::Relaxed) != now {
+        warn!(remote = %remote, limit, open = shared.limits.open(), "connection refused: limit reached (see mesh_control_connections_refused_total)");
+    }
+}
+
+/// The SPIFFE ID of an mTLS client whose SVID this control plane issued and still honours.
+fn authenticate(shared: &Shared, chain: &[CertificateDer<'static>]) -> Result<SpiffeId, Refusal> {
+    let ca = shared
+        .ca
+        .read()
+        .map(|c| c.clone())
+        .map_err(|_| Refusal::new(reason::INTERNAL, "CA lock poisoned"))?;
+    issuance::authenticate_peer(&ca, &shared.state, &shared.trust_domain, chain)
+}
+
+async fn serve_conn<IO>(
+    shared: Arc<Shared>,
+    io: IO,
+    chain: Option<Vec<CertificateDer<'static>>>,
+    remote: SocketAddr,
+) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let chain = Arc::new(chain);
     let svc_shared = shared.clone();
     let svc = hyper::service::service_fn(move |req| {
         let shared = svc_shared.clone();
-        let peer = peer.clone();
+        let chain = chain.clone();
         async move {
-            Ok::<_, std::convert::Infallible>(handle_api(&shared, req, peer.as_ref(), remote).await)
+            Ok::<_, std::convert::Infallible>(
+                handle_api(&shared, req, chain.as_deref(), remote).await,
+            )
         }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10))
+        .header_read_timeout(shared.settings.header_read_timeout)
         .serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
     let mut shutdown = shared.shutdown.clone();
     tokio::select! {
-        _ = conn.as_mut() => {}
+        r = conn.as_mut() => {
+            if r.as_ref().is_err_and(|e| e.is_timeout()) {
+                shared.metrics.timed_out("header");
+            }
+        }
         _ = shutdown.changed() => {
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(Duration::from_secs(3), conn).await;
@@ -542,7 +616,26 @@ where
     }
 }
 
-async fn read_body(req: Request<Incoming>) -> Result<Bytes, Refusal> {
+/// Reads a request body within `--body-read-timeout`: a client that declares a body and sends
+/// it slowly, or not at all, is answered 408 and its connection closed.
+async fn read_body(shared: &Shared, req: Request<Incoming>) -> Result<Bytes, Refusal> {
+    let limit = shared.settings.body_read_timeout;
+    match tokio::time::timeout(limit, read_body_unbounded(req)).await {
+        Ok(r) => r,
+        Err(_) => {
+            shared.metrics.timed_out("body");
+            Err(Refusal::new(
+                reason::TIMEOUT,
+                format!(
+                    "request body not received within {}",
+                    crate::durations::fmt(limit)
+                ),
+            ))
+        }
+    }
+}
+
+async fn read_body_unbounded(req: Request<Incoming>) -> Result<Bytes, Refusal> {
     let too_large = || {
         Refusal::new(
             reason::TOO_LARGE,
@@ -590,35 +683,41 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, Refusal> {
 async fn handle_api(
     shared: &Shared,
     req: Request<Incoming>,
-    peer: Option<&SpiffeId>,
+    chain: Option<&[CertificateDer<'static>]>,
     remote: SocketAddr,
 ) -> Response<Body> {
-    let who = peer
-        .map(|p| p.to_string())
-        .unwrap_or_else(|| remote.to_string());
+    // Every mTLS endpoint needs an SVID this CA issued and still honours (checked per request,
+    // so a revocation or expiry applies to open keep-alive connections too).
+    let peer = chain.map(|c| authenticate(shared, c));
+    let who = match &peer {
+        Some(Ok(p)) => p.to_string(),
+        _ => remote.to_string(),
+    };
+    let needs_svid = |what: &str| -> Result<SpiffeId, Refusal> {
+        match &peer {
+            Some(Ok(p)) => Ok(p.clone()),
+            Some(Err(r)) => Err(r.clone()),
+            None => Err(Refusal::new(reason::UNAUTHENTICATED, what.to_string())),
+        }
+    };
     let path = req.uri().path().to_string();
     let result = match (req.method().clone(), path.as_str()) {
         (Method::POST, api::PATH_BOOTSTRAP) => bootstrap(shared, req).await,
-        (Method::POST, api::PATH_RENEW) => match peer {
-            Some(p) => renew(shared, req, p).await,
-            None => Err(Refusal::new(
-                reason::UNAUTHENTICATED,
-                "renew needs mTLS with the current SVID",
-            )),
-        },
-        (Method::GET, api::PATH_CONFIG) => match peer {
-            Some(p) => Ok(config_poll(shared, &req, p).await),
-            None => Err(Refusal::new(
-                reason::UNAUTHENTICATED,
-                "config needs mTLS with an SVID; bootstrap first",
-            )),
-        },
-        (Method::POST, api::PATH_CONFIG_ACK) => match peer {
-            Some(p) => ack(shared, req, p).await,
-            None => Err(Refusal::new(
-                reason::UNAUTHENTICATED,
-                "ack needs mTLS with an SVID",
-            )),
+        (Method::POST, api::PATH_RENEW) => {
+            match needs_svid("renew needs mTLS with the current SVID") {
+                Ok(p) => renew(shared, req, &p).await,
+                Err(r) => Err(r),
+            }
+        }
+        (Method::GET, api::PATH_CONFIG) => {
+            match needs_svid("config needs mTLS with an SVID; bootstrap first") {
+                Ok(p) => Ok(config_poll(shared, &req, &p).await),
+                Err(r) => Err(r),
+            }
+        }
+        (Method::POST, api::PATH_CONFIG_ACK) => match needs_svid("ack needs mTLS with an SVID") {
+            Ok(p) => ack(shared, req, &p).await,
+            Err(r) => Err(r),
         },
         _ => Err(Refusal::new(
             reason::NOT_FOUND,
@@ -629,82 +728,26 @@ async fn handle_api(
         Ok(r) => r,
         Err(r) => {
             let status = status_for(r.reason);
-            refuse(shared, status, r, &who)
-        }
-    }
-}
-
-/// A parsed CSR and the SPIFFE ID it asks for (if any).
-fn parse_csr(pem: &str) -> Result<(CertificateSigningRequestParams, Option<String>), Refusal> {
-    let invalid = |m: String| Refusal::new(reason::CSR_INVALID, m);
-    if pem.len() > 16 * 1024 {
-        return Err(invalid("CSR larger than 16 KiB".into()));
-    }
-    let params = CertificateSigningRequestParams::from_pem(pem).map_err(|e| {
-        invalid(format!(
-            "CSR cannot be used: {e} (send a PKCS#10 PEM CSR for a P-256 key, signed with it)"
-        ))
-    })?;
-    if params.public_key.algorithm() != &rcgen::PKCS_ECDSA_P256_SHA256 {
-        return Err(invalid("the CSR's key is not ECDSA P-256".into()));
-    }
-    let mut uris = Vec::new();
-    for san in &params.params.subject_alt_names {
-        match san {
-            rcgen::SanType::URI(u) => uris.push(u.as_str().to_string()),
-            other => {
-                return Err(Refusal::new(
-                    reason::CSR_IDENTITY_MISMATCH,
-                    format!("the CSR asks for {other:?}; an X.509-SVID carries only its SPIFFE ID"),
-                ))
+            let timed_out = r.reason == reason::TIMEOUT;
+            let mut resp = refuse(shared, status, r, &who);
+            if timed_out {
+                resp.headers_mut().insert(
+                    hyper::header::CONNECTION,
+                    hyper::header::HeaderValue::from_static("close"),
+                );
             }
+            resp
         }
     }
-    if uris.len() > 1 {
-        return Err(Refusal::new(
-            reason::CSR_IDENTITY_MISMATCH,
-            format!(
-                "the CSR asks for {} URI SANs; an X.509-SVID has exactly one",
-                uris.len()
-            ),
-        ));
-    }
-    Ok((params, uris.pop()))
 }
 
-/// Decides the identity to issue: `entitled`, which the CSR must ask for (or ask for nothing).
-fn check_requested(
-    shared: &Shared,
-    requested: Option<&str>,
-    entitled: &SpiffeId,
-) -> Result<(), Refusal> {
-    let Some(req) = requested else { return Ok(()) };
-    let id = SpiffeId::parse(req).map_err(|e| Refusal::new(reason::CSR_INVALID, e.to_string()))?;
-    if id.trust_domain() != shared.trust_domain {
-        return Err(Refusal::new(
-            reason::FOREIGN_TRUST_DOMAIN,
-            format!(
-                "the CSR asks for trust domain {:?}; this control plane issues for {:?}",
-                id.trust_domain(),
-                shared.trust_domain
-            ),
-        ));
-    }
-    if &id != entitled {
-        return Err(Refusal::new(
-            reason::CSR_IDENTITY_MISMATCH,
-            format!("the CSR asks for {id} but the credential entitles {entitled}"),
-        ));
-    }
-    Ok(())
-}
-
-fn issue(
+/// Signs an SVID for `id` and records it in `issued/`; nothing is handed out yet.
+fn sign_and_record(
     shared: &Shared,
     params: &CertificateSigningRequestParams,
     id: &SpiffeId,
     kind: &'static str,
-) -> Result<Response<Body>, Refusal> {
+) -> Result<(Arc<Ca>, Issued), Refusal> {
     let ca = shared
         .ca
         .read()
@@ -713,28 +756,30 @@ fn issue(
     let issued = ca
         .issue(params, id, shared.settings.svid_ttl)
         .map_err(|e| Refusal::new(reason::INTERNAL, e.to_string()))?;
-    #[derive(Serialize)]
-    struct Record<'a> {
-        serial: &'a str,
-        spiffe_id: String,
-        not_after: &'a str,
-        issued_at: String,
-        kind: &'a str,
-        ca_generation: u32,
-    }
-    let rec = Record {
-        serial: &issued.serial_hex,
+    let rec = IssuedRecord {
+        serial: issued.serial_hex.clone(),
         spiffe_id: id.to_string(),
-        not_after: &issued.not_after,
+        not_after: issued.not_after.clone(),
         issued_at: ca::rfc3339(time::OffsetDateTime::now_utc()),
-        kind,
+        kind: kind.to_string(),
         ca_generation: ca.active_gen,
     };
     write_json(&shared.state.issued(&issued.serial_hex), &rec)
         .map_err(|e| Refusal::new(reason::INTERNAL, e.to_string()))?;
+    Ok((ca, issued))
+}
+
+/// Hands out an SVID that was signed and recorded.
+fn svid_response(
+    shared: &Shared,
+    ca: &Ca,
+    issued: Issued,
+    id: &SpiffeId,
+    kind: &'static str,
+) -> Response<Body> {
     shared.metrics.issued(kind);
     info!(spiffe_id = %id, serial = %issued.serial_hex, not_after = %issued.not_after, kind, "issued X.509-SVID");
-    Ok(json_response(
+    json_response(
         StatusCode::OK,
         &SvidResponse {
             spiffe_id: id.to_string(),
@@ -742,7 +787,7 @@ fn issue(
             trust_bundle_pem: ca.bundle_pem().to_string(),
             not_after: issued.not_after,
         },
-    ))
+    )
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, Refusal> {
@@ -755,24 +800,54 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result
 }
 
 async fn bootstrap(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>, Refusal> {
-    let body = read_body(req).await?;
+    let body = read_body(shared, req).await?;
     let br: BootstrapRequest = parse_json(&body, "bootstrap request")?;
     if br.token.starts_with(api::JOIN_TOKEN_PREFIX) {
-        // Serialised: check, validate the CSR, mark used, issue. Nothing changes on refusal.
+        // Check, validate the CSR, sign and record, then use the token up; the exclusive claim
+        // is the commit point. A refusal or failure before it leaves the token usable; of
+        // concurrent requests with one token exactly one claims it, the others are replays
+        // and their certificates are discarded (and their records removed) unseen.
         let _guard = shared.join_lock.lock().await;
         let valid = tokens::check_join_token(&shared.state, &br.token)?;
-        let (params, requested) = parse_csr(&br.csr_pem)?;
-        check_requested(shared, requested.as_deref(), &valid.identity)?;
-        tokens::mark_used(&shared.state, &valid.id)
-            .map_err(|e| Refusal::new(reason::INTERNAL, e.to_string()))?;
+        let csr = issuance::check_csr(&br.csr_pem)?;
+        issuance::check_requested(
+            &shared.trust_domain,
+            csr.requested.as_deref(),
+            &valid.identity,
+        )?;
+        let (ca, issued) = sign_and_record(shared, &csr.params, &valid.identity, "bootstrap")?;
+        let forget = || {
+            let _ = std::fs::remove_file(shared.state.issued(&issued.serial_hex));
+        };
+        match tokens::claim(&shared.state, &valid.id) {
+            Ok(Claim::Claimed) => {}
+            Ok(Claim::AlreadyUsed) => {
+                forget();
+                return Err(Refusal::new(
+                    reason::TOKEN_REPLAYED,
+                    format!("join token {} was already used; create a new one", valid.id),
+                ));
+            }
+            Err(e) => {
+                forget();
+                return Err(Refusal::new(reason::INTERNAL, e.to_string()));
+            }
+        }
         info!(token = %valid.id, spiffe_id = %valid.identity, "join token used");
-        issue(shared, &params, &valid.identity, "bootstrap")
+        Ok(svid_response(
+            shared,
+            &ca,
+            issued,
+            &valid.identity,
+            "bootstrap",
+        ))
     } else {
         let id =
             tokens::verify_sa_jwt(&br.token, &shared.settings.sa_issuers, &shared.trust_domain)?;
-        let (params, requested) = parse_csr(&br.csr_pem)?;
-        check_requested(shared, requested.as_deref(), &id)?;
-        issue(shared, &params, &id, "bootstrap")
+        let csr = issuance::check_csr(&br.csr_pem)?;
+        issuance::check_requested(&shared.trust_domain, csr.requested.as_deref(), &id)?;
+        let (ca, issued) = sign_and_record(shared, &csr.params, &id, "bootstrap")?;
+        Ok(svid_response(shared, &ca, issued, &id, "bootstrap"))
     }
 }
 
@@ -781,11 +856,12 @@ async fn renew(
     req: Request<Incoming>,
     peer: &SpiffeId,
 ) -> Result<Response<Body>, Refusal> {
-    let body = read_body(req).await?;
+    let body = read_body(shared, req).await?;
     let rr: RenewRequest = parse_json(&body, "renew request")?;
-    let (params, requested) = parse_csr(&rr.csr_pem)?;
-    check_requested(shared, requested.as_deref(), peer)?;
-    issue(shared, &params, peer, "renew")
+    let csr = issuance::check_csr(&rr.csr_pem)?;
+    issuance::check_requested(&shared.trust_domain, csr.requested.as_deref(), peer)?;
+    let (ca, issued) = sign_and_record(shared, &csr.params, peer, "renew")?;
+    Ok(svid_response(shared, &ca, issued, peer, "renew"))
 }
 
 async fn config_poll(shared: &Shared, req: &Request<Incoming>, peer: &SpiffeId) -> Response<Body> {
@@ -834,7 +910,7 @@ async fn ack(
     req: Request<Incoming>,
     peer: &SpiffeId,
 ) -> Result<Response<Body>, Refusal> {
-    let body = read_body(req).await?;
+    let body = read_body(shared, req).await?;
     let a: ConfigAck = parse_json(&body, "config ack")?;
     shared.metrics.ack(a.accepted);
     if a.accepted {
@@ -908,7 +984,7 @@ fn handle_ops(shared: &Shared, path: &str) -> Response<Body> {
         }
         "/metrics" => text(
             StatusCode::OK,
-            shared.metrics.render(),
+            shared.metrics.render(shared.limits.open()),
             "text/plain; version=0.0.4",
         ),
         "/fips" => json_response(StatusCode::OK, &shared.settings.fips_report),
@@ -980,12 +1056,21 @@ mod tests {
         let mut accepted = 0;
         for m in mutations(&der, 3000) {
             let pem = identity::pem_encode("CERTIFICATE REQUEST", &m);
-            if parse_csr(&pem).is_ok() {
+            if issuance::check_csr(&pem).is_ok() {
                 accepted += 1;
             }
         }
         for m in mutations(csr.csr_pem.as_bytes(), 1000) {
-            let _ = parse_csr(&String::from_utf8_lossy(&m));
+            // Parsed, or refused with a CSR reason and a message; never a panic or another code.
+            if let Err(r) = issuance::check_csr(&String::from_utf8_lossy(&m)) {
+                assert!(
+                    [reason::CSR_INVALID, reason::CSR_IDENTITY_MISMATCH].contains(&r.reason),
+                    "{}: {}",
+                    r.reason,
+                    r.message
+                );
+                assert!(!r.message.is_empty());
+            }
         }
         assert!(accepted < 3000, "mutations should mostly be refused");
     }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::state::{read_json, write_atomic, write_json, StateDir, StateError};
+use crate::state::{read_json, write_json, StateDir, StateError};
 
 /// A refused token: a stable reason code and a message for the person.
 #[derive(Debug, Clone)]
@@ -44,12 +44,25 @@ pub struct JoinToken {
     pub secret_sha256: String,
 }
 
-/// Creates a join token for `identity`, valid for `ttl`; returns the token string (print it once).
+/// Why a join token could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    /// The TTL is out of range ([`crate::durations::TOKEN_TTL`]).
+    #[error(transparent)]
+    Ttl(#[from] crate::durations::OutOfRange),
+    /// The state directory failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// Creates a join token for `identity`, valid for `ttl` (inside
+/// [`crate::durations::TOKEN_TTL`]); returns the token string (print it once).
 pub fn create_join_token(
     state: &StateDir,
     identity: &SpiffeId,
     ttl: Duration,
-) -> Result<String, StateError> {
+) -> Result<String, CreateError> {
+    let expires = crate::durations::TOKEN_TTL.after_now(ttl)?;
     let mut id = [0u8; 12];
     let mut secret = [0u8; 32];
     let _ = aws_lc_rs::rand::fill(&mut id);
@@ -58,9 +71,7 @@ pub fn create_join_token(
     let secret = URL_SAFE_NO_PAD.encode(secret);
     let rec = JoinToken {
         identity: identity.to_string(),
-        expires_at: (OffsetDateTime::now_utc() + ttl)
-            .format(&Rfc3339)
-            .unwrap_or_default(),
+        expires_at: expires.format(&Rfc3339).unwrap_or_default(),
         secret_sha256: hex::encode(digest(&SHA256, secret.as_bytes())),
     };
     write_json(&state.token(&id), &rec)?;
@@ -119,12 +130,46 @@ pub fn check_join_token(state: &StateDir, token: &str) -> Result<ValidJoin, Refu
     })
 }
 
-/// Marks a join token used (atomically, before the certificate is handed out).
-pub fn mark_used(state: &StateDir, id: &str) -> Result<(), StateError> {
+/// The outcome of [`claim`].
+#[derive(Debug)]
+pub enum Claim {
+    /// This call used the token up.
+    Claimed,
+    /// The token had already been used (by another request, or another process).
+    AlreadyUsed,
+}
+
+/// Uses a join token up, exactly once: `used/<id>` is created exclusively (`O_EXCL`), so of
+/// two concurrent claims, in this process or another, exactly one gets [`Claim::Claimed`].
+/// The file's existence is the commit point; its content (the time) is informational, and it
+/// is fsynced with its directory before the certificate is handed out.
+pub fn claim(state: &StateDir, id: &str) -> Result<Claim, StateError> {
+    use std::io::Write;
+    let path = state.used(id);
     let at = OffsetDateTime::now_utc()
         .format(&Rfc3339)
         .unwrap_or_default();
-    write_atomic(&state.used(id), at.as_bytes(), false)
+    let mut f = match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(Claim::AlreadyUsed),
+        Err(e) => return Err(crate::state::io_err(&path)(e)),
+    };
+    let synced = f.write_all(at.as_bytes()).and_then(|()| f.sync_all());
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    if let Err(e) = synced {
+        // Not durably claimed: give the token back rather than burn it on a failed write.
+        let _ = std::fs::remove_file(&path);
+        return Err(crate::state::io_err(&path)(e));
+    }
+    Ok(Claim::Claimed)
 }
 
 /// A trusted service-account token issuer: its P-256 public key (uncompressed point).
@@ -253,11 +298,11 @@ pub fn verify_sa_jwt(
             reason::TOKEN_EXPIRED,
             format!(
                 "service-account token expired {} s ago; request a fresh projected token",
-                now - exp
+                now.saturating_sub(exp)
             ),
         ));
     }
-    if claims.nbf.is_some_and(|n| n > now + 60) {
+    if claims.nbf.is_some_and(|n| n > now.saturating_add(60)) {
         return Err(invalid("not valid yet (nbf in the future)"));
     }
     let aud_ok = match &claims.aud {

@@ -293,16 +293,23 @@ fn restart_loses_nothing() {
             .replace("weight = 90", "weight = 80")
             .replace("weight = 10", "weight = 20"),
     );
+    // The change must be published (a version after the first, carrying the new weight) and
+    // recorded as current before the restart; otherwise "survives a restart" proves nothing.
     let deadline = Instant::now() + Duration::from_secs(5);
-    let v0 = config_of(&poll_config(&cp, &w, 0, Duration::from_secs(5)).unwrap()).version;
-    let mut version = v0;
-    while Instant::now() < deadline {
-        version = config_of(&poll_config(&cp, &w, 0, Duration::from_secs(5)).unwrap()).version;
-        if cp.readyz()["config_version"] == version && version > 1 {
-            break;
+    let version = loop {
+        let c = config_of(&poll_config(&cp, &w, 0, Duration::from_secs(5)).unwrap());
+        let weight = c.config.routes.first().map(|r| r.destinations[0].weight);
+        if c.version > 1 && weight == Some(80) && cp.readyz()["config_version"] == c.version {
+            break c.version;
         }
+        assert!(
+            Instant::now() < deadline,
+            "the 80/20 change was not published within 5 s: version {}, weight {weight:?}, readyz {}",
+            c.version,
+            cp.readyz()
+        );
         std::thread::sleep(Duration::from_millis(100));
-    }
+    };
     let bundle_before = cp.bundle();
     let issued_before = cp.issued_on_record();
     let serials_before: Vec<_> = std::fs::read_dir(cp.state.join("issued"))
@@ -311,7 +318,14 @@ fn restart_loses_nothing() {
         .collect();
 
     cp.restart();
-    assert!(cp.log_text().contains("\"stopped\"") || std::fs::metadata(&cp.log).is_ok());
+    // The first run logged its clean shutdown (the log is appended across restarts).
+    let log = cp.log_text();
+    assert_eq!(
+        log.matches("\"message\":\"stopped\"").count(),
+        1,
+        "the first run did not log a clean stop: {log}"
+    );
+    assert_eq!(log.matches("\"message\":\"serving\"").count(), 2, "{log}");
 
     assert_eq!(cp.bundle(), bundle_before, "the CA survived");
     assert_eq!(cp.issued_on_record(), issued_before);

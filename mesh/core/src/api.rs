@@ -170,6 +170,11 @@ pub mod reason {
     pub const INTERNAL: &str = "internal";
     /// Metric label only: a TLS handshake with the API failed (unknown CA, non-FIPS suite, ...).
     pub const TLS_HANDSHAKE: &str = "tls_handshake";
+    /// The client certificate chains to a trusted root but is not an SVID this control plane
+    /// issued and still honours (another CA under a shared root, unknown or expired serial).
+    pub const SVID_NOT_HONOURED: &str = "svid_not_honoured";
+    /// The client took too long to send its request (headers or body); the connection is closed.
+    pub const TIMEOUT: &str = "timeout";
 }
 
 /// Everything one proxy needs, pushed by the control plane.

@@ -63,7 +63,12 @@ impl ControlPlane {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::File::create(&self.log).unwrap();
+        // Appended, so a restart keeps the previous run's log (its shutdown lines).
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
         let child = Command::new(BIN)
             .arg("run")
             .arg("--state-dir")
@@ -260,6 +265,21 @@ pub fn request(
     body: Vec<u8>,
     timeout: Duration,
 ) -> Result<Reply, String> {
+    request_from(None, addr, bundle_pem, client, method, path, body, timeout)
+}
+
+/// [`request`] from the local address `source` (e.g. 127.0.0.2, another peer on loopback).
+#[allow(clippy::too_many_arguments)]
+pub fn request_from(
+    source: Option<std::net::IpAddr>,
+    addr: SocketAddr,
+    bundle_pem: &str,
+    client: Option<&Workload>,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+    timeout: Duration,
+) -> Result<Reply, String> {
     let roots = tls::roots_from_pem(bundle_pem).map_err(|e| e.to_string())?;
     let expected = ExpectedPeer::Exact(SpiffeId::parse(&api::control_plane_id(TD)).unwrap());
     let cfg = match client {
@@ -269,9 +289,16 @@ pub fn request(
     .map_err(|e| e.to_string())?;
     rt().block_on(async move {
         let fut = async {
-            let tcp = tokio::net::TcpStream::connect(addr)
-                .await
-                .map_err(|e| e.to_string())?;
+            let tcp = match source {
+                None => tokio::net::TcpStream::connect(addr).await,
+                Some(ip) => {
+                    let sock = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+                    sock.bind(SocketAddr::new(ip, 0))
+                        .map_err(|e| e.to_string())?;
+                    sock.connect(addr).await
+                }
+            }
+            .map_err(|e| e.to_string())?;
             let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
             let name = ServerName::try_from(api::CONTROL_PLANE_SERVER_NAME).unwrap();
             let tls = connector
@@ -366,6 +393,38 @@ pub fn poll_config(
         &format!("{}?since={since}", api::PATH_CONFIG),
         Vec::new(),
         timeout,
+    )
+}
+
+/// Descriptors the process `pid` holds open now (`/proc/PID/fd`).
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// `POST /v1/bootstrap` as `source` with a fresh CSR for `id`.
+pub fn bootstrap_from(
+    cp: &ControlPlane,
+    source: std::net::IpAddr,
+    token: &str,
+    id: &str,
+) -> Result<Reply, String> {
+    let csr = identity::generate_csr(&SpiffeId::parse(id).unwrap()).unwrap();
+    let body = serde_json::to_vec(&BootstrapRequest {
+        token: token.into(),
+        csr_pem: csr.csr_pem,
+    })
+    .unwrap();
+    request_from(
+        Some(source),
+        cp.api,
+        &cp.bundle(),
+        None,
+        "POST",
+        api::PATH_BOOTSTRAP,
+        body,
+        Duration::from_secs(10),
     )
 }
 
