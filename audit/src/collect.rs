@@ -12,7 +12,7 @@ use distro_images::cosign::{
 };
 use distro_images::keys::VerifyingKey;
 use distro_images::registry::RegistryOptions;
-use distro_images::store::Store;
+use distro_images::store::{Layout, Store};
 use distro_images::verify::{self, Policy};
 use distro_images::ImageRef;
 use distro_schema::{cmvp_certificate_url, cmvp_security_policy_url, FipsEvidence};
@@ -80,6 +80,28 @@ impl Target {
     }
 }
 
+/// A layout or archive named without a tag, with its only image tag filled in; an error naming
+/// the tags when there are several (or none).
+fn with_only_tag(r: &ImageRef) -> Result<ImageRef, AuditError> {
+    let (layout, path) = match r {
+        ImageRef::Layout { path, tag: None } => (Layout::open_dir(path, false)?, path),
+        ImageRef::Archive { path, tag: None } => (Layout::open_archive(path)?, path),
+        _ => return Ok(r.clone()),
+    };
+    let tags = cosign::image_tags(&layout);
+    match tags.as_slice() {
+        [one] => Ok(r.with_tag(one)),
+        _ => Err(AuditError::Input {
+            input: path.display().to_string(),
+            reason: format!(
+                "the layout holds {} image tags ({}); name one as oci:DIR:TAG",
+                tags.len(),
+                tags.join(", ")
+            ),
+        }),
+    }
+}
+
 /// How to audit.
 pub struct Options<'a> {
     /// The key signatures and attestations must verify with.
@@ -104,6 +126,7 @@ pub fn audit(
     let mut images = Vec::new();
     match target {
         Target::Image(r) => {
+            let r = with_only_tag(r)?;
             let mut store = r.open(opts.registry, false)?;
             images.push(audit_image(
                 store.as_mut(),
@@ -115,12 +138,18 @@ pub fn audit(
         }
         Target::Release { layouts, .. } => {
             for (component, dir) in layouts {
-                let r = ImageRef::Layout {
+                let r = with_only_tag(&ImageRef::Layout {
                     path: dir.clone(),
                     tag: None,
-                };
+                })?;
                 let mut store = r.open(opts.registry, false)?;
-                let mut one = audit_image(store.as_mut(), &r.to_string(), None, None, opts);
+                let mut one = audit_image(
+                    store.as_mut(),
+                    &r.to_string(),
+                    r.selector().as_deref(),
+                    None,
+                    opts,
+                );
                 one.component.get_or_insert_with(|| component.clone());
                 images.push(one);
             }
