@@ -605,6 +605,11 @@ fn audit_offline_refuses_an_unsigned_release_dir_and_reports_a_pulled_layout() {
         p.to_str().unwrap(),
         "--plain-http",
     ]);
+    // Public artifacts are world-readable, the signing key is not.
+    assert_eq!(mode(&layout.join("index.json")), 0o644);
+    assert_eq!(mode(&layout.join("oci-layout")), 0o644);
+    assert_eq!(mode(&p), 0o644, "public key");
+    assert_eq!(mode(&k), 0o600, "signing key");
     drop(reg); // offline from here on
     let out = audit(&[
         layout.to_str().unwrap(),

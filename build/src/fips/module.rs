@@ -164,7 +164,12 @@ pub fn validation(module: &ModuleIdentity) -> ModuleValidation {
     sources.push(FactSource {
         fact: "certificate, status and standard".into(),
         source: row.map_or_else(
-            || format!("unconfirmed: {FIPS_SYS_CRATE} {} is not in the module table", module.crate_version),
+            || {
+                format!(
+                    "unconfirmed: {FIPS_SYS_CRATE} {} is not in the module table",
+                    module.crate_version
+                )
+            },
             |r| r.certificate_source.to_string(),
         ),
     });
