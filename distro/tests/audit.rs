@@ -364,6 +364,15 @@ fn audit_of_a_released_image_reports_verified_facts_in_json_markdown_and_html() 
         assert!(md.contains(fact), "Markdown lacks {fact:?}:\n{md}");
     }
     assert!(!md.contains("UNVERIFIED"), "{md}");
+    // Every component and advisory of the JSON is in the Markdown too.
+    for c in comps {
+        let purl = c["purl"].as_str().unwrap();
+        assert!(md.contains(purl), "Markdown lacks component {purl}");
+    }
+    for a in adv {
+        let id = a["id"].as_str().unwrap().replace('_', "\\_");
+        assert!(md.contains(&id), "Markdown lacks advisory {id}");
+    }
 
     // HTML: self-contained, the same facts, and it renders.
     let html_out = t.path().join("reports").join("audit.html");
@@ -402,6 +411,14 @@ fn audit_of_a_released_image_reports_verified_facts_in_json_markdown_and_html() 
         "PASSED",
     ] {
         assert!(text.contains(fact), "HTML lacks {fact:?}");
+    }
+    for c in comps {
+        let purl = c["purl"].as_str().unwrap();
+        assert!(text.contains(purl), "HTML lacks component {purl}");
+    }
+    for a in adv {
+        let id = a["id"].as_str().unwrap();
+        assert!(text.contains(id), "HTML lacks advisory {id}");
     }
     // The summary comes before the details.
     assert!(html.find("Summary").unwrap() < html.find("<details").unwrap());
