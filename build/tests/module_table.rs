@@ -99,3 +99,45 @@ fn policy_on_validation() {
     assert!(e.contains("0.13.x (AWS-LC FIPS 3.x, CMVP #5314)"), "{e}");
     assert!(e.contains("require_validated_module = false"), "{e}");
 }
+
+/// The validation facts an auditor reads: certificate page and security policy of the static
+/// certificate, FIPS 140-3, the module-not-product statement, and a source for every fact; a
+/// sunset date that no source confirmed is absent and its source says "unconfirmed".
+#[test]
+fn validation_facts_name_their_sources_and_admit_what_is_unconfirmed() {
+    let m = module::identify(&lock_with(&["0.13.17"]), Path::new("Cargo.lock")).unwrap();
+    let v = module::validation(&m);
+    assert_eq!(v.standard, "FIPS 140-3");
+    assert_eq!(v.status, CmvpStatus::Validated);
+    assert_eq!(v.certificate, Some(5314));
+    assert_eq!(
+        v.certificate_url.as_deref(),
+        Some("https://csrc.nist.gov/projects/cryptographic-module-validation-program/certificate/5314")
+    );
+    assert!(v.security_policy_url.unwrap().ends_with("/140sp5314.pdf"));
+    assert_eq!(v.sunset_date, None);
+    assert!(v.scope.contains("not to this product"));
+    let facts: Vec<&str> = v.sources.iter().map(|f| f.fact.as_str()).collect();
+    for f in [
+        "module line",
+        "certificate, status and standard",
+        "security policy",
+        "sunset date",
+        "tested operational environment",
+    ] {
+        assert!(facts.contains(&f), "no source for {f}: {facts:?}");
+    }
+    let sunset = v.sources.iter().find(|f| f.fact == "sunset date").unwrap();
+    assert!(
+        sunset.source.starts_with("unconfirmed"),
+        "{}",
+        sunset.source
+    );
+    assert!(v.tested_operational_environment.starts_with("unconfirmed"));
+
+    let v = module::validation(
+        &module::identify(&lock_with(&["0.14.1"]), Path::new("Cargo.lock")).unwrap(),
+    );
+    assert_eq!((v.certificate, v.status), (None, CmvpStatus::InProcess));
+    assert_eq!(v.certificate_url, None);
+}

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::cmd::Context;
-use crate::output::Format;
+use crate::output::FormatArg;
 
 /// Build, patch, attest and release a FIPS-hardened service-mesh distribution.
 #[derive(Parser)]
@@ -24,8 +24,8 @@ struct Cli {
     #[arg(long, global = true, value_name = "PATH", env = "DISTRO_CONFIG")]
     config: Option<PathBuf>,
     /// Output format of reports on stdout.
-    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
-    format: Format,
+    #[arg(long, global = true, value_enum, default_value_t = FormatArg::Text)]
+    format: FormatArg,
     /// Only print errors on stderr.
     #[arg(long, short, global = true)]
     quiet: bool,
@@ -60,6 +60,8 @@ enum Command {
     Attest(cmd::attest::Args),
     /// Verify an image's signature, attestations and policy before running it.
     Verify(cmd::verify::Args),
+    /// The auditor's report of a released image, verified first: --format html, md or json.
+    Audit(cmd::audit::Args),
     /// Run every stage of a release: support check, build, SBOM, VEX, images, push, sign,
     /// attest, verify.
     Release(cmd::release::Args),
@@ -68,7 +70,16 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     output::init_logging(cli.quiet);
-    let cx = Context::new(cli.config, cli.format, cli.quiet);
+    let format = match (cli.format.common(), &cli.command) {
+        (Some(f), _) => f,
+        (None, Command::Audit(_)) => output::Format::Text,
+        (None, _) => {
+            return output::report_error(&anyhow::anyhow!(
+            "--format html and --format md are only for `distro audit`; use --format text or json"
+        ))
+        }
+    };
+    let cx = Context::new(cli.config, format, cli.quiet);
     let result = match cli.command {
         Command::Build(a) => cmd::build::run(a, &cx),
         Command::Matrix(a) => cmd::matrix::run(a, &cx),
@@ -83,6 +94,7 @@ fn main() -> ExitCode {
         Command::Attest(a) => cmd::attest::run(a, &cx),
         Command::Verify(a) => cmd::verify::run(a, &cx),
         Command::Release(a) => cmd::release::run(a, &cx),
+        Command::Audit(a) => cmd::audit::run(a, &cx, cli.format),
     };
     match result {
         Ok(code) => code,

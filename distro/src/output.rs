@@ -11,6 +11,33 @@ pub enum Format {
     Json,
 }
 
+/// `--format` as given: [`Format`]'s values, plus the audit report's `html` and `md` (hidden
+/// from the global help: only `distro audit` takes them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FormatArg {
+    /// For people.
+    Text,
+    /// One JSON document.
+    Json,
+    /// One self-contained HTML file (`distro audit`).
+    #[value(hide = true)]
+    Html,
+    /// Markdown (`distro audit`).
+    #[value(hide = true)]
+    Md,
+}
+
+impl FormatArg {
+    /// The format of every other subcommand's reports; `None` for `html` and `md`.
+    pub fn common(self) -> Option<Format> {
+        match self {
+            FormatArg::Text => Some(Format::Text),
+            FormatArg::Json => Some(Format::Json),
+            FormatArg::Html | FormatArg::Md => None,
+        }
+    }
+}
+
 /// Logs go to stderr; `RUST_LOG` refines the level.
 pub fn init_logging(quiet: bool) {
     let default = if quiet { "error" } else { "info" };

@@ -136,9 +136,11 @@ pub fn read_regular(path: &Path, symlinks: Symlinks, limit: u64) -> std::io::Res
     Ok(data)
 }
 
-/// Writes `data` to `path` atomically (temp file in the same directory, fsync, rename); on
+/// Writes `data` to `path` atomically (temp file in the same directory, fsync, rename), readable
+/// by everyone (0644) whatever the umask: images, their index and public keys are published. On
 /// failure the temp file is removed and `path` is as it was.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Error::io("creating directory", dir, e))?;
     let name = path
@@ -159,6 +161,8 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
             .map_err(|e| Error::io("writing", &tmp, e))?;
         f.sync_all().map_err(|e| Error::io("syncing", &tmp, e))?;
         drop(f);
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| Error::io("setting permissions of", &tmp, e))?;
         std::fs::rename(&tmp, path).map_err(|e| Error::io("renaming into place", path, e))
     })();
     if result.is_err() {

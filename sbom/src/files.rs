@@ -96,4 +96,17 @@ mod tests {
         assert!(write_atomic(&f, b"two").is_ok());
         assert_eq!(std::fs::read(&f).unwrap_or_default(), b"two");
     }
+
+    /// An SBOM is a public artifact: 0644, not the temporary file's 0600.
+    #[test]
+    fn sboms_are_world_readable() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let f = dir.path().join("sbom").join("mesh-proxy.cdx.json");
+        assert!(write_atomic(&f, b"{}").is_ok());
+        let mode = std::fs::metadata(&f)
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or(0);
+        assert_eq!(mode, 0o644);
+    }
 }

