@@ -127,6 +127,8 @@ pub fn remediate_line(
             severity: None,
             affected_versions: None,
             affected: None,
+            commit: None,
+            date: None,
         };
         let crates: Vec<&str> = remediation
             .bumps
