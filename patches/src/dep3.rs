@@ -92,7 +92,8 @@ pub enum Severity {
 }
 
 impl Severity {
-    fn parse(s: &str) -> Option<Self> {
+    /// Parses `low|medium|moderate|high|critical` (any case).
+    pub fn parse(s: &str) -> Option<Self> {
         match s.trim().to_ascii_lowercase().as_str() {
             "low" => Some(Self::Low),
             "medium" | "moderate" => Some(Self::Medium),
@@ -242,7 +243,7 @@ pub fn is_advisory_id(id: &str) -> bool {
 }
 
 /// Normalises an advisory id: CVE and RUSTSEC upper-case, GHSA with a lower-case body.
-fn normalise_id(raw: &str) -> String {
+pub fn normalise_id(raw: &str) -> String {
     let upper = raw.to_ascii_uppercase();
     if let Some(rest) = upper.strip_prefix("GHSA-") {
         format!("GHSA-{}", rest.to_ascii_lowercase())
