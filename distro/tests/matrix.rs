@@ -211,7 +211,8 @@ fn release_gate() {
 }
 
 /// Advisory columns: the fixture advisory affects every line's Cargo.lock; 1.1's queue names
-/// its CVE alias, so it is fixed there and open elsewhere; informational notices are not listed.
+/// its CVE alias, so it is fixed there (listed once, under its RustSec id) and open elsewhere;
+/// informational notices are not listed.
 #[test]
 fn advisories_open_and_fixed() {
     let fx = Fixture::new();
@@ -239,7 +240,7 @@ fn advisories_open_and_fixed() {
     assert_eq!(row(&m, "1.1")["advisories_open"], serde_json::json!([]));
     assert_eq!(
         row(&m, "1.1")["advisories_fixed"],
-        serde_json::json!(["CVE-2099-0001"])
+        serde_json::json!(["RUSTSEC-2099-0001"])
     );
     assert_eq!(
         row(&m, "1.2")["advisories_open"],
