@@ -62,7 +62,7 @@ impl Fixture {
         write(&root.join("advisory-db/crates/demo-dep/RUSTSEC-2099-0002.md"), "```toml\n[advisory]\nid = \"RUSTSEC-2099-0002\"\npackage = \"demo-dep\"\ndate = \"2099-01-01\"\ninformational = \"unmaintained\"\n\n[versions]\npatched = []\n```\n\n# Unmaintained (informational, not listed)\n");
         write(&root.join("patches/1.0/series"), "");
         write(&root.join("patches/1.1/series"), "fix.patch\n");
-        write(&root.join("patches/1.1/fix.patch"), "Description: Fix demo flaw\nOrigin: backport, commit:abc\nAdvisories: CVE-2099-0001\n---\n");
+        write(&root.join("patches/1.1/fix.patch"), "Description: Fix demo flaw\nOrigin: backport, commit:abc\nAdvisories: CVE-2099-0001\n---\n--- /dev/null\n+++ b/FIXED\n@@ -0,0 +1 @@\n+fixed\n");
         let config = root.join("distro/distro.toml");
         write(&config, "[distribution]\nname = \"demo\"\n\n[support]\nmonths = 14\nwarn_days = 30\n\n[[component]]\nname = \"app\"\npackage = \"app\"\nbinary = \"app\"\nfips_required = false\n\n[[line]]\nversion = \"1.0\"\nrelease_date = 2025-01-31\nlatest = \"1.0.7\"\nsource = { git = \"../upstream\", ref = \"v1.0.0\" }\npatches = \"../patches/1.0\"\n\n[[line]]\nversion = \"1.1\"\nrelease_date = 2025-06-15\neol = 2026-12-31\nsource = { git = \"../upstream\", ref = \"v1.0.0\" }\npatches = \"../patches/1.1\"\n\n[[line]]\nversion = \"1.2\"\nrelease_date = 2026-05-01\nlatest = \"1.2.0\"\nsource = { git = \"../upstream\", ref = \"v1.0.0\" }\n");
         Fixture {

@@ -475,9 +475,10 @@ fn judge_by_code(
     other: &Line,
     backport: String,
 ) -> Result<(), PatchError> {
+    let patch = p.path.canonicalize().map_err(|e| PatchError::io(&p.path, e))?;
     let code = |why: &str, args: &[&str]| -> Result<bool, PatchError> {
         let mut c = Cmd::git_in_plain_tree(why.to_string(), tree);
-        c.arg("apply").args(args).arg(&p.path);
+        c.arg("apply").args(args).arg(&patch);
         Ok(c.output()?.status.success())
     };
     let label = format!(
