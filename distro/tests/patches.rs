@@ -726,7 +726,8 @@ fn remediation_and_vex_against_real_snapshot() {
     // upstream purl of the vulnerable version.
     let fixed = find("RUSTSEC-2026-0049", "rustls-webpki@0.103.13?distro=app-1.0");
     assert!(
-        !doc.to_string().contains("\"pkg:cargo/rustls-webpki@0.103.5\""),
+        !doc.to_string()
+            .contains("\"pkg:cargo/rustls-webpki@0.103.5\""),
         "{doc:#}"
     );
     assert_eq!(fixed["status"], "fixed");
@@ -901,12 +902,16 @@ fn forward_fixture() -> Forward {
     commit(
         &[(
             "src/crl.rs",
-            crl(DOC_OLD, BODY_REFACTORED).replace("/// Something else.", "/// Something else entirely."),
+            crl(DOC_OLD, BODY_REFACTORED)
+                .replace("/// Something else.", "/// Something else entirely."),
         )],
         "Reword the docs of other()",
     );
     commit(
-        &[("Cargo.toml", cargo_toml("0.2.0")), ("Cargo.lock", lock("0.2.0"))],
+        &[
+            ("Cargo.toml", cargo_toml("0.2.0")),
+            ("Cargo.lock", lock("0.2.0")),
+        ],
         "Release 0.2.0",
     );
     g(&["tag", "v0.2.0"]);
@@ -918,7 +923,14 @@ fn forward_fixture() -> Forward {
     let fix = g(&["rev-parse", "HEAD"]);
     g(&["checkout", "-q", "main"]);
     let merge = Command::new("git")
-        .args(["-c", "commit.gpgsign=false", "merge", "--no-ff", "-q", "release-0.1"])
+        .args([
+            "-c",
+            "commit.gpgsign=false",
+            "merge",
+            "--no-ff",
+            "-q",
+            "release-0.1",
+        ])
         .current_dir(&up)
         .env("GIT_AUTHOR_NAME", "Upstream Dev")
         .env("GIT_AUTHOR_EMAIL", "dev@upstream.example")
@@ -935,7 +947,10 @@ fn forward_fixture() -> Forward {
     g(&["commit", "-q", "-m", "Merge branch release-0.1"]);
     let merge = g(&["rev-parse", "HEAD"]);
     commit(
-        &[("Cargo.toml", cargo_toml("0.3.0")), ("Cargo.lock", lock("0.3.0"))],
+        &[
+            ("Cargo.toml", cargo_toml("0.3.0")),
+            ("Cargo.lock", lock("0.3.0")),
+        ],
         "Release 0.3.0",
     );
     g(&["tag", "v0.3.0"]);
@@ -960,14 +975,27 @@ fn fix_from_oldest_line_ranks_the_refactor_first() {
     let fw = forward_fixture();
     let fx = &fw.fx;
     let (r, out) = fx.json(&[
-        "patches", "backport", &fw.fix, "--from", "0.1", "--line", "0.1", "--line", "0.2",
-        "--line", "0.3", "--dry-run",
+        "patches",
+        "backport",
+        &fw.fix,
+        "--from",
+        "0.1",
+        "--line",
+        "0.1",
+        "--line",
+        "0.2",
+        "--line",
+        "0.3",
+        "--dry-run",
     ]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert_eq!(outcome(&r, "0.1")["outcome"], "applied", "{r:#}");
     assert_eq!(outcome(&r, "0.3")["outcome"], "already-present", "{r:#}");
     assert!(
-        outcome(&r, "0.3")["reason"].as_str().unwrap().contains("history"),
+        outcome(&r, "0.3")["reason"]
+            .as_str()
+            .unwrap()
+            .contains("history"),
         "{r:#}"
     );
     let c = outcome(&r, "0.2");
@@ -977,14 +1005,25 @@ fn fix_from_oldest_line_ranks_the_refactor_first() {
     assert_eq!(first["relation"], "on-line", "{c:#}");
     assert_eq!(first["context_lines"], 1, "{c:#}");
     assert_eq!(first["evidence"][0]["path"], "src/crl.rs");
-    assert_eq!(first["evidence"][0]["lines"], serde_json::json!([5]), "{c:#}");
+    assert_eq!(
+        first["evidence"][0]["lines"],
+        serde_json::json!([5]),
+        "{c:#}"
+    );
     assert!(
         !c["prerequisites"].to_string().contains("Reword the docs"),
         "an unrelated change to the same file is no prerequisite: {c:#}"
     );
     // The text report shows the ranking with its evidence.
     let text = fx.distro(&[
-        "patches", "backport", &fw.fix, "--from", "0.1", "--line", "0.2", "--dry-run",
+        "patches",
+        "backport",
+        &fw.fix,
+        "--from",
+        "0.1",
+        "--line",
+        "0.2",
+        "--dry-run",
     ]);
     let t = String::from_utf8_lossy(&text.stdout);
     assert!(
@@ -999,29 +1038,69 @@ fn fix_from_oldest_line_ranks_the_refactor_first() {
 fn merge_commit_refused_or_taken_against_named_parent() {
     let fw = forward_fixture();
     let fx = &fw.fx;
-    let out = fx.distro(&["patches", "backport", &fw.merge, "--from", "0.3", "--line", "0.2"]);
-    assert!(!out.status.success() && out.status.code() != Some(2), "{}", stderr(&out));
-    let e = stderr(&out);
-    assert!(e.contains("is a merge commit of 2 parents") && e.contains("--mainline"), "{e}");
+    let out = fx.distro(&[
+        "patches", "backport", &fw.merge, "--from", "0.3", "--line", "0.2",
+    ]);
     assert!(
-        !std::fs::read_to_string(fx.queue("0.2").join("series")).unwrap().contains(".patch"),
+        !out.status.success() && out.status.code() != Some(2),
+        "{}",
+        stderr(&out)
+    );
+    let e = stderr(&out);
+    assert!(
+        e.contains("is a merge commit of 2 parents") && e.contains("--mainline"),
+        "{e}"
+    );
+    assert!(
+        !std::fs::read_to_string(fx.queue("0.2").join("series"))
+            .unwrap()
+            .contains(".patch"),
         "nothing is queued"
     );
     let (r, out) = fx.json(&[
-        "patches", "backport", &fw.merge, "--from", "0.3", "--mainline", "1", "--line", "0.2",
+        "patches",
+        "backport",
+        &fw.merge,
+        "--from",
+        "0.3",
+        "--mainline",
+        "1",
+        "--line",
+        "0.2",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(outcome(&r, "0.2")["outcome"], "applied", "{r:#}");
-    let parent1 = git(&fx.root.join("forward"), &["rev-parse", &format!("{}^1", fw.merge)]);
-    let origin = format!("upstream, commit:{} (diff against parent 1 {parent1})", fw.merge);
+    let parent1 = git(
+        &fx.root.join("forward"),
+        &["rev-parse", &format!("{}^1", fw.merge)],
+    );
+    let origin = format!(
+        "upstream, commit:{} (diff against parent 1 {parent1})",
+        fw.merge
+    );
     assert_eq!(r["origin"], origin.as_str(), "{r:#}");
     let q = std::fs::read_to_string(outcome(&r, "0.2")["added"].as_str().unwrap()).unwrap();
     assert!(q.contains(&format!("Origin: {origin}\n")), "{q}");
-    assert!(q.contains(&format!("+{BODY_FIXED}")) && q.contains(&format!("-{BODY_REFACTORED}")), "{q}");
+    assert!(
+        q.contains(&format!("+{BODY_FIXED}")) && q.contains(&format!("-{BODY_REFACTORED}")),
+        "{q}"
+    );
     let out = fx.distro(&[
-        "patches", "backport", &fw.merge, "--from", "0.3", "--mainline", "3", "--line", "0.2",
+        "patches",
+        "backport",
+        &fw.merge,
+        "--from",
+        "0.3",
+        "--mainline",
+        "3",
+        "--line",
+        "0.2",
     ]);
-    assert!(!out.status.success() && stderr(&out).contains("has 2 parents"), "{}", stderr(&out));
+    assert!(
+        !out.status.success() && stderr(&out).contains("has 2 parents"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// `Affected-Versions` with a union of ranges decides per line (0.3 lies between the two
@@ -1040,7 +1119,12 @@ fn multi_range_affected_versions_and_advisory_ranges() {
         ),
     );
     let (r, out) = fx.json(&[
-        "patches", "backport", union.to_str().unwrap(), "--at", "2026-11-28", "--dry-run",
+        "patches",
+        "backport",
+        union.to_str().unwrap(),
+        "--at",
+        "2026-11-28",
+        "--dry-run",
     ]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert_eq!(outcome(&r, "0.4")["outcome"], "applied", "{r:#}");
@@ -1054,13 +1138,28 @@ fn multi_range_affected_versions_and_advisory_ranges() {
 
     let db = advisory_db(
         &fx.root,
-        &[("demo", "RUSTSEC-2026-9001", &["CVE-2026-1111"], &[">= 0.4.0"], &["< 0.3.0"])],
+        &[(
+            "demo",
+            "RUSTSEC-2026-9001",
+            &["CVE-2026-1111"],
+            &[">= 0.4.0"],
+            &["< 0.3.0"],
+        )],
     );
     let by_advisory = fx.root.join("by-advisory.patch");
-    write(&by_advisory, &text.replace("Affected-Versions: >=0.2.0\n", ""));
+    write(
+        &by_advisory,
+        &text.replace("Affected-Versions: >=0.2.0\n", ""),
+    );
     let (r, _) = fx.json(&[
-        "patches", "backport", by_advisory.to_str().unwrap(), "--at", "2026-11-28", "--dry-run",
-        "--advisory-db", db.to_str().unwrap(),
+        "patches",
+        "backport",
+        by_advisory.to_str().unwrap(),
+        "--at",
+        "2026-11-28",
+        "--dry-run",
+        "--advisory-db",
+        db.to_str().unwrap(),
     ]);
     assert_eq!(outcome(&r, "0.2")["outcome"], "not-affected", "{r:#}");
     assert_eq!(outcome(&r, "0.3")["outcome"], "three-way", "{r:#}");
@@ -1086,43 +1185,109 @@ fn development_line_judged_by_code_everywhere() {
     add_line(&fx, "0.6", "../upstream", "dev", None);
     let text = git(&fx.upstream, &["format-patch", "-1", "--stdout", &fx.fix]);
     let patch = fx.root.join("narrow.patch");
-    write(&patch, &text.replace("Affected-Versions: >=0.2.0", "Affected-Versions: >=0.2.0, <0.5.0"));
+    write(
+        &patch,
+        &text.replace(
+            "Affected-Versions: >=0.2.0",
+            "Affected-Versions: >=0.2.0, <0.5.0",
+        ),
+    );
     let (r, out) = fx.json(&[
-        "patches", "backport", patch.to_str().unwrap(), "--line", "0.6", "--line", "0.5", "--dry-run",
+        "patches",
+        "backport",
+        patch.to_str().unwrap(),
+        "--line",
+        "0.6",
+        "--line",
+        "0.5",
+        "--dry-run",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(outcome(&r, "0.5")["outcome"], "not-affected", "a release is judged by its version: {r:#}");
+    assert_eq!(
+        outcome(&r, "0.5")["outcome"],
+        "not-affected",
+        "a release is judged by its version: {r:#}"
+    );
     let dev = outcome(&r, "0.6");
     assert_eq!(dev["outcome"], "applied", "{r:#}");
-    assert!(dev["note"].as_str().unwrap().contains("judged by its code"), "{r:#}");
+    assert!(
+        dev["note"].as_str().unwrap().contains("judged by its code"),
+        "{r:#}"
+    );
 
-    let (r, out) = fx.json(&["patches", "backport", patch.to_str().unwrap(), "--line", "0.4"]);
+    let (r, out) = fx.json(&[
+        "patches",
+        "backport",
+        patch.to_str().unwrap(),
+        "--line",
+        "0.4",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(outcome(&r, "0.4")["outcome"], "applied");
     let db = advisory_db(
         &fx.root,
-        &[("demo", "RUSTSEC-2026-9001", &["CVE-2026-1111", "GHSA-abcd-1234-wxyz"], &[">= 0.5.0"], &[])],
+        &[(
+            "demo",
+            "RUSTSEC-2026-9001",
+            &["CVE-2026-1111", "GHSA-abcd-1234-wxyz"],
+            &[">= 0.5.0"],
+            &[],
+        )],
     );
     let dbs = db.to_str().unwrap();
     let (m, out) = fx.json(&["matrix", "--at", "2026-11-28", "--advisory-db", dbs]);
     assert!(out.status.success(), "{}", stderr(&out));
     let row = |line: &str| -> Value {
-        m["lines"].as_array().unwrap().iter().find(|r| r["line"] == line).cloned().unwrap()
+        m["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["line"] == line)
+            .cloned()
+            .unwrap()
     };
-    assert_eq!(row("0.6")["advisories_open"], serde_json::json!(["RUSTSEC-2026-9001"]), "{m:#}");
-    assert_eq!(row("0.5")["advisories_open"], serde_json::json!([]), "{m:#}");
-    assert_eq!(row("0.4")["advisories_fixed"], serde_json::json!(["RUSTSEC-2026-9001"]), "{m:#}");
-    assert_eq!(row("0.4")["advisories_open"], serde_json::json!([]), "{m:#}");
+    assert_eq!(
+        row("0.6")["advisories_open"],
+        serde_json::json!(["RUSTSEC-2026-9001"]),
+        "{m:#}"
+    );
+    assert_eq!(
+        row("0.5")["advisories_open"],
+        serde_json::json!([]),
+        "{m:#}"
+    );
+    assert_eq!(
+        row("0.4")["advisories_fixed"],
+        serde_json::json!(["RUSTSEC-2026-9001"]),
+        "{m:#}"
+    );
+    assert_eq!(
+        row("0.4")["advisories_open"],
+        serde_json::json!([]),
+        "{m:#}"
+    );
 
     let (scan, out) = fx.json(&["patches", "scan", "--line", "0.6", "--advisory-db", dbs]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(scan["open"], row("0.6")["advisories_open"], "{scan:#}");
 
-    for (line, status) in [("0.6", "affected"), ("0.5", "not_affected"), ("0.4", "fixed")] {
+    for (line, status) in [
+        ("0.6", "affected"),
+        ("0.5", "not_affected"),
+        ("0.4", "fixed"),
+    ] {
         let path = fx.root.join(format!("vex-{line}.json"));
         let (rep, out) = fx.json(&[
-            "patches", "vex", "--line", line, "--advisory-db", dbs, "--timestamp",
-            "2026-11-28T00:00:00Z", "-o", path.to_str().unwrap(),
+            "patches",
+            "vex",
+            "--line",
+            line,
+            "--advisory-db",
+            dbs,
+            "--timestamp",
+            "2026-11-28T00:00:00Z",
+            "-o",
+            path.to_str().unwrap(),
         ]);
         assert!(out.status.success(), "{}", stderr(&out));
         assert_eq!(rep["written"], true, "{rep:#}");
@@ -1149,19 +1314,29 @@ fn kept_conflict_resolved_and_taken_back_with_continue() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let c = outcome(&r, "0.2");
     let kept = PathBuf::from(c["kept"].as_str().unwrap_or_else(|| panic!("{r:#}")));
-    assert!(stderr(&out).contains(&kept.display().to_string()), "the path is printed");
+    assert!(
+        stderr(&out).contains(&kept.display().to_string()),
+        "the path is printed"
+    );
     let file = kept.join("src/crl.rs");
     assert!(std::fs::read_to_string(&file).unwrap().contains("<<<<<<<"));
 
     let out = fx.distro(&["patches", "backport", "--continue", "0.2"]);
     assert!(!out.status.success(), "markers are left");
-    assert!(stderr(&out).contains("src/crl.rs:") && stderr(&out).contains("conflict marker"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("src/crl.rs:") && stderr(&out).contains("conflict marker"),
+        "{}",
+        stderr(&out)
+    );
 
     let resolved = crl(DOC_OLD, BODY_FIXED) + "\n#[test]\nfn empty_reason_bits_do_not_panic() {\n    assert_eq!(parse_reason(&[]), 0);\n}\n";
     write(&file, &resolved);
     let (done, out) = fx.json(&["patches", "backport", "--continue", "0.2"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(done["origin"], format!("backport, commit:{}", fx.fix).as_str());
+    assert_eq!(
+        done["origin"],
+        format!("backport, commit:{}", fx.fix).as_str()
+    );
     assert_eq!(done["files"], serde_json::json!(["src/crl.rs"]));
     assert!(!kept.exists(), "the worktree is removed");
     let q = std::fs::read_to_string(done["added"].as_str().unwrap()).unwrap();
@@ -1175,11 +1350,25 @@ fn kept_conflict_resolved_and_taken_back_with_continue() {
         assert!(q.contains(&needle), "{needle} missing:\n{q}");
     }
     let dir = fx.root.join("out-0.2");
-    let out = fx.distro(&["patches", "apply", "--line", "0.2", "--out", dir.to_str().unwrap()]);
+    let out = fx.distro(&[
+        "patches",
+        "apply",
+        "--line",
+        "0.2",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(std::fs::read_to_string(dir.join("src/crl.rs")).unwrap(), resolved);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("src/crl.rs")).unwrap(),
+        resolved
+    );
     let out = fx.distro(&["patches", "backport", "--continue", "0.2"]);
-    assert!(!out.status.success() && stderr(&out).contains("no kept backport"), "{}", stderr(&out));
+    assert!(
+        !out.status.success() && stderr(&out).contains("no kept backport"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// A line whose queue already carries a hand-adapted fix for the same advisory is "already
@@ -1188,14 +1377,38 @@ fn kept_conflict_resolved_and_taken_back_with_continue() {
 #[test]
 fn adapted_fix_in_queue_is_already_fixed_not_conflict() {
     let fx = Fixture::new();
-    let adapted = |ids: &str| format!("Description: Reject empty reason bits (adapted)\nOrigin: backport, https://upstream.example/issues/42\nAdvisories: {ids}\n---\n--- a/src/crl.rs\n+++ b/src/crl.rs\n@@ -4,3 +4,3 @@\n pub fn parse_reason(bits: &[u8]) -> u8 {{\n-{BODY_OLD}\n+{BODY_FIXED}\n     first & 0x7f\n");
-    write(&fx.queue("0.2").join("local-crl.patch"), &adapted("GHSA-abcd-1234-wxyz"));
+    let adapted = |ids: &str| {
+        format!("Description: Reject empty reason bits (adapted)\nOrigin: backport, https://upstream.example/issues/42\nAdvisories: {ids}\n---\n--- a/src/crl.rs\n+++ b/src/crl.rs\n@@ -4,3 +4,3 @@\n pub fn parse_reason(bits: &[u8]) -> u8 {{\n-{BODY_OLD}\n+{BODY_FIXED}\n     first & 0x7f\n")
+    };
+    write(
+        &fx.queue("0.2").join("local-crl.patch"),
+        &adapted("GHSA-abcd-1234-wxyz"),
+    );
     write(&fx.queue("0.2").join("series"), "local-crl.patch\n");
-    write(&fx.queue("0.3").join("rustsec.patch"), &adapted("RUSTSEC-2026-9001").replace(BODY_OLD, BODY_REFACTORED));
+    write(
+        &fx.queue("0.3").join("rustsec.patch"),
+        &adapted("RUSTSEC-2026-9001").replace(BODY_OLD, BODY_REFACTORED),
+    );
     write(&fx.queue("0.3").join("series"), "rustsec.patch\n");
-    let db = advisory_db(&fx.root, &[("demo", "RUSTSEC-2026-9001", &["CVE-2026-1111"], &[">= 0.5.0"], &[])]);
+    let db = advisory_db(
+        &fx.root,
+        &[(
+            "demo",
+            "RUSTSEC-2026-9001",
+            &["CVE-2026-1111"],
+            &[">= 0.5.0"],
+            &[],
+        )],
+    );
     let (r, out) = fx.json(&[
-        "patches", "backport", &fx.fix, "--line", "0.2", "--line", "0.3", "--advisory-db",
+        "patches",
+        "backport",
+        &fx.fix,
+        "--line",
+        "0.2",
+        "--line",
+        "0.3",
+        "--advisory-db",
         db.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "no conflict: {}", stderr(&out));
@@ -1209,7 +1422,8 @@ fn adapted_fix_in_queue_is_already_fixed_not_conflict() {
     );
     let text = fx.distro(&["patches", "backport", &fx.fix, "--line", "0.2", "--dry-run"]);
     assert!(
-        String::from_utf8_lossy(&text.stdout).contains("line 0.2: already fixed by local-crl.patch"),
+        String::from_utf8_lossy(&text.stdout)
+            .contains("line 0.2: already fixed by local-crl.patch"),
         "{}",
         String::from_utf8_lossy(&text.stdout)
     );
@@ -1220,18 +1434,43 @@ fn adapted_fix_in_queue_is_already_fixed_not_conflict() {
 #[test]
 fn fix_in_line_history_under_another_shape_is_already_fixed() {
     let fx = Fixture::new();
-    git(&fx.upstream, &["checkout", "-q", "-b", "maint-0.3", "v0.3.0"]);
-    write(&fx.upstream.join("src/crl.rs"), &crl(DOC_OLD, "    let Some(first) = bits.first().copied() else { return 0 };"));
-    git(&fx.upstream, &["commit", "-q", "-am", "Port the empty-bits fix\n\nFixes CVE-2026-1111.\n"]);
+    git(
+        &fx.upstream,
+        &["checkout", "-q", "-b", "maint-0.3", "v0.3.0"],
+    );
+    write(
+        &fx.upstream.join("src/crl.rs"),
+        &crl(
+            DOC_OLD,
+            "    let Some(first) = bits.first().copied() else { return 0 };",
+        ),
+    );
+    git(
+        &fx.upstream,
+        &[
+            "commit",
+            "-q",
+            "-am",
+            "Port the empty-bits fix\n\nFixes CVE-2026-1111.\n",
+        ],
+    );
     let port = git(&fx.upstream, &["rev-parse", "HEAD"]);
     git(&fx.upstream, &["tag", "v0.3.1"]);
     git(&fx.upstream, &["checkout", "-q", "main"]);
-    let toml = std::fs::read_to_string(&fx.config).unwrap().replace("ref = \"v0.3.0\"", "ref = \"v0.3.1\"");
+    let toml = std::fs::read_to_string(&fx.config)
+        .unwrap()
+        .replace("ref = \"v0.3.0\"", "ref = \"v0.3.1\"");
     write(&fx.config, &toml);
     let (r, out) = fx.json(&["patches", "backport", &fx.fix, "--line", "0.3", "--dry-run"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(outcome(&r, "0.3")["outcome"], "already-fixed", "{r:#}");
-    assert!(outcome(&r, "0.3")["by"].as_str().unwrap().starts_with(&format!("commit {}", &port[..12])), "{r:#}");
+    assert!(
+        outcome(&r, "0.3")["by"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("commit {}", &port[..12])),
+        "{r:#}"
+    );
 }
 
 /// A commit backported by id gives a queue entry with its real `From <id>` line, its author
@@ -1241,8 +1480,15 @@ fn fix_in_line_history_under_another_shape_is_already_fixed() {
 fn commit_input_keeps_its_metadata() {
     let fx = Fixture::new();
     let (r, out) = fx.json(&[
-        "patches", "backport", &fx.fix, "--line", "0.4", "--bug", "https://tracker.example/7",
-        "--advisory", "RUSTSEC-2026-9001",
+        "patches",
+        "backport",
+        &fx.fix,
+        "--line",
+        "0.4",
+        "--bug",
+        "https://tracker.example/7",
+        "--advisory",
+        "RUSTSEC-2026-9001",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let q = std::fs::read_to_string(outcome(&r, "0.4")["added"].as_str().unwrap()).unwrap();
@@ -1263,18 +1509,50 @@ fn commit_input_keeps_its_metadata() {
     git(&fx.upstream, &["commit", "-q", "-m", "Add notes"]);
     let plain = git(&fx.upstream, &["rev-parse", "HEAD"]);
     let (r, out) = fx.json(&[
-        "patches", "backport", &plain, "--line", "0.4", "--dry-run", "--advisory", "cve-2026-4444",
-        "--severity", "low",
+        "patches",
+        "backport",
+        &plain,
+        "--line",
+        "0.4",
+        "--dry-run",
+        "--advisory",
+        "cve-2026-4444",
+        "--severity",
+        "low",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(r["advisories"], serde_json::json!(["CVE-2026-4444"]));
-    let bad = fx.distro(&["patches", "backport", &plain, "--line", "0.4", "--advisory", "CVE-1"]);
-    assert!(!bad.status.success() && stderr(&bad).contains("CVE-1"), "{}", stderr(&bad));
+    let bad = fx.distro(&[
+        "patches",
+        "backport",
+        &plain,
+        "--line",
+        "0.4",
+        "--advisory",
+        "CVE-1",
+    ]);
+    assert!(
+        !bad.status.success() && stderr(&bad).contains("CVE-1"),
+        "{}",
+        stderr(&bad)
+    );
     let db = advisory_db(&fx.root, &[]);
-    let (v, out) = fx.json(&["patches", "vex", "--line", "0.4", "--advisory-db", db.to_str().unwrap(), "--timestamp", "2026-11-28T00:00:00Z"]);
+    let (v, out) = fx.json(&[
+        "patches",
+        "vex",
+        "--line",
+        "0.4",
+        "--advisory-db",
+        db.to_str().unwrap(),
+        "--timestamp",
+        "2026-11-28T00:00:00Z",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(v["statements"][0]["status"], "fixed", "{v:#}");
-    assert_eq!(v["statements"][0]["vulnerability"]["name"], "CVE-2026-1111", "{v:#}");
+    assert_eq!(
+        v["statements"][0]["vulnerability"]["name"], "CVE-2026-1111",
+        "{v:#}"
+    );
 }
 
 /// `HEAD~1` means one commit before the --from line's ref, whatever the repository has
@@ -1284,10 +1562,20 @@ fn relative_refs_resolve_against_the_line() {
     let fx = Fixture::new();
     git(&fx.upstream, &["checkout", "-q", "v0.1.0"]);
     let (r, out) = fx.json(&[
-        "patches", "backport", "HEAD~1", "--from", "0.5", "--line", "0.4", "--dry-run",
+        "patches",
+        "backport",
+        "HEAD~1",
+        "--from",
+        "0.5",
+        "--line",
+        "0.4",
+        "--dry-run",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(r["patch"].as_str().unwrap().starts_with(&fx.fix[..12]), "{r:#}");
+    assert!(
+        r["patch"].as_str().unwrap().starts_with(&fx.fix[..12]),
+        "{r:#}"
+    );
     assert_eq!(outcome(&r, "0.4")["outcome"], "applied");
 }
 
@@ -1302,32 +1590,71 @@ fn vex_never_empty_and_names_the_distribution_release() {
     let path = fx.root.join("vex.json");
     write(&path, "stale");
     let (rep, out) = fx.json(&[
-        "patches", "vex", "--line", "0.1", "--advisory-db", empty.to_str().unwrap(), "-o",
+        "patches",
+        "vex",
+        "--line",
+        "0.1",
+        "--advisory-db",
+        empty.to_str().unwrap(),
+        "-o",
         path.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(rep["written"], false, "{rep:#}");
-    assert!(rep["reason"].as_str().unwrap().contains("nothing to state"), "{rep:#}");
-    assert!(!path.exists(), "no VEX (and no stale one) is left to attach");
+    assert!(
+        rep["reason"].as_str().unwrap().contains("nothing to state"),
+        "{rep:#}"
+    );
+    assert!(
+        !path.exists(),
+        "no VEX (and no stale one) is left to attach"
+    );
 
     // A registry crate with an advisory that does not affect the locked version.
     let lock_text = lock("0.1.0") + "\n[[package]]\nname = \"demo-dep\"\nversion = \"1.2.0\"\nsource = \"registry+https://github.com/rust-lang/crates.io-index\"\n";
-    git(&fx.upstream, &["checkout", "-q", "-b", "with-dep", "v0.1.0"]);
+    git(
+        &fx.upstream,
+        &["checkout", "-q", "-b", "with-dep", "v0.1.0"],
+    );
     write(&fx.upstream.join("Cargo.lock"), &lock_text);
     git(&fx.upstream, &["commit", "-q", "-am", "Depend on demo-dep"]);
     git(&fx.upstream, &["tag", "v0.1.1"]);
     git(&fx.upstream, &["checkout", "-q", "main"]);
-    let toml = std::fs::read_to_string(&fx.config).unwrap().replace("ref = \"v0.1.0\"", "ref = \"v0.1.1\"");
+    let toml = std::fs::read_to_string(&fx.config)
+        .unwrap()
+        .replace("ref = \"v0.1.0\"", "ref = \"v0.1.1\"");
     write(&fx.config, &toml);
-    let db = advisory_db(&fx.root.join("db2"), &[("demo-dep", "RUSTSEC-2026-7001", &["GHSA-wxyz-1234-abcd"], &[">= 1.1.0"], &[])]);
+    let db = advisory_db(
+        &fx.root.join("db2"),
+        &[(
+            "demo-dep",
+            "RUSTSEC-2026-7001",
+            &["GHSA-wxyz-1234-abcd"],
+            &[">= 1.1.0"],
+            &[],
+        )],
+    );
     let digest = "ab".repeat(32);
     let (rep, out) = fx.json(&[
-        "patches", "vex", "--line", "0.1", "--advisory-db", db.to_str().unwrap(), "-o",
-        path.to_str().unwrap(), "--timestamp", "2026-11-28T00:00:00Z", "--image",
+        "patches",
+        "vex",
+        "--line",
+        "0.1",
+        "--advisory-db",
+        db.to_str().unwrap(),
+        "-o",
+        path.to_str().unwrap(),
+        "--timestamp",
+        "2026-11-28T00:00:00Z",
+        "--image",
         &format!("127.0.0.1:5000/demo/demo@sha256:{digest}"),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!((rep["written"].clone(), rep["checked_only"].clone()), (Value::Bool(true), Value::Bool(true)), "{rep:#}");
+    assert_eq!(
+        (rep["written"].clone(), rep["checked_only"].clone()),
+        (Value::Bool(true), Value::Bool(true)),
+        "{rep:#}"
+    );
     check_openvex(&path);
     let doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let st = &doc["statements"][0];
@@ -1337,12 +1664,19 @@ fn vex_never_empty_and_names_the_distribution_release() {
         st["products"][0]["@id"],
         format!("pkg:oci/demo@sha256%3A{digest}?repository_url=127.0.0.1:5000/demo/demo").as_str()
     );
-    assert_eq!(st["products"][0]["subcomponents"][0]["@id"], "pkg:cargo/demo-dep@1.2.0?distro=demo-0.1");
+    assert_eq!(
+        st["products"][0]["subcomponents"][0]["@id"],
+        "pkg:cargo/demo-dep@1.2.0?distro=demo-0.1"
+    );
 }
 
 /// A free loopback port.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A line whose source is a git URL served by `git daemon` on loopback is fetched into
@@ -1352,7 +1686,10 @@ fn free_port() -> u16 {
 fn remote_source_fetched_into_cache() {
     let exec_path = git(Path::new("."), &["--exec-path"]);
     if !Path::new(&exec_path).join("git-daemon").is_file() {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "git daemon missing: apt-get install git (scripts/install-deps.sh)");
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "git daemon missing: apt-get install git (scripts/install-deps.sh)"
+        );
         eprintln!("SKIP remote_source_fetched_into_cache: git daemon not available");
         return;
     }
@@ -1368,7 +1705,12 @@ fn remote_source_fetched_into_cache() {
     }
     let daemon = Daemon(
         Command::new("git")
-            .args(["daemon", "--export-all", "--reuseaddr", "--listen=127.0.0.1"])
+            .args([
+                "daemon",
+                "--export-all",
+                "--reuseaddr",
+                "--listen=127.0.0.1",
+            ])
             .arg(format!("--port={port}"))
             .arg(format!("--base-path={}", fx.root.display()))
             .arg(&fx.root)
@@ -1377,45 +1719,93 @@ fn remote_source_fetched_into_cache() {
     );
     let up = std::time::Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(up.elapsed().as_secs() < 10, "git daemon did not listen on {port}");
+        assert!(
+            up.elapsed().as_secs() < 10,
+            "git daemon did not listen on {port}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let url = format!("git://127.0.0.1:{port}/upstream");
-    let toml = std::fs::read_to_string(&fx.config)
-        .unwrap()
-        .replace("git = \"../upstream\", ref = \"v0.4.0\"", &format!("git = \"{url}\", ref = \"v0.4.0\""));
+    let toml = std::fs::read_to_string(&fx.config).unwrap().replace(
+        "git = \"../upstream\", ref = \"v0.4.0\"",
+        &format!("git = \"{url}\", ref = \"v0.4.0\""),
+    );
     write(&fx.config, &toml);
     let run = || {
-        let out = fx.distro(&["patches", "backport", &fx.fix, "--line", "0.4", "--dry-run", "--format", "json"]);
-        (serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null), out)
+        let out = fx.distro(&[
+            "patches",
+            "backport",
+            &fx.fix,
+            "--line",
+            "0.4",
+            "--dry-run",
+            "--format",
+            "json",
+        ]);
+        (
+            serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null),
+            out,
+        )
     };
     let (r, out) = run();
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(outcome(&r, "0.4")["outcome"], "applied", "{r:#}");
-    assert!(stderr(&out).contains(&format!("source {url} cloned")), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("source {url} cloned")),
+        "{}",
+        stderr(&out)
+    );
     let cache: Vec<PathBuf> = std::fs::read_dir(fx.root.join("out/sources"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "git"))
         .collect();
     assert_eq!(cache.len(), 1, "{cache:?}");
-    assert_eq!(git(&cache[0], &["rev-parse", "--is-bare-repository"]), "true");
+    assert_eq!(
+        git(&cache[0], &["rev-parse", "--is-bare-repository"]),
+        "true"
+    );
 
     // Upstream moves on: a new tag is fetched into the mirror on the next run.
     git(&fx.upstream, &["tag", "v0.4.9", "v0.4.0"]);
-    write(&fx.config, &std::fs::read_to_string(&fx.config).unwrap().replace("ref = \"v0.4.0\"", "ref = \"v0.4.9\""));
+    write(
+        &fx.config,
+        &std::fs::read_to_string(&fx.config)
+            .unwrap()
+            .replace("ref = \"v0.4.0\"", "ref = \"v0.4.9\""),
+    );
     let (r, out) = run();
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains(&format!("source {url} updated")), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("source {url} updated")),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(outcome(&r, "0.4")["outcome"], "applied");
     drop(daemon);
 
     // file:// URLs are mirrored the same way (and work with the daemon gone).
     let file_url = format!("file://{}", fx.upstream.display());
-    write(&fx.config, &std::fs::read_to_string(&fx.config).unwrap().replace(&url, &file_url));
+    write(
+        &fx.config,
+        &std::fs::read_to_string(&fx.config)
+            .unwrap()
+            .replace(&url, &file_url),
+    );
     let dir = fx.root.join("out/0.4/src");
-    let out = fx.distro(&["patches", "apply", "--line", "0.4", "--out", dir.to_str().unwrap()]);
+    let out = fx.distro(&[
+        "patches",
+        "apply",
+        "--line",
+        "0.4",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(dir.join("src/crl.rs").is_file());
-    assert!(stderr(&out).contains(&format!("source {file_url} cloned")), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("source {file_url} cloned")),
+        "{}",
+        stderr(&out)
+    );
 }

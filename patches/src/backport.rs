@@ -269,7 +269,11 @@ fn git_in(repo: &Path, why: impl Into<String>) -> Cmd {
 }
 
 /// The commit `rev` names in `repo`, `HEAD` meaning `line_ref` when given.
-pub fn resolve_commit(repo: &Path, rev: &str, line_ref: Option<&str>) -> Result<String, PatchError> {
+pub fn resolve_commit(
+    repo: &Path,
+    rev: &str,
+    line_ref: Option<&str>,
+) -> Result<String, PatchError> {
     let relative = rev == "HEAD"
         || rev
             .strip_prefix("HEAD")
@@ -304,7 +308,11 @@ fn parents(repo: &Path, id: &str) -> Result<Vec<String>, PatchError> {
     let line = git_in(repo, format!("list the parents of {id}"))
         .args(["rev-list", "--parents", "-n", "1", id])
         .stdout()?;
-    Ok(line.split_whitespace().skip(1).map(str::to_string).collect())
+    Ok(line
+        .split_whitespace()
+        .skip(1)
+        .map(str::to_string)
+        .collect())
 }
 
 fn commit_exists(repo: &Path, id: &str) -> bool {
@@ -338,7 +346,10 @@ fn apply_overrides(meta: &mut PatchMeta, o: &Overrides, origin: &Path) -> Result
         let id = dep3::normalise_id(raw.trim());
         if !dep3::is_advisory_id(&id) {
             return Err(PatchError::invalid(
-                format!("--advisory `{raw}` is not a CVE, GHSA or RUSTSEC advisory id ({})", origin.display()),
+                format!(
+                    "--advisory `{raw}` is not a CVE, GHSA or RUSTSEC advisory id ({})",
+                    origin.display()
+                ),
                 "write ids like CVE-2026-12345, GHSA-abcd-1234-wxyz or RUSTSEC-2026-0049",
             ));
         }
@@ -479,7 +490,11 @@ impl Fix {
                     }
                 }
                 apply_overrides(&mut meta, &opts.overrides, &pseudo)?;
-                let name = format!("{}-{}.patch", &id[..12.min(id.len())], slug(&meta.description));
+                let name = format!(
+                    "{}-{}.patch",
+                    &id[..12.min(id.len())],
+                    slug(&meta.description)
+                );
                 // The queue copy carries the commit's own header fields (From <id>, author,
                 // author date, trailers) plus Origin.
                 let body = dep3::diff_part(&text);
@@ -517,11 +532,14 @@ pub fn upstream_version(line: &Line) -> semver::Version {
 /// (`latest`). Branches, commits and unreleased lines are judged by their code.
 pub fn is_release(line: &Line, source: &LineSource) -> bool {
     line.latest.is_some()
-        && git_in(&source.repo, format!("check whether {} is a release tag", line.source.git_ref))
-            .args(["rev-parse", "--verify", "--quiet"])
-            .arg(format!("refs/tags/{}", line.source.git_ref))
-            .output()
-            .is_ok_and(|o| o.status.success())
+        && git_in(
+            &source.repo,
+            format!("check whether {} is a release tag", line.source.git_ref),
+        )
+        .args(["rev-parse", "--verify", "--quiet"])
+        .arg(format!("refs/tags/{}", line.source.git_ref))
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 /// Whether upstream version `version` carries the bug `meta` fixes: its `Affected-Versions`,
@@ -698,10 +716,13 @@ fn already_carried(
     let line_ref = &line.source.git_ref;
     let repo = &source.repo;
     if let Some(c) = &fix.commit {
-        let anc = git_in(repo, "check whether the fix's commit is in the line's history")
-            .args(["merge-base", "--is-ancestor", c])
-            .arg(format!("{line_ref}^{{commit}}"))
-            .output()?;
+        let anc = git_in(
+            repo,
+            "check whether the fix's commit is in the line's history",
+        )
+        .args(["merge-base", "--is-ancestor", c])
+        .arg(format!("{line_ref}^{{commit}}"))
+        .output()?;
         if anc.status.success() {
             return Ok(Some(Outcome::AlreadyPresent {
                 reason: format!(
@@ -715,7 +736,14 @@ fn already_carried(
     let fix_id = patch_id(repo, fix.text.as_bytes())?;
     if let Some(fix_id) = fix_id {
         let mut log = git_in(repo, "list the line's commits touching the fix's files");
-        log.args(["log", "-p", "--no-merges", "--format=commit %H", "-n", "200"]);
+        log.args([
+            "log",
+            "-p",
+            "--no-merges",
+            "--format=commit %H",
+            "-n",
+            "200",
+        ]);
         match &fix.base {
             Some(b) => log.arg(format!("{b}..{line_ref}")),
             None => log.arg(line_ref),
@@ -982,8 +1010,8 @@ fn try_line(
                     (None, dir)
                 }
                 None => {
-                    let scratch = tempfile::tempdir()
-                        .map_err(|e| PatchError::io(std::env::temp_dir(), e))?;
+                    let scratch =
+                        tempfile::tempdir().map_err(|e| PatchError::io(std::env::temp_dir(), e))?;
                     let dir = scratch.path().join(format!("line-{}", line.version));
                     (Some(scratch), dir)
                 }
@@ -1006,7 +1034,15 @@ fn try_line(
             }
             Ok(())
         };
-        let (outcome, text) = try_fix(fix, line, wt, &source, newest_ref, opts, &mut commit_pending)?;
+        let (outcome, text) = try_fix(
+            fix,
+            line,
+            wt,
+            &source,
+            newest_ref,
+            opts,
+            &mut commit_pending,
+        )?;
         let git = |why: &str| git_in(&wt.dir, why.to_string());
         // Successes stay in the worktree, so later fixes are tried on top of them as the
         // queue will have them: a clean apply is already staged (committed lazily), a
@@ -1042,7 +1078,10 @@ fn try_line(
                     fix_text: fix.text.clone(),
                 };
                 let json = serde_json::to_vec_pretty(&state).map_err(|e| {
-                    PatchError::invalid(format!("cannot record the kept backport: {e}"), "report this as a bug")
+                    PatchError::invalid(
+                        format!("cannot record the kept backport: {e}"),
+                        "report this as a bug",
+                    )
                 })?;
                 crate::write_atomic(&keep_dir.join(format!("{}.json", line.version)), &json)?;
                 wt.keep();
@@ -1251,13 +1290,16 @@ fn blame(
     if len == 0 || start == 0 {
         return Ok(Vec::new());
     }
-    let out = git_in(dir, format!("find which commits wrote {path}:{start}+{len}"))
-        .args(["blame", "--porcelain", "-L"])
-        .arg(format!("{start},+{len}"))
-        .arg(rev)
-        .arg("--")
-        .arg(path)
-        .output()?;
+    let out = git_in(
+        dir,
+        format!("find which commits wrote {path}:{start}+{len}"),
+    )
+    .args(["blame", "--porcelain", "-L"])
+    .arg(format!("{start},+{len}"))
+    .arg(rev)
+    .arg("--")
+    .arg(path)
+    .output()?;
     if !out.status.success() {
         return Ok(Vec::new());
     }
@@ -1319,7 +1361,9 @@ fn prerequisites(
         .arg(base)
         .output()?;
     let on_line: Vec<String> = if merge_base.status.success() {
-        let mb = String::from_utf8_lossy(&merge_base.stdout).trim().to_string();
+        let mb = String::from_utf8_lossy(&merge_base.stdout)
+            .trim()
+            .to_string();
         rev_list(
             repo,
             "list the line's commits since it diverged from the fix's parent",
@@ -1333,7 +1377,11 @@ fn prerequisites(
         let entry = credit
             .entry(id.to_string())
             .or_insert_with(|| (rel, Vec::new()));
-        match entry.1.iter_mut().find(|e| e.path == path && e.hunk == hunk) {
+        match entry
+            .1
+            .iter_mut()
+            .find(|e| e.path == path && e.hunk == hunk)
+        {
             Some(e) => e.lines.push(line),
             None => entry.1.push(Evidence {
                 path: path.to_string(),
@@ -1346,7 +1394,9 @@ fn prerequisites(
     // The fix's side: hunks of conflicting files whose expected lines are not in the line's
     // file as they stand, blamed where the fix was written.
     for h in parse_hunks(dep3::diff_part(fix_text)) {
-        if !conflicting.contains(&h.new_path.as_str()) && !conflicting.contains(&h.old_path.as_str()) {
+        if !conflicting.contains(&h.new_path.as_str())
+            && !conflicting.contains(&h.old_path.as_str())
+        {
             continue;
         }
         let head = git_in(wt, "read the line's file")
@@ -1422,7 +1472,10 @@ fn prerequisites(
             .then(order(&a.id).cmp(&order(&b.id)))
     });
     if out.is_empty() {
-        let mut c = git_in(repo, "find missing commits that touched the conflicting files");
+        let mut c = git_in(
+            repo,
+            "find missing commits that touched the conflicting files",
+        );
         c.args([
             "log",
             "--no-merges",
@@ -1512,18 +1565,29 @@ pub fn continue_backport(
     })?;
     let queue = line.patches.clone().ok_or_else(|| {
         PatchError::invalid(
-            format!("line {} has no patch queue to record the resolution in", line.version),
-            format!("set `patches = \"patches/{}\"` in its [[line]]", line.version),
+            format!(
+                "line {} has no patch queue to record the resolution in",
+                line.version
+            ),
+            format!(
+                "set `patches = \"patches/{}\"` in its [[line]]",
+                line.version
+            ),
         )
     })?;
     let wt = &state.worktree;
     if !wt.is_dir() {
         return Err(PatchError::invalid(
             format!("the kept worktree {} is gone", wt.display()),
-            format!("remove {} and backport again with --keep", state_path.display()),
+            format!(
+                "remove {} and backport again with --keep",
+                state_path.display()
+            ),
         ));
     }
-    git_in(wt, "stage the resolution").args(["add", "-A"]).run()?;
+    git_in(wt, "stage the resolution")
+        .args(["add", "-A"])
+        .run()?;
     let changed = git_in(wt, "list the files the resolution changes")
         .args(["diff", "--cached", "--name-only"])
         .arg(&state.base)
@@ -1544,7 +1608,10 @@ pub fn continue_backport(
     }
     if files.is_empty() {
         return Err(PatchError::invalid(
-            format!("the kept worktree {} has no change against the line", wt.display()),
+            format!(
+                "the kept worktree {} has no change against the line",
+                wt.display()
+            ),
             "edit the files to carry the fix, then run --continue again",
         ));
     }

@@ -683,8 +683,13 @@ mod tests {
         assert!(!m.affects(&v("1.42.1")) && !m.affects(&v("1.42.9")));
         assert!(m.affects(&v("1.43.0")) && !m.affects(&v("1.43.1")));
         assert!(!m.affects(&v("1.38.9")));
-        match parse(Path::new("u.patch"), "Description: x\nOrigin: vendor\nAffected-Versions: >=1.0.0 ||\n") {
-            Err(PatchError::Header { line: 3, message, .. }) => assert!(message.contains("empty range"), "{message}"),
+        match parse(
+            Path::new("u.patch"),
+            "Description: x\nOrigin: vendor\nAffected-Versions: >=1.0.0 ||\n",
+        ) {
+            Err(PatchError::Header {
+                line: 3, message, ..
+            }) => assert!(message.contains("empty range"), "{message}"),
             other => panic!("{other:?}"),
         }
     }
@@ -699,7 +704,10 @@ mod tests {
         assert_eq!(m.commit.as_deref(), Some(id));
         let out = render_header(&m, NaiveDate::from_ymd_opt(2026, 11, 2).unwrap());
         assert!(out.starts_with(&format!("From {id} ")), "{out}");
-        assert!(out.contains("Date: Tue, 3 Feb 2026 04:05:06 +0100\n"), "{out}");
+        assert!(
+            out.contains("Date: Tue, 3 Feb 2026 04:05:06 +0100\n"),
+            "{out}"
+        );
         let zero = parse(Path::new("z.patch"), &out.replace(id, &"0".repeat(40))).unwrap();
         assert_eq!(zero.commit, None);
     }

@@ -129,7 +129,9 @@ impl LineEvaluation {
         let open = self.open();
         let mut out: Vec<String> = Vec::new();
         for e in &self.advisories {
-            if e.status == Status::Fixed && !open.contains(&e.advisory) && !out.contains(&e.advisory)
+            if e.status == Status::Fixed
+                && !open.contains(&e.advisory)
+                && !out.contains(&e.advisory)
             {
                 out.push(e.advisory.clone());
             }
@@ -283,7 +285,10 @@ fn evaluate_state(
             .filter(|p| p.name == f.package && compatible(&p.version))
             .map(|p| p.version.to_string())
             .collect();
-        let bumped: Vec<&String> = now.iter().filter(|v| **v != f.version.to_string()).collect();
+        let bumped: Vec<&String> = now
+            .iter()
+            .filter(|v| **v != f.version.to_string())
+            .collect();
         let mut e = Evaluation {
             advisory: f.advisory.clone(),
             aliases: f.aliases.clone(),
@@ -305,7 +310,11 @@ fn evaluate_state(
                     "{} bumped from {} to {}",
                     f.package,
                     f.version,
-                    bumped.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                    bumped
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )
             };
             e.notes = match (by_patch, bump.is_empty()) {
@@ -365,7 +374,11 @@ fn evaluate_state(
 
     // Advisories other lines carry patches for.
     for other in dist.lines.iter().filter(|l| l.version != line.version) {
-        let Some(dir) = other.patches.as_ref().filter(|d| d.join("series").is_file()) else {
+        let Some(dir) = other
+            .patches
+            .as_ref()
+            .filter(|d| d.join("series").is_file())
+        else {
             continue;
         };
         for p in read_queue(dir)? {
@@ -475,7 +488,10 @@ fn judge_by_code(
     other: &Line,
     backport: String,
 ) -> Result<(), PatchError> {
-    let patch = p.path.canonicalize().map_err(|e| PatchError::io(&p.path, e))?;
+    let patch = p
+        .path
+        .canonicalize()
+        .map_err(|e| PatchError::io(&p.path, e))?;
     let code = |why: &str, args: &[&str]| -> Result<bool, PatchError> {
         let mut c = Cmd::git_in_plain_tree(why.to_string(), tree);
         c.arg("apply").args(args).arg(&patch);
@@ -490,11 +506,17 @@ fn judge_by_code(
         e.status = Status::NotAffected;
         e.justification = Some("component_not_present".into());
         e.notes = format!("{label}: none of its files ({}) exist", p.files.join(", "));
-    } else if code("check whether the line's code already has the fix", &["--check", "--reverse"])? {
+    } else if code(
+        "check whether the line's code already has the fix",
+        &["--check", "--reverse"],
+    )? {
         e.status = Status::NotAffected;
         e.justification = Some("vulnerable_code_not_present".into());
         e.notes = format!("{label}: the fix reverse-applies, its change is in the code");
-    } else if code("check whether the line's code has what the fix changes", &["--check"])? {
+    } else if code(
+        "check whether the line's code has what the fix changes",
+        &["--check"],
+    )? {
         e.status = Status::Affected;
         e.notes = format!("{label}: the fix applies, so the vulnerable code is present");
         e.action = Some(backport);

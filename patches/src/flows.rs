@@ -246,9 +246,15 @@ pub fn vex_line(
     let document = crate::vex::document(&evaluation, &products, author, timestamp);
     if let Some(doc) = &document {
         let value = serde_json::to_value(doc).map_err(|e| {
-            PatchError::invalid(format!("cannot serialise the VEX document: {e}"), "report this as a bug")
+            PatchError::invalid(
+                format!("cannot serialise the VEX document: {e}"),
+                "report this as a bug",
+            )
         })?;
-        crate::vex::validate(&value, &format!("OpenVEX document of line {}", line.version))?;
+        crate::vex::validate(
+            &value,
+            &format!("OpenVEX document of line {}", line.version),
+        )?;
     }
     Ok(VexOutcome {
         line: line.version.clone(),

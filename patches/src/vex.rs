@@ -114,7 +114,12 @@ pub struct Products {
 impl Products {
     /// `images` are `REPOSITORY@sha256:HEX` references; without any, the release is
     /// `pkg:generic/DIST@RELEASE`.
-    pub fn new(dist: &str, line: &str, release: &str, images: &[String]) -> Result<Products, PatchError> {
+    pub fn new(
+        dist: &str,
+        line: &str,
+        release: &str,
+        images: &[String],
+    ) -> Result<Products, PatchError> {
         let mut purls = Vec::new();
         for image in images {
             purls.push(oci_purl(image)?);
@@ -163,7 +168,9 @@ fn statement(e: &Evaluation, products: &Products) -> Statement {
     };
     let mut aliases: Vec<String> = Vec::new();
     for a in &e.aliases {
-        if !a.eq_ignore_ascii_case(&e.advisory) && !aliases.iter().any(|x| x.eq_ignore_ascii_case(a)) {
+        if !a.eq_ignore_ascii_case(&e.advisory)
+            && !aliases.iter().any(|x| x.eq_ignore_ascii_case(a))
+        {
             aliases.push(a.clone());
         }
     }
@@ -244,7 +251,12 @@ fn validator() -> Result<&'static jsonschema::Validator, PatchError> {
             .map_err(|e| format!("compiling the vendored OpenVEX schema: {e}"))
     })
     .as_ref()
-    .map_err(|e| PatchError::invalid(e.clone(), "report this as a bug: the vendored schema is broken"))
+    .map_err(|e| {
+        PatchError::invalid(
+            e.clone(),
+            "report this as a bug: the vendored schema is broken",
+        )
+    })
 }
 
 /// Checks an OpenVEX document against the official schema; the error lists every violation.
@@ -289,7 +301,10 @@ mod tests {
         }]);
         validate(&doc, "x.json").unwrap();
         doc["statements"][0]["status"] = "affected".into();
-        assert!(validate(&doc, "x.json").is_err(), "affected needs an action_statement");
+        assert!(
+            validate(&doc, "x.json").is_err(),
+            "affected needs an action_statement"
+        );
     }
 
     /// Image references by digest become OCI purls; anything else is refused.

@@ -44,7 +44,12 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
         // The advisory columns read every line's source: remote ones come from the cache.
         let cache = cx.default_out().join("sources");
         for m in distro_patches::source::localise(&mut dist, &cache)? {
-            cx.status(&format!("source {} {} ({})", m.url, m.action, m.mirror.display()));
+            cx.status(&format!(
+                "source {} {} ({})",
+                m.url,
+                m.action,
+                m.mirror.display()
+            ));
         }
     }
     let dist = dist;

@@ -33,11 +33,13 @@ pub enum Command {
         line: String,
     },
     /// Try fixes (patch files or commits) on every supported line; several fixes are tried in
-    /// order, each on top of the ones before it. A line whose queue or history already carries
-    /// the fix (or another fix for the same advisory) says so; lines outside the affected range
-    /// are skipped when their ref is a release, and judged by their code otherwise. JSON: one
-    /// report, or an array of reports when several fixes are given. Exits 2 when a line
-    /// conflicts.
+    /// order, each on top of the ones before it. JSON: one report, or an array of reports when
+    /// several fixes are given. Exits 2 when a line conflicts.
+    ///
+    /// A line whose queue or history already carries the fix (or another fix for the same
+    /// advisory) says so. Lines outside the affected range are skipped when their ref is a
+    /// release, and judged by their code otherwise. A conflict lists the likely prerequisites,
+    /// relative to the commit the fix was written on, most conflicting context first.
     Backport {
         /// Git-format patches with DEP-3 headers, or commits (ids, tags, branches, or HEAD~N
         /// relative to the --from line's ref).
@@ -83,8 +85,9 @@ pub enum Command {
         resume: Option<String>,
     },
     /// List the advisories that affect a line's Cargo.lock (before its queue), and what each
-    /// advisory that concerns the line means for it as shipped (the answers the matrix and the
-    /// VEX document give).
+    /// means for the line as shipped.
+    ///
+    /// The answers are the line's evaluation, which the matrix and the VEX document report too.
     Scan {
         /// The release line.
         #[arg(long)]
@@ -140,7 +143,12 @@ pub fn run(command: Command, cx: &Context) -> anyhow::Result<ExitCode> {
     let mut dist = cx.distribution()?;
     let cache = cx.default_out().join("sources");
     for m in distro_patches::source::localise(&mut dist, &cache)? {
-        cx.status(&format!("source {} {} ({})", m.url, m.action, m.mirror.display()));
+        cx.status(&format!(
+            "source {} {} ({})",
+            m.url,
+            m.action,
+            m.mirror.display()
+        ));
     }
     let dist = dist;
     let line_of = |v: &str| -> anyhow::Result<&distro_config::Line> {
@@ -222,7 +230,8 @@ pub fn run(command: Command, cx: &Context) -> anyhow::Result<ExitCode> {
             let keep_dir = cx.default_out().join("backports");
             if let Some(v) = resume {
                 let l = line_of(&v)?;
-                let done = backport::continue_backport(&keep_dir, l, chrono::Utc::now().date_naive())?;
+                let done =
+                    backport::continue_backport(&keep_dir, l, chrono::Utc::now().date_naive())?;
                 match cx.format {
                     Format::Json => output::json(&done)?,
                     Format::Text => output::data(&format!(
@@ -264,7 +273,10 @@ pub fn run(command: Command, cx: &Context) -> anyhow::Result<ExitCode> {
                 bugs,
             };
             anyhow::ensure!(
-                fixes.len() == 1 || (overrides.advisories.is_empty() && overrides.severity.is_none() && overrides.bugs.is_empty()),
+                fixes.len() == 1
+                    || (overrides.advisories.is_empty()
+                        && overrides.severity.is_none()
+                        && overrides.bugs.is_empty()),
                 "--advisory, --severity and --bug describe one fix; pass a single fix with them"
             );
             let load = backport::LoadOptions {
@@ -277,8 +289,8 @@ pub fn run(command: Command, cx: &Context) -> anyhow::Result<ExitCode> {
                 .map(|f| backport::Fix::load(&Input::guess(f), &repo, &load))
                 .collect::<Result<Vec<_>, _>>()?;
             let explicit_db = advisory_db.is_some();
-            let db_path = advisory_db
-                .unwrap_or_else(|| distro_patches::default_advisory_db(&cx.config_path));
+            let db_path =
+                advisory_db.unwrap_or_else(|| distro_patches::default_advisory_db(&cx.config_path));
             let db = match AdvisoryDb::load(&db_path) {
                 Ok(db) => Some(db),
                 Err(e) if !explicit_db => {
@@ -310,7 +322,10 @@ pub fn run(command: Command, cx: &Context) -> anyhow::Result<ExitCode> {
                 .filter(|l| matches!(l.outcome, Outcome::Conflict { .. }))
                 .count();
             for l in reports.iter().flat_map(|r| &r.lines) {
-                if let Outcome::Conflict { kept: Some(dir), .. } = &l.outcome {
+                if let Outcome::Conflict {
+                    kept: Some(dir), ..
+                } = &l.outcome
+                {
                     cx.status(&format!(
                         "line {}: conflicting worktree kept at {}; resolve it, then run `distro patches backport --continue {}`",
                         l.line,
@@ -518,7 +533,15 @@ pub fn run(command: Command, cx: &Context) -> anyhow::Result<ExitCode> {
                     .with_timezone(&chrono::Utc),
                 None => chrono::Utc::now(),
             };
-            let vex = flows::vex_line(&dist, l, release.as_deref(), &images, &db, &cargo_home()?, ts)?;
+            let vex = flows::vex_line(
+                &dist,
+                l,
+                release.as_deref(),
+                &images,
+                &db,
+                &cargo_home()?,
+                ts,
+            )?;
             match (&out, &vex.document) {
                 (Some(path), Some(doc)) => {
                     let text = serde_json::to_string_pretty(doc)? + "\n";
@@ -527,7 +550,11 @@ pub fn run(command: Command, cx: &Context) -> anyhow::Result<ExitCode> {
                         "wrote {} ({} statements{})",
                         path.display(),
                         doc.statements.len(),
-                        if vex.checked_only { ", not_affected for the advisories checked against the line's crates" } else { "" }
+                        if vex.checked_only {
+                            ", not_affected for the advisories checked against the line's crates"
+                        } else {
+                            ""
+                        }
                     ));
                 }
                 (Some(path), None) => {
@@ -565,7 +592,10 @@ pub fn run(command: Command, cx: &Context) -> anyhow::Result<ExitCode> {
                     vex.line,
                     match &vex.document {
                         Some(_) => format!("{} statement(s) written", vex.statements),
-                        None => format!("no VEX written: {}", vex.reason.as_deref().unwrap_or_default()),
+                        None => format!(
+                            "no VEX written: {}",
+                            vex.reason.as_deref().unwrap_or_default()
+                        ),
                     }
                 )),
                 _ => {}
@@ -643,7 +673,8 @@ fn backport_text(r: &backport::Report) -> String {
                         .evidence
                         .iter()
                         .map(|e| {
-                            let lines: Vec<String> = e.lines.iter().map(ToString::to_string).collect();
+                            let lines: Vec<String> =
+                                e.lines.iter().map(ToString::to_string).collect();
                             format!("{} (hunk at {}) lines {}", e.path, e.hunk, lines.join(","))
                         })
                         .collect();
