@@ -1639,3 +1639,42 @@ pub fn continue_backport(
         removed_worktree: wt.clone(),
     })
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // in tests a panic is the failure report
+mod tests {
+    use super::*;
+
+    /// Hunks carry their file, first old line and the lines they expect (context and removed,
+    /// not added); a block is found only where its lines occur contiguously.
+    #[test]
+    fn hunks_and_blocks() {
+        let diff = "diff --git a/src/x.rs b/src/x.rs\nindex 1..2 100644\n--- a/src/x.rs\n+++ b/src/x.rs\n@@ -4,3 +4,3 @@ fn f()\n a\n-b\n+c\n d\n@@ -10 +10,2 @@\n e\n+f\n";
+        let h = parse_hunks(diff);
+        assert_eq!(h.len(), 2);
+        assert_eq!((h[0].old_path.as_str(), h[0].old_start), ("src/x.rs", 4));
+        assert_eq!(h[0].preimage, ["a", "b", "d"]);
+        assert_eq!((h[1].old_start, h[1].preimage.len()), (10, 1));
+        let hay = ["z", "a", "b", "d", "a"];
+        assert_eq!(find_block(&hay, &["a", "b", "d"]), Some(2));
+        assert_eq!(find_block(&hay, &["a", "d"]), None);
+        assert_eq!(find_block(&hay, &[]), None);
+    }
+
+    /// Ids fold through the database: an alias finds its advisory and the advisory's other ids.
+    #[test]
+    fn ids_fold_through_aliases() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("crates/x/RUSTSEC-2026-0001.md");
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(&f, "```toml\n[advisory]\nid = \"RUSTSEC-2026-0001\"\npackage = \"x\"\ndate = \"2026-01-01\"\naliases = [\"CVE-2026-0001\", \"GHSA-aaaa-bbbb-cccc\"]\n[versions]\npatched = []\n```\n# t\n").unwrap();
+        let db = AdvisoryDb::load(dir.path()).unwrap();
+        let folded = fold_ids(&["ghsa-aaaa-bbbb-cccc".to_string()], Some(&db));
+        assert!(
+            folded.contains(&"RUSTSEC-2026-0001".to_string()),
+            "{folded:?}"
+        );
+        assert!(folded.contains(&"CVE-2026-0001".to_string()), "{folded:?}");
+        assert_eq!(fold_ids(&["CVE-2026-9".to_string()], None), ["CVE-2026-9"]);
+    }
+}
