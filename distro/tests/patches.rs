@@ -830,7 +830,16 @@ print(len(d["statements"]))
 
 /// Writes a RustSec-layout advisory database under `root/advisory-db` with the given
 /// `(crate, id, aliases, patched, unaffected)` advisories and returns its path.
-fn advisory_db(root: &Path, advisories: &[(&str, &str, &[&str], &[&str], &[&str])]) -> PathBuf {
+/// A fixture advisory: crate, id, aliases, patched ranges, unaffected ranges.
+type FixtureAdvisory<'a> = (
+    &'a str,
+    &'a str,
+    &'a [&'a str],
+    &'a [&'a str],
+    &'a [&'a str],
+);
+
+fn advisory_db(root: &Path, advisories: &[FixtureAdvisory<'_>]) -> PathBuf {
     let db = root.join("advisory-db");
     std::fs::create_dir_all(db.join("crates")).unwrap();
     let list = |v: &[&str]| {
