@@ -1693,8 +1693,10 @@ fn free_port() -> u16 {
 /// picked up by `git fetch` on the next run; a `file://` URL works the same way.
 #[test]
 fn remote_source_fetched_into_cache() {
-    let exec_path = git(Path::new("."), &["--exec-path"]);
-    if !Path::new(&exec_path).join("git-daemon").is_file() {
+    // The daemon binary itself, not the `git daemon` wrapper: killing the wrapper would leave
+    // the daemon running.
+    let daemon_bin = Path::new(&git(Path::new("."), &["--exec-path"])).join("git-daemon");
+    if !daemon_bin.is_file() {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
             "git daemon missing: apt-get install git (scripts/install-deps.sh)"
@@ -1713,13 +1715,8 @@ fn remote_source_fetched_into_cache() {
         }
     }
     let daemon = Daemon(
-        Command::new("git")
-            .args([
-                "daemon",
-                "--export-all",
-                "--reuseaddr",
-                "--listen=127.0.0.1",
-            ])
+        Command::new(&daemon_bin)
+            .args(["--export-all", "--reuseaddr", "--listen=127.0.0.1"])
             .arg(format!("--port={port}"))
             .arg(format!("--base-path={}", fx.root.display()))
             .arg(&fx.root)
