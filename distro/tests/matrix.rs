@@ -62,7 +62,7 @@ impl Fixture {
         write(&root.join("advisory-db/crates/demo-dep/RUSTSEC-2099-0002.md"), "```toml\n[advisory]\nid = \"RUSTSEC-2099-0002\"\npackage = \"demo-dep\"\ndate = \"2099-01-01\"\ninformational = \"unmaintained\"\n\n[versions]\npatched = []\n```\n\n# Unmaintained (informational, not listed)\n");
         write(&root.join("patches/1.0/series"), "");
         write(&root.join("patches/1.1/series"), "fix.patch\n");
-        write(&root.join("patches/1.1/fix.patch"), "Description: Fix demo flaw\nOrigin: backport, commit:abc\nAdvisories: CVE-2099-0001\n---\n");
+        write(&root.join("patches/1.1/fix.patch"), "Description: Fix demo flaw\nOrigin: backport, commit:abc\nAdvisories: CVE-2099-0001\n---\n--- /dev/null\n+++ b/FIXED\n@@ -0,0 +1 @@\n+fixed\n");
         let config = root.join("distro/distro.toml");
         write(&config, "[distribution]\nname = \"demo\"\n\n[support]\nmonths = 14\nwarn_days = 30\n\n[[component]]\nname = \"app\"\npackage = \"app\"\nbinary = \"app\"\nfips_required = false\n\n[[line]]\nversion = \"1.0\"\nrelease_date = 2025-01-31\nlatest = \"1.0.7\"\nsource = { git = \"../upstream\", ref = \"v1.0.0\" }\npatches = \"../patches/1.0\"\n\n[[line]]\nversion = \"1.1\"\nrelease_date = 2025-06-15\neol = 2026-12-31\nsource = { git = \"../upstream\", ref = \"v1.0.0\" }\npatches = \"../patches/1.1\"\n\n[[line]]\nversion = \"1.2\"\nrelease_date = 2026-05-01\nlatest = \"1.2.0\"\nsource = { git = \"../upstream\", ref = \"v1.0.0\" }\n");
         Fixture {
@@ -211,7 +211,8 @@ fn release_gate() {
 }
 
 /// Advisory columns: the fixture advisory affects every line's Cargo.lock; 1.1's queue names
-/// its CVE alias, so it is fixed there and open elsewhere; informational notices are not listed.
+/// its CVE alias, so it is fixed there (listed once, under its RustSec id) and open elsewhere;
+/// informational notices are not listed.
 #[test]
 fn advisories_open_and_fixed() {
     let fx = Fixture::new();
@@ -239,7 +240,7 @@ fn advisories_open_and_fixed() {
     assert_eq!(row(&m, "1.1")["advisories_open"], serde_json::json!([]));
     assert_eq!(
         row(&m, "1.1")["advisories_fixed"],
-        serde_json::json!(["CVE-2099-0001"])
+        serde_json::json!(["RUSTSEC-2099-0001"])
     );
     assert_eq!(
         row(&m, "1.2")["advisories_open"],

@@ -9,6 +9,10 @@ use serde_json::Value;
 
 const DISTRO: &str = env!("CARGO_BIN_EXE_distro");
 const SNAPSHOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/advisory-db");
+const OPENVEX_SCHEMA: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../patches/schema/openvex_json_schema.json"
+);
 
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
@@ -718,7 +722,14 @@ fn remediation_and_vex_against_real_snapshot() {
             .cloned()
             .unwrap_or_else(|| panic!("no statement for {id} {sub}: {doc:#}"))
     };
-    let fixed = find("RUSTSEC-2026-0049", "rustls-webpki@0.103.5");
+    // The fixed copy is named as shipped, with the distribution's qualifier: never the bare
+    // upstream purl of the vulnerable version.
+    let fixed = find("RUSTSEC-2026-0049", "rustls-webpki@0.103.13?distro=app-1.0");
+    assert!(
+        !doc.to_string()
+            .contains("\"pkg:cargo/rustls-webpki@0.103.5\""),
+        "{doc:#}"
+    );
     assert_eq!(fixed["status"], "fixed");
     assert!(fixed["vulnerability"]["aliases"]
         .to_string()
@@ -736,7 +747,7 @@ fn remediation_and_vex_against_real_snapshot() {
         .as_str()
         .unwrap()
         .contains("source patch"));
-    let na = find("CVE-2026-2222", "pkg:cargo/new@1.0.0");
+    let na = find("CVE-2026-2222", "pkg:generic/app@1.0.0");
     assert_eq!(na["status"], "not_affected");
     assert_eq!(na["justification"], "vulnerable_code_not_present");
 }
@@ -756,13 +767,13 @@ fn run_apply(config: &Path, tree: &Path) -> (Value, Output) {
 }
 
 /// Checks an OpenVEX 0.2.0 document with independent readers: python's json module with the
-/// spec's required fields and enumerations checked by hand, and vexipy's OpenVEX models
-/// (PyPI `vexipy`) when installed.
+/// spec's required fields and enumerations checked by hand, python-jsonschema against the
+/// vendored official schema, and vexipy's OpenVEX models (PyPI `vexipy`) when installed.
 fn check_openvex(path: &Path) {
     let py = Command::new("python3")
         .arg("-c")
         .arg(r#"
-import json, sys
+import json, os, sys
 d = json.load(open(sys.argv[1]))
 assert d["@context"] == "https://openvex.dev/ns/v0.2.0", d["@context"]
 for k in ("@id", "author", "timestamp"):
@@ -785,6 +796,15 @@ for s in d["statements"]:
     if st == "affected":
         assert s.get("action_statement"), s
 try:
+    import jsonschema
+except ImportError:
+    if os.environ.get("CI") == "true":
+        raise SystemExit("python3 jsonschema missing: run scripts/install-deps.sh (cyclonedx-python-lib[json-validation] brings it)")
+    print("SKIP: python3 jsonschema not installed: OpenVEX schema check not run", file=sys.stderr)
+else:
+    jsonschema.Draft202012Validator(json.load(open(sys.argv[2]))).validate(d)
+    print("jsonschema: valid against openvex_json_schema.json", file=sys.stderr)
+try:
     from vexipy.document import Document
 except ImportError:
     print("SKIP: vexipy (PyPI) not installed: OpenVEX model validation not run", file=sys.stderr)
@@ -794,6 +814,7 @@ else:
 print(len(d["statements"]))
 "#)
         .arg(path)
+        .arg(OPENVEX_SCHEMA)
         .output();
     match py {
         Ok(o) => {
@@ -802,4 +823,995 @@ print(len(d["statements"]))
         }
         Err(e) => eprintln!("SKIP python3 OpenVEX check: {e}"),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backports a long-term-support maintainer can rely on (issue 13).
+
+/// Writes a RustSec-layout advisory database under `root/advisory-db` with the given
+/// `(crate, id, aliases, patched, unaffected)` advisories and returns its path.
+/// A fixture advisory: crate, id, aliases, patched ranges, unaffected ranges.
+type FixtureAdvisory<'a> = (
+    &'a str,
+    &'a str,
+    &'a [&'a str],
+    &'a [&'a str],
+    &'a [&'a str],
+);
+
+fn advisory_db(root: &Path, advisories: &[FixtureAdvisory<'_>]) -> PathBuf {
+    let db = root.join("advisory-db");
+    std::fs::create_dir_all(db.join("crates")).unwrap();
+    let list = |v: &[&str]| {
+        v.iter()
+            .map(|s| format!("\"{s}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for (krate, id, aliases, patched, unaffected) in advisories {
+        write(
+            &db.join(format!("crates/{krate}/{id}.md")),
+            &format!("```toml\n[advisory]\nid = \"{id}\"\npackage = \"{krate}\"\ndate = \"2026-01-01\"\naliases = [{}]\n\n[versions]\npatched = [{}]\nunaffected = [{}]\n```\n\n# Fixture flaw {id}\n", list(aliases), list(patched), list(unaffected)),
+        );
+    }
+    db
+}
+
+/// Adds `[[line]]` tables to the fixture's distro.toml.
+fn add_line(fx: &Fixture, version: &str, git: &str, git_ref: &str, latest: Option<&str>) {
+    let q = fx.queue(version);
+    write(&q.join("series"), "# patch queue\n");
+    let mut toml = std::fs::read_to_string(&fx.config).unwrap();
+    toml.push_str(&format!(
+        "\n[[line]]\nversion = \"{version}\"\nrelease_date = 2026-06-01\n{}source = {{ git = \"{git}\", ref = \"{git_ref}\" }}\npatches = \"../patches/{version}\"\n",
+        latest.map(|l| format!("latest = \"{l}\"\n")).unwrap_or_default()
+    ));
+    write(&fx.config, &toml);
+}
+
+/// Upstream where the fix was written on the oldest maintained branch (`release-0.1`, from
+/// v0.1.0) and merged forward into main, which had meanwhile refactored the code the fix
+/// touches (v0.2.0) and gained an unrelated change to the same file; v0.3.0 follows the merge.
+struct Forward {
+    fx: Fixture,
+    /// The fix, on release-0.1.
+    fix: String,
+    /// The merge of release-0.1 into main (conflict resolved by hand).
+    merge: String,
+}
+
+fn forward_fixture() -> Forward {
+    let fx = Fixture::new();
+    let up = fx.root.join("forward");
+    std::fs::create_dir_all(&up).unwrap();
+    let g = |args: &[&str]| git(&up, args);
+    g(&["init", "-q"]);
+    let commit = |files: &[(&str, String)], msg: &str| {
+        for (p, t) in files {
+            write(&up.join(p), t);
+        }
+        g(&["add", "-A"]);
+        g(&["commit", "-q", "-m", msg]);
+    };
+    commit(
+        &[
+            ("src/lib.rs", "pub mod crl;\n".into()),
+            ("src/crl.rs", crl(DOC_OLD, BODY_OLD)),
+            ("Cargo.toml", cargo_toml("0.1.0")),
+            ("Cargo.lock", lock("0.1.0")),
+        ],
+        "Release 0.1.0",
+    );
+    g(&["tag", "v0.1.0"]);
+    g(&["branch", "release-0.1"]);
+    commit(
+        &[("src/crl.rs", crl(DOC_OLD, BODY_REFACTORED))],
+        "Refactor reason parsing",
+    );
+    commit(
+        &[(
+            "src/crl.rs",
+            crl(DOC_OLD, BODY_REFACTORED)
+                .replace("/// Something else.", "/// Something else entirely."),
+        )],
+        "Reword the docs of other()",
+    );
+    commit(
+        &[
+            ("Cargo.toml", cargo_toml("0.2.0")),
+            ("Cargo.lock", lock("0.2.0")),
+        ],
+        "Release 0.2.0",
+    );
+    g(&["tag", "v0.2.0"]);
+    g(&["checkout", "-q", "release-0.1"]);
+    commit(
+        &[("src/crl.rs", crl(DOC_OLD, BODY_FIXED))],
+        "Reject empty reason bits\n\nOrigin: upstream\nAdvisories: CVE-2026-1111, GHSA-abcd-1234-wxyz\nSeverity: high\n",
+    );
+    let fix = g(&["rev-parse", "HEAD"]);
+    g(&["checkout", "-q", "main"]);
+    let merge = Command::new("git")
+        .args([
+            "-c",
+            "commit.gpgsign=false",
+            "merge",
+            "--no-ff",
+            "-q",
+            "release-0.1",
+        ])
+        .current_dir(&up)
+        .env("GIT_AUTHOR_NAME", "Upstream Dev")
+        .env("GIT_AUTHOR_EMAIL", "dev@upstream.example")
+        .env("GIT_COMMITTER_NAME", "Upstream Dev")
+        .env("GIT_COMMITTER_EMAIL", "dev@upstream.example")
+        .output()
+        .unwrap();
+    assert!(!merge.status.success(), "the forward merge conflicts");
+    write(
+        &up.join("src/crl.rs"),
+        &crl(DOC_OLD, BODY_FIXED).replace("/// Something else.", "/// Something else entirely."),
+    );
+    g(&["add", "-A"]);
+    g(&["commit", "-q", "-m", "Merge branch release-0.1"]);
+    let merge = g(&["rev-parse", "HEAD"]);
+    commit(
+        &[
+            ("Cargo.toml", cargo_toml("0.3.0")),
+            ("Cargo.lock", lock("0.3.0")),
+        ],
+        "Release 0.3.0",
+    );
+    g(&["tag", "v0.3.0"]);
+    // Point the fixture's lines 0.1-0.3 at this repository.
+    let mut toml = std::fs::read_to_string(&fx.config).unwrap();
+    for v in ["v0.1.0", "v0.2.0", "v0.3.0"] {
+        toml = toml.replace(
+            &format!("git = \"../upstream\", ref = \"{v}\""),
+            &format!("git = \"../forward\", ref = \"{v}\""),
+        );
+    }
+    write(&fx.config, &toml);
+    Forward { fx, fix, merge }
+}
+
+/// A fix written on the oldest line and merged forward through a refactor: on 0.2 it
+/// conflicts, and the prerequisite named first is the refactor already on the line, with the
+/// context line it introduced as evidence (not the unrelated change to the same file); on 0.3
+/// the forward merge carries it; on 0.1 it applies cleanly.
+#[test]
+fn fix_from_oldest_line_ranks_the_refactor_first() {
+    let fw = forward_fixture();
+    let fx = &fw.fx;
+    let (r, out) = fx.json(&[
+        "patches",
+        "backport",
+        &fw.fix,
+        "--from",
+        "0.1",
+        "--line",
+        "0.1",
+        "--line",
+        "0.2",
+        "--line",
+        "0.3",
+        "--dry-run",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(outcome(&r, "0.1")["outcome"], "applied", "{r:#}");
+    assert_eq!(outcome(&r, "0.3")["outcome"], "already-present", "{r:#}");
+    assert!(
+        outcome(&r, "0.3")["reason"]
+            .as_str()
+            .unwrap()
+            .contains("history"),
+        "{r:#}"
+    );
+    let c = outcome(&r, "0.2");
+    assert_eq!(c["outcome"], "conflict", "{r:#}");
+    let first = &c["prerequisites"][0];
+    assert_eq!(first["summary"], "Refactor reason parsing", "{c:#}");
+    assert_eq!(first["relation"], "on-line", "{c:#}");
+    assert_eq!(first["context_lines"], 1, "{c:#}");
+    assert_eq!(first["evidence"][0]["path"], "src/crl.rs");
+    assert_eq!(
+        first["evidence"][0]["lines"],
+        serde_json::json!([5]),
+        "{c:#}"
+    );
+    assert!(
+        !c["prerequisites"].to_string().contains("Reword the docs"),
+        "an unrelated change to the same file is no prerequisite: {c:#}"
+    );
+    // The text report shows the ranking with its evidence.
+    let text = fx.distro(&[
+        "patches",
+        "backport",
+        &fw.fix,
+        "--from",
+        "0.1",
+        "--line",
+        "0.2",
+        "--dry-run",
+    ]);
+    let t = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        t.contains("Refactor reason parsing  [on the line, changed the fix's context; 1 context line(s): src/crl.rs"),
+        "{t}"
+    );
+}
+
+/// A merge commit is refused with a clear error; with --mainline 1 its diff against the first
+/// parent (the hand-resolved forward port) is backported, and the provenance says exactly that.
+#[test]
+fn merge_commit_refused_or_taken_against_named_parent() {
+    let fw = forward_fixture();
+    let fx = &fw.fx;
+    let out = fx.distro(&[
+        "patches", "backport", &fw.merge, "--from", "0.3", "--line", "0.2",
+    ]);
+    assert!(
+        !out.status.success() && out.status.code() != Some(2),
+        "{}",
+        stderr(&out)
+    );
+    let e = stderr(&out);
+    assert!(
+        e.contains("is a merge commit of 2 parents") && e.contains("--mainline"),
+        "{e}"
+    );
+    assert!(
+        !std::fs::read_to_string(fx.queue("0.2").join("series"))
+            .unwrap()
+            .contains(".patch"),
+        "nothing is queued"
+    );
+    let (r, out) = fx.json(&[
+        "patches",
+        "backport",
+        &fw.merge,
+        "--from",
+        "0.3",
+        "--mainline",
+        "1",
+        "--line",
+        "0.2",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(outcome(&r, "0.2")["outcome"], "applied", "{r:#}");
+    let parent1 = git(
+        &fx.root.join("forward"),
+        &["rev-parse", &format!("{}^1", fw.merge)],
+    );
+    let origin = format!(
+        "upstream, commit:{} (diff against parent 1 {parent1})",
+        fw.merge
+    );
+    assert_eq!(r["origin"], origin.as_str(), "{r:#}");
+    let q = std::fs::read_to_string(outcome(&r, "0.2")["added"].as_str().unwrap()).unwrap();
+    assert!(q.contains(&format!("Origin: {origin}\n")), "{q}");
+    assert!(
+        q.contains(&format!("+{BODY_FIXED}")) && q.contains(&format!("-{BODY_REFACTORED}")),
+        "{q}"
+    );
+    let out = fx.distro(&[
+        "patches",
+        "backport",
+        &fw.merge,
+        "--from",
+        "0.3",
+        "--mainline",
+        "3",
+        "--line",
+        "0.2",
+    ]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("has 2 parents"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// `Affected-Versions` with a union of ranges decides per line (0.3 lies between the two
+/// ranges); without the header, the ranges of the advisory the patch names are used
+/// (`unaffected` below 0.3, `patched` from 0.4).
+#[test]
+fn multi_range_affected_versions_and_advisory_ranges() {
+    let fx = Fixture::new();
+    let text = git(&fx.upstream, &["format-patch", "-1", "--stdout", &fx.fix]);
+    let union = fx.root.join("union.patch");
+    write(
+        &union,
+        &text.replace(
+            "Affected-Versions: >=0.2.0",
+            "Affected-Versions: >=0.2.0, <0.3.0 || >=0.4.0, <0.4.1",
+        ),
+    );
+    let (r, out) = fx.json(&[
+        "patches",
+        "backport",
+        union.to_str().unwrap(),
+        "--at",
+        "2026-11-28",
+        "--dry-run",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(outcome(&r, "0.4")["outcome"], "applied", "{r:#}");
+    assert_eq!(outcome(&r, "0.3")["outcome"], "not-affected", "{r:#}");
+    assert_eq!(
+        outcome(&r, "0.3")["affected"],
+        ">=0.2.0, <0.3.0 || >=0.4.0, <0.4.1"
+    );
+    assert_eq!(outcome(&r, "0.2")["outcome"], "conflict", "{r:#}");
+    assert_eq!(outcome(&r, "0.5")["outcome"], "not-affected", "{r:#}");
+
+    let db = advisory_db(
+        &fx.root,
+        &[(
+            "demo",
+            "RUSTSEC-2026-9001",
+            &["CVE-2026-1111"],
+            &[">= 0.4.0"],
+            &["< 0.3.0"],
+        )],
+    );
+    let by_advisory = fx.root.join("by-advisory.patch");
+    write(
+        &by_advisory,
+        &text.replace("Affected-Versions: >=0.2.0\n", ""),
+    );
+    let (r, _) = fx.json(&[
+        "patches",
+        "backport",
+        by_advisory.to_str().unwrap(),
+        "--at",
+        "2026-11-28",
+        "--dry-run",
+        "--advisory-db",
+        db.to_str().unwrap(),
+    ]);
+    assert_eq!(outcome(&r, "0.2")["outcome"], "not-affected", "{r:#}");
+    assert_eq!(outcome(&r, "0.3")["outcome"], "three-way", "{r:#}");
+    assert_eq!(outcome(&r, "0.4")["outcome"], "not-affected", "{r:#}");
+    assert!(
+        outcome(&r, "0.4")["affected"]
+            .as_str()
+            .unwrap()
+            .contains("advisory RUSTSEC-2026-9001: patched >= 0.4.0, unaffected < 0.3.0"),
+        "{r:#}"
+    );
+}
+
+/// A development line (ref: a branch forked before the fix, no release recorded) whose
+/// version label is outside the affected range is judged by its code: the fix applies, so it
+/// is backported there; and once the fix is only in 0.4's queue, the matrix, `patches scan`
+/// and the VEX document all say the development line is affected and the released 0.5 is
+/// not, listing the advisory once under its RustSec id (its CVE and GHSA aliases folded in).
+#[test]
+fn development_line_judged_by_code_everywhere() {
+    let fx = Fixture::new();
+    git(&fx.upstream, &["branch", "dev", "v0.4.0"]);
+    add_line(&fx, "0.6", "../upstream", "dev", None);
+    let text = git(&fx.upstream, &["format-patch", "-1", "--stdout", &fx.fix]);
+    let patch = fx.root.join("narrow.patch");
+    write(
+        &patch,
+        &text.replace(
+            "Affected-Versions: >=0.2.0",
+            "Affected-Versions: >=0.2.0, <0.5.0",
+        ),
+    );
+    let (r, out) = fx.json(&[
+        "patches",
+        "backport",
+        patch.to_str().unwrap(),
+        "--line",
+        "0.6",
+        "--line",
+        "0.5",
+        "--dry-run",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        outcome(&r, "0.5")["outcome"],
+        "not-affected",
+        "a release is judged by its version: {r:#}"
+    );
+    let dev = outcome(&r, "0.6");
+    assert_eq!(dev["outcome"], "applied", "{r:#}");
+    assert!(
+        dev["note"].as_str().unwrap().contains("judged by its code"),
+        "{r:#}"
+    );
+
+    let (r, out) = fx.json(&[
+        "patches",
+        "backport",
+        patch.to_str().unwrap(),
+        "--line",
+        "0.4",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(outcome(&r, "0.4")["outcome"], "applied");
+    let db = advisory_db(
+        &fx.root,
+        &[(
+            "demo",
+            "RUSTSEC-2026-9001",
+            &["CVE-2026-1111", "GHSA-abcd-1234-wxyz"],
+            &[">= 0.5.0"],
+            &[],
+        )],
+    );
+    let dbs = db.to_str().unwrap();
+    let (m, out) = fx.json(&["matrix", "--at", "2026-11-28", "--advisory-db", dbs]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let row = |line: &str| -> Value {
+        m["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["line"] == line)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(
+        row("0.6")["advisories_open"],
+        serde_json::json!(["RUSTSEC-2026-9001"]),
+        "{m:#}"
+    );
+    assert_eq!(
+        row("0.5")["advisories_open"],
+        serde_json::json!([]),
+        "{m:#}"
+    );
+    assert_eq!(
+        row("0.4")["advisories_fixed"],
+        serde_json::json!(["RUSTSEC-2026-9001"]),
+        "{m:#}"
+    );
+    assert_eq!(
+        row("0.4")["advisories_open"],
+        serde_json::json!([]),
+        "{m:#}"
+    );
+
+    let (scan, out) = fx.json(&["patches", "scan", "--line", "0.6", "--advisory-db", dbs]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(scan["open"], row("0.6")["advisories_open"], "{scan:#}");
+
+    for (line, status) in [
+        ("0.6", "affected"),
+        ("0.5", "not_affected"),
+        ("0.4", "fixed"),
+    ] {
+        let path = fx.root.join(format!("vex-{line}.json"));
+        let (rep, out) = fx.json(&[
+            "patches",
+            "vex",
+            "--line",
+            line,
+            "--advisory-db",
+            dbs,
+            "--timestamp",
+            "2026-11-28T00:00:00Z",
+            "-o",
+            path.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(rep["written"], true, "{rep:#}");
+        check_openvex(&path);
+        let doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let sts = doc["statements"].as_array().unwrap();
+        assert_eq!(sts.len(), 1, "one statement, aliases folded: {doc:#}");
+        assert_eq!(sts[0]["vulnerability"]["name"], "RUSTSEC-2026-9001");
+        assert_eq!(sts[0]["status"], status, "line {line}: {doc:#}");
+        assert_eq!(
+            sts[0]["products"][0]["@id"],
+            format!("pkg:generic/demo@{line}.0").as_str()
+        );
+    }
+}
+
+/// A conflicting backport kept with --keep is resolved in its worktree and taken back with
+/// --continue: refused while a conflict marker is left, then recorded with `Origin: backport`
+/// and the fix's DEP-3 fields, the worktree removed, and the line's queue builds the fix.
+#[test]
+fn kept_conflict_resolved_and_taken_back_with_continue() {
+    let fx = Fixture::new();
+    let (r, out) = fx.json(&["patches", "backport", &fx.fix, "--line", "0.2", "--keep"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let c = outcome(&r, "0.2");
+    let kept = PathBuf::from(c["kept"].as_str().unwrap_or_else(|| panic!("{r:#}")));
+    assert!(
+        stderr(&out).contains(&kept.display().to_string()),
+        "the path is printed"
+    );
+    let file = kept.join("src/crl.rs");
+    assert!(std::fs::read_to_string(&file).unwrap().contains("<<<<<<<"));
+
+    let out = fx.distro(&["patches", "backport", "--continue", "0.2"]);
+    assert!(!out.status.success(), "markers are left");
+    assert!(
+        stderr(&out).contains("src/crl.rs:") && stderr(&out).contains("conflict marker"),
+        "{}",
+        stderr(&out)
+    );
+
+    let resolved = crl(DOC_OLD, BODY_FIXED) + "\n#[test]\nfn empty_reason_bits_do_not_panic() {\n    assert_eq!(parse_reason(&[]), 0);\n}\n";
+    write(&file, &resolved);
+    let (done, out) = fx.json(&["patches", "backport", "--continue", "0.2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        done["origin"],
+        format!("backport, commit:{}", fx.fix).as_str()
+    );
+    assert_eq!(done["files"], serde_json::json!(["src/crl.rs"]));
+    assert!(!kept.exists(), "the worktree is removed");
+    let q = std::fs::read_to_string(done["added"].as_str().unwrap()).unwrap();
+    for needle in [
+        format!("From {} ", fx.fix),
+        "Advisories: CVE-2026-1111, GHSA-abcd-1234-wxyz".into(),
+        "Severity: high".into(),
+        "Bug: https://upstream.example/issues/42".into(),
+        format!("Origin: backport, commit:{}", fx.fix),
+    ] {
+        assert!(q.contains(&needle), "{needle} missing:\n{q}");
+    }
+    let dir = fx.root.join("out-0.2");
+    let out = fx.distro(&[
+        "patches",
+        "apply",
+        "--line",
+        "0.2",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("src/crl.rs")).unwrap(),
+        resolved
+    );
+    let out = fx.distro(&["patches", "backport", "--continue", "0.2"]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("no kept backport"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// A line whose queue already carries a hand-adapted fix for the same advisory is "already
+/// fixed by" that patch, also when the queue names it by an alias the database folds; nothing
+/// is added to the queue.
+#[test]
+fn adapted_fix_in_queue_is_already_fixed_not_conflict() {
+    let fx = Fixture::new();
+    let adapted = |ids: &str| {
+        format!("Description: Reject empty reason bits (adapted)\nOrigin: backport, https://upstream.example/issues/42\nAdvisories: {ids}\n---\n--- a/src/crl.rs\n+++ b/src/crl.rs\n@@ -4,3 +4,3 @@\n pub fn parse_reason(bits: &[u8]) -> u8 {{\n-{BODY_OLD}\n+{BODY_FIXED}\n     first & 0x7f\n")
+    };
+    write(
+        &fx.queue("0.2").join("local-crl.patch"),
+        &adapted("GHSA-abcd-1234-wxyz"),
+    );
+    write(&fx.queue("0.2").join("series"), "local-crl.patch\n");
+    write(
+        &fx.queue("0.3").join("rustsec.patch"),
+        &adapted("RUSTSEC-2026-9001").replace(BODY_OLD, BODY_REFACTORED),
+    );
+    write(&fx.queue("0.3").join("series"), "rustsec.patch\n");
+    let db = advisory_db(
+        &fx.root,
+        &[(
+            "demo",
+            "RUSTSEC-2026-9001",
+            &["CVE-2026-1111"],
+            &[">= 0.5.0"],
+            &[],
+        )],
+    );
+    let (r, out) = fx.json(&[
+        "patches",
+        "backport",
+        &fx.fix,
+        "--line",
+        "0.2",
+        "--line",
+        "0.3",
+        "--advisory-db",
+        db.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "no conflict: {}", stderr(&out));
+    assert_eq!(outcome(&r, "0.2")["outcome"], "already-fixed", "{r:#}");
+    assert_eq!(outcome(&r, "0.2")["by"], "local-crl.patch");
+    assert_eq!(outcome(&r, "0.3")["outcome"], "already-fixed", "{r:#}");
+    assert_eq!(outcome(&r, "0.3")["by"], "rustsec.patch");
+    assert_eq!(
+        std::fs::read_to_string(fx.queue("0.2").join("series")).unwrap(),
+        "local-crl.patch\n"
+    );
+    let text = fx.distro(&["patches", "backport", &fx.fix, "--line", "0.2", "--dry-run"]);
+    assert!(
+        String::from_utf8_lossy(&text.stdout)
+            .contains("line 0.2: already fixed by local-crl.patch"),
+        "{}",
+        String::from_utf8_lossy(&text.stdout)
+    );
+}
+
+/// A fix the line's history carries in another shape (a commit naming the advisory, here a
+/// hand-written port on a maintenance branch) is "already fixed by" that commit.
+#[test]
+fn fix_in_line_history_under_another_shape_is_already_fixed() {
+    let fx = Fixture::new();
+    git(
+        &fx.upstream,
+        &["checkout", "-q", "-b", "maint-0.3", "v0.3.0"],
+    );
+    write(
+        &fx.upstream.join("src/crl.rs"),
+        &crl(
+            DOC_OLD,
+            "    let Some(first) = bits.first().copied() else { return 0 };",
+        ),
+    );
+    git(
+        &fx.upstream,
+        &[
+            "commit",
+            "-q",
+            "-am",
+            "Port the empty-bits fix\n\nFixes CVE-2026-1111.\n",
+        ],
+    );
+    let port = git(&fx.upstream, &["rev-parse", "HEAD"]);
+    git(&fx.upstream, &["tag", "v0.3.1"]);
+    git(&fx.upstream, &["checkout", "-q", "main"]);
+    let toml = std::fs::read_to_string(&fx.config)
+        .unwrap()
+        .replace("ref = \"v0.3.0\"", "ref = \"v0.3.1\"");
+    write(&fx.config, &toml);
+    let (r, out) = fx.json(&["patches", "backport", &fx.fix, "--line", "0.3", "--dry-run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(outcome(&r, "0.3")["outcome"], "already-fixed", "{r:#}");
+    assert!(
+        outcome(&r, "0.3")["by"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("commit {}", &port[..12])),
+        "{r:#}"
+    );
+}
+
+/// A commit backported by id gives a queue entry with its real `From <id>` line, its author
+/// date and the DEP-3 fields of its trailers plus those given as options; the line's VEX
+/// names the fix.
+#[test]
+fn commit_input_keeps_its_metadata() {
+    let fx = Fixture::new();
+    let (r, out) = fx.json(&[
+        "patches",
+        "backport",
+        &fx.fix,
+        "--line",
+        "0.4",
+        "--bug",
+        "https://tracker.example/7",
+        "--advisory",
+        "RUSTSEC-2026-9001",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let q = std::fs::read_to_string(outcome(&r, "0.4")["added"].as_str().unwrap()).unwrap();
+    for needle in [
+        format!("From {} Mon Sep 17 00:00:00 2001\n", fx.fix),
+        "From: Upstream Dev <dev@upstream.example>\n".into(),
+        "Date: Thu, 1 Jan 2026 00:00:00 +0000\n".into(),
+        "Advisories: CVE-2026-1111, GHSA-abcd-1234-wxyz, RUSTSEC-2026-9001\n".into(),
+        "Severity: high\n".into(),
+        "Bug: https://upstream.example/issues/42\nBug: https://tracker.example/7\n".into(),
+        format!("Origin: upstream, commit:{}\n", fx.fix),
+    ] {
+        assert!(q.contains(&needle), "{needle:?} missing:\n{q}");
+    }
+    // A commit without trailers takes its fields from options.
+    std::fs::write(fx.upstream.join("NOTES"), "x\n").unwrap();
+    git(&fx.upstream, &["add", "NOTES"]);
+    git(&fx.upstream, &["commit", "-q", "-m", "Add notes"]);
+    let plain = git(&fx.upstream, &["rev-parse", "HEAD"]);
+    let (r, out) = fx.json(&[
+        "patches",
+        "backport",
+        &plain,
+        "--line",
+        "0.4",
+        "--dry-run",
+        "--advisory",
+        "cve-2026-4444",
+        "--severity",
+        "low",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(r["advisories"], serde_json::json!(["CVE-2026-4444"]));
+    let bad = fx.distro(&[
+        "patches",
+        "backport",
+        &plain,
+        "--line",
+        "0.4",
+        "--advisory",
+        "CVE-1",
+    ]);
+    assert!(
+        !bad.status.success() && stderr(&bad).contains("CVE-1"),
+        "{}",
+        stderr(&bad)
+    );
+    let db = advisory_db(&fx.root, &[]);
+    let (v, out) = fx.json(&[
+        "patches",
+        "vex",
+        "--line",
+        "0.4",
+        "--advisory-db",
+        db.to_str().unwrap(),
+        "--timestamp",
+        "2026-11-28T00:00:00Z",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(v["statements"][0]["status"], "fixed", "{v:#}");
+    assert_eq!(
+        v["statements"][0]["vulnerability"]["name"], "CVE-2026-1111",
+        "{v:#}"
+    );
+}
+
+/// `HEAD~1` means one commit before the --from line's ref, whatever the repository has
+/// checked out.
+#[test]
+fn relative_refs_resolve_against_the_line() {
+    let fx = Fixture::new();
+    git(&fx.upstream, &["checkout", "-q", "v0.1.0"]);
+    let (r, out) = fx.json(&[
+        "patches",
+        "backport",
+        "HEAD~1",
+        "--from",
+        "0.5",
+        "--line",
+        "0.4",
+        "--dry-run",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        r["patch"].as_str().unwrap().starts_with(&fx.fix[..12]),
+        "{r:#}"
+    );
+    assert_eq!(outcome(&r, "0.4")["outcome"], "applied");
+}
+
+/// A line with no applicable advisory: not_affected for the advisories checked against its
+/// crates (valid against the official schema), and when there is nothing at all to state no
+/// document is written (a stale one is removed) and the JSON report says why. With image
+/// digests the products are the images' OCI purls.
+#[test]
+fn vex_never_empty_and_names_the_distribution_release() {
+    let fx = Fixture::new();
+    let empty = advisory_db(&fx.root, &[]);
+    let path = fx.root.join("vex.json");
+    write(&path, "stale");
+    let (rep, out) = fx.json(&[
+        "patches",
+        "vex",
+        "--line",
+        "0.1",
+        "--advisory-db",
+        empty.to_str().unwrap(),
+        "-o",
+        path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(rep["written"], false, "{rep:#}");
+    assert!(
+        rep["reason"].as_str().unwrap().contains("nothing to state"),
+        "{rep:#}"
+    );
+    assert!(
+        !path.exists(),
+        "no VEX (and no stale one) is left to attach"
+    );
+
+    // A registry crate with an advisory that does not affect the locked version.
+    let lock_text = lock("0.1.0") + "\n[[package]]\nname = \"demo-dep\"\nversion = \"1.2.0\"\nsource = \"registry+https://github.com/rust-lang/crates.io-index\"\n";
+    git(
+        &fx.upstream,
+        &["checkout", "-q", "-b", "with-dep", "v0.1.0"],
+    );
+    write(&fx.upstream.join("Cargo.lock"), &lock_text);
+    git(&fx.upstream, &["commit", "-q", "-am", "Depend on demo-dep"]);
+    git(&fx.upstream, &["tag", "v0.1.1"]);
+    git(&fx.upstream, &["checkout", "-q", "main"]);
+    let toml = std::fs::read_to_string(&fx.config)
+        .unwrap()
+        .replace("ref = \"v0.1.0\"", "ref = \"v0.1.1\"");
+    write(&fx.config, &toml);
+    let db = advisory_db(
+        &fx.root.join("db2"),
+        &[(
+            "demo-dep",
+            "RUSTSEC-2026-7001",
+            &["GHSA-wxyz-1234-abcd"],
+            &[">= 1.1.0"],
+            &[],
+        )],
+    );
+    let digest = "ab".repeat(32);
+    let (rep, out) = fx.json(&[
+        "patches",
+        "vex",
+        "--line",
+        "0.1",
+        "--advisory-db",
+        db.to_str().unwrap(),
+        "-o",
+        path.to_str().unwrap(),
+        "--timestamp",
+        "2026-11-28T00:00:00Z",
+        "--image",
+        &format!("127.0.0.1:5000/demo/demo@sha256:{digest}"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        (rep["written"].clone(), rep["checked_only"].clone()),
+        (Value::Bool(true), Value::Bool(true)),
+        "{rep:#}"
+    );
+    check_openvex(&path);
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let st = &doc["statements"][0];
+    assert_eq!(st["status"], "not_affected", "{doc:#}");
+    assert_eq!(st["justification"], "vulnerable_code_not_present");
+    assert_eq!(
+        st["products"][0]["@id"],
+        format!("pkg:oci/demo@sha256%3A{digest}?repository_url=127.0.0.1:5000/demo/demo").as_str()
+    );
+    assert_eq!(
+        st["products"][0]["subcomponents"][0]["@id"],
+        "pkg:cargo/demo-dep@1.2.0?distro=demo-0.1"
+    );
+}
+
+/// A free loopback port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A line whose source is a git URL served by `git daemon` on loopback is fetched into
+/// out/sources/<hash>.git (a bare mirror), patched and backported to; a new upstream tag is
+/// picked up by `git fetch` on the next run; a `file://` URL works the same way.
+#[test]
+fn remote_source_fetched_into_cache() {
+    // The daemon binary itself, not the `git daemon` wrapper: killing the wrapper would leave
+    // the daemon running.
+    let daemon_bin = Path::new(&git(Path::new("."), &["--exec-path"])).join("git-daemon");
+    if !daemon_bin.is_file() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "git daemon missing: apt-get install git (scripts/install-deps.sh)"
+        );
+        eprintln!("SKIP remote_source_fetched_into_cache: git daemon not available");
+        return;
+    }
+    let fx = Fixture::new();
+    let port = free_port();
+    /// Stops the daemon however the test ends.
+    struct Daemon(std::process::Child);
+    impl Drop for Daemon {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let daemon = Daemon(
+        Command::new(&daemon_bin)
+            .args(["--export-all", "--reuseaddr", "--listen=127.0.0.1"])
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", fx.root.display()))
+            .arg(&fx.root)
+            .spawn()
+            .unwrap(),
+    );
+    let up = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            up.elapsed().as_secs() < 10,
+            "git daemon did not listen on {port}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let url = format!("git://127.0.0.1:{port}/upstream");
+    let toml = std::fs::read_to_string(&fx.config).unwrap().replace(
+        "git = \"../upstream\", ref = \"v0.4.0\"",
+        &format!("git = \"{url}\", ref = \"v0.4.0\""),
+    );
+    write(&fx.config, &toml);
+    let run = || {
+        let out = fx.distro(&[
+            "patches",
+            "backport",
+            &fx.fix,
+            "--line",
+            "0.4",
+            "--dry-run",
+            "--format",
+            "json",
+        ]);
+        (
+            serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null),
+            out,
+        )
+    };
+    let (r, out) = run();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(outcome(&r, "0.4")["outcome"], "applied", "{r:#}");
+    assert!(
+        stderr(&out).contains(&format!("source {url} cloned")),
+        "{}",
+        stderr(&out)
+    );
+    let cache: Vec<PathBuf> = std::fs::read_dir(fx.root.join("out/sources"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "git"))
+        .collect();
+    assert_eq!(cache.len(), 1, "{cache:?}");
+    assert_eq!(
+        git(&cache[0], &["rev-parse", "--is-bare-repository"]),
+        "true"
+    );
+
+    // Upstream moves on: a new tag is fetched into the mirror on the next run.
+    git(&fx.upstream, &["tag", "v0.4.9", "v0.4.0"]);
+    write(
+        &fx.config,
+        &std::fs::read_to_string(&fx.config)
+            .unwrap()
+            .replace("ref = \"v0.4.0\"", "ref = \"v0.4.9\""),
+    );
+    let (r, out) = run();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("source {url} updated")),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(outcome(&r, "0.4")["outcome"], "applied");
+    drop(daemon);
+
+    // file:// URLs are mirrored the same way (and work with the daemon gone).
+    let file_url = format!("file://{}", fx.upstream.display());
+    write(
+        &fx.config,
+        &std::fs::read_to_string(&fx.config)
+            .unwrap()
+            .replace(&url, &file_url),
+    );
+    let dir = fx.root.join("out/0.4/src");
+    let out = fx.distro(&[
+        "patches",
+        "apply",
+        "--line",
+        "0.4",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(dir.join("src/crl.rs").is_file());
+    assert!(
+        stderr(&out).contains(&format!("source {file_url} cloned")),
+        "{}",
+        stderr(&out)
+    );
 }

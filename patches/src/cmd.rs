@@ -102,6 +102,27 @@ impl Cmd {
         })
     }
 
+    /// Runs it with `input` on its stdin and returns its output whatever the exit status.
+    pub(crate) fn output_with_input(&mut self, input: &[u8]) -> Result<Output, PatchError> {
+        use std::io::Write as _;
+        let spawn_err = |e: std::io::Error, cmd: &Cmd| PatchError::Command {
+            why: cmd.why.clone(),
+            command: cmd.display.clone(),
+            status: format!("could not start: {e}"),
+            stderr: String::new(),
+        };
+        self.inner
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = self.inner.spawn().map_err(|e| spawn_err(e, self))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            // A child that exits early closes the pipe; its status tells what went wrong.
+            let _ = stdin.write_all(input);
+        }
+        child.wait_with_output().map_err(|e| spawn_err(e, self))
+    }
+
     /// Runs it and fails unless it exits 0.
     pub(crate) fn run(&mut self) -> Result<Output, PatchError> {
         let out = self.output()?;

@@ -11,8 +11,9 @@
 //! Fields added by this distribution:
 //! - `Advisories: RUSTSEC-2026-0049, CVE-2026-1234, GHSA-xxxx-xxxx-xxxx` — what the patch fixes.
 //! - `Severity: low|medium|high|critical`.
-//! - `Affected-Versions: >=0.1.0, <0.3.2` — the upstream versions that carry the bug (a semver
-//!   requirement); lines outside it are "not affected".
+//! - `Affected-Versions: >=0.1.0, <0.3.2 || >=0.4.0, <0.4.1` — the upstream versions that carry
+//!   the bug: a union (`||`) of semver comparator sets, as RustSec writes ranges; lines outside it
+//!   are "not affected".
 
 use std::fmt;
 use std::path::Path;
@@ -91,7 +92,8 @@ pub enum Severity {
 }
 
 impl Severity {
-    fn parse(s: &str) -> Option<Self> {
+    /// Parses `low|medium|moderate|high|critical` (any case).
+    pub fn parse(s: &str) -> Option<Self> {
         match s.trim().to_ascii_lowercase().as_str() {
             "low" => Some(Self::Low),
             "medium" | "moderate" => Some(Self::Medium),
@@ -143,7 +145,38 @@ pub struct PatchMeta {
     pub affected_versions: Option<String>,
     /// The parsed `Affected-Versions`.
     #[serde(skip)]
-    pub affected: Option<semver::VersionReq>,
+    pub affected: Option<VersionRanges>,
+    /// The commit a git-format patch was made from (its mbox `From <id>` line), when real.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// The mail `Date` (the author date of a commit), as written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub date: Option<String>,
+}
+
+/// A union of semver comparator sets (`>=1.39.0, <1.42.1 || >=1.43.0, <1.43.1`), as RustSec
+/// writes affected and patched ranges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionRanges(pub Vec<semver::VersionReq>);
+
+impl VersionRanges {
+    /// Parses `A || B || …`, each part a semver requirement.
+    pub fn parse(text: &str) -> Result<VersionRanges, String> {
+        let mut out = Vec::new();
+        for part in text.split("||") {
+            let part = part.trim();
+            if part.is_empty() {
+                return Err("an empty range around `||`".into());
+            }
+            out.push(semver::VersionReq::parse(part).map_err(|e| format!("`{part}`: {e}"))?);
+        }
+        Ok(VersionRanges(out))
+    }
+
+    /// Whether `v` is in any of the ranges (pre-releases included, see [`matches_req`]).
+    pub fn matches(&self, v: &semver::Version) -> bool {
+        self.0.iter().any(|r| matches_req(r, v))
+    }
 }
 
 impl PatchMeta {
@@ -156,7 +189,7 @@ impl PatchMeta {
 
     /// Whether upstream version `v` carries the bug (true when no range is given).
     pub fn affects(&self, v: &semver::Version) -> bool {
-        self.affected.as_ref().is_none_or(|r| matches_req(r, v))
+        self.affected.as_ref().is_none_or(|r| r.matches(v))
     }
 }
 
@@ -210,7 +243,7 @@ pub fn is_advisory_id(id: &str) -> bool {
 }
 
 /// Normalises an advisory id: CVE and RUSTSEC upper-case, GHSA with a lower-case body.
-fn normalise_id(raw: &str) -> String {
+pub fn normalise_id(raw: &str) -> String {
     let upper = raw.to_ascii_uppercase();
     if let Some(rest) = upper.strip_prefix("GHSA-") {
         format!("GHSA-{}", rest.to_ascii_lowercase())
@@ -256,7 +289,16 @@ pub fn parse(path: &Path, text: &str) -> Result<PatchMeta, PatchError> {
     // git format-patch output: an mbox "From <sha> <date>" line, mail headers, a blank line,
     // then the commit message body (where DEP-3 fields live), up to "---".
     let mbox = lines.first().is_some_and(|l| l.starts_with("From "));
+    let mut mbox_commit = None;
     if mbox {
+        // "From <40 hex> Mon Sep 17 00:00:00 2001": the commit, unless it is the all-zero
+        // placeholder of a patch not made from a commit.
+        mbox_commit = lines[0]
+            .split_whitespace()
+            .nth(1)
+            .filter(|id| id.len() == 40 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+            .filter(|id| id.bytes().any(|b| b != b'0'))
+            .map(str::to_ascii_lowercase);
         i = 1;
         while i < lines.len() && !lines[i].is_empty() {
             let line = lines[i];
@@ -317,7 +359,9 @@ pub fn parse(path: &Path, text: &str) -> Result<PatchMeta, PatchError> {
     while free_text.last().is_some_and(|l| l.is_empty()) {
         free_text.pop();
     }
-    build(path, fields, free_text)
+    let mut meta = build(path, fields, free_text)?;
+    meta.commit = mbox_commit;
+    Ok(meta)
 }
 
 fn header_err(path: &Path, line: usize, message: String, help: &str) -> PatchError {
@@ -343,6 +387,8 @@ fn build(path: &Path, fields: Vec<Field>, free_text: Vec<String>) -> Result<Patc
         severity: None,
         affected_versions: None,
         affected: None,
+        commit: None,
+        date: None,
     };
     let mut long = Vec::new();
     let mut subject = None;
@@ -361,6 +407,7 @@ fn build(path: &Path, fields: Vec<Field>, free_text: Vec<String>) -> Result<Patc
             "subject" => subject = Some(value),
             "author" => meta.author = Some(value),
             "from" => from = Some(value),
+            "date" => meta.date = Some(value),
             "origin" => meta.origin = Some(parse_origin(path, f.line, &value)?),
             "forwarded" => meta.forwarded = Some(value),
             "applied-upstream" => meta.applied_upstream = Some(value),
@@ -405,12 +452,12 @@ fn build(path: &Path, fields: Vec<Field>, free_text: Vec<String>) -> Result<Patc
                 })?);
             }
             "affected-versions" => {
-                let req = semver::VersionReq::parse(&value).map_err(|e| {
+                let req = VersionRanges::parse(&value).map_err(|e| {
                     header_err(
                         path,
                         f.line,
                         format!("Affected-Versions `{value}` is not a version range: {e}"),
-                        "write a semver range of upstream versions, e.g. Affected-Versions: >=0.1.0, <0.3.2",
+                        "write semver ranges of upstream versions, several joined by `||`, e.g. Affected-Versions: >=0.1.0, <0.3.2 || >=0.4.0, <0.4.1",
                     )
                 })?;
                 meta.affected_versions = Some(value);
@@ -483,14 +530,19 @@ pub fn render_header(meta: &PatchMeta, date: NaiveDate) -> String {
         .clone()
         .unwrap_or_else(|| "distro-patches <distro-patches@localhost>".to_string());
     let mut s = String::new();
-    s.push_str("From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001\n");
+    let from = meta
+        .commit
+        .as_deref()
+        .unwrap_or("0000000000000000000000000000000000000000");
+    s.push_str(&format!("From {from} Mon Sep 17 00:00:00 2001\n"));
     s.push_str(&format!("From: {author}\n"));
-    s.push_str(&format!(
-        "Date: {}\n",
+    // The author date of the change when known (a commit's), else the day it was written.
+    let when = meta.date.clone().unwrap_or_else(|| {
         date.and_hms_opt(0, 0, 0)
             .map(|d| d.format("%a, %d %b %Y %H:%M:%S +0000").to_string())
             .unwrap_or_default()
-    ));
+    });
+    s.push_str(&format!("Date: {when}\n"));
     s.push_str(&format!("Subject: [PATCH] {}\n\n", meta.description));
     if !meta.long_description.is_empty() {
         s.push_str(&meta.long_description);
@@ -618,5 +670,45 @@ mod tests {
         let text = format!("{}\ndiff --git a/x b/x\n", render_header(&m, d));
         let back = parse(Path::new("r.patch"), &text).unwrap();
         assert_eq!(back, m);
+    }
+
+    /// RustSec-style unions: `A || B` affects versions in either range and none between;
+    /// an empty part is an error naming the line.
+    #[test]
+    fn affected_versions_union_of_ranges() {
+        let t = "Description: x\nOrigin: vendor\nAffected-Versions: >=1.39.0, <1.42.1 || >=1.43.0, <1.43.1\n";
+        let m = parse(Path::new("u.patch"), t).unwrap();
+        let v = |s| semver::Version::parse(s).unwrap();
+        assert!(m.affects(&v("1.39.0")) && m.affects(&v("1.42.0")));
+        assert!(!m.affects(&v("1.42.1")) && !m.affects(&v("1.42.9")));
+        assert!(m.affects(&v("1.43.0")) && !m.affects(&v("1.43.1")));
+        assert!(!m.affects(&v("1.38.9")));
+        match parse(
+            Path::new("u.patch"),
+            "Description: x\nOrigin: vendor\nAffected-Versions: >=1.0.0 ||\n",
+        ) {
+            Err(PatchError::Header {
+                line: 3, message, ..
+            }) => assert!(message.contains("empty range"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A git-format patch made from a commit keeps its `From <id>` line and author date when
+    /// rendered again; a placeholder id is not taken as a commit.
+    #[test]
+    fn commit_id_and_author_date_survive_rendering() {
+        let id = "0123456789abcdef0123456789abcdef01234567";
+        let t = format!("From {id} Mon Sep 17 00:00:00 2001\nFrom: A <a@b>\nDate: Tue, 3 Feb 2026 04:05:06 +0100\nSubject: [PATCH] Fix\n\nOrigin: upstream\n---\n");
+        let m = parse(Path::new("c.patch"), &t).unwrap();
+        assert_eq!(m.commit.as_deref(), Some(id));
+        let out = render_header(&m, NaiveDate::from_ymd_opt(2026, 11, 2).unwrap());
+        assert!(out.starts_with(&format!("From {id} ")), "{out}");
+        assert!(
+            out.contains("Date: Tue, 3 Feb 2026 04:05:06 +0100\n"),
+            "{out}"
+        );
+        let zero = parse(Path::new("z.patch"), &out.replace(id, &"0".repeat(40))).unwrap();
+        assert_eq!(zero.commit, None);
     }
 }

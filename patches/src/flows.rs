@@ -7,7 +7,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use distro_config::{Distribution, Line};
 
 use crate::advisory::{parse_lock, scan, AdvisoryDb, Finding};
-use crate::apply::{apply_series, read_queue, AppliedPatch, QueuedPatch};
+use crate::apply::{apply_series, AppliedPatch};
 use crate::cmd::Cmd;
 use crate::dep3::{self, Origin, OriginCategory, PatchMeta};
 use crate::error::PatchError;
@@ -127,6 +127,8 @@ pub fn remediate_line(
             severity: None,
             affected_versions: None,
             affected: None,
+            commit: None,
+            date: None,
         };
         let crates: Vec<&str> = remediation
             .bumps
@@ -153,87 +155,119 @@ pub fn remediate_line(
     })
 }
 
-/// The OpenVEX document of `line` released as `release` (default: its latest), with products
-/// `pkg:cargo/<component package>@<release>`.
+/// What [`vex_line`] found: the document, or why there is none.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VexOutcome {
+    /// The line.
+    pub line: String,
+    /// The release the document is about.
+    pub release: String,
+    /// The document (valid against the official OpenVEX schema), when there is something to
+    /// state.
+    #[serde(skip)]
+    pub document: Option<crate::vex::Document>,
+    /// Number of statements.
+    pub statements: usize,
+    /// Whether the statements are the `not_affected` answers for the advisories checked
+    /// against the line's crates (no advisory concerns the line).
+    pub checked_only: bool,
+    /// Why no document is written, when none is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The evaluation the document states.
+    pub evaluation: crate::evaluate::LineEvaluation,
+}
+
+/// Open actions for advisories of the line's patched tree: what the remediation plan would do.
+fn open_actions(
+    tree: &Path,
+    db: &AdvisoryDb,
+    cargo_home: &Path,
+    line: &Line,
+) -> Result<std::collections::BTreeMap<String, String>, PatchError> {
+    let mut open_actions = std::collections::BTreeMap::new();
+    let plan = remediate::plan(tree, db, cargo_home)?;
+    for u in plan.unfixable {
+        for a in &u.advisories {
+            open_actions.insert(a.clone(), u.explanation.clone());
+        }
+    }
+    for b in plan.bumps {
+        for a in &b.advisories {
+            open_actions.insert(
+                a.clone(),
+                format!(
+                    "Upgrade {} from {} to {} (compatible with the line's requirements): run `distro patches remediate --line {}`",
+                    b.package, b.from, b.to, line.version
+                ),
+            );
+        }
+    }
+    Ok(open_actions)
+}
+
+/// The line's [`crate::evaluate::evaluate`] answers, with remediation advice for open
+/// advisories from the local index at `cargo_home`.
+pub fn evaluate_line(
+    dist: &Distribution,
+    line: &Line,
+    db: &AdvisoryDb,
+    cargo_home: &Path,
+) -> Result<crate::evaluate::LineEvaluation, PatchError> {
+    crate::evaluate::evaluate_with_tree(dist, line, db, |tree| {
+        open_actions(tree, db, cargo_home, line)
+    })
+}
+
+/// The OpenVEX document of `line` released as `release` (default: its latest), about the
+/// distribution's release (`images`, `REPOSITORY@sha256:HEX`, when their digests are known)
+/// and validated against the official schema; None (with the reason) when there is nothing
+/// to state.
 pub fn vex_line(
     dist: &Distribution,
     line: &Line,
     release: Option<&str>,
+    images: &[String],
     db: &AdvisoryDb,
     cargo_home: &Path,
     timestamp: DateTime<Utc>,
-) -> Result<crate::vex::Document, PatchError> {
-    let source = LineSource::of(line)?;
-    let lock_name = PathBuf::from(format!("{}:Cargo.lock", line.source.git_ref));
-    let upstream_lock = match source.read("Cargo.lock")? {
-        Some(t) => parse_lock(&lock_name, &t)?,
-        None => Vec::new(),
-    };
-    let scratch = tempfile::tempdir().map_err(|e| PatchError::io(std::env::temp_dir(), e))?;
-    let tree = scratch.path().join("src");
-    patched_tree(line, &tree)?;
-    let patched_path = tree.join("Cargo.lock");
-    let patched_lock = match std::fs::read_to_string(&patched_path) {
-        Ok(t) => parse_lock(&patched_path, &t)?,
-        Err(_) => Vec::new(),
-    };
-    let queue: Vec<QueuedPatch> = match &line.patches {
-        Some(dir) => read_queue(dir)?,
-        None => Vec::new(),
-    };
-    let mut others = Vec::new();
-    for l in dist.lines.iter().filter(|l| l.version != line.version) {
-        if let Some(dir) = &l.patches {
-            if dir.join("series").is_file() {
-                for p in read_queue(dir)? {
-                    others.push((l.version.clone(), p));
-                }
-            }
-        }
-    }
-    let mut open_actions = std::collections::BTreeMap::new();
-    if patched_path.is_file() {
-        let plan = remediate::plan(&tree, db, cargo_home)?;
-        for u in plan.unfixable {
-            for a in &u.advisories {
-                open_actions.insert(a.clone(), u.explanation.clone());
-            }
-        }
-        for b in plan.bumps {
-            for a in &b.advisories {
-                open_actions.insert(
-                    a.clone(),
-                    format!(
-                        "Upgrade {} from {} to {} (compatible with the line's requirements): run `distro patches remediate --line {}`",
-                        b.package, b.from, b.to, line.version
-                    ),
-                );
-            }
-        }
-    }
+) -> Result<VexOutcome, PatchError> {
+    let evaluation = evaluate_line(dist, line, db, cargo_home)?;
     let release = release
         .map(str::to_string)
         .or_else(|| line.latest.clone())
         .unwrap_or_else(|| format!("{}.0", line.version));
-    let products = dist
-        .components
-        .iter()
-        .map(|c| format!("pkg:cargo/{}@{release}", c.package))
-        .collect();
-    let facts = crate::vex::LineFacts {
-        line: line.version.clone(),
-        upstream_version: crate::backport::upstream_version(line),
-        products,
-        upstream_lock: &upstream_lock,
-        patched_lock: &patched_lock,
-        queue: &queue,
-        other_queues: &others,
-        open_actions,
-    };
+    let products = crate::vex::Products::new(&dist.name, &line.version, &release, images)?;
     let author = if dist.vendor.is_empty() {
         &dist.name
     } else {
         &dist.vendor
     };
-    Ok(crate::vex::document(&facts, db, author, timestamp))
+    let document = crate::vex::document(&evaluation, &products, author, timestamp);
+    if let Some(doc) = &document {
+        let value = serde_json::to_value(doc).map_err(|e| {
+            PatchError::invalid(
+                format!("cannot serialise the VEX document: {e}"),
+                "report this as a bug",
+            )
+        })?;
+        crate::vex::validate(
+            &value,
+            &format!("OpenVEX document of line {}", line.version),
+        )?;
+    }
+    Ok(VexOutcome {
+        line: line.version.clone(),
+        release,
+        statements: document.as_ref().map_or(0, |d| d.statements.len()),
+        checked_only: evaluation.advisories.is_empty() && document.is_some(),
+        reason: document.is_none().then(|| {
+            format!(
+                "no advisory concerns line {} and the database has none for its crates: there is nothing to state, and OpenVEX requires at least one statement",
+                line.version
+            )
+        }),
+        document,
+        evaluation,
+    })
 }

@@ -7,7 +7,8 @@
 //! fix on every supported line in its own worktree ([`backport`]), matches the line's Cargo.lock
 //! against a local RustSec database ([`advisory`]) and bumps affected crates to the lowest
 //! compatible fixed version ([`remediate`]), and states per line which advisories are fixed,
-//! not affecting or still open as OpenVEX ([`vex`]).
+//! not affecting or still open as OpenVEX ([`vex`]) — from one evaluation of each (line,
+//! advisory) that the matrix and the scan report too ([`evaluate`]).
 //!
 //! Everything that touches git or cargo runs their CLIs as subprocesses; each says why it runs
 //! and fails with the command, its status and its stderr tail.
@@ -19,6 +20,7 @@ pub mod backport;
 mod cmd;
 pub mod dep3;
 mod error;
+pub mod evaluate;
 pub mod flows;
 mod fsutil;
 pub mod index;

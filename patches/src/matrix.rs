@@ -169,9 +169,9 @@ pub fn check_release(
     }
 }
 
-/// Fills the advisory columns of `rows`: open = advisories affecting the line's Cargo.lock at
-/// its ref and not named by a patch of its queue; fixed = advisories named by its queue.
-/// Lines whose source cannot be read get a note instead.
+/// Fills the advisory columns of `rows` from each line's [`crate::evaluate::evaluate`]: the
+/// same answers the line's VEX document and `distro patches scan` give (aliases folded into
+/// one advisory). Lines that cannot be evaluated get a note instead.
 pub fn fill_advisories(
     rows: &mut [MatrixRow],
     dist: &Distribution,
@@ -182,50 +182,13 @@ pub fn fill_advisories(
         let Some(line) = dist.line(&row.line) else {
             continue;
         };
-        let mut fixed: Vec<String> = Vec::new();
-        if let Some(dir) = &line.patches {
-            match crate::apply::read_queue(dir) {
-                Ok(q) => {
-                    for p in q {
-                        for a in p.meta.advisories {
-                            if !fixed.contains(&a) {
-                                fixed.push(a);
-                            }
-                        }
-                    }
-                }
-                Err(e) => notes.push(format!(
-                    "line {}: patch queue unreadable: {e}",
-                    line.version
-                )),
+        match crate::evaluate::evaluate(dist, line, db, &std::collections::BTreeMap::new()) {
+            Ok(e) => {
+                row.advisories_open = e.open();
+                row.advisories_fixed = e.fixed();
             }
-        }
-        let lock = crate::source::LineSource::of(line).and_then(|s| s.read("Cargo.lock"));
-        match lock {
-            Ok(Some(text)) => {
-                let path = std::path::PathBuf::from(format!("{}:Cargo.lock", line.source.git_ref));
-                match crate::advisory::parse_lock(&path, &text) {
-                    Ok(pkgs) => {
-                        for f in crate::advisory::scan(db, &pkgs) {
-                            let named = fixed.iter().any(|id| {
-                                id == &f.advisory
-                                    || f.aliases.iter().any(|a| a.eq_ignore_ascii_case(id))
-                            });
-                            if !named && !row.advisories_open.contains(&f.advisory) {
-                                row.advisories_open.push(f.advisory);
-                            }
-                        }
-                    }
-                    Err(e) => notes.push(format!("line {}: {e}", line.version)),
-                }
-            }
-            Ok(None) => notes.push(format!(
-                "line {}: no Cargo.lock at {}",
-                line.version, line.source.git_ref
-            )),
             Err(e) => notes.push(format!("line {}: {e}", line.version)),
         }
-        row.advisories_fixed = fixed;
     }
     notes
 }

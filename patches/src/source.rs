@@ -26,7 +26,8 @@ pub struct LineSource {
 }
 
 impl LineSource {
-    /// The source of a configured line; only local repositories (paths) are read directly.
+    /// The source of a configured line; only local repositories (paths) are read directly:
+    /// [`localise`] first replaces remote sources by their mirrors in the cache.
     pub fn of(line: &distro_config::Line) -> Result<LineSource, PatchError> {
         let git = line
             .source
@@ -36,8 +37,8 @@ impl LineSource {
         let repo = PathBuf::from(git);
         if !repo.exists() {
             return Err(PatchError::invalid(
-                format!("line {}: source repository {} is not a local path", line.version, line.source.git),
-                "mirror the repository locally (git clone --mirror) and point source.git at the mirror",
+                format!("line {}: source repository {} is not a local path (and was not fetched into the source cache)", line.version, line.source.git),
+                "`distro patches` and `distro matrix` fetch remote sources into out/sources/; elsewhere, mirror the repository locally (git clone --mirror) and point source.git at the mirror",
             ));
         }
         Ok(LineSource {
@@ -111,19 +112,35 @@ impl LineSource {
         Ok(Worktree {
             repo: self.repo.clone(),
             dir: dir.to_path_buf(),
+            keep: std::cell::Cell::new(false),
         })
     }
 }
 
-/// A worktree removed (with its administrative files) when dropped.
+/// A worktree removed (with its administrative files) when dropped, unless kept.
 #[derive(Debug)]
 pub struct Worktree {
     repo: PathBuf,
     /// Its directory.
     pub dir: PathBuf,
+    keep: std::cell::Cell<bool>,
+}
+
+/// Removes the worktree `dir` of `repo` (with its administrative files).
+pub fn remove_worktree(repo: &Path, dir: &Path) -> Result<(), PatchError> {
+    let mut c = Cmd::git("remove the worktree");
+    c.cwd(repo).args(["worktree", "remove", "--force"]).arg(dir);
+    let _guard = admin_lock();
+    c.run()?;
+    Ok(())
 }
 
 impl Worktree {
+    /// Leaves the worktree in place when dropped (for the maintainer to resolve a conflict).
+    pub fn keep(&self) {
+        self.keep.set(true);
+    }
+
     /// Commits everything in the worktree (so a later `git apply --3way` has a clean index).
     pub fn commit_all(&self, message: &str) -> Result<(), PatchError> {
         let mut add = Cmd::git("stage the applied series in the worktree");
@@ -145,6 +162,9 @@ impl Worktree {
 
 impl Drop for Worktree {
     fn drop(&mut self) {
+        if self.keep.get() {
+            return;
+        }
         let mut c = Cmd::git("remove the temporary worktree");
         c.cwd(&self.repo)
             .args(["worktree", "remove", "--force"])
@@ -158,4 +178,83 @@ impl Drop for Worktree {
             let _ = p.output();
         }
     }
+}
+
+/// Whether a line's `source.git` names a remote repository (a URL, including `file://`, or an
+/// scp-style `user@host:path`) rather than a local path.
+pub fn is_remote(git: &str) -> bool {
+    git.contains("://") || (git.contains('@') && git.contains(':') && !Path::new(git).exists())
+}
+
+/// The bare mirror of `url` in `cache`: `<cache>/<first 16 hex of sha256(url)>.git`.
+pub fn mirror_dir(cache: &Path, url: &str) -> PathBuf {
+    cache.join(format!("{}.git", &crate::sha256_hex(url.as_bytes())[..16]))
+}
+
+/// A remote source brought into the cache.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Mirrored {
+    /// The URL.
+    pub url: String,
+    /// Its bare mirror.
+    pub mirror: PathBuf,
+    /// `cloned` (first time) or `updated` (`git fetch`).
+    pub action: String,
+}
+
+/// Brings `url` into `cache` as a bare mirror: `git clone --mirror` the first time, then
+/// `git fetch --prune` (all refs, so tags and branches of every line are there).
+pub fn mirror(url: &str, cache: &Path) -> Result<Mirrored, PatchError> {
+    std::fs::create_dir_all(cache).map_err(|e| PatchError::io(cache, e))?;
+    let dir = mirror_dir(cache, url);
+    let action = if dir.join("HEAD").is_file() {
+        let mut c = Cmd::git(format!("update the mirror of {url}"));
+        c.cwd(&dir).args(["fetch", "--prune", "--quiet", "origin"]);
+        c.run()?;
+        "updated"
+    } else {
+        // Clone beside the final name and rename, so an interrupted clone leaves no half
+        // mirror that later runs would take as complete.
+        let staging = tempfile::Builder::new()
+            .prefix(".mirror-")
+            .tempdir_in(cache)
+            .map_err(|e| PatchError::io(cache, e))?;
+        let tmp = staging.path().join("repo.git");
+        let mut c = Cmd::git(format!("fetch the source repository {url}"));
+        c.cwd(cache)
+            .args(["clone", "--mirror", "--quiet", "--", url])
+            .arg(&tmp);
+        c.run()?;
+        std::fs::rename(&tmp, &dir).map_err(|e| PatchError::io(&dir, e))?;
+        "cloned"
+    };
+    Ok(Mirrored {
+        url: url.to_string(),
+        mirror: dir,
+        action: action.into(),
+    })
+}
+
+/// Replaces every remote `source.git` of `dist` by its mirror in `cache`, fetching each URL
+/// once; local paths (and local mirrors, for air-gapped sites) are left as they are.
+pub fn localise(
+    dist: &mut distro_config::Distribution,
+    cache: &Path,
+) -> Result<Vec<Mirrored>, PatchError> {
+    let mut done: Vec<Mirrored> = Vec::new();
+    for line in &mut dist.lines {
+        if !is_remote(&line.source.git) {
+            continue;
+        }
+        let m = match done.iter().find(|m| m.url == line.source.git) {
+            Some(m) => m.clone(),
+            None => {
+                let m = mirror(&line.source.git, cache)?;
+                done.push(m.clone());
+                m
+            }
+        };
+        line.source.git = m.mirror.to_string_lossy().into_owned();
+    }
+    Ok(done)
 }

@@ -1,14 +1,25 @@
 //! OpenVEX 0.2.0 documents: per line and release, which advisories are fixed (by a backported
-//! patch or a dependency bump), not affecting (outside the affected range) or still open, so
-//! scanners stop reporting fixed-by-backport advisories.
+//! patch or a dependency bump), not affecting or still open — the line's
+//! [`crate::evaluate`] answers, stated about the distribution's own release.
+//!
+//! Products are the distribution's release, never the stock upstream package: its images as
+//! `pkg:oci/NAME@sha256%3A…?repository_url=…` when their digests are known, else
+//! `pkg:generic/DIST@RELEASE`; the crate an advisory is about is a subcomponent with a
+//! `distro=DIST-LINE` qualifier (`pkg:cargo/rustls-webpki@0.103.5?distro=fips-mesh-0.1`), so a
+//! scanner does not take an unpatched upstream build of the same version as fixed.
+//! Documents are checked against the official OpenVEX JSON schema (vendored in
+//! `patches/schema/`) before anyone writes them; the schema rejects an empty `statements`.
 
-use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::advisory::{AdvisoryDb, Finding, LockedPackage};
-use crate::apply::QueuedPatch;
+use crate::error::PatchError;
+use crate::evaluate::{Evaluation, LineEvaluation, Status};
+
+/// The official OpenVEX 0.2.0 JSON schema (openvex/spec `openvex_json_schema.json`).
+const SCHEMA: &str = include_str!("../schema/openvex_json_schema.json");
 
 /// The OpenVEX 0.2.0 JSON-LD context.
 pub const CONTEXT: &str = "https://openvex.dev/ns/v0.2.0";
@@ -91,231 +102,133 @@ pub struct Subcomponent {
     pub id: String,
 }
 
-/// Everything known about one line's release.
-pub struct LineFacts<'a> {
-    /// The line, `MAJOR.MINOR`.
-    pub line: String,
-    /// The upstream version of the line's source (checked against patches' affected ranges).
-    pub upstream_version: semver::Version,
-    /// purls of the released products.
-    pub products: Vec<String>,
-    /// Cargo.lock at the line's ref.
-    pub upstream_lock: &'a [LockedPackage],
-    /// Cargo.lock of the patched tree.
-    pub patched_lock: &'a [LockedPackage],
-    /// The line's queue.
-    pub queue: &'a [QueuedPatch],
-    /// Patches of other lines' queues (with the line they belong to).
-    pub other_queues: &'a [(String, QueuedPatch)],
-    /// Action statements for advisories no compatible release fixes (by advisory id).
-    pub open_actions: BTreeMap<String, String>,
+/// The product identifiers of a line's release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Products {
+    /// purls of the release: its images, or the distribution's generic purl.
+    pub release: Vec<String>,
+    /// The qualifier value marking the distribution's build of a crate (`DIST-LINE`).
+    pub distro: String,
 }
 
-fn names(f: &Finding, id: &str) -> bool {
-    f.advisory.eq_ignore_ascii_case(id) || f.aliases.iter().any(|a| a.eq_ignore_ascii_case(id))
+impl Products {
+    /// `images` are `REPOSITORY@sha256:HEX` references; without any, the release is
+    /// `pkg:generic/DIST@RELEASE`.
+    pub fn new(
+        dist: &str,
+        line: &str,
+        release: &str,
+        images: &[String],
+    ) -> Result<Products, PatchError> {
+        let mut purls = Vec::new();
+        for image in images {
+            purls.push(oci_purl(image)?);
+        }
+        if purls.is_empty() {
+            purls.push(format!("pkg:generic/{dist}@{release}"));
+        }
+        Ok(Products {
+            release: purls,
+            distro: format!("{dist}-{line}"),
+        })
+    }
+
+    fn subcomponent(&self, package: &str, version: &str) -> String {
+        format!("pkg:cargo/{package}@{version}?distro={}", self.distro)
+    }
 }
 
-/// Builds the OpenVEX document of a line's release.
-pub fn document(
-    facts: &LineFacts<'_>,
-    db: &AdvisoryDb,
-    author: &str,
-    timestamp: DateTime<Utc>,
-) -> Document {
-    let upstream = crate::advisory::scan(db, facts.upstream_lock);
-    let patched = crate::advisory::scan(db, facts.patched_lock);
-    let product = |sub: Option<String>| -> Vec<Product> {
-        facts
-            .products
+/// `pkg:oci/NAME@sha256%3AHEX?repository_url=REPOSITORY` of `REPOSITORY@sha256:HEX`.
+pub fn oci_purl(image: &str) -> Result<String, PatchError> {
+    let bad = || {
+        PatchError::invalid(
+            format!("image `{image}` is not REPOSITORY@sha256:HEX"),
+            "pass the pushed image by digest, e.g. 127.0.0.1:5000/fips-mesh/mesh-proxy@sha256:<64 hex>",
+        )
+    };
+    let (repo, digest) = image.rsplit_once('@').ok_or_else(bad)?;
+    let hex = digest.strip_prefix("sha256:").ok_or_else(bad)?;
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) || repo.is_empty() {
+        return Err(bad());
+    }
+    let name = repo.rsplit('/').next().unwrap_or(repo).to_ascii_lowercase();
+    Ok(format!(
+        "pkg:oci/{name}@sha256%3A{}?repository_url={}",
+        hex.to_ascii_lowercase(),
+        repo.to_ascii_lowercase()
+    ))
+}
+
+fn statement(e: &Evaluation, products: &Products) -> Statement {
+    let sub = match (&e.package, e.shipped.as_ref().or(e.version.as_ref())) {
+        (Some(p), Some(v)) => vec![Subcomponent {
+            id: products.subcomponent(p, v),
+        }],
+        _ => Vec::new(),
+    };
+    let mut aliases: Vec<String> = Vec::new();
+    for a in &e.aliases {
+        if !a.eq_ignore_ascii_case(&e.advisory)
+            && !aliases.iter().any(|x| x.eq_ignore_ascii_case(a))
+        {
+            aliases.push(a.clone());
+        }
+    }
+    Statement {
+        vulnerability: Vulnerability {
+            name: e.advisory.clone(),
+            aliases,
+            description: e.title.clone(),
+        },
+        products: products
+            .release
             .iter()
             .map(|p| Product {
                 id: p.clone(),
-                subcomponents: sub.iter().map(|s| Subcomponent { id: s.clone() }).collect(),
+                subcomponents: sub.clone(),
             })
-            .collect()
-    };
-    let vuln = |id: &str, extra: &[String]| -> Vulnerability {
-        let adv = db.find(id);
-        let name = adv.map_or_else(|| id.to_string(), |a| a.id.clone());
-        let mut aliases: Vec<String> = adv.map(|a| a.aliases.clone()).unwrap_or_default();
-        for e in extra {
-            if !e.eq_ignore_ascii_case(&name) && !aliases.iter().any(|a| a.eq_ignore_ascii_case(e))
-            {
-                aliases.push(e.clone());
-            }
-        }
-        if !id.eq_ignore_ascii_case(&name) && !aliases.iter().any(|a| a.eq_ignore_ascii_case(id)) {
-            aliases.push(id.to_string());
-        }
-        Vulnerability {
-            name,
-            aliases,
-            description: adv.map(|a| a.title.clone()).filter(|t| !t.is_empty()),
-        }
+            .collect(),
+        status: e.status.as_str().into(),
+        status_notes: (e.status != Status::NotAffected).then(|| e.notes.clone()),
+        justification: e.justification.clone(),
+        impact_statement: (e.status == Status::NotAffected).then(|| e.notes.clone()),
+        action_statement: e.action.clone(),
+    }
+}
+
+/// The OpenVEX document of a line's release, or None when there is nothing to state (no
+/// advisory concerns the line and none of its crates has an advisory to check).
+///
+/// When no advisory concerns the line, the document states `not_affected` for every advisory
+/// checked against the line's crates (the schema requires at least one statement).
+pub fn document(
+    eval: &LineEvaluation,
+    products: &Products,
+    author: &str,
+    timestamp: DateTime<Utc>,
+) -> Option<Document> {
+    let source = if eval.advisories.is_empty() {
+        &eval.checked
+    } else {
+        &eval.advisories
     };
     let mut statements: Vec<Statement> = Vec::new();
-    let mut done: Vec<String> = Vec::new();
-    let seen = |done: &Vec<String>, v: &Vulnerability| {
-        done.iter().any(|d| {
-            d.eq_ignore_ascii_case(&v.name) || v.aliases.iter().any(|a| a.eq_ignore_ascii_case(d))
-        })
-    };
-
-    // Dependency advisories of the upstream lockfile: fixed by a bump or a patch, or open.
-    // One statement per advisory and affected crate version: the same advisory can be fixed
-    // in one copy of a crate and open in a semver-incompatible other.
-    let mut crate_done: Vec<String> = Vec::new();
-    for f in &upstream {
-        let v = vuln(&f.advisory, &[]);
-        let purl = format!("pkg:cargo/{}@{}", f.package, f.version);
-        let key = format!("{} {purl}", v.name);
-        if crate_done.contains(&key) {
-            continue;
-        }
-        crate_done.push(key);
-        if !seen(&done, &v) {
-            done.push(v.name.clone());
-        }
-        let by_patch = facts
-            .queue
-            .iter()
-            .find(|p| p.meta.advisories.iter().any(|id| names(f, id)));
-        // The same copy after the queue: same name and major (or minor, below 1.0) version.
-        let compatible = |v: &semver::Version| {
-            v.major == f.version.major && (v.major > 0 || v.minor == f.version.minor)
-        };
-        let still = patched
-            .iter()
-            .any(|p| p.advisory == f.advisory && p.package == f.package && compatible(&p.version));
-        let now = facts
-            .patched_lock
-            .iter()
-            .filter(|p| p.name == f.package && p.version != f.version && compatible(&p.version))
-            .map(|p| p.version.to_string())
-            .collect::<Vec<_>>();
-        let mut st = Statement {
-            vulnerability: v,
-            products: product(Some(purl)),
-            status: String::new(),
-            status_notes: None,
-            justification: None,
-            impact_statement: None,
-            action_statement: None,
-        };
-        if !still {
-            st.status = "fixed".into();
-            let bump = if now.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "{} bumped from {} to {}",
-                    f.package,
-                    f.version,
-                    now.join(", ")
-                )
-            };
-            st.status_notes = Some(match (by_patch, bump.is_empty()) {
-                (Some(p), true) => {
-                    format!("fixed by patch {} ({})", p.entry.name, p.meta.origin_text())
-                }
-                (Some(p), false) => format!("fixed by patch {}: {bump}", p.entry.name),
-                (None, false) => bump,
-                (None, true) => format!("{} no longer in the patched Cargo.lock", f.package),
-            });
-        } else if let Some(p) = by_patch.filter(|p| !p.is_lockfile_only()) {
-            st.status = "fixed".into();
-            st.status_notes = Some(format!(
-                "fixed by source patch {} ({}) applied to {} {}",
-                p.entry.name,
-                p.meta.origin_text(),
-                f.package,
-                f.version
-            ));
-        } else {
-            st.status = "affected".into();
-            st.action_statement = Some(facts.open_actions.get(&f.advisory).cloned().unwrap_or_else(|| {
-                format!(
-                    "Upgrade {} from {} to a release in {} (run `distro patches remediate --line {}`)",
-                    f.package,
-                    f.version,
-                    f.patched.join(" or "),
-                    facts.line
-                )
-            }));
-        }
-        statements.push(st);
-    }
-
-    // Advisories fixed by source patches of this line (the mesh's own code).
-    for p in facts.queue {
-        for id in &p.meta.advisories {
-            let v = vuln(id, &p.meta.advisories);
-            if seen(&done, &v) {
-                continue;
-            }
-            done.push(v.name.clone());
-            statements.push(Statement {
-                vulnerability: v,
-                products: product(None),
-                status: "fixed".into(),
-                status_notes: Some(format!(
-                    "fixed by patch {} ({})",
-                    p.entry.name,
-                    p.meta.origin_text()
-                )),
-                justification: None,
-                impact_statement: None,
-                action_statement: None,
-            });
-        }
-    }
-
-    // Advisories other lines carry patches for.
-    for (other, p) in facts.other_queues {
-        for id in &p.meta.advisories {
-            let v = vuln(id, &p.meta.advisories);
-            if seen(&done, &v) {
-                continue;
-            }
-            done.push(v.name.clone());
-            let mut st = Statement {
-                vulnerability: v,
-                products: product(None),
-                status: String::new(),
-                status_notes: None,
-                justification: None,
-                impact_statement: None,
-                action_statement: None,
-            };
-            if p.meta.affects(&facts.upstream_version) {
-                st.status = "affected".into();
-                st.action_statement = Some(format!(
-                    "Backport {} from line {other}: distro patches backport {}",
-                    p.entry.name,
-                    p.path.display()
-                ));
-            } else {
-                st.status = "not_affected".into();
-                st.justification = Some("vulnerable_code_not_present".into());
-                st.impact_statement = Some(format!(
-                    "line {} (upstream {}) is outside the affected range {} of patch {} (line {other})",
-                    facts.line,
-                    facts.upstream_version,
-                    p.meta.affected_versions.as_deref().unwrap_or("*"),
-                    p.entry.name
-                ));
-            }
+    for e in source {
+        let st = statement(e, products);
+        if !statements.contains(&st) {
             statements.push(st);
         }
     }
-
+    if statements.is_empty() {
+        return None;
+    }
     let ts = timestamp.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let body = serde_json::to_vec(&statements).unwrap_or_default();
     let id = format!(
         "https://openvex.dev/docs/public/vex-{}",
-        crate::sha256_hex(&[facts.line.as_bytes(), &body].concat())
+        crate::sha256_hex(&[eval.line.as_bytes(), &body].concat())
     );
-    Document {
+    Some(Document {
         context: CONTEXT.into(),
         id,
         author: author.into(),
@@ -324,5 +237,84 @@ pub fn document(
         version: 1,
         tooling: format!("distro-patches {}", env!("CARGO_PKG_VERSION")),
         statements,
+    })
+}
+
+fn validator() -> Result<&'static jsonschema::Validator, PatchError> {
+    static V: OnceLock<Result<jsonschema::Validator, String>> = OnceLock::new();
+    V.get_or_init(|| {
+        let schema: serde_json::Value = serde_json::from_str(SCHEMA)
+            .map_err(|e| format!("vendored openvex_json_schema.json: {e}"))?;
+        jsonschema::options()
+            .should_validate_formats(true)
+            .build(&schema)
+            .map_err(|e| format!("compiling the vendored OpenVEX schema: {e}"))
+    })
+    .as_ref()
+    .map_err(|e| {
+        PatchError::invalid(
+            e.clone(),
+            "report this as a bug: the vendored schema is broken",
+        )
+    })
+}
+
+/// Checks an OpenVEX document against the official schema; the error lists every violation.
+pub fn validate(doc: &serde_json::Value, subject: &str) -> Result<(), PatchError> {
+    let v = validator()?;
+    let errors: Vec<String> = v
+        .iter_errors(doc)
+        .map(|e| format!("  at {}: {e}", e.instance_path()))
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(PatchError::invalid(
+            format!(
+                "{subject}: not valid against the OpenVEX 0.2.0 JSON schema:\n{}",
+                errors.join("\n")
+            ),
+            "report this as a bug; nothing was written",
+        ))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // in tests a panic is the failure report
+mod tests {
+    use super::*;
+
+    /// The vendored schema rejects a document without statements (what scanners refuse) and
+    /// accepts one with a not_affected statement and distro-qualified purls.
+    #[test]
+    fn schema_rejects_empty_statements() {
+        let mut doc = serde_json::json!({
+            "@context": CONTEXT, "@id": "https://openvex.dev/docs/public/vex-1",
+            "author": "a", "timestamp": "2026-11-28T00:00:00Z", "version": 1, "statements": []
+        });
+        let e = validate(&doc, "x.json").unwrap_err().to_string();
+        assert!(e.contains("/statements"), "{e}");
+        doc["statements"] = serde_json::json!([{
+            "vulnerability": {"name": "RUSTSEC-2026-0001"},
+            "products": [{"@id": "pkg:generic/demo@0.1.0", "subcomponents": [{"@id": "pkg:cargo/x@1.0.0?distro=demo-0.1"}]}],
+            "status": "not_affected", "justification": "vulnerable_code_not_present"
+        }]);
+        validate(&doc, "x.json").unwrap();
+        doc["statements"][0]["status"] = "affected".into();
+        assert!(
+            validate(&doc, "x.json").is_err(),
+            "affected needs an action_statement"
+        );
+    }
+
+    /// Image references by digest become OCI purls; anything else is refused.
+    #[test]
+    fn oci_purls_from_digests() {
+        let hex = "ab".repeat(32);
+        assert_eq!(
+            oci_purl(&format!("127.0.0.1:5000/fips-mesh/mesh-proxy@sha256:{hex}")).unwrap(),
+            format!("pkg:oci/mesh-proxy@sha256%3A{hex}?repository_url=127.0.0.1:5000/fips-mesh/mesh-proxy")
+        );
+        assert!(oci_purl("127.0.0.1:5000/x:latest").is_err());
     }
 }

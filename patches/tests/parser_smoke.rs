@@ -9,6 +9,7 @@ use distro_patches::{advisory, dep3, series::Series};
 const SAMPLES: &[&str] = &[
     "From 1 Mon Sep 17 00:00:00 2001\nFrom: A <a@b>\nSubject: [PATCH] x\n\nOrigin: upstream, commit:1\nAdvisories: CVE-2026-1, RUSTSEC-2026-0001\nSeverity: high\nAffected-Versions: >=0.1, <0.3\nLast-Update: 2026-01-01\n---\ndiff --git a/a b/a\n--- a/a\n+++ b/a\n@@ -1 +1 @@\n-a\n+b\n",
     "Description: d\n more\n .\nOrigin: https://x/y\nBug-Debian: 1\n\n--- a/x\n+++ b/x\n",
+    "From 0123456789abcdef0123456789abcdef01234567 Mon Sep 17 00:00:00 2001\nDate: Thu, 1 Jan 2026 00:00:00 +0000\nSubject: u\n\nOrigin: upstream, commit:1 (diff against parent 1 2)\nAffected-Versions: >=1.39.0, <1.42.1 || >=1.43.0, <1.43.1\n---\n",
     "# c\na.patch -p0\n\nb.patch\n",
     "```toml\n[advisory]\nid = \"RUSTSEC-2026-0001\"\npackage = \"x\"\ndate = \"2026-01-01\"\n[versions]\npatched = [\">= 1.2.3, < 2\", \"^2.1\"]\nunaffected = [\"< 0.1\"]\n```\n# t\n",
     "version = 4\n[[package]]\nname = \"a\"\nversion = \"1.0.0\"\nsource = \"registry+x\"\ndependencies = [\"b 1.0.0\"]\n",

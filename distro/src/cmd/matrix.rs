@@ -24,7 +24,8 @@ pub struct Args {
     /// Local RustSec advisory database (default: ../shared/advisory-db beside the repository).
     #[arg(long, value_name = "PATH")]
     pub advisory_db: Option<PathBuf>,
-    /// Skip the advisory columns (no database or source access).
+    /// Skip the advisory columns (no database or source access). The columns are the lines'
+    /// evaluations that `distro patches scan` and the VEX documents report too.
     #[arg(long)]
     pub no_advisories: bool,
     /// Check whether LINE may be released at the date: refused when end of life (exit 1),
@@ -38,7 +39,20 @@ pub struct Args {
 
 /// Runs `distro matrix`.
 pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
-    let dist = cx.distribution()?;
+    let mut dist = cx.distribution()?;
+    if !args.no_advisories && !args.endoflife && args.check_release.is_none() {
+        // The advisory columns read every line's source: remote ones come from the cache.
+        let cache = cx.default_out().join("sources");
+        for m in distro_patches::source::localise(&mut dist, &cache)? {
+            cx.status(&format!(
+                "source {} {} ({})",
+                m.url,
+                m.action,
+                m.mirror.display()
+            ));
+        }
+    }
+    let dist = dist;
     let at = args.at.unwrap_or_else(|| chrono::Utc::now().date_naive());
     if let Some(version) = &args.check_release {
         let line = dist.line(version).with_context(|| {

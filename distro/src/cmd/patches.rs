@@ -32,24 +32,62 @@ pub enum Command {
         #[arg(long)]
         line: String,
     },
-    /// Try fixes (patch files or commits of the newest line) on every supported line; several
-    /// fixes are tried in order, each on top of the ones before it. JSON: one report, or an
-    /// array of reports when several fixes are given. Exits 2 when a line conflicts.
+    /// Try fixes (patch files or commits) on every supported line; several fixes are tried in
+    /// order, each on top of the ones before it. JSON: one report, or an array of reports when
+    /// several fixes are given. Exits 2 when a line conflicts.
+    ///
+    /// A line whose queue or history already carries the fix (or another fix for the same
+    /// advisory) says so. Lines outside the affected range are skipped when their ref is a
+    /// release, and judged by their code otherwise. A conflict lists the likely prerequisites,
+    /// relative to the commit the fix was written on, most conflicting context first.
     Backport {
-        /// Git-format patches with DEP-3 headers, or commit ids.
-        #[arg(value_name = "PATCH|COMMIT", required = true, num_args = 1..)]
+        /// Git-format patches with DEP-3 headers, or commits (ids, tags, branches, or HEAD~N
+        /// relative to the --from line's ref).
+        #[arg(value_name = "PATCH|COMMIT", required_unless_present = "resume", num_args = 1..)]
         fixes: Vec<String>,
         /// Only these lines (repeatable; default: every line supported at --at).
         #[arg(long = "line", value_name = "LINE")]
         lines: Vec<String>,
+        /// The line whose repository and ref commits are read from (default: the newest line
+        /// tried).
+        #[arg(long, value_name = "LINE")]
+        from: Option<String>,
+        /// For a merge commit: backport its diff against parent N (1 = the branch merged into).
+        /// Without it a merge commit is refused.
+        #[arg(long, value_name = "N")]
+        mainline: Option<u32>,
+        /// Advisory the fix addresses (repeatable), added to the commit's `Advisories:` trailer.
+        #[arg(long = "advisory", value_name = "ID")]
+        advisories: Vec<String>,
+        /// Severity of the fixed problem (low, medium, high, critical).
+        #[arg(long, value_name = "LEVEL")]
+        severity: Option<String>,
+        /// Bug tracker URL (repeatable).
+        #[arg(long = "bug", value_name = "URL")]
+        bugs: Vec<String>,
+        /// Local RustSec advisory database, for the ranges and aliases of the advisories a fix
+        /// names (default: the distribution's; skipped with a warning when absent).
+        #[arg(long, value_name = "PATH")]
+        advisory_db: Option<PathBuf>,
         /// Date deciding which lines are supported (default: today, UTC).
         #[arg(long, value_name = "DATE")]
         at: Option<NaiveDate>,
         /// Report only; do not add successful backports to the series.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "keep")]
         dry_run: bool,
+        /// Keep the worktree of a line that conflicts (under OUT/backports/LINE) and print its
+        /// path; resolve it there, then run `--continue LINE`.
+        #[arg(long)]
+        keep: bool,
+        /// Take back the resolved worktree kept for LINE: its change against the line becomes a
+        /// queue patch with the fix's DEP-3 header and `Origin: backport`.
+        #[arg(long = "continue", value_name = "LINE", conflicts_with_all = ["fixes", "keep", "dry_run"])]
+        resume: Option<String>,
     },
-    /// List the advisories that affect a line's Cargo.lock (before its queue).
+    /// List the advisories that affect a line's Cargo.lock (before its queue), and what each
+    /// means for the line as shipped.
+    ///
+    /// The answers are the line's evaluation, which the matrix and the VEX document report too.
     Scan {
         /// The release line.
         #[arg(long)]
@@ -85,9 +123,15 @@ pub enum Command {
         /// Local RustSec advisory database (default: ../shared/advisory-db beside the repository).
         #[arg(long, value_name = "PATH")]
         advisory_db: Option<PathBuf>,
-        /// Write the document here (atomically) instead of stdout.
+        /// Write the document here (atomically) instead of stdout; stdout then reports whether
+        /// a document was written. When there is nothing to state, no file is written (a stale
+        /// one is removed) and the report says why.
         #[arg(long, short, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// A pushed image of the release, REPOSITORY@sha256:HEX (repeatable): the products are
+        /// then `pkg:oci/…` purls of the images instead of the distribution's generic purl.
+        #[arg(long = "image", value_name = "REF")]
+        images: Vec<String>,
         /// Document timestamp, RFC 3339 (default: now), for reproducible output.
         #[arg(long, value_name = "TIME")]
         timestamp: Option<String>,
@@ -96,7 +140,17 @@ pub enum Command {
 
 /// Runs `distro patches`.
 pub fn run(command: Command, cx: &Context) -> anyhow::Result<ExitCode> {
-    let dist = cx.distribution()?;
+    let mut dist = cx.distribution()?;
+    let cache = cx.default_out().join("sources");
+    for m in distro_patches::source::localise(&mut dist, &cache)? {
+        cx.status(&format!(
+            "source {} {} ({})",
+            m.url,
+            m.action,
+            m.mirror.display()
+        ));
+    }
+    let dist = dist;
     let line_of = |v: &str| -> anyhow::Result<&distro_config::Line> {
         dist.line(v).with_context(|| {
             let all: Vec<&str> = dist.lines.iter().map(|l| l.version.as_str()).collect();
@@ -162,9 +216,35 @@ pub fn run(command: Command, cx: &Context) -> anyhow::Result<ExitCode> {
         Command::Backport {
             fixes,
             lines,
+            from,
+            mainline,
+            advisories,
+            severity,
+            bugs,
+            advisory_db,
             at,
             dry_run,
+            keep,
+            resume,
         } => {
+            let keep_dir = cx.default_out().join("backports");
+            if let Some(v) = resume {
+                let l = line_of(&v)?;
+                let done =
+                    backport::continue_backport(&keep_dir, l, chrono::Utc::now().date_naive())?;
+                match cx.format {
+                    Format::Json => output::json(&done)?,
+                    Format::Text => output::data(&format!(
+                        "line {}: recorded {} ({}; {}); removed worktree {}\n",
+                        done.line,
+                        done.added.display(),
+                        done.origin,
+                        done.files.join(", "),
+                        done.removed_worktree.display()
+                    )),
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let at = at.unwrap_or_else(|| chrono::Utc::now().date_naive());
             let chosen: Vec<&distro_config::Line> = if lines.is_empty() {
                 matrix::supported_lines(&dist, at)
@@ -178,16 +258,49 @@ pub fn run(command: Command, cx: &Context) -> anyhow::Result<ExitCode> {
                 !chosen.is_empty(),
                 "no line is supported on {at}; pass --line or --at"
             );
-            let newest = chosen
-                .iter()
-                .max_by(|a, b| a.semver.cmp(&b.semver))
-                .copied()
-                .context("no line")?;
-            let repo = distro_patches::source::LineSource::of(newest)?.repo;
+            let from_line = match &from {
+                Some(v) => line_of(v)?,
+                None => chosen
+                    .iter()
+                    .max_by(|a, b| a.semver.cmp(&b.semver))
+                    .copied()
+                    .context("no line")?,
+            };
+            let repo = distro_patches::source::LineSource::of(from_line)?.repo;
+            let overrides = backport::Overrides {
+                advisories,
+                severity,
+                bugs,
+            };
+            anyhow::ensure!(
+                fixes.len() == 1
+                    || (overrides.advisories.is_empty()
+                        && overrides.severity.is_none()
+                        && overrides.bugs.is_empty()),
+                "--advisory, --severity and --bug describe one fix; pass a single fix with them"
+            );
+            let load = backport::LoadOptions {
+                line_ref: Some(from_line.source.git_ref.clone()),
+                mainline,
+                overrides,
+            };
             let fixes = fixes
                 .iter()
-                .map(|f| backport::Fix::load(&Input::guess(f), &repo))
+                .map(|f| backport::Fix::load(&Input::guess(f), &repo, &load))
                 .collect::<Result<Vec<_>, _>>()?;
+            let explicit_db = advisory_db.is_some();
+            let db_path =
+                advisory_db.unwrap_or_else(|| distro_patches::default_advisory_db(&cx.config_path));
+            let db = match AdvisoryDb::load(&db_path) {
+                Ok(db) => Some(db),
+                Err(e) if !explicit_db => {
+                    cx.status(&format!(
+                        "warning: advisory database not read ({e}); affected ranges come from the patches' Affected-Versions only"
+                    ));
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            };
             cx.status(&format!(
                 "backporting {} fix(es) to {} line(s)",
                 fixes.len(),
@@ -199,6 +312,8 @@ pub fn run(command: Command, cx: &Context) -> anyhow::Result<ExitCode> {
                 &backport::Options {
                     write: !dry_run,
                     today: chrono::Utc::now().date_naive(),
+                    db: db.as_ref(),
+                    keep: keep.then(|| keep_dir.clone()),
                 },
             )?;
             let conflicts = reports
@@ -206,6 +321,19 @@ pub fn run(command: Command, cx: &Context) -> anyhow::Result<ExitCode> {
                 .flat_map(|r| &r.lines)
                 .filter(|l| matches!(l.outcome, Outcome::Conflict { .. }))
                 .count();
+            for l in reports.iter().flat_map(|r| &r.lines) {
+                if let Outcome::Conflict {
+                    kept: Some(dir), ..
+                } = &l.outcome
+                {
+                    cx.status(&format!(
+                        "line {}: conflicting worktree kept at {}; resolve it, then run `distro patches backport --continue {}`",
+                        l.line,
+                        dir.display(),
+                        l.line
+                    ));
+                }
+            }
             match (cx.format, reports.as_slice()) {
                 (Format::Json, [one]) => output::json(one)?,
                 (Format::Json, many) => output::json(&many)?,
@@ -274,10 +402,15 @@ pub fn run(command: Command, cx: &Context) -> anyhow::Result<ExitCode> {
             let l = line_of(&line)?;
             let db = db_at(advisory_db)?;
             let findings = flows::scan_line(l, &db)?;
+            let evaluation = flows::evaluate_line(&dist, l, &db, &cargo_home()?)?;
             match cx.format {
-                Format::Json => {
-                    output::json(&serde_json::json!({ "line": l.version, "findings": findings }))?
-                }
+                Format::Json => output::json(&serde_json::json!({
+                    "line": l.version,
+                    "findings": findings,
+                    "advisories": evaluation.advisories,
+                    "open": evaluation.open(),
+                    "fixed": evaluation.fixed(),
+                }))?,
                 Format::Text => {
                     let mut s = String::new();
                     for f in &findings {
@@ -287,9 +420,23 @@ pub fn run(command: Command, cx: &Context) -> anyhow::Result<ExitCode> {
                         ));
                     }
                     s.push_str(&format!(
-                        "{} advisory match(es) in line {}\n",
+                        "{} advisory match(es) in line {}'s Cargo.lock before its queue\n",
                         findings.len(),
                         l.version
+                    ));
+                    for e in &evaluation.advisories {
+                        s.push_str(&format!(
+                            "{}  {}  {}\n",
+                            e.advisory,
+                            e.status.as_str(),
+                            e.notes
+                        ));
+                    }
+                    s.push_str(&format!(
+                        "line {} as shipped: open {}; fixed {}\n",
+                        l.version,
+                        list(&evaluation.open()),
+                        list(&evaluation.fixed())
                     ));
                     output::data(&s);
                 }
@@ -373,6 +520,7 @@ pub fn run(command: Command, cx: &Context) -> anyhow::Result<ExitCode> {
             release,
             advisory_db,
             output: out,
+            images,
             timestamp,
         } => {
             let l = line_of(&line)?;
@@ -385,21 +533,83 @@ pub fn run(command: Command, cx: &Context) -> anyhow::Result<ExitCode> {
                     .with_timezone(&chrono::Utc),
                 None => chrono::Utc::now(),
             };
-            let doc = flows::vex_line(&dist, l, release.as_deref(), &db, &cargo_home()?, ts)?;
-            match out {
-                Some(path) => {
-                    let text = serde_json::to_string_pretty(&doc)? + "\n";
-                    distro_patches::write_atomic(&path, text.as_bytes())?;
+            let vex = flows::vex_line(
+                &dist,
+                l,
+                release.as_deref(),
+                &images,
+                &db,
+                &cargo_home()?,
+                ts,
+            )?;
+            match (&out, &vex.document) {
+                (Some(path), Some(doc)) => {
+                    let text = serde_json::to_string_pretty(doc)? + "\n";
+                    distro_patches::write_atomic(path, text.as_bytes())?;
                     cx.status(&format!(
-                        "wrote {} ({} statements)",
+                        "wrote {} ({} statements{})",
                         path.display(),
-                        doc.statements.len()
+                        doc.statements.len(),
+                        if vex.checked_only {
+                            ", not_affected for the advisories checked against the line's crates"
+                        } else {
+                            ""
+                        }
                     ));
                 }
-                None => output::json(&doc)?,
+                (Some(path), None) => {
+                    if path.exists() {
+                        std::fs::remove_file(path)
+                            .with_context(|| format!("removing the stale {}", path.display()))?;
+                    }
+                    cx.status(&format!(
+                        "no VEX document written to {}: {}",
+                        path.display(),
+                        vex.reason.as_deref().unwrap_or_default()
+                    ));
+                }
+                (None, Some(doc)) => output::json(doc)?,
+                (None, None) => cx.status(&format!(
+                    "no VEX document: {}",
+                    vex.reason.as_deref().unwrap_or_default()
+                )),
+            }
+            // With -o, stdout reports what was written (data other stages read); without it,
+            // stdout is the document itself (JSON reports the absence of one).
+            let report = serde_json::json!({
+                "line": vex.line,
+                "release": vex.release,
+                "written": out.is_some() && vex.document.is_some(),
+                "path": out.as_ref().filter(|_| vex.document.is_some()),
+                "statements": vex.statements,
+                "checked_only": vex.checked_only,
+                "reason": vex.reason,
+            });
+            match (cx.format, &out, &vex.document) {
+                (Format::Json, Some(_), _) | (Format::Json, None, None) => output::json(&report)?,
+                (Format::Text, Some(_), _) => output::data(&format!(
+                    "line {}: {}\n",
+                    vex.line,
+                    match &vex.document {
+                        Some(_) => format!("{} statement(s) written", vex.statements),
+                        None => format!(
+                            "no VEX written: {}",
+                            vex.reason.as_deref().unwrap_or_default()
+                        ),
+                    }
+                )),
+                _ => {}
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+fn list(v: &[String]) -> String {
+    if v.is_empty() {
+        "-".into()
+    } else {
+        v.join(", ")
     }
 }
 
@@ -414,14 +624,17 @@ fn cargo_home() -> anyhow::Result<PathBuf> {
 }
 
 fn backport_text(r: &backport::Report) -> String {
-    let mut s = format!("{}: {}\n", r.patch, r.description);
+    let mut s = format!("{}: {}\norigin: {}\n", r.patch, r.description, r.origin);
     if !r.advisories.is_empty() {
         s.push_str(&format!("fixes {}\n", r.advisories.join(", ")));
     }
     for l in &r.lines {
         s.push_str(&format!("line {}: {}", l.line, l.outcome.label()));
         match &l.outcome {
-            Outcome::AlreadyPresent { reason } => s.push_str(&format!(" ({reason})")),
+            Outcome::AlreadyPresent { reason } | Outcome::NotTried { reason } => {
+                s.push_str(&format!(" ({reason})"))
+            }
+            Outcome::AlreadyFixed { by, reason } => s.push_str(&format!(" by {by} ({reason})")),
             Outcome::NotAffected { version, affected } => {
                 s.push_str(&format!(" ({version} is outside {affected})"))
             }
@@ -437,6 +650,7 @@ fn backport_text(r: &backport::Report) -> String {
         if let Outcome::Conflict {
             files,
             prerequisites,
+            kept,
         } = &l.outcome
         {
             for f in files {
@@ -449,14 +663,37 @@ fn backport_text(r: &backport::Report) -> String {
                 }
             }
             if !prerequisites.is_empty() {
-                s.push_str("  likely prerequisites (on the newer line, missing here):\n");
+                s.push_str("  likely prerequisites, most conflicting context first:\n");
                 for c in prerequisites {
+                    let relation = match c.relation {
+                        backport::Relation::MissingFromLine => "missing from the line",
+                        backport::Relation::OnLine => "on the line, changed the fix's context",
+                    };
+                    let evidence: Vec<String> = c
+                        .evidence
+                        .iter()
+                        .map(|e| {
+                            let lines: Vec<String> =
+                                e.lines.iter().map(ToString::to_string).collect();
+                            format!("{} (hunk at {}) lines {}", e.path, e.hunk, lines.join(","))
+                        })
+                        .collect();
                     s.push_str(&format!(
-                        "    {} {}\n",
+                        "    {} {}  [{relation}; {} context line(s){}{}]\n",
                         &c.id[..12.min(c.id.len())],
-                        c.summary
+                        c.summary,
+                        c.context_lines,
+                        if evidence.is_empty() { "" } else { ": " },
+                        evidence.join("; ")
                     ));
                 }
+            }
+            if let Some(k) = kept {
+                s.push_str(&format!(
+                    "  worktree kept at {}: resolve it, then `distro patches backport --continue {}`\n",
+                    k.display(),
+                    l.line
+                ));
             }
         }
     }

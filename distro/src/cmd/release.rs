@@ -179,7 +179,7 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
     }
-    r.stage(
+    let vex_report = r.stage(
         "vex",
         &[
             s("patches"),
@@ -190,6 +190,9 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
             s(&vex),
         ],
     )?;
+    // With nothing to state, `patches vex` writes no document (OpenVEX needs a statement):
+    // then no VEX is attached, and the record says why.
+    let vex_written = vex.is_file();
     r.stage(
         "image",
         &[
@@ -253,9 +256,10 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
             s(&line_dir),
             s("--component"),
             component.clone(),
-            s("--vex"),
-            s(&vex),
         ];
+        if vex_written {
+            attest.extend([s("--vex"), s(&vex)]);
+        }
         attest.extend(registry_flags(&args));
         r.stage(&format!("attest {component}"), &attest)?;
         let mut verify = vec![s("verify"), reference.clone(), s("--key"), s(&public_key)];
@@ -269,6 +273,7 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
         "registry": args.to,
         "images": references.iter().map(|(c, r)| json!({"component": c, "reference": r})).collect::<Vec<_>>(),
         "public_key": s(&public_key),
+        "vex": if vex_written { json!({ "attached": true, "path": s(&vex) }) } else { json!({ "attached": false, "reason": vex_report.get("reason") }) },
         "stages": r.stages,
     });
     write_atomic(&line_dir.join("release.json"), &record)?;
