@@ -129,9 +129,9 @@ fn image_is_deterministic_and_read_by_skopeo_and_umoci() {
             "0.1",
             "--format",
             "json",
-            "--ca-bundle",
+            "--base-cache",
         ])
-        .arg(ca_bundle()));
+        .arg(deb_cache()));
     assert!(out.status.success());
     let jc: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_ne!(jc[0]["manifest_digest"], ja[0]["manifest_digest"]);

@@ -195,12 +195,18 @@ impl Fixture {
             self.out.to_str().unwrap(),
             "--line",
             "0.1",
-            "--ca-bundle",
-            &ca_bundle().to_string_lossy(),
+            "--base-cache",
+            &deb_cache().to_string_lossy(),
             "--format",
             "json",
         ])
     }
+}
+
+/// The Debian base's `.deb` cache shared by every test (the packages are downloaded once per
+/// target directory, checked against apt's index each time they are used).
+pub fn deb_cache() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("deb-cache")
 }
 
 /// A CA bundle for the base layer: Debian's when present, else a generated one.
