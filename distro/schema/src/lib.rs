@@ -13,8 +13,8 @@ pub mod intoto;
 
 pub use build::{BuildRecord, ComponentRecord, FipsSummary, SourceRecord};
 pub use fips::{
-    CmvpStatus, FipsEvidence, FipsSelfCheck, ForbiddenCrypto, ModuleIdentity, SymbolScan,
-    TlsConfigReport,
+    CmvpStatus, FipsEvidence, FipsSelfCheck, ForbiddenCrypto, ModuleIdentity, ModuleLinkage,
+    SymbolScan, TlsConfigReport,
 };
 pub use intoto::{ResourceDescriptor, Statement, Subject};
 
