@@ -10,6 +10,8 @@
 //! removed by drop guards whatever happens.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
+mod image_support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -340,6 +342,8 @@ fn released_images_run_under_runc_and_carry_mtls() {
     let mut unpacked = std::collections::BTreeMap::new();
     for c in ["mesh-proxy", "mesh-control"] {
         let layout = line.join("images").join(c).join("oci");
+        // The released image's SBOM names every file the container will see.
+        image_support::assert_sbom_covers_every_file(&layout, &tag_of(&layout), TEST);
         let dir = t.path().join(format!("unpacked-{c}"));
         let config = unpack(&layout, &tag_of(&layout), &dir);
         assert_eq!(config["process"]["user"]["uid"], 65532, "{c}: image user");
