@@ -387,6 +387,14 @@ fn released_images_run_under_runc_and_carry_mtls() {
             report["module_version_string"], ev["module"]["version_in_binary"],
             "{c}: the container's module is not the one the evidence names"
         );
+        // The evidence says how the shipped binary links the module, read from the binary,
+        // and names the certificate for that linkage (AWS-LC FIPS 3.x static: #5314).
+        assert_eq!(ev["module"]["linkage"], "static", "{c}: {}", ev["module"]);
+        assert_eq!(
+            ev["module"]["cmvp_certificate"], 5314,
+            "{c}: {}",
+            ev["module"]
+        );
         drop(ctr);
     }
 

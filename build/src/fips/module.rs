@@ -191,3 +191,25 @@ pub fn check_policy(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (issue 11): the certificate follows the linkage read from the binary: AWS-LC
+    /// FIPS 3.x static is #5314, dynamic #5298; an unknown linkage claims none.
+    #[test]
+    fn certificate_matches_linkage() {
+        assert_eq!(
+            certificate_for("0.13.17", ModuleLinkage::Static),
+            Some(5314)
+        );
+        assert_eq!(
+            certificate_for("0.13.17", ModuleLinkage::Dynamic),
+            Some(5298)
+        );
+        assert_eq!(certificate_for("0.13.17", ModuleLinkage::Unknown), None);
+        assert_eq!(certificate_for("0.12.3", ModuleLinkage::Static), Some(4816));
+        assert_eq!(certificate_for("0.14.0", ModuleLinkage::Static), None);
+    }
+}

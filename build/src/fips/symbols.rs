@@ -287,6 +287,29 @@ mod tests {
         );
     }
 
+    /// This test executable links aws-lc-rs' FIPS module the way the shipped binaries do
+    /// (statically, symbols defined in the executable, no shared libcrypto): read as `static`.
+    /// Bytes that are no object file say `unknown`, so no certificate is claimed for them.
+    #[test]
+    fn module_linkage_is_read_from_the_binary() {
+        // Make sure the module is referenced (and so linked) by this executable.
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b"x");
+        assert_eq!(d.as_ref().len(), 32);
+        let exe = std::env::current_exe().unwrap_or_default();
+        let data = std::fs::read(&exe).unwrap_or_default();
+        let needed = needed_libraries(&data);
+        assert_eq!(
+            module_linkage(&data, &needed),
+            distro_schema::ModuleLinkage::Static,
+            "{} (needs {needed:?})",
+            exe.display()
+        );
+        assert_eq!(
+            module_linkage(b"not an ELF file", &[]),
+            distro_schema::ModuleLinkage::Unknown
+        );
+    }
+
     /// The version string is found among other bytes.
     #[test]
     fn finds_version_string() {
