@@ -1268,3 +1268,56 @@ fn image_on_another_base_keeps_its_layers_and_merges_its_sbom() {
         "{err}"
     );
 }
+
+/// Regression (issue 11): a second `distro image` downloads nothing. With the `.deb`s verified
+/// and cached by a first run, the second runs with a PATH holding only dpkg's tools (no
+/// `apt-get`, no `apt-cache`) and gives the same image digest.
+#[test]
+fn second_image_build_downloads_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let fx = Fixture::write(t.path(), &["mesh-proxy"], 4096);
+    let cache = t.path().join("debs");
+    let args = [
+        "image",
+        "--out",
+        fx.out.to_str().unwrap(),
+        "--line",
+        "0.1",
+        "--format",
+        "json",
+        "--base-cache",
+        cache.to_str().unwrap(),
+    ];
+    let first: Value = serde_json::from_str(&ok(&args)).unwrap();
+    let bin = t.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for tool in ["dpkg-query", "dpkg-deb", "dpkg"] {
+        let found = run(Command::new("sh").args(["-c", &format!("command -v {tool}")]));
+        let path = String::from_utf8_lossy(&found.stdout).trim().to_string();
+        assert!(!path.is_empty(), "{tool} not found");
+        std::os::unix::fs::symlink(&path, bin.join(tool)).unwrap();
+    }
+    let out = run(distro().env("PATH", &bin).args(args));
+    assert!(
+        out.status.success(),
+        "second run needed more than the cache: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let second: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(first[0]["manifest_digest"], second[0]["manifest_digest"]);
+    // And without the cache the same PATH cannot build: the first run really used apt.
+    let empty = t.path().join("empty-cache");
+    let mut no_cache = args.to_vec();
+    let last = no_cache.len() - 1;
+    no_cache[last] = empty.to_str().unwrap();
+    let out = run(distro().env("PATH", &bin).args(&no_cache));
+    assert!(
+        !out.status.success(),
+        "built without apt and without a cache"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("apt-get"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
