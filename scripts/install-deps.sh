@@ -25,6 +25,9 @@ apt_packages=(
   iproute2 iptables curl util-linux
   # renders the audit report's HTML in the tests (headless screenshot)
   chromium
+  # the OCI runtime the image tests start the released images with (crun 1.8 refuses this
+  # kernel's hybrid cgroups)
+  runc
 )
 if $bench; then
   apt_packages+=(wrk nghttp2-client)

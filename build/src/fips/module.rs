@@ -22,7 +22,7 @@ use std::path::Path;
 use distro_config::FipsPolicy;
 use distro_schema::{
     cmvp_certificate_url, cmvp_security_policy_url, CmvpStatus, FactSource, ModuleIdentity,
-    ModuleValidation, FIPS_140_3, MODULE_NOT_PRODUCT,
+    ModuleLinkage, ModuleValidation, FIPS_140_3, MODULE_NOT_PRODUCT,
 };
 
 use crate::lockfile::Lockfile;
@@ -131,9 +131,12 @@ pub fn identify(lock: &Lockfile, lock_path: &Path) -> Result<ModuleIdentity, Bui
             module_name: "AWS-LC Cryptographic Module".into(),
             module_line: format!("{}.x", row.module_major),
             version_in_binary: None,
+            // Until the binary is read, the static certificate: Rust binaries link the module
+            // statically; [`certificate_for`] settles it from the binary.
             cmvp_certificate: row.static_certificate,
             cmvp_status: row.status,
             source: TABLE_SOURCE.into(),
+            linkage: ModuleLinkage::Unknown,
         },
         None => ModuleIdentity {
             crate_name: FIPS_SYS_CRATE.into(),
@@ -144,6 +147,7 @@ pub fn identify(lock: &Lockfile, lock_path: &Path) -> Result<ModuleIdentity, Bui
             cmvp_certificate: None,
             cmvp_status: CmvpStatus::NotValidated,
             source: TABLE_SOURCE.into(),
+            linkage: ModuleLinkage::Unknown,
         },
     })
 }
@@ -153,7 +157,7 @@ pub fn validation(module: &ModuleIdentity) -> ModuleValidation {
     let row = semver::Version::parse(&module.crate_version)
         .ok()
         .and_then(|v| lookup(&v));
-    let certificate = row.and_then(|r| r.static_certificate);
+    let certificate = certificate_for(&module.crate_version, module.linkage);
     let mut sources = vec![FactSource {
         fact: "module line".into(),
         source: format!(
@@ -199,7 +203,11 @@ pub fn validation(module: &ModuleIdentity) -> ModuleValidation {
         source: "unconfirmed: listed in the module's security policy (Tested Operational Environments); not copied into the module table".into(),
     });
     ModuleValidation {
-        module_name: format!("{} (static)", module.module_name),
+        module_name: match module.linkage {
+            ModuleLinkage::Static => format!("{} (static)", module.module_name),
+            ModuleLinkage::Dynamic => format!("{} (dynamic)", module.module_name),
+            ModuleLinkage::Unknown => module.module_name.clone(),
+        },
         module_version: format!("AWS-LC FIPS {}", module.module_line),
         standard: FIPS_140_3.into(),
         status: row.map_or(CmvpStatus::NotValidated, |r| r.status),
@@ -215,6 +223,19 @@ pub fn validation(module: &ModuleIdentity) -> ModuleValidation {
         },
         scope: MODULE_NOT_PRODUCT.into(),
         sources,
+    }
+}
+
+/// The CMVP certificate of a crate version's module line for the way a binary links it: static
+/// and dynamic builds are validated separately (AWS-LC FIPS 3.x: #5314 static, #5298 dynamic).
+pub fn certificate_for(crate_version: &str, linkage: ModuleLinkage) -> Option<u32> {
+    let row = semver::Version::parse(crate_version)
+        .ok()
+        .and_then(|v| lookup(&v))?;
+    match linkage {
+        ModuleLinkage::Static => row.static_certificate,
+        ModuleLinkage::Dynamic => row.dynamic_certificate,
+        ModuleLinkage::Unknown => None,
     }
 }
 
@@ -258,4 +279,26 @@ pub fn check_policy(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (issue 11): the certificate follows the linkage read from the binary: AWS-LC
+    /// FIPS 3.x static is #5314, dynamic #5298; an unknown linkage claims none.
+    #[test]
+    fn certificate_matches_linkage() {
+        assert_eq!(
+            certificate_for("0.13.17", ModuleLinkage::Static),
+            Some(5314)
+        );
+        assert_eq!(
+            certificate_for("0.13.17", ModuleLinkage::Dynamic),
+            Some(5298)
+        );
+        assert_eq!(certificate_for("0.13.17", ModuleLinkage::Unknown), None);
+        assert_eq!(certificate_for("0.12.3", ModuleLinkage::Static), Some(4816));
+        assert_eq!(certificate_for("0.14.0", ModuleLinkage::Static), None);
+    }
 }

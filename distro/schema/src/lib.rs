@@ -14,8 +14,8 @@ pub mod intoto;
 pub use build::{BuildRecord, ComponentRecord, FipsSummary, SourceRecord};
 pub use fips::{
     cmvp_certificate_url, cmvp_security_policy_url, ApprovedModeEnforcement, CmvpStatus,
-    FactSource, FipsEvidence, FipsSelfCheck, ForbiddenCrypto, ModuleIdentity, ModuleValidation,
-    SymbolScan, TlsConfigFips, TlsConfigReport, FIPS_140_3, MODULE_NOT_PRODUCT,
+    FactSource, FipsEvidence, FipsSelfCheck, ForbiddenCrypto, ModuleIdentity, ModuleLinkage,
+    ModuleValidation, SymbolScan, TlsConfigFips, TlsConfigReport, FIPS_140_3, MODULE_NOT_PRODUCT,
 };
 pub use intoto::{ResourceDescriptor, Statement, Subject};
 

@@ -260,6 +260,14 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
         if vex_written {
             attest.extend([s("--vex"), s(&vex)]);
         }
+        // The image's SBOM (every file of every layer), not only the binary's.
+        let image_sbom = line_dir
+            .join("images")
+            .join(component)
+            .join("sbom.cdx.json");
+        if image_sbom.is_file() {
+            attest.extend([s("--sbom"), s(&image_sbom)]);
+        }
         attest.extend(registry_flags(&args));
         r.stage(&format!("attest {component}"), &attest)?;
         let mut verify = vec![s("verify"), reference.clone(), s("--key"), s(&public_key)];
