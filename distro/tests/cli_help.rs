@@ -23,7 +23,7 @@ fn help_texts() {
     insta::assert_snapshot!("distro", help(&[]));
     for sub in [
         "build", "matrix", "patches", "sbom", "policy", "image", "keygen", "push", "pull", "sign",
-        "attest", "verify", "release",
+        "attest", "verify", "release", "conformance",
     ] {
         insta::assert_snapshot!(sub, help(&[sub]));
     }

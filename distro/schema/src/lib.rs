@@ -8,10 +8,12 @@
 #![forbid(unsafe_code)]
 
 pub mod build;
+pub mod conformance;
 pub mod fips;
 pub mod intoto;
 
 pub use build::{BuildRecord, ComponentRecord, FipsSummary, SourceRecord};
+pub use conformance::{ConformanceSummary, Counts, Outcome, ProfileResult, ScenarioResult};
 pub use fips::{
     CmvpStatus, FipsEvidence, FipsSelfCheck, ForbiddenCrypto, ModuleIdentity, SymbolScan,
     TlsConfigReport,

@@ -8,6 +8,7 @@ use crate::output::Format;
 
 pub mod attest;
 pub mod build;
+pub mod conformance;
 pub mod image;
 pub mod keygen;
 pub mod matrix;
