@@ -595,8 +595,13 @@ impl Env {
     ) -> Result<Proc, EnvError> {
         let mut c = Cmd::in_ns(ns, program, what.to_string());
         c.args(args);
-        let child = c.spawn_logged(log)?;
-        self.ledger.pid(child.id())?;
+        let mut child = c.spawn_logged(log)?;
+        // A ledger closed by a signal's cleanup: nobody would remove this process later.
+        if let Err(e) = self.ledger.pid(child.id()) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e.into());
+        }
         Ok(Proc {
             what: what.to_string(),
             log: log.to_path_buf(),

@@ -35,12 +35,16 @@ pub struct LedgerError {
     pub source: std::io::Error,
 }
 
-/// The start time of a process (field 22 of /proc/PID/stat), if it runs.
+/// The start time of a process (field 22 of /proc/PID/stat), if it runs (zombies do not).
 pub fn start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces; it is the text between the first '(' and the
     // last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
+    // A zombie has exited; only its parent's wait() is missing.
+    if rest.starts_with('Z') || rest.starts_with('X') {
+        return None;
+    }
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
