@@ -120,7 +120,12 @@ pub fn start(
     .arg(&bundle)
     .arg(&id)
     .spawn_logged(log)?;
-    env.record_pid(child.id())?;
+    if let Err(e) = env.record_pid(child.id()) {
+        let mut child = child;
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e);
+    }
     Ok(Env::proc_of(
         format!("{component} container on {}", h.spec.name),
         log.to_path_buf(),

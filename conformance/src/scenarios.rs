@@ -189,8 +189,12 @@ fn background(env: &Env, h: &HostRt, service: &str, seconds: u64) -> Result<Back
         2,
     )?;
     let line = c.line().to_string();
-    let child = c.spawn_piped().map_err(|e| e.to_string())?;
-    env.record_pid(child.id()).map_err(|e| e.to_string())?;
+    let mut child = c.spawn_piped().map_err(|e| e.to_string())?;
+    if let Err(e) = env.record_pid(child.id()) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e.to_string());
+    }
     Ok(Background { child, line })
 }
 
