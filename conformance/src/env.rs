@@ -53,12 +53,12 @@ pub enum EnvError {
         source: std::io::Error,
     },
     /// A process did not become ready.
-    #[error("{what} did not become ready within {timeout_ms} ms{log}")]
+    #[error("{what} {how}{log}")]
     NotReady {
         /// Which process, on which host.
         what: String,
-        /// The limit.
-        timeout_ms: u64,
+        /// `exited before it was ready` or `was not ready within N ms`.
+        how: String,
         /// The tail of its log.
         log: String,
     },
@@ -299,10 +299,6 @@ pub struct Env {
 /// The SPIFFE ID of a workload service.
 pub fn spiffe_id(service: &str) -> String {
     format!("spiffe://{TRUST_DOMAIN}/ns/default/sa/{service}")
-}
-
-fn ms(d: Duration) -> u64 {
-    d.as_millis() as u64
 }
 
 impl Env {
@@ -1067,13 +1063,12 @@ impl Env {
                     .and_then(|m| m.as_ref().map(|p| p.log_tail()))
                     .unwrap_or_default();
                 return Err(EnvError::NotReady {
-                    what: format!(
-                        "{what} on {} ({}){}",
-                        h.spec.name,
-                        h.ns,
-                        if dead { ", which exited" } else { "" }
-                    ),
-                    timeout_ms: ms(Duration::from_millis(timeout)),
+                    what: format!("{what} on {} ({})", h.spec.name, h.ns),
+                    how: if dead {
+                        "exited before it was ready".into()
+                    } else {
+                        format!("was not ready within {timeout} ms")
+                    },
                     log,
                 });
             }
