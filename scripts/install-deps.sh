@@ -23,6 +23,9 @@ apt_packages=(
   docker-registry apache2-utils
   # network namespaces for conformance environments and transparent-mode tests
   iproute2 iptables curl util-linux
+  # the OCI runtime the image tests start the released images with (crun 1.8 refuses this
+  # kernel's hybrid cgroups)
+  runc
 )
 if $bench; then
   apt_packages+=(wrk nghttp2-client)

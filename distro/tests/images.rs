@@ -129,9 +129,9 @@ fn image_is_deterministic_and_read_by_skopeo_and_umoci() {
             "0.1",
             "--format",
             "json",
-            "--ca-bundle",
+            "--base-cache",
         ])
-        .arg(ca_bundle()));
+        .arg(deb_cache()));
     assert!(out.status.success());
     let jc: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_ne!(jc[0]["manifest_digest"], ja[0]["manifest_digest"]);
@@ -320,14 +320,37 @@ fn hardening_manifest_has_iron_bank_fields() {
         bin["validation"]["value"].as_str().unwrap(),
         sha256sum(&fx.line_dir.join("bin/mesh-proxy"))
     );
-    let ca = res
-        .iter()
-        .find(|r| r["filename"] == "ca-certificates.crt")
-        .unwrap();
-    assert_eq!(
-        ca["validation"]["value"].as_str().unwrap(),
-        sha256sum(&ca_bundle())
-    );
+    // The base tells the truth: not scratch, every .deb the image is made of, at its apt URL,
+    // with the sha256 of the file apt downloaded.
+    assert_eq!(hm["args"]["BASE_IMAGE"], "debian-12-debs");
+    assert!(hm["args"]["BASE_TAG"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+    for pkg in ["libc6", "libgcc-s1", "ca-certificates"] {
+        let r = res
+            .iter()
+            .find(|r| {
+                r["filename"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&format!("{pkg}_"))
+            })
+            .unwrap_or_else(|| panic!("no resource for {pkg}: {res:?}"));
+        let file = r["filename"].as_str().unwrap();
+        assert!(file.ends_with(".deb"), "{file}");
+        let url = r["url"].as_str().unwrap();
+        assert!(url.starts_with("http") && !url.contains("example.invalid"), "{url}");
+        assert_eq!(
+            r["validation"]["value"].as_str().unwrap(),
+            sha256sum(&deb_cache().join(file)),
+            "{file}"
+        );
+        assert!(hm["args"]["BASE_PACKAGES"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{pkg}=")));
+    }
     assert!(hm["maintainers"][0]["email"]
         .as_str()
         .unwrap()
@@ -1065,4 +1088,158 @@ open(out + ".pub", "wb").write(k.public_key().public_bytes(serialization.Encodin
         let (_, text) = verify_text(&img, &pubk, &["--policy", policy.to_str().unwrap()]);
         assert!(text.contains("ok   signature:"), "{text}");
     }
+}
+
+/// Regression (issue 11): the image SBOM names every regular file of every layer (read from the
+/// layer tars by Python's tarfile, cross-checked with `umoci unpack`): the Debian packages as
+/// `pkg:deb/debian/...` components with licences and hashes holding their files, the CA bundle
+/// under ca-certificates, passwd/group as generated files, the binary under its Rust graph; an
+/// SBOM that leaves a package out fails the check.
+#[test]
+fn image_sbom_accounts_for_every_file_of_every_layer() {
+    let t = tempfile::tempdir().unwrap();
+    let fx = Fixture::write(t.path(), &["mesh-proxy"], 4096);
+    fx.assemble();
+    let sbom = assert_sbom_covers_every_file(
+        &fx.layout("mesh-proxy"),
+        "0.1.0",
+        "image_sbom_accounts_for_every_file_of_every_layer",
+    );
+    assert_eq!(sbom["metadata"]["component"]["type"], "container");
+    let files = sbom_files(&sbom);
+    let libc = sbom["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "libc6")
+        .unwrap();
+    let purl = libc["purl"].as_str().unwrap();
+    assert!(
+        purl.starts_with("pkg:deb/debian/libc6@") && purl.ends_with("?arch=amd64&distro=debian-12"),
+        "{purl}"
+    );
+    assert!(libc["licenses"][0]["expression"]
+        .as_str()
+        .unwrap()
+        .contains("LGPL-2.1"));
+    assert_eq!(libc["hashes"][0]["alg"], "SHA-256");
+    for (path, owner) in [
+        ("/lib/x86_64-linux-gnu/libc.so.6", purl.to_string()),
+        ("/usr/share/doc/libc6/copyright", purl.to_string()),
+    ] {
+        assert_eq!(files[path].1, owner, "{path}");
+    }
+    let ca = &files["/etc/ssl/certs/ca-certificates.crt"];
+    assert!(ca.1.starts_with("pkg:deb/debian/ca-certificates@"), "{ca:?}");
+    assert_eq!(ca.2, "ca-bundle");
+    assert_eq!(files["/etc/passwd"].2, "generated");
+    assert_eq!(files["/etc/group"].2, "generated");
+    let bin = &files["/usr/local/bin/mesh-proxy"];
+    assert_eq!(bin.0, sha256sum(&fx.line_dir.join("bin/mesh-proxy")));
+    assert_eq!(bin.2, "binary");
+    // The binary's Rust graph is in the image SBOM.
+    assert!(sbom["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["purl"] == "pkg:cargo/rustls@0.23.43"));
+
+    // Leave libc6 out: its files are reported as unaccounted.
+    let mut partial = sbom.clone();
+    partial["components"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|c| c["name"] != "libc6");
+    let missing = unaccounted(&fx.layout("mesh-proxy"), "0.1.0", &partial);
+    assert!(
+        missing.iter().any(|m| m.contains("/lib/x86_64-linux-gnu/libc.so.6")),
+        "{missing:?}"
+    );
+}
+
+/// `[image] base = "oci:..."` builds on another image: its layers come first, unchanged (same
+/// blobs), its SBOM (found beside its layout) is merged under it, every file is still
+/// accounted for, and the hardening manifest names that base by digest. A registry base
+/// without a digest is refused at the line of distro.toml that names it.
+#[test]
+fn image_on_another_base_keeps_its_layers_and_merges_its_sbom() {
+    let t = tempfile::tempdir().unwrap();
+    // The base: the fixture's mesh-control image (built on the Debian base), with its SBOM.
+    let base = Fixture::write(&t.path().join("base"), &["mesh-control"], 4096);
+    base.assemble();
+    let base_layout = base.layout("mesh-control");
+    let base_manifest = digest_of(&base_layout);
+    let builtin = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/distro.toml")).unwrap();
+    let config = t.path().join("distro.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{builtin}\n[image]\nbase = \"oci:{}:0.1.0\"\n",
+            base_layout.display()
+        ),
+    )
+    .unwrap();
+    let fx = Fixture::write(&t.path().join("app"), &["mesh-proxy"], 4096);
+    ok(&[
+        "--config",
+        config.to_str().unwrap(),
+        "image",
+        "--out",
+        fx.out.to_str().unwrap(),
+        "--line",
+        "0.1",
+        "--format",
+        "json",
+    ]);
+    let layout = fx.layout("mesh-proxy");
+    let read_manifest = |l: &Path| -> Value {
+        let mut st = Layout::open_dir(l, false).unwrap();
+        serde_json::from_slice(&st.manifest("0.1.0").unwrap().unwrap().bytes).unwrap()
+    };
+    let (m, bm) = (read_manifest(&layout), read_manifest(&base_layout));
+    let base_layers = bm["layers"].as_array().unwrap();
+    assert_eq!(m["layers"].as_array().unwrap().len(), base_layers.len() + 1);
+    assert_eq!(&m["layers"].as_array().unwrap()[..base_layers.len()], &base_layers[..]);
+    let sbom = assert_sbom_covers_every_file(
+        &layout,
+        "0.1.0",
+        "image_on_another_base_keeps_its_layers_and_merges_its_sbom",
+    );
+    let base_c = sbom["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "container")
+        .unwrap();
+    assert_eq!(base_c["version"], base_manifest.as_str());
+    // The base's own SBOM is merged: its libc6 package, with refs kept apart from the image's.
+    assert!(base_c["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["name"] == "libc6" && c["bom-ref"].as_str().unwrap().starts_with("base:")));
+    let files = sbom_files(&sbom);
+    // The base's binary is accounted for under the base image (its layer listing, or its own
+    // merged SBOM).
+    let base_bin = &files["/usr/local/bin/mesh-control"];
+    assert!(base_bin.1.starts_with("base"), "{base_bin:?}");
+    assert_eq!(files["/usr/local/bin/mesh-proxy"].2, "binary");
+    let hm = std::fs::read_to_string(fx.line_dir.join("images/mesh-proxy/hardening_manifest.yaml")).unwrap();
+    assert!(hm.contains(&format!("BASE_TAG: '{base_manifest}'")), "{hm}");
+    assert!(hm.contains(&format!("BASE_IMAGE: 'oci:{}:0.1.0'", base_layout.display())), "{hm}");
+
+    // A tag alone can move: refused, pointing at the line.
+    std::fs::write(
+        &config,
+        format!("{builtin}\n[image]\nbase = \"registry.example.invalid/ubi9/ubi-minimal:9.4\"\n"),
+    )
+    .unwrap();
+    let err = fails(&[
+        "--config",
+        config.to_str().unwrap(),
+        "image",
+        "--out",
+        fx.out.to_str().unwrap(),
+    ]);
+    assert!(err.contains("pinned by digest") && err.contains("distro.toml"), "{err}");
 }

@@ -3,7 +3,9 @@
 //! Part of the `distro-images` crate; see the repository README for how it fits the release flow.
 //! The pieces, in the order a release uses them:
 //!
-//! - [`assemble`]: a component's image from its binary, deterministic, as an OCI layout;
+//! - [`base`]: the runnable base from the exact Debian packages the binaries need (or
+//!   [`base_oci`]: another image named in distro.toml);
+//! - [`assemble`]: a component's image from its binary on that base, deterministic, as an OCI layout;
 //! - [`hardening`]: the Iron Bank `hardening_manifest.yaml` beside it;
 //! - [`store`] and [`registry`]: where images live (layout, archive, registry) behind one trait;
 //! - [`transfer`]: push (copy with signatures and attestations) and verified pull;
@@ -13,6 +15,8 @@
 #![forbid(unsafe_code)]
 
 pub mod assemble;
+pub mod base;
+pub mod base_oci;
 pub mod cosign;
 pub mod digest;
 pub mod error;

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use distro_config::Component;
-use distro_schema::{FipsEvidence, FipsSelfCheck, ModuleIdentity, SCHEMA_VERSION};
+use distro_schema::{FipsEvidence, FipsSelfCheck, ModuleIdentity, ModuleLinkage, SCHEMA_VERSION};
 
 use crate::fips::{module, symbols};
 use crate::fsutil;
@@ -57,6 +57,17 @@ pub fn collect(
     let mut module = module.clone();
     module.version_in_binary = symbols::module_version_string(&data);
     let mut failures = Vec::new();
+    // Static and dynamic builds of a module line have different CMVP certificates: name the one
+    // that matches how this binary links the module.
+    module.linkage = symbols::module_linkage(&data, &scan.needed_libraries);
+    if module.linkage == ModuleLinkage::Unknown {
+        failures.push(
+            "cannot tell from the binary whether it links the FIPS module statically or dynamically, so no CMVP certificate applies".to_string(),
+        );
+        module.cmvp_certificate = None;
+    } else if module.module_line != "unknown" {
+        module.cmvp_certificate = module::certificate_for(&module.crate_version, module.linkage);
+    }
 
     if scan.fips_module_symbols == 0 {
         failures

@@ -18,7 +18,7 @@
 use std::path::Path;
 
 use distro_config::FipsPolicy;
-use distro_schema::{CmvpStatus, ModuleIdentity};
+use distro_schema::{CmvpStatus, ModuleIdentity, ModuleLinkage};
 
 use crate::lockfile::Lockfile;
 use crate::BuildError;
@@ -116,9 +116,12 @@ pub fn identify(lock: &Lockfile, lock_path: &Path) -> Result<ModuleIdentity, Bui
             module_name: "AWS-LC Cryptographic Module".into(),
             module_line: format!("{}.x", row.module_major),
             version_in_binary: None,
+            // Until the binary is read, the static certificate: Rust binaries link the module
+            // statically; [`certificate_for`] settles it from the binary.
             cmvp_certificate: row.static_certificate,
             cmvp_status: row.status,
             source: TABLE_SOURCE.into(),
+            linkage: ModuleLinkage::Unknown,
         },
         None => ModuleIdentity {
             crate_name: FIPS_SYS_CRATE.into(),
@@ -129,8 +132,22 @@ pub fn identify(lock: &Lockfile, lock_path: &Path) -> Result<ModuleIdentity, Bui
             cmvp_certificate: None,
             cmvp_status: CmvpStatus::NotValidated,
             source: TABLE_SOURCE.into(),
+            linkage: ModuleLinkage::Unknown,
         },
     })
+}
+
+/// The CMVP certificate of a crate version's module line for the way a binary links it: static
+/// and dynamic builds are validated separately (AWS-LC FIPS 3.x: #5314 static, #5298 dynamic).
+pub fn certificate_for(crate_version: &str, linkage: ModuleLinkage) -> Option<u32> {
+    let row = semver::Version::parse(crate_version)
+        .ok()
+        .and_then(|v| lookup(&v))?;
+    match linkage {
+        ModuleLinkage::Static => row.static_certificate,
+        ModuleLinkage::Dynamic => row.dynamic_certificate,
+        ModuleLinkage::Unknown => None,
+    }
 }
 
 /// The crate lines whose module is validated, for messages.

@@ -165,6 +165,35 @@ pub fn scan_bytes(path: &Path, data: &[u8]) -> Result<SymbolScan, BuildError> {
     })
 }
 
+/// How the binary links the FIPS module, from its own tables: static when the module's
+/// `aws_lc_fips_*` symbols are defined in the executable and no shared libcrypto is needed;
+/// dynamic when they are undefined imports and a libcrypto (AWS-LC's shared FIPS build is
+/// `libcrypto.so`) is among its DT_NEEDED libraries.
+pub fn module_linkage(data: &[u8], needed_libraries: &[String]) -> distro_schema::ModuleLinkage {
+    use distro_schema::ModuleLinkage;
+    let Ok(file) = object::File::parse(data) else {
+        return ModuleLinkage::Unknown;
+    };
+    let (mut defined, mut imported) = (0usize, 0usize);
+    for sym in file.symbols().chain(file.dynamic_symbols()) {
+        if sym.name().is_ok_and(|n| n.starts_with(FIPS_PREFIX)) {
+            if sym.is_undefined() {
+                imported += 1;
+            } else {
+                defined += 1;
+            }
+        }
+    }
+    let shared_crypto = needed_libraries
+        .iter()
+        .any(|l| l.starts_with("libcrypto") || l.contains("aws-lc") || l.contains("aws_lc"));
+    match (defined > 0, imported > 0 || shared_crypto) {
+        (true, false) => ModuleLinkage::Static,
+        (false, true) if shared_crypto => ModuleLinkage::Dynamic,
+        _ => ModuleLinkage::Unknown,
+    }
+}
+
 /// DT_NEEDED entries of an ELF file (empty for other formats or static binaries).
 fn needed_libraries(data: &[u8]) -> Vec<String> {
     use object::read::elf::{Dyn, FileHeader, SectionHeader};

@@ -19,6 +19,8 @@ pub struct Distribution {
     pub support: Support,
     /// FIPS policy.
     pub fips: FipsPolicy,
+    /// What the images are built on.
+    pub image: ImageSettings,
     /// Components, in file order.
     pub components: Vec<Component>,
     /// Release lines, in file order.
@@ -40,6 +42,16 @@ pub struct FipsPolicy {
     /// Only a module line with a CMVP certificate is acceptable; an in-process or unvalidated
     /// module fails the build.
     pub require_validated_module: bool,
+}
+
+/// What the images are built on (`[image]`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ImageSettings {
+    /// Another base image: `oci:DIR[:TAG]` (relative to distro.toml), `oci-archive:FILE[:TAG]`
+    /// or `REGISTRY/REPO@sha256:...`. `None`: the Debian packages the binaries need.
+    pub base: Option<String>,
+    /// The base image's CycloneDX SBOM, when it is not beside its layout.
+    pub base_sbom: Option<PathBuf>,
 }
 
 /// One component the distribution builds.

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::error::{ConfigError, Location};
-use crate::model::{Component, Distribution, FipsPolicy, Line, Source, Support};
+use crate::model::{Component, Distribution, FipsPolicy, ImageSettings, Line, Source, Support};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -18,6 +18,8 @@ struct RawFile {
     support: Option<RawSupport>,
     #[serde(default)]
     fips: Option<RawFips>,
+    #[serde(default)]
+    image: Option<RawImage>,
     #[serde(default, rename = "component")]
     components: Vec<Spanned<RawComponent>>,
     #[serde(default, rename = "line")]
@@ -46,6 +48,29 @@ struct RawSupport {
 #[serde(deny_unknown_fields)]
 struct RawFips {
     require_validated_module: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawImage {
+    #[serde(default)]
+    base: Option<Spanned<String>>,
+    #[serde(default)]
+    base_sbom: Option<String>,
+}
+
+/// Whether `s` names an image pinned by digest or a local layout/archive.
+fn pinned_base(s: &str) -> bool {
+    if s.starts_with("oci:") || s.starts_with("oci-archive:") {
+        return s.len() > s.find(':').map_or(0, |i| i + 1);
+    }
+    s.rsplit_once("@sha256:").is_some_and(|(repo, hex)| {
+        repo.contains('/')
+            && hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    })
 }
 
 #[derive(Deserialize)]
@@ -214,6 +239,22 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Distribution, ConfigError
     let fips = FipsPolicy {
         require_validated_module: raw.fips.is_none_or(|f| f.require_validated_module),
     };
+
+    let mut image = ImageSettings::default();
+    if let Some(ri) = raw.image {
+        if let Some(b) = &ri.base {
+            let v = b.get_ref().trim();
+            if !pinned_base(v) {
+                return cx.invalid(
+                    b.span(),
+                    format!("image.base = `{v}` is neither an OCI layout nor a registry image pinned by digest"),
+                    "write `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]` or `REGISTRY/REPO@sha256:<64 hex digits>` (a tag alone can move)",
+                );
+            }
+            image.base = Some(v.to_string());
+        }
+        image.base_sbom = ri.base_sbom.map(|p| base.join(p));
+    }
 
     if raw.components.is_empty() {
         return cx.invalid(
@@ -394,6 +435,7 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Distribution, ConfigError
         vendor: raw.distribution.vendor,
         support,
         fips,
+        image,
         components,
         lines,
     })

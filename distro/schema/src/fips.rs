@@ -83,12 +83,42 @@ pub struct ModuleIdentity {
     pub module_line: String,
     /// Version string found inside the binary (`AWS-LC FIPS 3.6.0`).
     pub version_in_binary: Option<String>,
-    /// CMVP certificate number for a static build of that line, when one exists.
+    /// CMVP certificate number of that line for the way the binary links the module (static
+    /// or dynamic, see `linkage`), when one exists.
     pub cmvp_certificate: Option<u32>,
     /// CMVP status of that line.
     pub cmvp_status: CmvpStatus,
     /// Where the table entry comes from.
     pub source: String,
+    /// How the binary links the module, read from the binary: the module's symbols defined in
+    /// the executable (static) or imported from a shared libcrypto it needs (dynamic).
+    #[serde(default)]
+    pub linkage: ModuleLinkage,
+}
+
+/// How a binary links the FIPS module; static and dynamic builds have separate CMVP
+/// certificates (AWS-LC FIPS 3.x: #5314 static, #5298 dynamic).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModuleLinkage {
+    /// The module's code is in the executable (`aws_lc_fips_*` symbols defined in it).
+    Static,
+    /// The module is a shared library the executable needs (DT_NEEDED) and imports from.
+    Dynamic,
+    /// Not read from a binary yet (the lockfile alone cannot say).
+    #[default]
+    Unknown,
+}
+
+impl ModuleLinkage {
+    /// Stable lower-case name used in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModuleLinkage::Static => "static",
+            ModuleLinkage::Dynamic => "dynamic",
+            ModuleLinkage::Unknown => "unknown",
+        }
+    }
 }
 
 /// A cryptographic implementation other than the FIPS module, found in the binary.

@@ -15,8 +15,8 @@ pub mod intoto;
 pub use build::{BuildRecord, ComponentRecord, FipsSummary, SourceRecord};
 pub use conformance::{ConformanceSummary, Counts, Outcome, ProfileResult, ScenarioResult};
 pub use fips::{
-    CmvpStatus, FipsEvidence, FipsSelfCheck, ForbiddenCrypto, ModuleIdentity, SymbolScan,
-    TlsConfigReport,
+    CmvpStatus, FipsEvidence, FipsSelfCheck, ForbiddenCrypto, ModuleIdentity, ModuleLinkage,
+    SymbolScan, TlsConfigReport,
 };
 pub use intoto::{ResourceDescriptor, Statement, Subject};
 

@@ -1,14 +1,19 @@
-//! `distro image`: assemble an OCI image per built component, with its Iron Bank hardening
-//! manifest, from `OUT/<line>/build.json`.
+//! `distro image`: assemble an OCI image per built component on its runnable base, with its
+//! Iron Bank hardening manifest and its image SBOM (`sbom.cdx.json`, every file of every layer),
+//! from `OUT/<line>/build.json`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use distro_images::assemble::{self, ImageSpec, Labels};
+use distro_images::assemble::{self, Base, FileOrigin, ImageSpec, Labels};
+use distro_images::base::{DebianBase, Origin};
+use distro_images::base_oci::ImageBase;
 use distro_images::hardening::{HardeningManifest, Maintainer, Resource};
-use distro_schema::BuildRecord;
+use distro_images::registry::RegistryOptions;
+use distro_sbom::image::{ImageBaseInput, ImageFile, ImageInput, ImagePackage};
+use distro_schema::{BuildRecord, FipsEvidence};
 
 use super::Context;
 use crate::output::{self, Format};
@@ -25,13 +30,10 @@ pub struct Args {
     /// Only these components (default: every component in build.json).
     #[arg(long = "component", value_name = "NAME")]
     pub components: Vec<String>,
-    /// CA bundle to ship in the base layer.
-    #[arg(
-        long,
-        value_name = "PEM",
-        default_value = "/etc/ssl/certs/ca-certificates.crt"
-    )]
-    pub ca_bundle: PathBuf,
+    /// Where the Debian base's verified `.deb`s are kept between runs (default:
+    /// `OUT/base/debian`); a second image build downloads nothing.
+    #[arg(long, value_name = "DIR")]
+    pub base_cache: Option<PathBuf>,
     /// SPDX licence expression for the `licenses` label.
     #[arg(long, default_value = "Apache-2.0")]
     pub licenses: String,
@@ -58,6 +60,7 @@ struct Written {
     image: assemble::AssembledImage,
     reference: String,
     hardening_manifest: PathBuf,
+    sbom: PathBuf,
 }
 
 fn resolve_path(line_dir: &Path, p: &str, fallback_dir: &str) -> PathBuf {
@@ -137,6 +140,47 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
         )
     });
 
+    let config_dir = cx
+        .config_path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let cache = args
+        .base_cache
+        .clone()
+        .unwrap_or_else(|| out.join("base").join("debian"));
+    let base = match &dist.image.base {
+        None => {
+            cx.status(&format!(
+                "preparing the Debian base (verified .debs cached in {})",
+                cache.display()
+            ));
+            Base::Debian(
+                DebianBase::prepare(&cache).context("preparing the Debian base of the images")?,
+            )
+        }
+        Some(reference) => {
+            cx.status(&format!("reading the base image {reference}"));
+            Base::Image(
+                ImageBase::open(
+                    reference,
+                    &config_dir,
+                    dist.image.base_sbom.as_deref(),
+                    &RegistryOptions::default(),
+                )
+                .with_context(|| {
+                    format!(
+                        "reading the base image `{reference}` named by [image] base in {}",
+                        cx.config_path.display()
+                    )
+                })?,
+            )
+        }
+    };
+
+    let prepared =
+        assemble::PreparedBase::new(&base, sde, Some(&cache)).context("making the base layer")?;
+
     let mut written = Vec::new();
     for c in &record.components {
         if !args.components.is_empty() && !args.components.contains(&c.name) {
@@ -156,7 +200,6 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
             name: c.name.clone(),
             binary: binary.clone(),
             binary_name: binary_name.clone(),
-            ca_bundle: args.ca_bundle.clone(),
             source_date_epoch: sde,
             labels: Labels {
                 title: c.name.clone(),
@@ -171,9 +214,15 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
             architecture: assemble::host_architecture().to_string(),
             tag: version.clone(),
         };
+        let evidence_path = resolve_path(&line_dir, &c.evidence, "evidence");
+        let evidence = if evidence_path.is_file() {
+            Some(read_evidence(&evidence_path)?)
+        } else {
+            None
+        };
         cx.status(&format!("assembling {} from {}", c.name, binary.display()));
         let layout = image_dir.join("oci");
-        let image = assemble::assemble(&spec, &layout)
+        let image = assemble::assemble(&spec, &prepared, &layout)
             .with_context(|| format!("assembling the image of {}", c.name))?;
         if image.binary_sha256 != c.sha256 {
             anyhow::bail!(
@@ -183,55 +232,26 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
                 c.sha256
             );
         }
-        let hm = HardeningManifest {
-            api_version: "v1".into(),
-            name: format!("{namespace}/{}", c.name),
-            tags: vec![version.clone(), "latest".into()],
-            args: BTreeMap::from([
-                ("BASE_IMAGE".into(), "scratch".into()),
-                ("BASE_TAG".into(), "scratch".into()),
-            ]),
-            labels: BTreeMap::from([
-                ("org.opencontainers.image.title".into(), c.name.clone()),
-                (
-                    "org.opencontainers.image.description".into(),
-                    if desc.is_empty() {
-                        c.name.clone()
-                    } else {
-                        desc.clone()
-                    },
-                ),
-                (
-                    "org.opencontainers.image.licenses".into(),
-                    args.licenses.clone(),
-                ),
-                ("org.opencontainers.image.url".into(), source_url.clone()),
-                (
-                    "org.opencontainers.image.vendor".into(),
-                    dist.vendor.clone(),
-                ),
-                ("org.opencontainers.image.version".into(), version.clone()),
-                (
-                    "mil.dso.ironbank.image.keywords".into(),
-                    "service mesh,fips,mtls,spiffe".into(),
-                ),
-                ("mil.dso.ironbank.image.type".into(), "opensource".into()),
-                ("mil.dso.ironbank.product.name".into(), dist.name.clone()),
-            ]),
-            resources: vec![
-                Resource {
-                    filename: binary_name.clone(),
-                    url: format!("{resource_base}/{binary_name}"),
-                    sha256: image.binary_sha256.clone(),
-                },
-                Resource {
-                    filename: "ca-certificates.crt".into(),
-                    url: format!("{resource_base}/ca-certificates.crt"),
-                    sha256: image.ca_bundle_sha256.clone(),
-                },
-            ],
-            maintainers: vec![maintainer.clone()],
-        };
+        if let Some(ev) = &evidence {
+            check_libraries(&c.name, ev, &image.files)?;
+        }
+        let hm = hardening_manifest(
+            &base,
+            &image,
+            HardeningInput {
+                name: format!("{namespace}/{}", c.name),
+                version: &version,
+                description: if desc.is_empty() { &c.name } else { &desc },
+                component: &c.name,
+                licenses: &args.licenses,
+                source_url: &source_url,
+                vendor: &dist.vendor,
+                product: &dist.name,
+                binary_name: &binary_name,
+                resource_base: &resource_base,
+                maintainer: &maintainer,
+            },
+        );
         let problems = hm.problems();
         anyhow::ensure!(
             problems.is_empty(),
@@ -241,10 +261,26 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
         );
         let hm_path = image_dir.join("hardening_manifest.yaml");
         distro_images::store::write_atomic(&hm_path, hm.to_yaml().as_bytes())?;
+
+        let binary_bom = binary_sbom(&line_dir, &c.name, &binary, sde, evidence.as_ref())?;
+        let sbom_input = sbom_input(
+            &c.name,
+            &version,
+            sde,
+            &binary_bom,
+            &base,
+            &image,
+            evidence.as_ref(),
+        )?;
+        let (_, sbom_bytes) = distro_sbom::image::for_image(&sbom_input)
+            .with_context(|| format!("writing the image SBOM of {}", c.name))?;
+        let sbom_path = image_dir.join("sbom.cdx.json");
+        distro_images::store::write_atomic(&sbom_path, &sbom_bytes)?;
         written.push(Written {
             reference: format!("oci:{}:{}", layout.display(), version),
             image,
             hardening_manifest: hm_path,
+            sbom: sbom_path,
         });
     }
     anyhow::ensure!(
@@ -267,4 +303,316 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn read_evidence(path: &Path) -> anyhow::Result<FipsEvidence> {
+    let text =
+        std::fs::read(path).with_context(|| format!("reading FIPS evidence {}", path.display()))?;
+    serde_json::from_slice(&text).with_context(|| {
+        format!(
+            "{} is not FIPS evidence written by `distro build`",
+            path.display()
+        )
+    })
+}
+
+/// Every shared library the binary needs (DT_NEEDED, from its FIPS evidence) must be a file of
+/// the image, or the entrypoint cannot start.
+fn check_libraries(
+    component: &str,
+    ev: &FipsEvidence,
+    files: &[assemble::ImageFile],
+) -> anyhow::Result<()> {
+    for lib in &ev.symbols.needed_libraries {
+        let present = files
+            .iter()
+            .any(|f| f.path.rsplit('/').next() == Some(lib.as_str()));
+        anyhow::ensure!(
+            present,
+            "{component} needs {lib} at run time (DT_NEEDED) but its image has no such file; the base does not fit this binary"
+        );
+    }
+    Ok(())
+}
+
+struct HardeningInput<'a> {
+    name: String,
+    version: &'a str,
+    description: &'a str,
+    component: &'a str,
+    licenses: &'a str,
+    source_url: &'a str,
+    vendor: &'a str,
+    product: &'a str,
+    binary_name: &'a str,
+    resource_base: &'a str,
+    maintainer: &'a Maintainer,
+}
+
+/// The hardening manifest: `BASE_IMAGE`/`BASE_TAG` and `resources` name what the image is
+/// really made of (the Debian packages with their apt URLs and sha256, or the base image by
+/// digest) besides the binary.
+fn hardening_manifest(
+    base: &Base,
+    image: &assemble::AssembledImage,
+    h: HardeningInput<'_>,
+) -> HardeningManifest {
+    let mut resources = vec![Resource {
+        filename: h.binary_name.to_string(),
+        url: format!("{}/{}", h.resource_base, h.binary_name),
+        sha256: image.binary_sha256.clone(),
+    }];
+    let mut args = BTreeMap::new();
+    match base {
+        Base::Debian(deb) => {
+            // The image is built FROM scratch plus these packages: name the distribution they
+            // come from and the exact set, and list every .deb as a resource.
+            args.insert("BASE_IMAGE".to_string(), format!("{}-debs", deb.distro));
+            args.insert(
+                "BASE_TAG".to_string(),
+                image.layers.first().cloned().unwrap_or_default(),
+            );
+            args.insert(
+                "BASE_PACKAGES".to_string(),
+                deb.packages
+                    .iter()
+                    .map(|p| format!("{}={}", p.name, p.version))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            );
+            for p in &deb.packages {
+                resources.push(Resource {
+                    filename: p.filename.clone(),
+                    url: p.url.clone(),
+                    sha256: p.sha256.clone(),
+                });
+            }
+        }
+        Base::Image(img) => {
+            let (name, tag) = img.base_image_and_tag();
+            args.insert("BASE_IMAGE".to_string(), name);
+            args.insert("BASE_TAG".to_string(), tag);
+        }
+    }
+    HardeningManifest {
+        api_version: "v1".into(),
+        name: h.name,
+        tags: vec![h.version.to_string(), "latest".into()],
+        args,
+        labels: BTreeMap::from([
+            (
+                "org.opencontainers.image.title".into(),
+                h.component.to_string(),
+            ),
+            (
+                "org.opencontainers.image.description".into(),
+                h.description.to_string(),
+            ),
+            (
+                "org.opencontainers.image.licenses".into(),
+                h.licenses.to_string(),
+            ),
+            (
+                "org.opencontainers.image.url".into(),
+                h.source_url.to_string(),
+            ),
+            (
+                "org.opencontainers.image.vendor".into(),
+                h.vendor.to_string(),
+            ),
+            (
+                "org.opencontainers.image.version".into(),
+                h.version.to_string(),
+            ),
+            (
+                "mil.dso.ironbank.image.keywords".into(),
+                "service mesh,fips,mtls,spiffe".into(),
+            ),
+            ("mil.dso.ironbank.image.type".into(), "opensource".into()),
+            (
+                "mil.dso.ironbank.product.name".into(),
+                h.product.to_string(),
+            ),
+        ]),
+        resources,
+        maintainers: vec![h.maintainer.clone()],
+    }
+}
+
+/// The binary's SBOM: `OUT/<line>/sbom/<component>.cdx.json` from `distro sbom` when present,
+/// else recovered from the dependency list embedded in the binary.
+fn binary_sbom(
+    line_dir: &Path,
+    component: &str,
+    binary: &Path,
+    sde: i64,
+    evidence: Option<&FipsEvidence>,
+) -> anyhow::Result<serde_json::Value> {
+    let path = line_dir.join("sbom").join(format!("{component}.cdx.json"));
+    if path.is_file() {
+        let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let v: serde_json::Value = serde_json::from_slice(&text)
+            .with_context(|| format!("{} is not JSON", path.display()))?;
+        anyhow::ensure!(
+            v["bomFormat"] == "CycloneDX",
+            "{} is not a CycloneDX SBOM",
+            path.display()
+        );
+        return Ok(v);
+    }
+    let list = distro_sbom::auditable::extract(binary).with_context(|| {
+        format!(
+            "no {} and no dependency list in {}: run `distro sbom` first",
+            path.display(),
+            binary.display()
+        )
+    })?;
+    let name = binary
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| component.to_string());
+    let graph = list.to_graph(&name);
+    let sha = distro_sbom::files::sha256_file(binary)?;
+    let bom = distro_sbom::cyclonedx::for_binary(&distro_sbom::BinaryInput {
+        graph: &graph,
+        binary_sha256: &sha,
+        source_date_epoch: sde,
+        evidence,
+        recovered_from_binary: true,
+    })?;
+    Ok(serde_json::to_value(&bom)?)
+}
+
+fn file_kind(path: &str) -> &'static str {
+    if path.ends_with("/copyright") {
+        "copyright"
+    } else if path.contains(".so") {
+        "library"
+    } else {
+        "data"
+    }
+}
+
+/// Maps the image's files to the SBOM's components.
+fn sbom_input<'a>(
+    name: &'a str,
+    version: &'a str,
+    sde: i64,
+    binary_bom: &'a serde_json::Value,
+    base: &Base,
+    image: &'a assemble::AssembledImage,
+    evidence: Option<&FipsEvidence>,
+) -> anyhow::Result<ImageInput<'a>> {
+    let needed: Vec<&str> = evidence
+        .map(|e| {
+            e.symbols
+                .needed_libraries
+                .iter()
+                .map(String::as_str)
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut binary_file = None;
+    let mut generated = Vec::new();
+    let mut by_package: BTreeMap<String, Vec<ImageFile>> = BTreeMap::new();
+    let mut base_files = Vec::new();
+    for f in &image.files {
+        let mut file = ImageFile {
+            path: f.path.clone(),
+            sha256: f.sha256.clone(),
+            kind: file_kind(&f.path).to_string(),
+            derived: None,
+        };
+        match &f.origin {
+            FileOrigin::Binary => {
+                file.kind = "binary".into();
+                binary_file = Some(file);
+            }
+            FileOrigin::Debian(Origin::Generated) => {
+                file.kind = "generated".into();
+                file.derived = Some("written by distro image".into());
+                generated.push(file);
+            }
+            FileOrigin::Debian(Origin::Package(p)) => {
+                by_package.entry(p.clone()).or_default().push(file)
+            }
+            FileOrigin::Debian(Origin::DerivedFrom { package, how }) => {
+                file.kind = "ca-bundle".into();
+                file.derived = Some(how.clone());
+                by_package.entry(package.clone()).or_default().push(file);
+            }
+            FileOrigin::BaseImage { .. } => {
+                file.kind = "base-layer".into();
+                base_files.push(file);
+            }
+        }
+    }
+    let binary_file =
+        binary_file.context("the assembled image has no binary file (internal error)")?;
+    let (packages, base_input) = match base {
+        Base::Debian(deb) => {
+            let packages = deb
+                .packages
+                .iter()
+                .map(|p| {
+                    let files = by_package.remove(&p.name).unwrap_or_default();
+                    ImagePackage {
+                        linked_by_binary: files.iter().any(|f| {
+                            f.path
+                                .rsplit('/')
+                                .next()
+                                .is_some_and(|n| needed.contains(&n))
+                        }),
+                        name: p.name.clone(),
+                        version: p.version.clone(),
+                        purl: p.purl(&deb.distro),
+                        licenses: p.licenses.clone(),
+                        deb_sha256: p.sha256.clone(),
+                        url: p.url.clone(),
+                        files,
+                    }
+                })
+                .collect();
+            (packages, None)
+        }
+        Base::Image(img) => {
+            let sbom = match &img.sbom {
+                Some((origin, bytes)) => {
+                    let v: serde_json::Value = serde_json::from_slice(bytes)
+                        .with_context(|| format!("the base image's SBOM {origin} is not JSON"))?;
+                    anyhow::ensure!(
+                        v["bomFormat"] == "CycloneDX",
+                        "the base image's SBOM {origin} is not a CycloneDX document"
+                    );
+                    Some((origin.clone(), v))
+                }
+                None => None,
+            };
+            (
+                Vec::new(),
+                Some(ImageBaseInput {
+                    reference: img.reference.clone(),
+                    manifest_digest: img.manifest_digest.clone(),
+                    files: base_files,
+                    sbom,
+                }),
+            )
+        }
+    };
+    anyhow::ensure!(
+        by_package.is_empty(),
+        "files of unknown packages {:?} (internal error)",
+        by_package.keys().collect::<Vec<_>>()
+    );
+    Ok(ImageInput {
+        name,
+        version,
+        manifest_digest: &image.manifest_digest,
+        source_date_epoch: sde,
+        binary_bom,
+        binary_file,
+        packages,
+        generated,
+        base: base_input,
+    })
 }

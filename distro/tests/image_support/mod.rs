@@ -195,12 +195,18 @@ impl Fixture {
             self.out.to_str().unwrap(),
             "--line",
             "0.1",
-            "--ca-bundle",
-            &ca_bundle().to_string_lossy(),
+            "--base-cache",
+            &deb_cache().to_string_lossy(),
             "--format",
             "json",
         ])
     }
+}
+
+/// The Debian base's `.deb` cache shared by every test (the packages are downloaded once per
+/// target directory, checked against apt's index each time they are used).
+pub fn deb_cache() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("deb-cache")
 }
 
 /// A CA bundle for the base layer: Debian's when present, else a generated one.
@@ -570,4 +576,168 @@ pub mod b64 {
         }
         Ok(out)
     }
+}
+
+/// Validates a CycloneDX 1.6 file with cyclonedx-python-lib's strict validator (independent of
+/// the code under test). Returns false (after a SKIP line) when the library is missing.
+pub fn cyclonedx_python_valid(path: &Path, test: &str) -> bool {
+    if !distro_testsupport::require_python(
+        test,
+        "cyclonedx.validation.json",
+        "pip install 'cyclonedx-python-lib[json-validation]' (scripts/install-deps.sh)",
+    ) {
+        return false;
+    }
+    let script = "import sys\nfrom cyclonedx.validation.json import JsonStrictValidator\nfrom cyclonedx.schema import SchemaVersion\ne = JsonStrictValidator(SchemaVersion.V1_6).validate_str(open(sys.argv[1]).read())\nif e is not None:\n    print(e)\n    sys.exit(1)\n";
+    let out = run(Command::new("python3").args(["-c", script]).arg(path));
+    assert!(
+        out.status.success(),
+        "cyclonedx-python-lib rejects {}: {}{}",
+        path.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    true
+}
+
+/// Every `file` component of an SBOM (nested ones too): path → (sha256, parent component's
+/// bom-ref or purl, `distro:image:file-kind`).
+pub fn sbom_files(sbom: &serde_json::Value) -> std::collections::BTreeMap<String, (String, String, String)> {
+    fn walk(
+        c: &serde_json::Value,
+        parent: &str,
+        out: &mut std::collections::BTreeMap<String, (String, String, String)>,
+    ) {
+        let me = c["bom-ref"].as_str().unwrap_or_default().to_string();
+        if c["type"] == "file" {
+            let sha = c["hashes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|h| h["alg"] == "SHA-256")
+                .and_then(|h| h["content"].as_str())
+                .unwrap_or_default()
+                .to_string();
+            let kind = c["properties"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|p| p["name"] == "distro:image:file-kind")
+                .and_then(|p| p["value"].as_str())
+                .unwrap_or_default()
+                .to_string();
+            out.insert(
+                c["name"].as_str().unwrap_or_default().to_string(),
+                (sha, parent.to_string(), kind),
+            );
+        }
+        for ch in c["components"].as_array().into_iter().flatten() {
+            walk(ch, &me, out);
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    for c in sbom["components"].as_array().into_iter().flatten() {
+        walk(c, "", &mut out);
+    }
+    out
+}
+
+/// Every regular file of every layer of `layout:tag`, read from the layer tars themselves by
+/// Python's tarfile (independent of the code under test): (layer index, absolute path, sha256).
+pub fn layer_files(layout: &Path, tag: &str) -> Vec<(usize, String, String)> {
+    let script = r#"
+import hashlib, json, os, sys, tarfile
+layout, tag = sys.argv[1], sys.argv[2]
+blob = lambda d: os.path.join(layout, "blobs", "sha256", d.split(":", 1)[1])
+index = json.load(open(os.path.join(layout, "index.json")))
+m = [m for m in index["manifests"] if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag][0]
+manifest = json.load(open(blob(m["digest"])))
+for i, l in enumerate(manifest["layers"]):
+    with tarfile.open(blob(l["digest"]), "r:*") as t:
+        for e in t:
+            if e.isreg():
+                print(i, hashlib.sha256(t.extractfile(e).read()).hexdigest(), "/" + (e.name[2:] if e.name.startswith("./") else e.name))
+"#;
+    let out = run(Command::new("python3")
+        .args(["-c", script])
+        .arg(layout)
+        .arg(tag));
+    assert!(
+        out.status.success(),
+        "reading the layers of {}: {}",
+        layout.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let mut f = l.splitn(3, ' ');
+            let i = f.next().unwrap().parse().unwrap();
+            let sha = f.next().unwrap().to_string();
+            (i, f.next().unwrap().to_string(), sha)
+        })
+        .collect()
+}
+
+/// The files of `layout:tag` that `sbom` does not account for (no `file` component with the
+/// same path and sha256 under a component saying where it comes from).
+pub fn unaccounted(layout: &Path, tag: &str, sbom: &serde_json::Value) -> Vec<String> {
+    let in_sbom = sbom_files(sbom);
+    let files = layer_files(layout, tag);
+    assert!(!files.is_empty(), "no files in {}", layout.display());
+    let mut out = Vec::new();
+    for (layer, path, sha) in &files {
+        match in_sbom.get(path) {
+            Some((s, parent, kind)) if s == sha && (!parent.is_empty() || kind == "generated") => {}
+            other => out.push(format!("layer {layer}: {path} sha256 {sha} -> SBOM {other:?}")),
+        }
+    }
+    out
+}
+
+/// The image SBOM beside a layout accounts for every regular file of every layer, an `umoci
+/// unpack` of the image holds exactly those files (the last layer's version of each), and
+/// cyclonedx-python-lib accepts the SBOM. Returns the SBOM.
+pub fn assert_sbom_covers_every_file(layout: &Path, tag: &str, test: &str) -> serde_json::Value {
+    let sbom_path = layout.parent().unwrap().join("sbom.cdx.json");
+    let sbom: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&sbom_path).unwrap()).unwrap();
+    let missing = unaccounted(layout, tag, &sbom);
+    assert!(
+        missing.is_empty(),
+        "files of the image that its SBOM does not account for:\n{}",
+        missing.join("\n")
+    );
+    let files = layer_files(layout, tag);
+    if have("umoci", test) {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = dir.path().join("bundle");
+        let out = run(Command::new("umoci")
+            .args(["unpack", "--rootless", "--image"])
+            .arg(format!("{}:{tag}", layout.display()))
+            .arg(&bundle));
+        assert!(out.status.success(), "umoci: {}", String::from_utf8_lossy(&out.stderr));
+        let rootfs = bundle.join("rootfs");
+        let mut unpacked = std::collections::BTreeMap::new();
+        let mut stack = vec![rootfs.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let ft = e.file_type().unwrap();
+                if ft.is_dir() {
+                    stack.push(e.path());
+                } else if ft.is_file() {
+                    let rel = format!("/{}", e.path().strip_prefix(&rootfs).unwrap().display());
+                    unpacked.insert(rel, sha256sum(&e.path()));
+                }
+            }
+        }
+        let mut last = std::collections::BTreeMap::new();
+        for (_, p, s) in &files {
+            last.insert(p.clone(), s.clone());
+        }
+        assert_eq!(unpacked, last, "umoci's unpacked files differ from the layers' files");
+    }
+    // A missing validator already failed (CI) or printed SKIP.
+    cyclonedx_python_valid(&sbom_path, test);
+    sbom
 }
