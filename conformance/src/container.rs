@@ -8,6 +8,9 @@ use std::path::Path;
 use crate::env::{write_atomic, Env, EnvError, HostRt, LineArtifacts, Proc};
 use crate::exec::Cmd;
 
+/// The user the released images run as (their `User`).
+pub const CONTAINER_UID: u32 = 65532;
+
 /// The tag of the image in an OCI layout (its `org.opencontainers.image.ref.name`).
 fn layout_tag(oci: &Path) -> Result<String, EnvError> {
     let index = oci.join("index.json");
@@ -91,17 +94,38 @@ pub fn start(
     argv.extend(args.iter().cloned().map(serde_json::Value::String));
     cfg["process"]["args"] = serde_json::Value::Array(argv);
     cfg["process"]["terminal"] = serde_json::Value::Bool(false);
+    // As operators run it: the image's non-root user, no capabilities, no new privileges, a
+    // read-only root with a small tmpfs /tmp.
+    cfg["process"]["user"] = serde_json::json!({"uid": CONTAINER_UID, "gid": CONTAINER_UID});
+    cfg["process"]["noNewPrivileges"] = serde_json::Value::Bool(true);
+    cfg["process"]["capabilities"] = serde_json::json!({
+        "bounding": [], "effective": [], "inheritable": [], "permitted": [], "ambient": []
+    });
+    cfg["root"] = serde_json::json!({"path": bundle.join("rootfs"), "readonly": true});
     // The host's network namespace instead of a new one.
     if let Some(nss) = cfg["linux"]["namespaces"].as_array_mut() {
-        nss.retain(|n| n["type"] != "network");
+        nss.retain(|n| n["type"] != "network" && n["type"] != "user");
         nss.push(serde_json::json!({"type": "network", "path": format!("/run/netns/{}", h.ns)}));
     }
     let dir = env.dir.display().to_string();
     if let Some(m) = cfg["mounts"].as_array_mut() {
+        m.retain(|m| m["destination"] != "/tmp");
         m.push(serde_json::json!({
-            "destination": dir, "type": "bind", "source": dir, "options": ["rbind", "rw"]
+            "destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+            "options": ["nosuid", "nodev", "noexec", "mode=1777", "size=16m"]
+        }));
+        m.push(serde_json::json!({
+            "destination": dir, "type": "bind", "source": dir,
+            "options": ["rbind", "rw", "nosuid", "nodev"]
         }));
     }
+    // The container user must read its configuration and token and own the control plane's
+    // state; everything else in the environment's directory is readable anyway.
+    Cmd::new("chown", "let the container user read its files")
+        .args(["-R", &format!("{CONTAINER_UID}:{CONTAINER_UID}")])
+        .arg(&h.dir)
+        .arg(&env.cp_state)
+        .run()?;
     write_atomic(
         &cfg_path,
         serde_json::to_string_pretty(&cfg)

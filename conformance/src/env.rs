@@ -780,6 +780,7 @@ impl Env {
 
     fn start_control(&mut self) -> Result<(), EnvError> {
         std::fs::create_dir_all(&self.mesh_dir).map_err(io(&self.mesh_dir))?;
+        std::fs::create_dir_all(&self.cp_state).map_err(io(&self.cp_state))?;
         self.push_mesh()?;
         let cp = self.control();
         let listen = SocketAddr::new(cp.addr(), CP_PORT);
@@ -924,11 +925,31 @@ impl Env {
         }
     }
 
+    /// A `mesh-control` command on its state directory, as the user the control plane runs as
+    /// (the image's user for a container), so the files it writes stay readable to it.
+    pub fn state_cmd(&self, bin: &Path, why: &str) -> Cmd {
+        let cp = self.control();
+        if cp.spec.kind == Kind::Container && self.inputs.containers {
+            let uid = crate::container::CONTAINER_UID;
+            let mut c = Cmd::new("setpriv", why.to_string());
+            c.args([
+                format!("--reuid={uid}"),
+                format!("--regid={uid}"),
+                "--clear-groups".to_string(),
+            ]);
+            c.arg(bin);
+            c
+        } else {
+            Cmd::new(bin, why.to_string())
+        }
+    }
+
     /// A one-time join token for `identity`, from the control plane's state directory.
     pub fn join_token(&self, identity: &str) -> Result<String, EnvError> {
         let cp = self.control();
         let bin = self.line_of(&cp.spec).bin("mesh-control")?;
-        let out = Cmd::new(&bin, format!("create a join token for {identity}"))
+        let out = self
+            .state_cmd(&bin, &format!("create a join token for {identity}"))
             .args(["token", "create", "--state-dir"])
             .arg(&self.cp_state)
             .args(["--identity", identity, "--ttl", "30m"])

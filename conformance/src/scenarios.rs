@@ -814,7 +814,8 @@ fn ca_rotation(env: &Env) -> Outcome {
         .line_of(&cp.spec)
         .bin("mesh-control")
         .map_err(|e| e.to_string())?;
-    let rotate = Cmd::new(&bin, "rotate the mesh CA")
+    let rotate = env
+        .state_cmd(&bin, "rotate the mesh CA")
         .args(["ca", "rotate", "--state-dir"])
         .arg(&env.cp_state)
         .args(["--overlap", "1h"])
