@@ -12,7 +12,7 @@ use crate::exec::Cmd;
 pub const CONTAINER_UID: u32 = 65532;
 
 /// The tag of the image in an OCI layout (its `org.opencontainers.image.ref.name`).
-fn layout_tag(oci: &Path) -> Result<String, EnvError> {
+pub fn layout_tag(oci: &Path) -> Result<String, EnvError> {
     let index = oci.join("index.json");
     let text = std::fs::read_to_string(&index).map_err(|source| EnvError::Io {
         path: index.clone(),
@@ -20,10 +20,13 @@ fn layout_tag(oci: &Path) -> Result<String, EnvError> {
     })?;
     let v: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| EnvError::Artifact(format!("{}: not JSON: {e}", index.display())))?;
+    // The image's own tag, not a cosign-style signature or attestation tag beside it.
     v["manifests"]
         .as_array()
-        .and_then(|m| m.first())
-        .and_then(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str())
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str())
+        .find(|t| !t.starts_with("sha256-"))
         .map(str::to_string)
         .ok_or_else(|| {
             EnvError::Artifact(format!(
@@ -42,7 +45,16 @@ pub fn start(
     args: &[String],
     log: &Path,
 ) -> Result<Proc, EnvError> {
-    let oci = line.image(component)?;
+    // Air-gapped: the image pulled (and verified) from the environment's mirror.
+    let pulled = env
+        .pulled
+        .iter()
+        .find(|(host, c, _)| *host == h.spec.name && c == component)
+        .map(|(_, _, p)| p.clone());
+    let oci = match pulled {
+        Some(p) => p,
+        None => line.image(component)?,
+    };
     let tag = layout_tag(&oci)?;
     let id = format!(
         "{}-{}-{}",

@@ -159,7 +159,9 @@ impl LineArtifacts {
         }
     }
 
-    /// Component versions from `build.json` (`components[].name/version`), best effort.
+    /// What identifies this line's build, from `build.json`: the line, the source commit, and
+    /// per component the FIPS module version and the binary's digest. Best effort: a missing
+    /// or foreign file gives nothing.
     pub fn versions(&self) -> Vec<(String, String)> {
         let Ok(text) = std::fs::read_to_string(self.dir.join("build.json")) else {
             return Vec::new();
@@ -168,10 +170,22 @@ impl LineArtifacts {
             return Vec::new();
         };
         let mut out = Vec::new();
+        if let Some(l) = v["line"].as_str() {
+            out.push(("line".to_string(), l.to_string()));
+        }
+        if let Some(c) = v["source"]["commit"].as_str() {
+            out.push(("source_commit".to_string(), c.to_string()));
+        }
         if let Some(cs) = v["components"].as_array() {
             for c in cs {
-                if let (Some(n), Some(ver)) = (c["name"].as_str(), c["version"].as_str()) {
-                    out.push((n.to_string(), ver.to_string()));
+                let Some(n) = c["name"].as_str() else {
+                    continue;
+                };
+                if let Some(m) = c["fips"]["module_version"].as_str() {
+                    out.push((format!("{n}.fips_module"), m.to_string()));
+                }
+                if let Some(d) = c["sha256"].as_str() {
+                    out.push((format!("{n}.sha256"), d.to_string()));
                 }
             }
         }
@@ -286,6 +300,8 @@ pub struct Env {
     /// each backend's inbound (distinct addresses, so no endpoint address appears under two
     /// identities).
     pub impostor_addrs: Vec<SocketAddr>,
+    /// Air-gapped: images pulled from the mirror, (host, component, OCI layout).
+    pub pulled: crate::mirror::Pulled,
     /// Services in outbound-port order.
     pub services: Vec<String>,
     /// Current `backend` split weights `[v1, v2]` (scenarios change them).
@@ -397,12 +413,16 @@ impl Env {
             inputs,
             relays: Vec::new(),
             impostor_addrs: Vec::new(),
+            pulled: Vec::new(),
             services: Vec::new(),
             weights: Mutex::new(profile.thresholds.split_weights),
             extra_mesh: Mutex::new(String::new()),
             others: Mutex::new(Vec::new()),
         };
         env.network(&tag)?;
+        if env.inputs.containers {
+            env.pulled = crate::mirror::prepare(&env)?;
+        }
         env.start_relays()?;
         env.plan_services();
         env.start_control()?;
@@ -604,6 +624,36 @@ impl Env {
             container: None,
             child: Some(child),
         })
+    }
+
+    /// Starts `program` in `h`'s namespace, recorded in the ledger.
+    pub(crate) fn spawn_in(
+        &self,
+        h: &HostRt,
+        program: &Path,
+        args: &[String],
+        what: &str,
+        log: &Path,
+    ) -> Result<Proc, EnvError> {
+        self.spawn(&h.ns, program, args, what, log)
+    }
+
+    /// Keeps a process until tear-down.
+    pub(crate) fn keep(&self, p: Proc) {
+        if let Ok(mut o) = self.others.lock() {
+            o.push(p);
+        }
+    }
+
+    /// Waits until `GET 127.0.0.1:port{path}` in `h` answers 200 (its main process alive).
+    pub(crate) fn wait_ready(
+        &self,
+        h: &HostRt,
+        port: u16,
+        path: &str,
+        what: &str,
+    ) -> Result<(), EnvError> {
+        self.wait_http(h, port, path, what)
     }
 
     /// Starts the delay relays: for every host on a delayed network, a relay in the gateway

@@ -18,6 +18,7 @@ pub mod env;
 pub mod exec;
 pub mod fixture;
 pub mod ledger;
+pub mod mirror;
 pub mod profile;
 pub mod report;
 pub mod scenarios;
@@ -199,6 +200,13 @@ pub fn run(opts: &Options) -> Result<ConformanceSummary, Error> {
             "container hosts ran the released bare binaries, not the images (--no-containers)"
                 .into(),
         );
+    }
+    if opts.containers
+        && selected
+            .iter()
+            .any(|p| p.hosts.iter().any(|h| h.role == profile::Role::Registry))
+    {
+        notes.push("air-gapped: images pulled from the mirror were verified against a signature-only policy (a key made for the run); the release's attestations are attached by `distro release`".into());
     }
     let mut versions = BTreeMap::new();
     for (k, v) in current.versions() {

@@ -340,7 +340,10 @@ fn hardening_manifest_has_iron_bank_fields() {
         let file = r["filename"].as_str().unwrap();
         assert!(file.ends_with(".deb"), "{file}");
         let url = r["url"].as_str().unwrap();
-        assert!(url.starts_with("http") && !url.contains("example.invalid"), "{url}");
+        assert!(
+            url.starts_with("http") && !url.contains("example.invalid"),
+            "{url}"
+        );
         assert_eq!(
             r["validation"]["value"].as_str().unwrap(),
             sha256sum(&deb_cache().join(file)),
@@ -1130,7 +1133,10 @@ fn image_sbom_accounts_for_every_file_of_every_layer() {
         assert_eq!(files[path].1, owner, "{path}");
     }
     let ca = &files["/etc/ssl/certs/ca-certificates.crt"];
-    assert!(ca.1.starts_with("pkg:deb/debian/ca-certificates@"), "{ca:?}");
+    assert!(
+        ca.1.starts_with("pkg:deb/debian/ca-certificates@"),
+        "{ca:?}"
+    );
     assert_eq!(ca.2, "ca-bundle");
     assert_eq!(files["/etc/passwd"].2, "generated");
     assert_eq!(files["/etc/group"].2, "generated");
@@ -1152,7 +1158,9 @@ fn image_sbom_accounts_for_every_file_of_every_layer() {
         .retain(|c| c["name"] != "libc6");
     let missing = unaccounted(&fx.layout("mesh-proxy"), "0.1.0", &partial);
     assert!(
-        missing.iter().any(|m| m.contains("/lib/x86_64-linux-gnu/libc.so.6")),
+        missing
+            .iter()
+            .any(|m| m.contains("/lib/x86_64-linux-gnu/libc.so.6")),
         "{missing:?}"
     );
 }
@@ -1169,7 +1177,8 @@ fn image_on_another_base_keeps_its_layers_and_merges_its_sbom() {
     base.assemble();
     let base_layout = base.layout("mesh-control");
     let base_manifest = digest_of(&base_layout);
-    let builtin = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/distro.toml")).unwrap();
+    let builtin =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/distro.toml")).unwrap();
     let config = t.path().join("distro.toml");
     std::fs::write(
         &config,
@@ -1199,7 +1208,10 @@ fn image_on_another_base_keeps_its_layers_and_merges_its_sbom() {
     let (m, bm) = (read_manifest(&layout), read_manifest(&base_layout));
     let base_layers = bm["layers"].as_array().unwrap();
     assert_eq!(m["layers"].as_array().unwrap().len(), base_layers.len() + 1);
-    assert_eq!(&m["layers"].as_array().unwrap()[..base_layers.len()], &base_layers[..]);
+    assert_eq!(
+        &m["layers"].as_array().unwrap()[..base_layers.len()],
+        &base_layers[..]
+    );
     let sbom = assert_sbom_covers_every_file(
         &layout,
         "0.1.0",
@@ -1224,9 +1236,19 @@ fn image_on_another_base_keeps_its_layers_and_merges_its_sbom() {
     let base_bin = &files["/usr/local/bin/mesh-control"];
     assert!(base_bin.1.starts_with("base"), "{base_bin:?}");
     assert_eq!(files["/usr/local/bin/mesh-proxy"].2, "binary");
-    let hm = std::fs::read_to_string(fx.line_dir.join("images/mesh-proxy/hardening_manifest.yaml")).unwrap();
+    let hm = std::fs::read_to_string(
+        fx.line_dir
+            .join("images/mesh-proxy/hardening_manifest.yaml"),
+    )
+    .unwrap();
     assert!(hm.contains(&format!("BASE_TAG: '{base_manifest}'")), "{hm}");
-    assert!(hm.contains(&format!("BASE_IMAGE: 'oci:{}:0.1.0'", base_layout.display())), "{hm}");
+    assert!(
+        hm.contains(&format!(
+            "BASE_IMAGE: 'oci:{}:0.1.0'",
+            base_layout.display()
+        )),
+        "{hm}"
+    );
 
     // A tag alone can move: refused, pointing at the line.
     std::fs::write(
@@ -1241,5 +1263,8 @@ fn image_on_another_base_keeps_its_layers_and_merges_its_sbom() {
         "--out",
         fx.out.to_str().unwrap(),
     ]);
-    assert!(err.contains("pinned by digest") && err.contains("distro.toml"), "{err}");
+    assert!(
+        err.contains("pinned by digest") && err.contains("distro.toml"),
+        "{err}"
+    );
 }

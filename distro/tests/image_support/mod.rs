@@ -602,7 +602,9 @@ pub fn cyclonedx_python_valid(path: &Path, test: &str) -> bool {
 
 /// Every `file` component of an SBOM (nested ones too): path → (sha256, parent component's
 /// bom-ref or purl, `distro:image:file-kind`).
-pub fn sbom_files(sbom: &serde_json::Value) -> std::collections::BTreeMap<String, (String, String, String)> {
+pub fn sbom_files(
+    sbom: &serde_json::Value,
+) -> std::collections::BTreeMap<String, (String, String, String)> {
     fn walk(
         c: &serde_json::Value,
         parent: &str,
@@ -689,7 +691,9 @@ pub fn unaccounted(layout: &Path, tag: &str, sbom: &serde_json::Value) -> Vec<St
     for (layer, path, sha) in &files {
         match in_sbom.get(path) {
             Some((s, parent, kind)) if s == sha && (!parent.is_empty() || kind == "generated") => {}
-            other => out.push(format!("layer {layer}: {path} sha256 {sha} -> SBOM {other:?}")),
+            other => out.push(format!(
+                "layer {layer}: {path} sha256 {sha} -> SBOM {other:?}"
+            )),
         }
     }
     out
@@ -716,7 +720,11 @@ pub fn assert_sbom_covers_every_file(layout: &Path, tag: &str, test: &str) -> se
             .args(["unpack", "--rootless", "--image"])
             .arg(format!("{}:{tag}", layout.display()))
             .arg(&bundle));
-        assert!(out.status.success(), "umoci: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "umoci: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let rootfs = bundle.join("rootfs");
         let mut unpacked = std::collections::BTreeMap::new();
         let mut stack = vec![rootfs.clone()];
@@ -735,7 +743,10 @@ pub fn assert_sbom_covers_every_file(layout: &Path, tag: &str, test: &str) -> se
         for (_, p, s) in &files {
             last.insert(p.clone(), s.clone());
         }
-        assert_eq!(unpacked, last, "umoci's unpacked files differ from the layers' files");
+        assert_eq!(
+            unpacked, last,
+            "umoci's unpacked files differ from the layers' files"
+        );
     }
     // A missing validator already failed (CI) or printed SKIP.
     cyclonedx_python_valid(&sbom_path, test);
