@@ -175,6 +175,26 @@ fn clean_file(path: &Path) -> Vec<String> {
             }
         }
     }
+    // Processes started in a namespace but not yet recorded when the run was killed (the window
+    // between spawn and the ledger line): whatever still runs in our namespaces is ours.
+    for l in &lines {
+        if let ["netns", name] = l[..] {
+            if !Path::new("/run/netns").join(name).exists() {
+                continue;
+            }
+            let Ok(out) = Cmd::new("ip", "find processes left in a conformance namespace")
+                .args(["netns", "pids", name])
+                .output()
+            else {
+                continue;
+            };
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Cmd::new("kill", "stop a process left in a conformance namespace")
+                    .args(["-KILL", pid])
+                    .output();
+            }
+        }
+    }
     for l in &lines {
         if let ["netns", name] = l[..] {
             if Path::new("/run/netns").join(name).exists() {

@@ -393,6 +393,33 @@ fn without_root_nothing_runs() {
     assert_eq!(namespaces_with("dc"), before);
 }
 
+/// Processes whose command line mentions `needle` (the test's directory): catches processes
+/// the ledger never recorded.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .chars()
+                .all(|c| c.is_ascii_digit())
+        })
+        .filter(|e| e.file_name().to_string_lossy() != me)
+        .filter_map(|e| {
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            let zombie = stat
+                .rfind(')')
+                .is_some_and(|i| stat[i + 2..].starts_with('Z'));
+            (cmd.contains(needle) && !zombie)
+                .then(|| format!("{} {cmd}", e.file_name().to_string_lossy()))
+        })
+        .collect()
+}
+
 /// Starts a flat run in the background and waits until it has started processes.
 fn start_background(line: &str, tmp: &Path) -> std::process::Child {
     let state = tmp.join("state");
@@ -457,6 +484,11 @@ fn sigterm_removes_everything_the_run_created() {
     assert!(left.is_empty(), "namespaces left after SIGTERM: {left:?}");
     let alive: Vec<&String> = pids.iter().filter(|p| pid_alive(p)).collect();
     assert!(alive.is_empty(), "processes left after SIGTERM: {alive:?}");
+    let stray = processes_mentioning(&tmp.path().display().to_string());
+    assert!(
+        stray.is_empty(),
+        "unrecorded processes left after SIGTERM: {stray:?}"
+    );
     assert!(ledgers(&state).is_empty());
 }
 
@@ -516,5 +548,10 @@ fn next_run_removes_the_leftovers_of_a_killed_run() {
     assert!(left.is_empty(), "leftover namespaces: {left:?}");
     let alive: Vec<&String> = pids.iter().filter(|p| pid_alive(p)).collect();
     assert!(alive.is_empty(), "leftover processes: {alive:?}");
+    let stray = processes_mentioning(&tmp.path().join("work").display().to_string());
+    assert!(
+        stray.is_empty(),
+        "unrecorded processes of the killed run left: {stray:?}"
+    );
     assert!(ledgers(&state).is_empty());
 }
