@@ -23,6 +23,7 @@ fi
 command -v jq >/dev/null || { echo "missing jq" >&2; exit 1; }
 
 WORK=$(mktemp -d)
+chmod 755 "$WORK"  # the containers run as the images' user (65532) and read their files here
 trap 'rm -rf "$WORK"' EXIT
 start=$(date +%s.%N)
 set +e

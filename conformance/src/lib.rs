@@ -96,6 +96,9 @@ pub enum Error {
     /// A report could not be written.
     #[error(transparent)]
     Report(#[from] report::ReportError),
+    /// The containers' user could not reach the working directory.
+    #[error("the images' user (uid 65532) cannot reach {0}: make it and its parents world-searchable (chmod o+x) or use the default --work-dir")]
+    WorkDirNotReachable(PathBuf),
     /// Leftovers of an earlier run could not be removed.
     #[error("leftovers of an earlier run could not be removed: {0}")]
     Leftovers(String),
@@ -224,6 +227,21 @@ pub fn run(opts: &Options) -> Result<ConformanceSummary, Error> {
         containers: opts.containers,
         keep_files: opts.keep_files,
     };
+    if opts.containers {
+        std::fs::create_dir_all(&opts.work_dir)
+            .map_err(|_| Error::WorkDirNotReachable(opts.work_dir.clone()))?;
+        let mut dir = Some(opts.work_dir.as_path());
+        while let Some(d) = dir {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(d)
+                .map(|m| m.permissions().mode())
+                .unwrap_or(0);
+            if mode & 0o001 == 0 {
+                return Err(Error::WorkDirNotReachable(d.to_path_buf()));
+            }
+            dir = d.parent().filter(|p| !p.as_os_str().is_empty());
+        }
+    }
     let rid = run_id();
     let work = opts.work_dir.join(&rid);
     let started_at = now_rfc3339();
