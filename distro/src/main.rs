@@ -65,6 +65,9 @@ enum Command {
     /// Run every stage of a release: support check, build, SBOM, VEX, images, push, sign,
     /// attest, verify.
     Release(cmd::release::Args),
+    /// Run the conformance suite: emulated customer environments × scenarios against the
+    /// released binaries and images (needs root).
+    Conformance(cmd::conformance::Args),
 }
 
 fn main() -> ExitCode {
@@ -95,6 +98,7 @@ fn main() -> ExitCode {
         Command::Verify(a) => cmd::verify::run(a, &cx),
         Command::Release(a) => cmd::release::run(a, &cx),
         Command::Audit(a) => cmd::audit::run(a, &cx, cli.format),
+        Command::Conformance(a) => cmd::conformance::run(a, &cx),
     };
     match result {
         Ok(code) => code,

@@ -22,8 +22,21 @@ fn help(args: &[&str]) -> String {
 fn help_texts() {
     insta::assert_snapshot!("distro", help(&[]));
     for sub in [
-        "build", "matrix", "patches", "sbom", "policy", "image", "keygen", "push", "pull", "sign",
-        "attest", "verify", "release", "audit",
+        "build",
+        "matrix",
+        "patches",
+        "sbom",
+        "policy",
+        "image",
+        "keygen",
+        "push",
+        "pull",
+        "sign",
+        "attest",
+        "verify",
+        "release",
+        "audit",
+        "conformance",
     ] {
         insta::assert_snapshot!(sub, help(&[sub]));
     }

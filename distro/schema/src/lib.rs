@@ -8,10 +8,12 @@
 #![forbid(unsafe_code)]
 
 pub mod build;
+pub mod conformance;
 pub mod fips;
 pub mod intoto;
 
 pub use build::{BuildRecord, ComponentRecord, FipsSummary, SourceRecord};
+pub use conformance::{ConformanceSummary, Counts, Outcome, ProfileResult, ScenarioResult};
 pub use fips::{
     cmvp_certificate_url, cmvp_security_policy_url, ApprovedModeEnforcement, CmvpStatus,
     FactSource, FipsEvidence, FipsSelfCheck, ForbiddenCrypto, ModuleIdentity, ModuleLinkage,

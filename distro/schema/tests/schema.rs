@@ -2,7 +2,7 @@
 //! read shows up here and has to be accepted deliberately (`cargo insta review`).
 
 use distro_schema::intoto::Provenance;
-use distro_schema::{BuildRecord, FipsEvidence, FipsSelfCheck, Statement};
+use distro_schema::{BuildRecord, ConformanceSummary, FipsEvidence, FipsSelfCheck, Statement};
 
 /// The build record printed by `distro build --format json`.
 #[test]
@@ -26,4 +26,10 @@ fn fips_self_check_schema() {
 #[test]
 fn provenance_schema() {
     insta::assert_json_snapshot!(schemars::schema_for!(Statement<Provenance>));
+}
+
+/// The conformance summary printed by `distro conformance --format json`.
+#[test]
+fn conformance_summary_schema() {
+    insta::assert_json_snapshot!(schemars::schema_for!(ConformanceSummary));
 }

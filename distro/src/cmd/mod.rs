@@ -9,6 +9,7 @@ use crate::output::Format;
 pub mod attest;
 pub mod audit;
 pub mod build;
+pub mod conformance;
 pub mod image;
 pub mod keygen;
 pub mod matrix;
