@@ -12,7 +12,7 @@ mod model;
 mod raw;
 
 pub use error::{ConfigError, Location};
-pub use model::{Component, Distribution, FipsPolicy, Line, Source, Support};
+pub use model::{Advisories, Component, Distribution, FipsPolicy, Line, Source, Support};
 
 use std::path::Path;
 

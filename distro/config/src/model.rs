@@ -19,6 +19,8 @@ pub struct Distribution {
     pub support: Support,
     /// FIPS policy.
     pub fips: FipsPolicy,
+    /// Which RustSec advisory database the reports use, and when it counts as stale.
+    pub advisories: Advisories,
     /// Components, in file order.
     pub components: Vec<Component>,
     /// Release lines, in file order.
@@ -40,6 +42,21 @@ pub struct FipsPolicy {
     /// Only a module line with a CMVP certificate is acceptable; an in-process or unvalidated
     /// module fails the build.
     pub require_validated_module: bool,
+}
+
+/// The `[advisories]` table: the RustSec database snapshot the reports and releases read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advisories {
+    /// `db`, resolved against the directory of distro.toml; `None` means the snapshot the
+    /// repository ships (`patches/advisory-db`).
+    pub db: Option<PathBuf>,
+    /// A snapshot older than this many days is reported as stale (`max_age_days`, default 90).
+    pub max_age_days: u32,
+}
+
+impl Advisories {
+    /// `max_age_days` when the file does not say.
+    pub const DEFAULT_MAX_AGE_DAYS: u32 = 90;
 }
 
 /// One component the distribution builds.

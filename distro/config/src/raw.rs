@@ -8,7 +8,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::error::{ConfigError, Location};
-use crate::model::{Component, Distribution, FipsPolicy, Line, Source, Support};
+use crate::model::{Advisories, Component, Distribution, FipsPolicy, Line, Source, Support};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -18,6 +18,8 @@ struct RawFile {
     support: Option<RawSupport>,
     #[serde(default)]
     fips: Option<RawFips>,
+    #[serde(default)]
+    advisories: Option<RawAdvisories>,
     #[serde(default, rename = "component")]
     components: Vec<Spanned<RawComponent>>,
     #[serde(default, rename = "line")]
@@ -46,6 +48,15 @@ struct RawSupport {
 #[serde(deny_unknown_fields)]
 struct RawFips {
     require_validated_module: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdvisories {
+    #[serde(default)]
+    db: Option<Spanned<String>>,
+    #[serde(default)]
+    max_age_days: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -214,6 +225,38 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Distribution, ConfigError
     let fips = FipsPolicy {
         require_validated_module: raw.fips.is_none_or(|f| f.require_validated_module),
     };
+
+    let mut advisories = Advisories {
+        db: None,
+        max_age_days: Advisories::DEFAULT_MAX_AGE_DAYS,
+    };
+    if let Some(a) = &raw.advisories {
+        if let Some(db) = &a.db {
+            let text = db.get_ref().trim();
+            if text.is_empty() {
+                return cx.invalid(
+                    db.span(),
+                    "advisories.db is empty".into(),
+                    "give the directory of a RustSec advisory-db snapshot, relative to this file, or remove the key to use the snapshot this repository ships (patches/advisory-db)",
+                );
+            }
+            let p = PathBuf::from(text);
+            advisories.db = Some(if p.is_absolute() { p } else { base.join(p) });
+        }
+        if let Some(m) = &a.max_age_days {
+            let days = *m.get_ref();
+            if !(1..=3650).contains(&days) {
+                return cx.invalid(
+                    m.span(),
+                    format!("advisories.max_age_days = {days} is outside 1..=3650"),
+                    "set after how many days a database snapshot is reported as stale (90 by default)",
+                );
+            }
+            // Checked just above: the value fits.
+            advisories.max_age_days =
+                u32::try_from(days).unwrap_or(Advisories::DEFAULT_MAX_AGE_DAYS);
+        }
+    }
 
     if raw.components.is_empty() {
         return cx.invalid(
@@ -394,6 +437,7 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Distribution, ConfigError
         vendor: raw.distribution.vendor,
         support,
         fips,
+        advisories,
         components,
         lines,
     })
