@@ -22,8 +22,20 @@ fn help(args: &[&str]) -> String {
 fn help_texts() {
     insta::assert_snapshot!("distro", help(&[]));
     for sub in [
-        "build", "matrix", "patches", "sbom", "policy", "image", "keygen", "push", "pull", "sign",
-        "attest", "verify", "release",
+        "build",
+        "matrix",
+        "patches",
+        "sbom",
+        "policy",
+        "image",
+        "keygen",
+        "push",
+        "pull",
+        "sign",
+        "attest",
+        "verify",
+        "release",
+        "advisories",
     ] {
         insta::assert_snapshot!(sub, help(&[sub]));
     }

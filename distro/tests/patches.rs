@@ -8,7 +8,8 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 const DISTRO: &str = env!("CARGO_BIN_EXE_distro");
-const SNAPSHOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/advisory-db");
+/// The RustSec snapshot the repository ships.
+const SNAPSHOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../patches/advisory-db");
 
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")

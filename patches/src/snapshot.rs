@@ -149,13 +149,12 @@ impl UpdateSource {
     /// with a `.git` (or a bare repository) is cloned, another directory is copied.
     pub fn guess(from: &str) -> UpdateSource {
         let p = Path::new(from);
+        let url = from.contains("://") || from.starts_with("git@");
+        let repository =
+            p.join(".git").exists() || (p.join("HEAD").is_file() && p.join("objects").is_dir());
         if p.is_file() && (from.ends_with(".tar.gz") || from.ends_with(".tgz")) {
             UpdateSource::Archive(p.to_path_buf())
-        } else if from.contains("://") || from.starts_with("git@") {
-            UpdateSource::Git(from.to_string())
-        } else if p.join(".git").exists()
-            || (p.join("HEAD").is_file() && p.join("objects").is_dir())
-        {
+        } else if url || repository {
             UpdateSource::Git(from.to_string())
         } else {
             UpdateSource::Dir(p.to_path_buf())
