@@ -359,3 +359,28 @@ fn update_from_broken_source_keeps_the_old_database() {
         assert_eq!(left, vec!["advisory-db"], "{from}: staging left behind");
     }
 }
+
+/// `--from` a local mirror and `--advisory-db` given as paths relative to the working
+/// directory work as written (git runs elsewhere, so they must not be taken relative to it).
+#[test]
+fn update_with_relative_paths() {
+    let t = tempfile::tempdir().unwrap();
+    plain_db(&t.path().join("live/advisory-db"), 1, "2026-01-01");
+    let head = git_mirror(&t.path().join("mirror"), 3);
+    let r = json(&distro(
+        t.path(),
+        &[
+            "advisories",
+            "update",
+            "--from",
+            "mirror",
+            "--advisory-db",
+            "live/advisory-db",
+            "--format",
+            "json",
+        ],
+    ));
+    assert_eq!(r["current"]["commit"], head.as_str(), "{r}");
+    assert_eq!(r["current"]["advisories"], 3, "{r}");
+    assert!(t.path().join("live/advisory-db/crates/mirror-2").is_dir());
+}

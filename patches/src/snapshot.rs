@@ -148,14 +148,17 @@ impl UpdateSource {
     /// Reads `--from`: an existing `.tar.gz`/`.tgz` file is an archive, a URL or a directory
     /// with a `.git` (or a bare repository) is cloned, another directory is copied.
     pub fn guess(from: &str) -> UpdateSource {
-        let p = Path::new(from);
+        // Local paths are made absolute: git runs them from elsewhere.
+        let p = &std::path::absolute(from).unwrap_or_else(|_| PathBuf::from(from));
         let url = from.contains("://") || from.starts_with("git@");
         let repository =
             p.join(".git").exists() || (p.join("HEAD").is_file() && p.join("objects").is_dir());
         if p.is_file() && (from.ends_with(".tar.gz") || from.ends_with(".tgz")) {
             UpdateSource::Archive(p.to_path_buf())
-        } else if url || repository {
+        } else if url {
             UpdateSource::Git(from.to_string())
+        } else if repository {
+            UpdateSource::Git(p.display().to_string())
         } else {
             UpdateSource::Dir(p.to_path_buf())
         }
@@ -202,7 +205,8 @@ pub fn update(
         .prefix(".advisory-db-update-")
         .tempdir_in(&parent)
         .map_err(|e| PatchError::io(&parent, format!("creating a staging directory: {e}")))?;
-    let fresh = staging.path().join("db");
+    let fresh = std::path::absolute(staging.path().join("db"))
+        .map_err(|e| PatchError::io(staging.path(), e))?;
     fetch(source, staging.path(), &fresh)?;
     let current = validate(&fresh, source, today, max_age_days)?;
 
@@ -244,7 +248,7 @@ fn fetch(source: &UpdateSource, staging: &Path, fresh: &Path) -> Result<(), Patc
             if url.contains("://") || url.starts_with("git@") {
                 clone.args(["--depth", "1"]);
             }
-            clone.arg("--").arg(url).arg(fresh).cwd(staging).run()?;
+            clone.arg("--").arg(url).arg(fresh).run()?;
             finish_git_tree(fresh, url)
         }
         UpdateSource::Dir(dir) => {
