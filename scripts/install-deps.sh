@@ -90,10 +90,9 @@ if ! command -v rust-audit-info >/dev/null; then
   cargo install --locked --quiet rust-audit-info --version 0.5.4
 fi
 
-# The RustSec advisory database snapshot, laid out where cargo-deny reads it offline.
-if [ -d ../shared/advisory-db ]; then
-  scripts/advisory-db.sh ../shared/advisory-db
-fi
+# The RustSec advisory database snapshot the repository ships (patches/advisory-db), laid out
+# where `cargo deny --offline check` reads it. `distro` reads it in place.
+scripts/advisory-db.sh patches/advisory-db
 
 # Every crate the workspace and the policy fixtures need, so tests can run offline.
 cargo fetch --locked --quiet

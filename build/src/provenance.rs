@@ -3,8 +3,10 @@
 //! The build type `https://fips-mesh.invalid/distro-build/v1` has these external parameters:
 //! `distribution`, `line`, `component`, `package`, `binary`, `features`, `source` {`repository`,
 //! `ref`}; internal parameters: `profile`, `locked`, `sourceDateEpoch`, `command`. Resolved
-//! dependencies: the source commit, the Cargo.lock digest, each applied patch. No timestamps:
-//! the statement is reproducible.
+//! dependencies: the source commit, the Cargo.lock digest, each applied patch. No timestamps
+//! and no paths of the build machine (the source is named by its repository URL, see
+//! [`crate::source::source_repository`]): the statement is reproducible, byte for byte, from
+//! two clones of the same commit in different directories.
 
 use std::collections::BTreeMap;
 
@@ -52,7 +54,7 @@ pub fn statement(i: &Inputs<'_>) -> Statement<Provenance> {
     let mut deps = vec![ResourceDescriptor {
         uri: Some(format!(
             "git+{}@{}",
-            i.line.source.git, i.line.source.git_ref
+            i.source.repository, i.line.source.git_ref
         )),
         name: Some("source".into()),
         digest: BTreeMap::from([("gitCommit".to_string(), i.source.commit.clone())]),
@@ -98,7 +100,7 @@ pub fn statement(i: &Inputs<'_>) -> Statement<Provenance> {
         "package": i.component.package,
         "binary": i.component.binary,
         "features": i.component.features,
-        "source": { "repository": i.line.source.git, "ref": i.line.source.git_ref },
+        "source": { "repository": i.source.repository, "ref": i.line.source.git_ref },
     });
     let internal = json!({
         "profile": "release",

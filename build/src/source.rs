@@ -26,6 +26,9 @@ pub struct ExportedSource {
     pub tree: PathBuf,
     /// The commit it was exported from.
     pub commit: String,
+    /// How provenance names the source ([`source_repository`]): never a path of this machine
+    /// unless the line's source is a local path that names no repository URL.
+    pub repository: String,
     /// The commit's committer time, used as SOURCE_DATE_EPOCH.
     pub source_date_epoch: i64,
     /// Patches applied on top of the commit, in series order.
@@ -104,6 +107,7 @@ pub fn export(line: &Line, dest: &Path) -> Result<ExportedSource, BuildError> {
         };
         return Ok(ExportedSource {
             tree: dest.to_path_buf(),
+            repository: source_repository(line, dest),
             commit,
             source_date_epoch,
             patches,
@@ -125,8 +129,42 @@ pub fn export(line: &Line, dest: &Path) -> Result<ExportedSource, BuildError> {
     std::fs::write(&marker, &key).map_err(fsutil::io("writing", &marker))?;
     Ok(ExportedSource {
         tree: dest.to_path_buf(),
+        repository: source_repository(line, dest),
         commit,
         source_date_epoch,
         patches,
     })
+}
+
+/// The name of the line's source repository as provenance records it, so that two clones of
+/// the same commit in different directories give the same statement:
+///
+/// - a URL (`https://…`, `ssh://…`, `git@…`, `file://…`) as written in distro.toml;
+/// - for a local path, the repository URL the source itself declares (`[workspace.package]` or
+///   `[package]` `repository` of its top-level Cargo.toml, read from the exported `tree`);
+/// - only when it declares none, a `file://` URI of the local repository.
+pub fn source_repository(line: &Line, tree: &Path) -> String {
+    let git = &line.source.git;
+    if git.contains("://") || git.starts_with("git@") {
+        return git.clone();
+    }
+    if let Some(url) = declared_repository(&tree.join("Cargo.toml")) {
+        return url;
+    }
+    let path = std::fs::canonicalize(git).unwrap_or_else(|_| PathBuf::from(git));
+    format!("file://{}", path.display()).replace(' ', "%20")
+}
+
+/// `[workspace.package] repository`, else `[package] repository`, when it is a URL.
+fn declared_repository(manifest: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(manifest).ok()?;
+    let doc: toml::Table = toml::from_str(&text).ok()?;
+    let from = |t: Option<&toml::Value>| {
+        t.and_then(|p| p.get("repository"))
+            .and_then(|r| r.as_str())
+            .map(str::trim)
+            .filter(|r| r.contains("://") || r.starts_with("git@"))
+            .map(str::to_string)
+    };
+    from(doc.get("workspace").and_then(|w| w.get("package"))).or_else(|| from(doc.get("package")))
 }

@@ -21,6 +21,10 @@ use crate::output::FormatArg;
 #[command(name = "distro", version, propagate_version = true)]
 struct Cli {
     /// Distribution definition to use (default: the built-in distro/distro.toml).
+    //
+    // "Built-in" is the checkout's own: ./distro.toml, else distro/distro.toml of the nearest
+    // directory at or above the working directory (see `cmd::find_config`). The help text is
+    // kept short: it appears in every subcommand's --help snapshot.
     #[arg(long, global = true, value_name = "PATH", env = "DISTRO_CONFIG")]
     config: Option<PathBuf>,
     /// Output format of reports on stdout.
@@ -39,6 +43,9 @@ enum Command {
     Build(cmd::build::Args),
     /// Show the support matrix: every line's dates, status and advisories.
     Matrix(cmd::matrix::Args),
+    /// Show or refresh the RustSec advisory database snapshot the reports use.
+    #[command(subcommand)]
+    Advisories(cmd::advisories::Command),
     /// Manage security patch queues: backport, apply, remediate, VEX.
     #[command(subcommand)]
     Patches(cmd::patches::Command),
@@ -86,6 +93,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Build(a) => cmd::build::run(a, &cx),
         Command::Matrix(a) => cmd::matrix::run(a, &cx),
+        Command::Advisories(c) => cmd::advisories::run(c, &cx),
         Command::Patches(c) => cmd::patches::run(c, &cx),
         Command::Sbom(a) => cmd::sbom::run(a, &cx),
         Command::Policy(a) => cmd::policy::run(a, &cx),

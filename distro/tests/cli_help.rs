@@ -37,6 +37,7 @@ fn help_texts() {
         "release",
         "audit",
         "conformance",
+        "advisories",
     ] {
         insta::assert_snapshot!(sub, help(&[sub]));
     }

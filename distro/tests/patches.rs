@@ -8,7 +8,8 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 const DISTRO: &str = env!("CARGO_BIN_EXE_distro");
-const SNAPSHOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/advisory-db");
+/// The RustSec snapshot the repository ships.
+const SNAPSHOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../patches/advisory-db");
 const OPENVEX_SCHEMA: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../patches/schema/openvex_json_schema.json"

@@ -12,11 +12,11 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The advisory-db snapshot (`DISTRO_ADVISORY_DB`, else `../shared/advisory-db` beside the repo).
+/// The advisory-db snapshot (`DISTRO_ADVISORY_DB`, else the one the repository ships).
 fn advisory_db() -> PathBuf {
     std::env::var_os("DISTRO_ADVISORY_DB")
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("../shared/advisory-db"))
+        .unwrap_or_else(|| repo().join("patches/advisory-db"))
 }
 
 /// Whether the tools these tests need are present; prints why not.

@@ -835,13 +835,16 @@ fn check_vex(doc: &serde_json::Value) -> (bool, String) {
             other => open.push(format!("{name} (unknown status {other:?})")),
         }
     }
+    // The producer names the advisory data the document was judged against.
+    let made_with = doc
+        .get("tooling")
+        .and_then(|t| t.as_str())
+        .map(|t| format!(" (made with {t})"))
+        .unwrap_or_default();
     if open.is_empty() {
         (
             true,
-            format!(
-                "{} statements, every advisory fixed or not_affected",
-                closed
-            ),
+            format!("{closed} statements, every advisory fixed or not_affected{made_with}"),
         )
     } else {
         (

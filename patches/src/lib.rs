@@ -27,6 +27,7 @@ pub mod index;
 pub mod matrix;
 pub mod remediate;
 pub mod series;
+pub mod snapshot;
 pub mod source;
 pub mod vex;
 
@@ -37,9 +38,19 @@ pub use fsutil::{sha256_hex, write_atomic};
 /// The chrono the public API uses (dates of support windows), for callers without their own.
 pub use chrono;
 
-/// The advisory database beside a checkout: `<repository>/../shared/advisory-db`, where the
-/// repository is the parent of the directory holding `config` (distro.toml).
+/// Where the repository keeps its RustSec advisory database snapshot, relative to its root.
+pub const VENDORED_ADVISORY_DB: &str = "patches/advisory-db";
+
+/// The advisory database a checkout ships: `patches/advisory-db` of the nearest directory above
+/// `config` (distro.toml) that has one. When none has, the path where the built-in layout would
+/// keep it (`<config dir>/../patches/advisory-db`), so the caller's error names it.
+/// `distro.toml`'s `[advisories] db` and `--advisory-db` take precedence over this default.
 pub fn default_advisory_db(config: &std::path::Path) -> std::path::PathBuf {
     let dir = config.parent().unwrap_or(std::path::Path::new("."));
-    dir.join("..").join("..").join("shared").join("advisory-db")
+    let absolute = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    absolute
+        .ancestors()
+        .map(|a| a.join(VENDORED_ADVISORY_DB))
+        .find(|db| db.join("crates").is_dir())
+        .unwrap_or_else(|| dir.join("..").join(VENDORED_ADVISORY_DB))
 }

@@ -12,7 +12,9 @@ mod model;
 mod raw;
 
 pub use error::{ConfigError, Location};
-pub use model::{Component, Distribution, FipsPolicy, ImageSettings, Line, Source, Support};
+pub use model::{
+    Advisories, Component, Distribution, FipsPolicy, ImageSettings, Line, Source, Support,
+};
 
 use std::path::Path;
 

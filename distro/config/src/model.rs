@@ -21,6 +21,8 @@ pub struct Distribution {
     pub fips: FipsPolicy,
     /// What the images are built on.
     pub image: ImageSettings,
+    /// Which RustSec advisory database the reports use, and when it counts as stale.
+    pub advisories: Advisories,
     /// Components, in file order.
     pub components: Vec<Component>,
     /// Release lines, in file order.
@@ -52,6 +54,21 @@ pub struct ImageSettings {
     pub base: Option<String>,
     /// The base image's CycloneDX SBOM, when it is not beside its layout.
     pub base_sbom: Option<PathBuf>,
+}
+
+/// The `[advisories]` table: the RustSec database snapshot the reports and releases read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advisories {
+    /// `db`, resolved against the directory of distro.toml; `None` means the snapshot the
+    /// repository ships (`patches/advisory-db`).
+    pub db: Option<PathBuf>,
+    /// A snapshot older than this many days is reported as stale (`max_age_days`, default 90).
+    pub max_age_days: u32,
+}
+
+impl Advisories {
+    /// `max_age_days` when the file does not say.
+    pub const DEFAULT_MAX_AGE_DAYS: u32 = 90;
 }
 
 /// One component the distribution builds.

@@ -8,7 +8,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::error::{ConfigError, Location};
-use crate::model::{Component, Distribution, FipsPolicy, ImageSettings, Line, Source, Support};
+use crate::model::{
+    Advisories, Component, Distribution, FipsPolicy, ImageSettings, Line, Source, Support,
+};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -20,6 +22,7 @@ struct RawFile {
     fips: Option<RawFips>,
     #[serde(default)]
     image: Option<RawImage>,
+    advisories: Option<RawAdvisories>,
     #[serde(default, rename = "component")]
     components: Vec<Spanned<RawComponent>>,
     #[serde(default, rename = "line")]
@@ -71,6 +74,15 @@ fn pinned_base(s: &str) -> bool {
                 .bytes()
                 .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
     })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdvisories {
+    #[serde(default)]
+    db: Option<Spanned<String>>,
+    #[serde(default)]
+    max_age_days: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -255,6 +267,37 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Distribution, ConfigError
         }
         image.base_sbom = ri.base_sbom.map(|p| base.join(p));
     }
+    let mut advisories = Advisories {
+        db: None,
+        max_age_days: Advisories::DEFAULT_MAX_AGE_DAYS,
+    };
+    if let Some(a) = &raw.advisories {
+        if let Some(db) = &a.db {
+            let text = db.get_ref().trim();
+            if text.is_empty() {
+                return cx.invalid(
+                    db.span(),
+                    "advisories.db is empty".into(),
+                    "give the directory of a RustSec advisory-db snapshot, relative to this file, or remove the key to use the snapshot this repository ships (patches/advisory-db)",
+                );
+            }
+            let p = PathBuf::from(text);
+            advisories.db = Some(if p.is_absolute() { p } else { base.join(p) });
+        }
+        if let Some(m) = &a.max_age_days {
+            let days = *m.get_ref();
+            if !(1..=3650).contains(&days) {
+                return cx.invalid(
+                    m.span(),
+                    format!("advisories.max_age_days = {days} is outside 1..=3650"),
+                    "set after how many days a database snapshot is reported as stale (90 by default)",
+                );
+            }
+            // Checked just above: the value fits.
+            advisories.max_age_days =
+                u32::try_from(days).unwrap_or(Advisories::DEFAULT_MAX_AGE_DAYS);
+        }
+    }
 
     if raw.components.is_empty() {
         return cx.invalid(
@@ -436,6 +479,7 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Distribution, ConfigError
         support,
         fips,
         image,
+        advisories,
         components,
         lines,
     })

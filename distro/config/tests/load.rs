@@ -124,3 +124,44 @@ fn missing_file_says_what_to_do() {
     let e = distro_config::load(Path::new("/nonexistent/distro.toml")).unwrap_err();
     assert!(e.to_string().contains("--config"), "{e}");
 }
+
+/// Without an `[advisories]` table the repository's own snapshot is used and 90 days is the
+/// staleness limit; a relative `db` resolves against the directory of distro.toml.
+#[test]
+fn advisories_table_defaults_and_relative_db() {
+    let d = parse(Path::new("dist/distro.toml"), GOOD).unwrap();
+    assert_eq!(d.advisories.db, None);
+    assert_eq!(d.advisories.max_age_days, 90);
+    let text = format!("{GOOD}\n[advisories]\ndb = \"../mirror/advisory-db\"\nmax_age_days = 30\n");
+    let d = parse(Path::new("dist/distro.toml"), &text).unwrap();
+    assert_eq!(
+        d.advisories.db.as_deref(),
+        Some(Path::new("dist/../mirror/advisory-db"))
+    );
+    assert_eq!(d.advisories.max_age_days, 30);
+}
+
+/// A staleness limit outside 1..=3650 days is refused at its own line.
+#[test]
+fn advisories_max_age_out_of_range_names_the_line() {
+    let text = format!("{GOOD}\n[advisories]\nmax_age_days = 0\n");
+    let e = err(&text);
+    assert_eq!(e.location().unwrap().line, 22, "{e}");
+    assert!(e.to_string().contains("max_age_days"), "{e}");
+}
+
+/// The built-in definition names the advisory database the repository ships.
+#[test]
+fn builtin_definition_uses_the_vendored_advisory_db() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../distro.toml");
+    let d = distro_config::load(&path).unwrap();
+    let db = d
+        .advisories
+        .db
+        .expect("the built-in distro.toml sets [advisories] db");
+    assert!(
+        db.join("crates").is_dir() && db.join("SNAPSHOT").is_file(),
+        "{} is not the vendored snapshot",
+        db.display()
+    );
+}

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use distro_patches::advisory::AdvisoryDb;
 use distro_patches::chrono::{self, NaiveDate};
 use distro_patches::matrix::{self, ReleaseCheck};
 
@@ -21,7 +20,8 @@ pub struct Args {
     /// Print the endoflife.date-style release cycles (JSON) instead of the matrix.
     #[arg(long)]
     pub endoflife: bool,
-    /// Local RustSec advisory database (default: ../shared/advisory-db beside the repository).
+    /// Local RustSec advisory database (default: `[advisories] db` of distro.toml, else the
+    /// repository's patches/advisory-db).
     #[arg(long, value_name = "PATH")]
     pub advisory_db: Option<PathBuf>,
     /// Skip the advisory columns (no database or source access). The columns are the lines'
@@ -73,16 +73,14 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
         output::json(&matrix::endoflife(&rows))?;
         return Ok(ExitCode::SUCCESS);
     }
+    let mut snapshot = None;
     if !args.no_advisories {
-        let db_path = args
-            .advisory_db
-            .clone()
-            .unwrap_or_else(|| distro_patches::default_advisory_db(&cx.config_path));
-        match AdvisoryDb::load(&db_path) {
-            Ok(db) => {
+        match cx.advisory_db(args.advisory_db.as_deref(), Some(&dist)) {
+            Ok((db, snap)) => {
                 for note in matrix::fill_advisories(&mut rows, &dist, &db) {
                     cx.status(&format!("warning: {note}"));
                 }
+                snapshot = Some(snap);
             }
             Err(e) => cx.status(&format!("warning: advisories not shown: {e}")),
         }
@@ -96,7 +94,9 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
         }
     }
     match cx.format {
-        Format::Json => output::json(&serde_json::json!({ "at": at, "lines": rows }))?,
+        Format::Json => {
+            output::json(&serde_json::json!({ "at": at, "lines": rows, "advisory_db": snapshot }))?
+        }
         Format::Text => output::data(&table(&rows)),
     }
     Ok(ExitCode::SUCCESS)

@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use distro_patches::advisory::AdvisoryDb;
 use distro_patches::backport::{self, Input, Outcome};
 use distro_patches::chrono::{self, NaiveDate};
+use distro_patches::snapshot::Snapshot;
 use distro_patches::{flows, matrix};
 
 use super::Context;
@@ -92,7 +93,8 @@ pub enum Command {
         /// The release line.
         #[arg(long)]
         line: String,
-        /// Local RustSec advisory database (default: ../shared/advisory-db beside the repository).
+        /// Local RustSec advisory database (default: `[advisories] db` of distro.toml, else the
+        /// repository's patches/advisory-db).
         #[arg(long, value_name = "PATH")]
         advisory_db: Option<PathBuf>,
     },
@@ -102,7 +104,8 @@ pub enum Command {
         /// The release line.
         #[arg(long)]
         line: String,
-        /// Local RustSec advisory database (default: ../shared/advisory-db beside the repository).
+        /// Local RustSec advisory database (default: `[advisories] db` of distro.toml, else the
+        /// repository's patches/advisory-db).
         #[arg(long, value_name = "PATH")]
         advisory_db: Option<PathBuf>,
         /// Remediate this tree's Cargo.lock in place instead of the line's queue.
@@ -120,7 +123,8 @@ pub enum Command {
         /// The release (default: the line's latest).
         #[arg(long, value_name = "VERSION")]
         release: Option<String>,
-        /// Local RustSec advisory database (default: ../shared/advisory-db beside the repository).
+        /// Local RustSec advisory database (default: `[advisories] db` of distro.toml, else the
+        /// repository's patches/advisory-db).
         #[arg(long, value_name = "PATH")]
         advisory_db: Option<PathBuf>,
         /// Write the document here (atomically) instead of stdout; stdout then reports whether
@@ -161,15 +165,9 @@ pub fn run(command: Command, cx: &Context) -> anyhow::Result<ExitCode> {
             )
         })
     };
-    let db_at = |p: Option<PathBuf>| -> anyhow::Result<AdvisoryDb> {
-        let path = p.unwrap_or_else(|| distro_patches::default_advisory_db(&cx.config_path));
-        let db = AdvisoryDb::load(&path)?;
-        cx.status(&format!(
-            "advisory database {}: {} advisories",
-            path.display(),
-            db.len()
-        ));
-        Ok(db)
+    // Names the snapshot on stderr and warns when it is stale.
+    let db_at = |p: Option<PathBuf>| -> anyhow::Result<(AdvisoryDb, Snapshot)> {
+        cx.advisory_db(p.as_deref(), Some(&dist))
     };
     match command {
         Command::Apply { line, out } => {
@@ -400,7 +398,7 @@ pub fn run(command: Command, cx: &Context) -> anyhow::Result<ExitCode> {
         }
         Command::Scan { line, advisory_db } => {
             let l = line_of(&line)?;
-            let db = db_at(advisory_db)?;
+            let (db, snapshot) = db_at(advisory_db)?;
             let findings = flows::scan_line(l, &db)?;
             let evaluation = flows::evaluate_line(&dist, l, &db, &cargo_home()?)?;
             match cx.format {
@@ -410,6 +408,7 @@ pub fn run(command: Command, cx: &Context) -> anyhow::Result<ExitCode> {
                     "advisories": evaluation.advisories,
                     "open": evaluation.open(),
                     "fixed": evaluation.fixed(),
+                    "advisory_db": snapshot,
                 }))?,
                 Format::Text => {
                     let mut s = String::new();
@@ -450,7 +449,7 @@ pub fn run(command: Command, cx: &Context) -> anyhow::Result<ExitCode> {
             dry_run,
         } => {
             let l = line_of(&line)?;
-            let db = db_at(advisory_db)?;
+            let (db, _) = db_at(advisory_db)?;
             let home = cargo_home()?;
             let result = match tree {
                 Some(t) => {
@@ -524,7 +523,7 @@ pub fn run(command: Command, cx: &Context) -> anyhow::Result<ExitCode> {
             timestamp,
         } => {
             let l = line_of(&line)?;
-            let db = db_at(advisory_db)?;
+            let (db, snapshot) = db_at(advisory_db)?;
             let ts = match timestamp {
                 Some(t) => chrono::DateTime::parse_from_rfc3339(&t)
                     .with_context(|| {
@@ -533,7 +532,7 @@ pub fn run(command: Command, cx: &Context) -> anyhow::Result<ExitCode> {
                     .with_timezone(&chrono::Utc),
                 None => chrono::Utc::now(),
             };
-            let vex = flows::vex_line(
+            let mut vex = flows::vex_line(
                 &dist,
                 l,
                 release.as_deref(),
@@ -542,6 +541,10 @@ pub fn run(command: Command, cx: &Context) -> anyhow::Result<ExitCode> {
                 &cargo_home()?,
                 ts,
             )?;
+            // The document says which advisory data it was judged against (verify shows it).
+            if let Some(doc) = vex.document.as_mut() {
+                doc.tooling = format!("{}; advisories: {}", doc.tooling, snapshot.label());
+            }
             match (&out, &vex.document) {
                 (Some(path), Some(doc)) => {
                     let text = serde_json::to_string_pretty(doc)? + "\n";

@@ -37,7 +37,8 @@ pub struct Args {
     /// The policy (default: deny.toml of the repository holding distro.toml).
     #[arg(long, value_name = "FILE")]
     deny_toml: Option<PathBuf>,
-    /// A local RustSec advisory-db snapshot to check against, offline.
+    /// A local RustSec advisory-db snapshot to check against, offline (default: `[advisories]
+    /// db` of distro.toml, else the repository's patches/advisory-db).
     #[arg(long, value_name = "DIR", env = "DISTRO_ADVISORY_DB")]
     advisory_db: Option<PathBuf>,
     /// Override deny.toml's `maximum-db-staleness` (ISO 8601 duration, e.g. `P365D`).
@@ -90,19 +91,21 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
         }
     }
 
-    let db = match &args.advisory_db {
-        Some(snapshot) => {
-            cx.status(&format!(
-                "preparing the advisory database from {}",
-                snapshot.display()
-            ));
-            Some(AdvisoryDb::prepare(
-                snapshot,
-                &policy::db_urls(&deny_toml)?,
-            )?)
-        }
-        None => None,
+    // The same snapshot every other report reads, laid out the way cargo-deny wants it.
+    let dist = if args.manifest_path.is_some() {
+        cx.distribution_if_any().ok().flatten()
+    } else {
+        cx.distribution_if_any()?
     };
+    let (_, snap) = cx.advisory_db(args.advisory_db.as_deref(), dist.as_ref())?;
+    cx.status(&format!(
+        "preparing the advisory database from {}",
+        snap.path.display()
+    ));
+    let db = Some(AdvisoryDb::prepare(
+        &snap.path,
+        &policy::db_urls(&deny_toml)?,
+    )?);
 
     let mut reports: Vec<PolicyReport> = Vec::new();
     for (name, manifest, features) in targets {
