@@ -105,7 +105,13 @@ fn policy_on_validation() {
 /// sunset date that no source confirmed is absent and its source says "unconfirmed".
 #[test]
 fn validation_facts_name_their_sources_and_admit_what_is_unconfirmed() {
-    let m = module::identify(&lock_with(&["0.13.17"]), Path::new("Cargo.lock")).unwrap();
+    let mut m = module::identify(&lock_with(&["0.13.17"]), Path::new("Cargo.lock")).unwrap();
+    // The lockfile alone cannot say how the module is linked; the evidence reads that from the
+    // binary before asking for the validation facts. Unknown linkage names no certificate.
+    assert_eq!(module::validation(&m).certificate, None);
+    m.linkage = distro_schema::ModuleLinkage::Dynamic;
+    assert_eq!(module::validation(&m).certificate, Some(5298));
+    m.linkage = distro_schema::ModuleLinkage::Static;
     let v = module::validation(&m);
     assert_eq!(v.standard, "FIPS 140-3");
     assert_eq!(v.status, CmvpStatus::Validated);

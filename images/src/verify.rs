@@ -68,7 +68,14 @@ pub struct Policy {
     /// Most times a layer may expand on decompression, once past [`RATIO_FLOOR`] (a gzip bomb
     /// guard).
     pub max_compression_ratio: u64,
+    /// Advisory data older than this many days (the date of the RustSec snapshot a VEX document
+    /// names in its `tooling`) is reported with a warning: advisories published since were not
+    /// considered. A warning, not a refusal: the VEX is still what the producer stated.
+    pub advisory_max_age_days: u32,
 }
+
+/// Default of [`Policy::advisory_max_age_days`] (as `distro.toml`'s `[advisories] max_age_days`).
+pub const DEFAULT_ADVISORY_MAX_AGE_DAYS: u32 = 90;
 
 impl Default for Policy {
     fn default() -> Self {
@@ -81,6 +88,7 @@ impl Default for Policy {
             identity: None,
             max_uncompressed_bytes: DEFAULT_MAX_UNCOMPRESSED,
             max_compression_ratio: DEFAULT_MAX_RATIO,
+            advisory_max_age_days: DEFAULT_ADVISORY_MAX_AGE_DAYS,
         }
     }
 }
@@ -512,6 +520,16 @@ pub fn verify(
             format!("no verified OpenVEX attestation ({PREDICATE_OPENVEX})"),
             &|v| check_vex(&v.predicate),
         );
+        if let Ok(Some((newest, _))) = newest(&verified, PREDICATE_OPENVEX) {
+            if let Some(w) = advisory_data_warning(
+                &newest.predicate,
+                chrono::Utc::now().date_naive(),
+                policy.advisory_max_age_days,
+            ) {
+                detail.push_str("; WARNING: ");
+                detail.push_str(&w);
+            }
+        }
         // Say what the newest document superseded, so an operator sees why an older
         // `affected` no longer counts (or why an older clean one does not save the image).
         if let Ok(Some((newest, _))) = newest(&verified, PREDICATE_OPENVEX) {
@@ -814,6 +832,26 @@ fn check_fips(
     )
 }
 
+/// The warning for a VEX document judged against advisory data older than `max_age_days`: its
+/// `tooling` names the snapshot as `... advisories: RustSec advisory-db COMMIT (YYYY-MM-DD)`.
+fn advisory_data_warning(
+    doc: &serde_json::Value,
+    today: chrono::NaiveDate,
+    max_age_days: u32,
+) -> Option<String> {
+    let tooling = doc.get("tooling")?.as_str()?;
+    let rest = &tooling[tooling.find("advisory-db")?..];
+    let open = rest.find('(')?;
+    let close = open + rest[open..].find(')')?;
+    let date = chrono::NaiveDate::parse_from_str(&rest[open + 1..close], "%Y-%m-%d").ok()?;
+    let age = (today - date).num_days();
+    (age > i64::from(max_age_days)).then(|| {
+        format!(
+            "the advisory data of this VEX is from {date}, {age} days old, older than {max_age_days} days: advisories published since were not considered"
+        )
+    })
+}
+
 fn check_vex(doc: &serde_json::Value) -> (bool, String) {
     let Some(statements) = doc.get("statements").and_then(|s| s.as_array()) else {
         return (
@@ -851,5 +889,27 @@ fn check_vex(doc: &serde_json::Value) -> (bool, String) {
             false,
             format!("advisories not fixed or not_affected: {}", open.join(", ")),
         )
+    }
+}
+
+#[cfg(test)]
+mod advisory_age_tests {
+    use super::advisory_data_warning;
+
+    /// verify warns, with the date, when the VEX was judged against stale advisory data, and
+    /// says nothing for fresh data or a document that does not name its data.
+    #[test]
+    fn stale_advisory_data_is_warned_with_its_date() {
+        let doc = serde_json::json!({
+            "tooling": "distro 0.1.0; advisories: RustSec advisory-db bf5c0d245a92 (2026-08-21)"
+        });
+        let day = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        let w = advisory_data_warning(&doc, day("2026-12-01"), 90).unwrap();
+        assert!(w.contains("2026-08-21") && w.contains("102 days"), "{w}");
+        assert!(advisory_data_warning(&doc, day("2026-09-01"), 90).is_none());
+        assert!(
+            advisory_data_warning(&serde_json::json!({"tooling": "x"}), day("2026-12-01"), 90)
+                .is_none()
+        );
     }
 }
