@@ -44,8 +44,11 @@ fn enrich(fx: &Fixture, component: &str) {
         .join("evidence")
         .join(format!("{component}.fips.json"));
     let mut ev: Value = serde_json::from_slice(&std::fs::read(&ev_path).unwrap()).unwrap();
-    let module: distro_schema::ModuleIdentity =
+    let mut module: distro_schema::ModuleIdentity =
         serde_json::from_value(ev["module"].clone()).unwrap();
+    // As a real build reads it from the binary: the module is linked statically (#5314).
+    module.linkage = distro_schema::ModuleLinkage::Static;
+    ev["module"] = serde_json::to_value(&module).unwrap();
     let self_check = json!({
         "component": component, "component_version": "0.1.0", "fips_build": true,
         "module_version_string": "AWS-LC FIPS 3.0.0", "fips_mode": true, "self_tests_passed": true,
