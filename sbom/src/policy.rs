@@ -2,7 +2,7 @@
 //!
 //! The project's `deny.toml` is the policy; it is read, never edited. For a check, a copy of it
 //! in a temporary directory points `[advisories] db-path` at a local copy of the RustSec database
-//! (so the check runs offline, e.g. from `../shared/advisory-db`), and may override
+//! (so the check runs offline, e.g. from the snapshot the repository ships, `patches/advisory-db`), and may override
 //! `maximum-db-staleness`. cargo-deny opens a database for URL `U` at `<db-path>/<last path
 //! segment of U>-<XxHash64(seed 0xca80de71, lower-cased U) as 16 hex digits>` and requires a git
 //! checkout there; [`AdvisoryDb::prepare`] builds that layout from a plain snapshot directory,
@@ -51,7 +51,7 @@ pub struct AdvisoryDb {
 }
 
 impl AdvisoryDb {
-    /// Copies `snapshot` (a RustSec advisory-db tree, e.g. `../shared/advisory-db`) into a
+    /// Copies `snapshot` (a RustSec advisory-db tree, e.g. `patches/advisory-db`) into a
     /// temporary `db-path` once per URL in `urls`, each as a one-commit git repository dated at
     /// the snapshot's date (read from its `SNAPSHOT` file; today when absent).
     pub fn prepare(snapshot: &Path, urls: &[String]) -> Result<AdvisoryDb, SbomError> {
