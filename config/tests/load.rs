@@ -35,7 +35,7 @@ fn err(text: &str) -> ConfigError {
 /// The built-in distribution definition loads and validates.
 #[test]
 fn builtin_definition_is_valid() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../distro.toml");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../distro/distro.toml");
     let d = distro_config::load(&path).unwrap();
     assert!(d.component("mesh-proxy").is_some());
     assert!(d.component("mesh-control").is_some());
@@ -153,7 +153,7 @@ fn advisories_max_age_out_of_range_names_the_line() {
 /// The built-in definition names the advisory database the repository ships.
 #[test]
 fn builtin_definition_uses_the_vendored_advisory_db() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../distro.toml");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../distro/distro.toml");
     let d = distro_config::load(&path).unwrap();
     let db = d
         .advisories

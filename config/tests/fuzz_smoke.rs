@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-const SEED: &str = include_str!("../../distro.toml");
+const SEED: &str = include_str!("../../distro/distro.toml");
 
 struct XorShift(u64);
 

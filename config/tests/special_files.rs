@@ -58,7 +58,7 @@ fn distro_toml_over_the_size_limit_is_refused_and_links_to_files_load() {
         "{err}"
     );
 
-    let real = Path::new(env!("CARGO_MANIFEST_DIR")).join("../distro.toml");
+    let real = Path::new(env!("CARGO_MANIFEST_DIR")).join("../distro/distro.toml");
     let link = d.path().join("distro.toml");
     std::os::unix::fs::symlink(real.canonicalize().unwrap(), &link).unwrap();
     let dist = load_quickly(&link).unwrap();
