@@ -85,6 +85,17 @@ pub enum BuildError {
         /// What the patch engine said (names the patch and its series line).
         message: String,
     },
+    /// The record of the patches applied to a reused source tree is missing or unreadable, so
+    /// the provenance cannot say which patches the build carries.
+    #[error("{}: {message}\n  help: remove {} and build again: the source is exported and patched afresh, and the record rewritten", path.display(), tree.display())]
+    PatchRecord {
+        /// The record file.
+        path: PathBuf,
+        /// The exported tree it belongs to.
+        tree: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
     /// The source could not be resolved or exported.
     #[error("source {repository} at `{git_ref}`: {message}\n  help: {help}")]
     Source {

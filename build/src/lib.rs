@@ -9,6 +9,7 @@
 //! ([`provenance`]). Everything lands under one output directory:
 //!
 //! ```text
+//! OUT/sources/<hash>.git              bare mirrors of remote sources (shared with `distro patches`)
 //! OUT/<line>/src/                     the exported (and patched) source
 //! OUT/<line>/target/                  cargo's target directory (kept: a second run does no work)
 //! OUT/<line>/bin/<binary>             the binaries
@@ -60,7 +61,16 @@ pub fn build_line(
         "line {}: resolving {} at {}",
         line.version, line.source.git, line.source.git_ref
     ));
-    let src = source::export(line, &line_dir.join("src"))?;
+    let src = source::export(line, &line_dir.join("src"), &opts.out_dir.join("sources"))?;
+    if let Some(m) = &src.fetched {
+        (opts.progress)(&format!(
+            "line {}: source {} {} ({})",
+            line.version,
+            m.url,
+            m.action,
+            m.mirror.display()
+        ));
+    }
     if !src.patches.is_empty() {
         (opts.progress)(&format!(
             "line {}: applied {} patch(es): {}",

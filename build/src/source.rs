@@ -1,12 +1,15 @@
 //! The line's source: resolve its ref to a commit, and have the patch engine
 //! ([`distro_patches::flows::patched_tree`], the same code `distro patches apply` runs) export
-//! that commit with the line's queue applied. This module adds only what the build needs on
-//! top: the commit and its time (SOURCE_DATE_EPOCH), and a marker that lets a rerun with the
-//! same commit and queue reuse the tree.
+//! that commit with the line's queue applied. A line whose `source.git` is a URL is read from
+//! its bare mirror in the source cache (`OUT/sources/<hash>.git`), made and updated by
+//! [`distro_patches::source::mirror`] exactly as `distro patches` and `distro matrix` do. This
+//! module adds only what the build needs on top: the commit and its time (SOURCE_DATE_EPOCH),
+//! and a marker that lets a rerun with the same commit and queue reuse the tree.
 
 use std::path::{Path, PathBuf};
 
 use distro_config::Line;
+pub use distro_patches::source::Mirrored;
 pub use distro_patches::AppliedPatch;
 
 use crate::fsutil;
@@ -33,6 +36,8 @@ pub struct ExportedSource {
     pub source_date_epoch: i64,
     /// Patches applied on top of the commit, in series order.
     pub patches: Vec<AppliedPatch>,
+    /// For a remote source: its mirror in the source cache and whether it was cloned or updated.
+    pub fetched: Option<Mirrored>,
 }
 
 /// Digest of a patch queue directory (every regular file, by name), so a change to the queue
@@ -67,14 +72,57 @@ fn source_error(line: &Line, message: String, help: &str) -> BuildError {
     }
 }
 
+/// Reads the record of the patches applied to a reused tree. A missing or unreadable record is
+/// an error, never "no patches": the provenance signed from it must list what the build carries.
+fn read_patches_record(tree: &Path) -> Result<Vec<AppliedPatch>, BuildError> {
+    let path = tree.join(PATCHES_RECORD);
+    let bad = |message: String| BuildError::PatchRecord {
+        path: path.clone(),
+        tree: tree.to_path_buf(),
+        message,
+    };
+    let bytes = std::fs::read(&path).map_err(|e| {
+        bad(format!(
+            "cannot read the record of the patches applied to this tree ({e}), although its marker says it is complete"
+        ))
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        bad(format!(
+            "is not a record of applied patches ({e}); it may have been edited or truncated"
+        ))
+    })
+}
+
 /// Resolves the line's ref and puts its source, with the line's queue applied, at `dest`.
-/// The tree is reused as is when it already holds this commit and queue, so a second run does
-/// no work; otherwise it is replaced atomically.
-pub fn export(line: &Line, dest: &Path) -> Result<ExportedSource, BuildError> {
-    let repo = &line.source.git;
+/// A remote source (a URL, see [`distro_patches::source::is_remote`]) is first brought into
+/// `sources` (the source cache, `OUT/sources`) as a bare mirror, or updated there with
+/// `git fetch`, and read from it; a local path (or a local mirror, for air-gapped sites) is read
+/// as it is. The tree is reused as is when it already holds this commit and queue, so a second
+/// run does no work; otherwise it is replaced atomically.
+pub fn export(line: &Line, dest: &Path, sources: &Path) -> Result<ExportedSource, BuildError> {
+    let fetched = if distro_patches::source::is_remote(&line.source.git) {
+        Some(
+            distro_patches::source::mirror(&line.source.git, sources).map_err(|e| {
+                source_error(
+                    line,
+                    format!(
+                        "cannot fetch it into the source cache {}: {e}",
+                        sources.display()
+                    ),
+                    "check the URL in `source.git` of this line in distro.toml and that it is reachable; on an air-gapped machine point `source.git` at a local mirror (git clone --mirror)",
+                )
+            })?,
+        )
+    } else {
+        None
+    };
+    let repo = fetched
+        .as_ref()
+        .map(|m| m.mirror.to_string_lossy().into_owned())
+        .unwrap_or_else(|| line.source.git.clone());
     let commit = Cmd::new("git", "resolve the line's source ref")
         .help("install git")
-        .args(["-C", repo, "rev-parse", "--verify", "--end-of-options"])
+        .args(["-C", &repo, "rev-parse", "--verify", "--end-of-options"])
         .arg(format!("{}^{{commit}}", line.source.git_ref))
         .stdout_text()
         .map_err(|e| {
@@ -85,7 +133,7 @@ pub fn export(line: &Line, dest: &Path) -> Result<ExportedSource, BuildError> {
             )
         })?;
     let epoch_text = Cmd::new("git", "read the commit time for SOURCE_DATE_EPOCH")
-        .args(["-C", repo, "show", "-s", "--format=%ct", &commit])
+        .args(["-C", &repo, "show", "-s", "--format=%ct", &commit])
         .stdout_text()?;
     let source_date_epoch: i64 = epoch_text.parse().map_err(|_| {
         source_error(
@@ -101,38 +149,42 @@ pub fn export(line: &Line, dest: &Path) -> Result<ExportedSource, BuildError> {
     };
     let marker = dest.join(MARKER);
     if std::fs::read_to_string(&marker).ok().as_deref() == Some(key.as_str()) {
-        let patches = match std::fs::read(dest.join(PATCHES_RECORD)) {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
-            Err(_) => Vec::new(),
-        };
+        let patches = read_patches_record(dest)?;
         return Ok(ExportedSource {
             tree: dest.to_path_buf(),
             repository: source_repository(line, dest),
             commit,
             source_date_epoch,
             patches,
+            fetched,
         });
     }
 
     // Export the resolved commit, not the ref, so the tree is the commit recorded above even if
-    // the ref moves meanwhile.
+    // the ref moves meanwhile; read it from the mirror when the source is remote.
     let mut pinned = line.clone();
     pinned.source.git_ref = commit.clone();
+    pinned.source.git = repo.clone();
     let patches =
         distro_patches::flows::patched_tree(&pinned, dest).map_err(|e| BuildError::Patch {
-            queue: line.patches.clone().unwrap_or_else(|| PathBuf::from(repo)),
+            queue: line.patches.clone().unwrap_or_else(|| PathBuf::from(&repo)),
             message: e.to_string(),
         })?;
     // The marker is written last: an interrupted run leaves no marker and starts again.
-    let record = serde_json::to_vec_pretty(&patches).unwrap_or_default();
-    std::fs::write(dest.join(PATCHES_RECORD), record).map_err(fsutil::io("writing", dest))?;
-    std::fs::write(&marker, &key).map_err(fsutil::io("writing", &marker))?;
+    let record = serde_json::to_vec_pretty(&patches).map_err(|e| BuildError::PatchRecord {
+        path: dest.join(PATCHES_RECORD),
+        tree: dest.to_path_buf(),
+        message: format!("cannot encode the record of applied patches: {e}"),
+    })?;
+    fsutil::write_atomic(&dest.join(PATCHES_RECORD), &record)?;
+    fsutil::write_atomic(&marker, key.as_bytes())?;
     Ok(ExportedSource {
         tree: dest.to_path_buf(),
         repository: source_repository(line, dest),
         commit,
         source_date_epoch,
         patches,
+        fetched,
     })
 }
 

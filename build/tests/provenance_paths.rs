@@ -59,7 +59,12 @@ fn statement_json(checkout: &Path) -> String {
     std::fs::write(&config, text).unwrap();
     let dist = distro_config::load(&config).unwrap();
     let line = &dist.lines[0];
-    let src = source::export(line, &checkout.join("out/0.1/src")).unwrap();
+    let src = source::export(
+        line,
+        &checkout.join("out/0.1/src"),
+        &checkout.join("out/sources"),
+    )
+    .unwrap();
     let toolchain = Toolchain {
         versions: BTreeMap::from([("rustc".to_string(), "1.91.0".to_string())]),
         host: "x86_64-unknown-linux-gnu".into(),

@@ -57,7 +57,7 @@ fn export_applies_the_queue_once() {
     let src = line(&repo, &queue);
     let dest = dir.path().join("out/src");
 
-    let first = source::export(&src, &dest).unwrap();
+    let first = source::export(&src, &dest, &dir.path().join("out/sources")).unwrap();
     assert_eq!(
         std::fs::read_to_string(dest.join("PATCHED.txt")).unwrap(),
         "patched\n"
@@ -68,12 +68,12 @@ fn export_applies_the_queue_once() {
     assert!(first.patches[0].origin.starts_with("vendor"));
 
     // Nothing changed: reused (a second apply would fail on the existing file).
-    let again = source::export(&src, &dest).unwrap();
+    let again = source::export(&src, &dest, &dir.path().join("out/sources")).unwrap();
     assert_eq!(again.patches, first.patches);
 
     // The queue changed: exported afresh, so the old patch's file is gone.
     std::fs::write(queue.join("series"), "").unwrap();
-    let third = source::export(&src, &dest).unwrap();
+    let third = source::export(&src, &dest, &dir.path().join("out/sources")).unwrap();
     assert!(third.patches.is_empty());
     assert!(!dest.join("PATCHED.txt").exists());
 }
@@ -98,7 +98,131 @@ fn failing_patch_is_named_and_nothing_is_left() {
     std::fs::write(queue.join("series"), "0002-bad.patch\n").unwrap();
     let src = line(&repo, &queue);
     let dest = dir.path().join("out/src");
-    let e = source::export(&src, &dest).unwrap_err().to_string();
+    let e = source::export(&src, &dest, &dir.path().join("out/sources"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("0002-bad.patch"), "{e}");
     assert!(!dest.exists(), "no half-patched tree is left");
+}
+
+/// Regression (issue 15 item 7): a reused tree whose record of applied patches is corrupt or
+/// missing is an error naming the record and saying what to do, never "no patches" (which the
+/// signed provenance would then claim); doing what it says exports and patches afresh.
+#[test]
+fn corrupt_patch_record_is_an_error_not_no_patches() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = upstream(dir.path());
+    let queue = dir.path().join("queue");
+    std::fs::create_dir_all(&queue).unwrap();
+    std::fs::write(queue.join("0001-marker.patch"), PATCH).unwrap();
+    std::fs::write(queue.join("series"), "0001-marker.patch\n").unwrap();
+    let src = line(&repo, &queue);
+    let dest = dir.path().join("out/src");
+    let sources = dir.path().join("out/sources");
+    assert_eq!(
+        source::export(&src, &dest, &sources).unwrap().patches.len(),
+        1
+    );
+
+    let record = dest.join(".distro-patches.json");
+    for damage in ["truncated", "missing"] {
+        if damage == "missing" {
+            std::fs::remove_file(&record).unwrap();
+        } else {
+            std::fs::write(&record, "[{\"name\": \"0001-mar").unwrap();
+        }
+        let e = source::export(&src, &dest, &sources)
+            .err()
+            .unwrap_or_else(|| panic!("a {damage} record was taken as a patch list"))
+            .to_string();
+        assert!(e.contains(&record.display().to_string()), "{damage}: {e}");
+        assert!(
+            e.contains(&format!("help: remove {}", dest.display())),
+            "{damage}: {e}"
+        );
+    }
+    // The way out the error names works, and the patch is listed again.
+    std::fs::remove_dir_all(&dest).unwrap();
+    let again = source::export(&src, &dest, &sources).unwrap();
+    assert_eq!(again.patches.len(), 1);
+    assert_eq!(again.patches[0].name, "0001-marker.patch");
+}
+
+/// A line whose source is a URL (here `file://`) is exported from its bare mirror in the source
+/// cache (`<sources>/<hash>.git`, the same one `distro patches` uses): cloned the first time,
+/// updated with `git fetch` later so a new upstream commit is built; provenance names the URL,
+/// never the mirror's path.
+#[test]
+fn remote_source_is_exported_from_its_mirror() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = upstream(dir.path());
+    let queue = dir.path().join("queue");
+    std::fs::create_dir_all(&queue).unwrap();
+    std::fs::write(queue.join("0001-marker.patch"), PATCH).unwrap();
+    std::fs::write(queue.join("series"), "0001-marker.patch\n").unwrap();
+    let url = format!("file://{}", repo.display());
+    let mut src = line(&repo, &queue);
+    src.source.git = url.clone();
+    let dest = dir.path().join("out/0.1/src");
+    let sources = dir.path().join("out/sources");
+
+    let first = source::export(&src, &dest, &sources).unwrap();
+    let fetched = first.fetched.clone().expect("a URL source is fetched");
+    assert_eq!(fetched.action, "cloned");
+    assert_eq!(
+        fetched.mirror,
+        distro_patches::source::mirror_dir(&sources, &url)
+    );
+    let bare = Command::new("git")
+        .args(["rev-parse", "--is-bare-repository"])
+        .current_dir(&fetched.mirror)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&bare.stdout).trim(), "true");
+    assert_eq!(first.repository, url);
+    assert_eq!(
+        std::fs::read_to_string(dest.join("README")).unwrap(),
+        "upstream\n"
+    );
+    assert_eq!(first.patches.len(), 1);
+    assert!(dest.join("PATCHED.txt").is_file());
+
+    // Upstream moves on: the next export fetches and builds the new commit.
+    std::fs::write(repo.join("README"), "upstream, later\n").unwrap();
+    git(&repo, &["commit", "-q", "-am", "later"]);
+    let head = Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(&repo)
+        .output()
+        .unwrap();
+    let second = source::export(&src, &dest, &sources).unwrap();
+    assert_eq!(second.fetched.unwrap().action, "updated");
+    assert_eq!(second.commit, String::from_utf8_lossy(&head.stdout).trim());
+    assert_ne!(second.commit, first.commit);
+    assert_eq!(
+        std::fs::read_to_string(dest.join("README")).unwrap(),
+        "upstream, later\n"
+    );
+    assert_eq!(second.patches.len(), 1);
+}
+
+/// An unreachable URL fails with the line's source named and the air-gapped way out.
+#[test]
+fn unreachable_remote_source_names_the_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = upstream(dir.path());
+    let queue = dir.path().join("queue");
+    std::fs::create_dir_all(&queue).unwrap();
+    std::fs::write(queue.join("series"), "").unwrap();
+    let mut src = line(&repo, &queue);
+    let url = format!("file://{}/no-such-repo", dir.path().display());
+    src.source.git = url.clone();
+    let e = source::export(
+        &src,
+        &dir.path().join("out/src"),
+        &dir.path().join("out/sources"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains(&url) && e.contains("local mirror"), "{e}");
 }
