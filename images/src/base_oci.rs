@@ -5,17 +5,28 @@
 //! Its layers are copied as they are (same blobs, same diff_ids, its history and environment
 //! kept), each checked against the digests its manifest and config give. Every regular file of
 //! every layer is listed with its hash, so the image SBOM accounts for the base's files as well.
-//! The base's own CycloneDX SBOM is merged when one is found: for a layout, `sbom.cdx.json` in
-//! the layout directory or beside it (where `distro image` writes its own); for any form, an
-//! explicit file can be given.
+//! The base's own CycloneDX SBOM is merged when one is found, first found wins:
+//!
+//! 1. the file `[image] base_sbom` names;
+//! 2. for a layout, `sbom.cdx.json` in the layout directory or beside it (where `distro image`
+//!    writes its own);
+//! 3. for any form, a CycloneDX attestation attached to the base the way `distro attest` attaches
+//!    one to our own images (and `cosign attest --type cyclonedx` does): a DSSE envelope of an
+//!    in-toto statement with predicate type `https://cyclonedx.org/bom`, under the cosign tag
+//!    `sha256-<hex>.att` of the base's manifest digest (or of the index it was pinned by),
+//!    whose subject is that digest. The newest such envelope is taken. Its signature is not
+//!    checked (distro.toml names no key for the base): the base's content is pinned by digest
+//!    either way, and its files are listed from its layers, not from this SBOM.
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use flate2::read::GzDecoder;
 
+use crate::cosign;
 use crate::digest;
 use crate::error::{Error, Result};
+use crate::hardening::Resource;
 use crate::oci::{Descriptor, Manifest, MEDIA_DOCKER_MANIFEST, MEDIA_INDEX, MEDIA_MANIFEST};
 use crate::reference::ImageRef;
 use crate::registry::RegistryOptions;
@@ -125,6 +136,7 @@ impl ImageBase {
             what: format!("base image `{selector}`"),
             store: store.describe(),
         })?;
+        let pinned_digest = fetched.digest.clone();
         let (bytes, manifest_digest) = if fetched.media_type == MEDIA_INDEX
             || fetched.media_type == MEDIA_DOCKER_LIST
         {
@@ -246,6 +258,13 @@ impl ImageBase {
                 Err(_) => {}
             }
         }
+        if found.is_none() {
+            let mut digests = vec![manifest_digest.clone()];
+            if pinned_digest != manifest_digest {
+                digests.push(pinned_digest);
+            }
+            found = attested_sbom(&mut *store, &digests)?;
+        }
         Ok(ImageBase {
             reference: reference.to_string(),
             manifest_digest,
@@ -253,6 +272,27 @@ impl ImageBase {
             history,
             env,
             sbom: found,
+        })
+    }
+
+    /// The hardening manifest's resource for a registry base: its manifest, by digest
+    /// (`docker://REGISTRY/REPO@sha256:...`), so the Iron Bank build pulls exactly this base.
+    /// `None` for a layout or archive, which has no URL to fetch it from.
+    pub fn resource(&self) -> Option<Resource> {
+        let ImageRef::Registry {
+            registry,
+            repository,
+            ..
+        } = ImageRef::parse(&self.reference).ok()?
+        else {
+            return None;
+        };
+        let hex = digest::hex_part(&self.manifest_digest).ok()?;
+        let last = repository.rsplit('/').next().unwrap_or(&repository);
+        Some(Resource {
+            filename: format!("{last}-base-manifest.json"),
+            url: format!("docker://{registry}/{repository}@{}", self.manifest_digest),
+            sha256: hex.to_string(),
         })
     }
 
@@ -267,4 +307,67 @@ impl ImageBase {
             .to_string();
         (name, self.manifest_digest.clone())
     }
+}
+
+/// The newest CycloneDX SBOM attested for one of `digests` in `store` (cosign's `.att` tag
+/// scheme, as [`crate::cosign::attest`] writes it): (where it was found, the BOM's bytes).
+/// An envelope typed as CycloneDX that does not hold a CycloneDX statement about the base is
+/// an error naming it, so a broken attachment is never merged nor silently dropped.
+fn attested_sbom(
+    store: &mut dyn crate::store::Store,
+    digests: &[String],
+) -> Result<Option<(String, Vec<u8>)>> {
+    for d in digests {
+        let tag = digest::cosign_tag(d, "att")?;
+        let atts = cosign::attestations(store, d)?;
+        let hex = digest::hex_part(d)?;
+        for a in atts.iter().rev() {
+            let what = format!(
+                "attestation {} under `{tag}` of the base in {}",
+                a.layer_digest,
+                store.describe()
+            );
+            let typed = a.predicate_type.as_deref();
+            if typed.is_some_and(|t| t != cosign::PREDICATE_CYCLONEDX) {
+                continue;
+            }
+            let env = cosign::Envelope::parse(&what, &a.envelope)?;
+            let statement: serde_json::Value = serde_json::from_slice(&env.payload_bytes(&what)?)
+                .map_err(|e| Error::json(what.clone(), e))?;
+            if statement["predicateType"] != cosign::PREDICATE_CYCLONEDX {
+                if typed.is_none() {
+                    continue;
+                }
+                return Err(Error::invalid(
+                    what,
+                    format!(
+                        "is annotated as a CycloneDX attestation but its statement's predicateType is {}; name the base's SBOM with [image] base_sbom in distro.toml instead",
+                        statement["predicateType"]
+                    ),
+                ));
+            }
+            let about_base = statement["subject"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|s| s["digest"]["sha256"] == hex);
+            let bom = &statement["predicate"];
+            if !about_base || bom["bomFormat"] != "CycloneDX" {
+                return Err(Error::invalid(
+                    what,
+                    format!(
+                        "{}; name the base's SBOM with [image] base_sbom in distro.toml instead",
+                        if about_base {
+                            "its predicate is not a CycloneDX document".to_string()
+                        } else {
+                            format!("its subject is not the base ({d})")
+                        }
+                    ),
+                ));
+            }
+            let bytes = serde_json::to_vec(bom).map_err(|e| Error::json(what.clone(), e))?;
+            return Ok(Some((format!("{what} (signature not checked)"), bytes)));
+        }
+    }
+    Ok(None)
 }

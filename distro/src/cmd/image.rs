@@ -11,7 +11,6 @@ use distro_images::assemble::{self, Base, FileOrigin, ImageSpec, Labels};
 use distro_images::base::{DebianBase, Origin};
 use distro_images::base_oci::ImageBase;
 use distro_images::hardening::{HardeningManifest, Maintainer, Resource};
-use distro_images::registry::RegistryOptions;
 use distro_sbom::image::{ImageBaseInput, ImageFile, ImageInput, ImagePackage};
 use distro_schema::{BuildRecord, FipsEvidence};
 
@@ -51,6 +50,9 @@ pub struct Args {
     /// Maintainer for the hardening manifest as `NAME,USERNAME,EMAIL`.
     #[arg(long, value_name = "NAME,USERNAME,EMAIL")]
     pub maintainer: Option<String>,
+    /// How to reach the registry of a `[image] base` pinned by digest.
+    #[command(flatten)]
+    pub registry: super::push::RegistryArgs,
 }
 
 /// One image written.
@@ -166,7 +168,7 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
                     reference,
                     &config_dir,
                     dist.image.base_sbom.as_deref(),
-                    &RegistryOptions::default(),
+                    &args.registry.options()?,
                 )
                 .with_context(|| {
                     format!(
@@ -392,6 +394,7 @@ fn hardening_manifest(
             let (name, tag) = img.base_image_and_tag();
             args.insert("BASE_IMAGE".to_string(), name);
             args.insert("BASE_TAG".to_string(), tag);
+            resources.extend(img.resource());
         }
     }
     HardeningManifest {
