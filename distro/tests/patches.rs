@@ -870,6 +870,52 @@ fn add_line(fx: &Fixture, version: &str, git: &str, git_ref: &str, latest: Optio
     write(&fx.config, &toml);
 }
 
+/// The OpenVEX document `distro patches vex` writes for `line` against a database holding only
+/// the fixture's advisory (RUSTSEC-2026-9001 on `demo`, aliases CVE-2026-1111 and
+/// GHSA-abcd-1234-wxyz, patched from `patched`), checked against the official OpenVEX schema
+/// (`check_openvex`). Returns the statement about that advisory.
+fn checked_vex(fx: &Fixture, line: &str, patched: &str) -> Value {
+    let db = advisory_db(
+        &fx.root.join(format!("vex-db-{line}")),
+        &[(
+            "demo",
+            "RUSTSEC-2026-9001",
+            &["CVE-2026-1111", "GHSA-abcd-1234-wxyz"],
+            &[patched],
+            &[],
+        )],
+    );
+    let path = fx.root.join(format!("vex-{line}.openvex.json"));
+    let (rep, out) = fx.json(&[
+        "patches",
+        "vex",
+        "--line",
+        line,
+        "--advisory-db",
+        db.to_str().unwrap(),
+        "--timestamp",
+        "2026-11-28T00:00:00Z",
+        "-o",
+        path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(rep["written"], true, "{rep:#}");
+    check_openvex(&path);
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let sts: Vec<&Value> = doc["statements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["vulnerability"]["name"] == "RUSTSEC-2026-9001")
+        .collect();
+    assert_eq!(
+        sts.len(),
+        1,
+        "one statement for the advisory, aliases folded: {doc:#}"
+    );
+    sts[0].clone()
+}
+
 /// Upstream where the fix was written on the oldest maintained branch (`release-0.1`, from
 /// v0.1.0) and merged forward into main, which had meanwhile refactored the code the fix
 /// touches (v0.2.0) and gained an unrelated change to the same file; v0.3.0 follows the merge.
@@ -1040,6 +1086,16 @@ fn fix_from_oldest_line_ranks_the_refactor_first() {
         t.contains("Refactor reason parsing  [on the line, changed the fix's context; 1 context line(s): src/crl.rs"),
         "{t}"
     );
+    // Taken for real on 0.1, the VEX documents agree, each valid against the official schema:
+    // 0.1 fixed by its queue, 0.2 (the conflict) still affected, 0.3 past the patched version.
+    let (r, out) = fx.json(&[
+        "patches", "backport", &fw.fix, "--from", "0.1", "--line", "0.1",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(outcome(&r, "0.1")["outcome"], "applied", "{r:#}");
+    assert_eq!(checked_vex(fx, "0.1", ">= 0.3.0")["status"], "fixed");
+    assert_eq!(checked_vex(fx, "0.2", ">= 0.3.0")["status"], "affected");
+    assert_eq!(checked_vex(fx, "0.3", ">= 0.3.0")["status"], "not_affected");
 }
 
 /// A merge commit is refused with a clear error; with --mainline 1 its diff against the first
@@ -1077,6 +1133,9 @@ fn merge_commit_refused_or_taken_against_named_parent() {
         "1",
         "--line",
         "0.2",
+        // The merge's own message carries no trailers; the advisory is named as an option.
+        "--advisory",
+        "CVE-2026-1111",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(outcome(&r, "0.2")["outcome"], "applied", "{r:#}");
@@ -1095,6 +1154,8 @@ fn merge_commit_refused_or_taken_against_named_parent() {
         q.contains(&format!("+{BODY_FIXED}")) && q.contains(&format!("-{BODY_REFACTORED}")),
         "{q}"
     );
+    assert!(q.contains("Advisories: CVE-2026-1111\n"), "{q}");
+    assert_eq!(checked_vex(fx, "0.2", ">= 0.3.0")["status"], "fixed");
     let out = fx.distro(&[
         "patches",
         "backport",
@@ -1181,6 +1242,25 @@ fn multi_range_affected_versions_and_advisory_ranges() {
             .contains("advisory RUSTSEC-2026-9001: patched >= 0.4.0, unaffected < 0.3.0"),
         "{r:#}"
     );
+    // Taken for real, the union decides where it goes, and the VEX documents follow: 0.4 fixed
+    // by its queue, 0.3 (between the ranges) left alone.
+    let (r, out) = fx.json(&[
+        "patches",
+        "backport",
+        union.to_str().unwrap(),
+        "--at",
+        "2026-11-28",
+        "--line",
+        "0.4",
+        "--line",
+        "0.3",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(outcome(&r, "0.4")["outcome"], "applied", "{r:#}");
+    assert_eq!(checked_vex(&fx, "0.4", ">= 0.5.0")["status"], "fixed");
+    assert!(!std::fs::read_to_string(fx.queue("0.3").join("series"))
+        .unwrap()
+        .contains(".patch"));
 }
 
 /// A development line (ref: a branch forked before the fix, no release recorded) whose
@@ -1373,6 +1453,7 @@ fn kept_conflict_resolved_and_taken_back_with_continue() {
         std::fs::read_to_string(dir.join("src/crl.rs")).unwrap(),
         resolved
     );
+    assert_eq!(checked_vex(&fx, "0.2", ">= 0.5.0")["status"], "fixed");
     let out = fx.distro(&["patches", "backport", "--continue", "0.2"]);
     assert!(
         !out.status.success() && stderr(&out).contains("no kept backport"),
@@ -1437,6 +1518,9 @@ fn adapted_fix_in_queue_is_already_fixed_not_conflict() {
         "{}",
         String::from_utf8_lossy(&text.stdout)
     );
+    // The hand-adapted patch is what the VEX document names as the fix (found by its alias).
+    assert_eq!(checked_vex(&fx, "0.2", ">= 0.5.0")["status"], "fixed");
+    assert_eq!(checked_vex(&fx, "0.3", ">= 0.5.0")["status"], "fixed");
 }
 
 /// A fix the line's history carries in another shape (a commit naming the advisory, here a
@@ -1563,6 +1647,7 @@ fn commit_input_keeps_its_metadata() {
         v["statements"][0]["vulnerability"]["name"], "CVE-2026-1111",
         "{v:#}"
     );
+    assert_eq!(checked_vex(&fx, "0.4", ">= 0.5.0")["status"], "fixed");
 }
 
 /// `HEAD~1` means one commit before the --from line's ref, whatever the repository has
@@ -1815,4 +1900,8 @@ fn remote_source_fetched_into_cache() {
         "{}",
         stderr(&out)
     );
+    // The remote line's VEX comes from the same mirror: taken for real, the fix makes it fixed.
+    let out = fx.distro(&["patches", "backport", &fx.fix, "--line", "0.4"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(checked_vex(&fx, "0.4", ">= 0.5.0")["status"], "fixed");
 }
