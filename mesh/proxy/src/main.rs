@@ -71,7 +71,10 @@ fn report() -> anyhow::Result<FipsSelfCheck> {
     state.set_trust_bundle(&bundle)?;
     state.set_identity(id.chain.clone(), id.key())?;
     let server = state.server_config()?;
-    let client = state.client_config()?;
+    let client = state.client_config(
+        "spiffe://fips-check.invalid/ns/default/sa/fips-check",
+        mesh_proxy::tls::Alpn::Http,
+    )?;
     let control = state.control_client_config(true)?;
     let configs = vec![
         mesh_core::tls::describe_server("inbound", &server),
@@ -175,12 +178,14 @@ async fn serve(local: LocalConfig, report: FipsSelfCheck) -> anyhow::Result<Exit
             .tls
             .set_trust_bundle(&read(&files.trust_bundle)?)
             .with_context(|| files.trust_bundle.display().to_string())?;
-        let chain = mesh_proxy::tls::certs_from_pem(
-            &files.cert_chain.display().to_string(),
-            &read(&files.cert_chain)?,
-        )?;
-        let key =
-            mesh_proxy::tls::key_from_pem(&files.key.display().to_string(), &read(&files.key)?)?;
+        let chain = mesh_core::identity::certs_from_pem(&read(&files.cert_chain)?)
+            .with_context(|| files.cert_chain.display().to_string())?;
+        let key = mesh_core::identity::key_from_pem(&read(&files.key)?).with_context(|| {
+            format!(
+                "{} (expected a PKCS#8 or SEC1 private key)",
+                files.key.display()
+            )
+        })?;
         let info = proxy
             .tls
             .set_identity(chain, key)
