@@ -319,3 +319,50 @@ pub fn validate(cfg: &ProxyConfig) -> Result<(), String> {
         .map(|_| ())
         .map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(name: &str, addr: &str, identity: &str) -> Service {
+        Service {
+            name: name.into(),
+            protocol: Protocol::Http,
+            endpoints: vec![Endpoint {
+                address: addr.into(),
+                identity: identity.into(),
+                labels: Default::default(),
+            }],
+        }
+    }
+
+    /// One address, two identities: refused with both services named, whatever the spelling
+    /// of the address; one address, one identity in two services: accepted.
+    #[test]
+    fn ambiguous_endpoint_identity_is_refused() {
+        let mut cfg = ProxyConfig {
+            services: vec![
+                svc("shop", "127.0.0.1:8443", "spiffe://td/ns/shop/sa/shop"),
+                svc("pay", "127.0.0.1:8443", "spiffe://td/ns/pay/sa/pay"),
+            ],
+            ..Default::default()
+        };
+        let e = validate(&cfg).err().unwrap_or_default();
+        assert!(
+            e.contains("service `shop`")
+                && e.contains("service `pay`")
+                && e.contains("127.0.0.1:8443"),
+            "{e}"
+        );
+        cfg.services[1].endpoints[0].identity = "spiffe://td/ns/shop/sa/shop".into();
+        assert_eq!(validate(&cfg), Ok(()));
+        cfg.services[1].endpoints[0].address = "[::ffff:127.0.0.1]:8443".into();
+        assert_eq!(
+            validate(&cfg),
+            Ok(()),
+            "a different address is not ambiguous"
+        );
+        cfg.services[1].endpoints[0].identity = "not-a-spiffe-id".into();
+        assert!(validate(&cfg).is_err_and(|e| e.contains("not a SPIFFE ID")));
+    }
+}

@@ -241,6 +241,7 @@ struct StatsRegistry {
 }
 
 /// The metrics of one proxy.
+#[derive(Default)]
 pub struct Metrics {
     inner: Mutex<Inner>,
     handshakes: [[AtomicU64; HandshakeResult::ALL.len()]; Direction::ALL.len()],
@@ -248,19 +249,6 @@ pub struct Metrics {
     active_seen: [AtomicBool; Listener::ALL.len()],
     rejected: [AtomicU64; Listener::ALL.len()],
     requests: Mutex<StatsRegistry>,
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics {
-            inner: Mutex::default(),
-            handshakes: Default::default(),
-            active: Default::default(),
-            active_seen: Default::default(),
-            rejected: Default::default(),
-            requests: Mutex::default(),
-        }
-    }
 }
 
 /// Keeps `mesh_proxy_connections_active` up to date for one connection: +1 now, −1 on drop.
@@ -719,5 +707,63 @@ mod tests {
             out.contains("lat_count{peer_identity=\"_overflow\"} 500"),
             "{out}"
         );
+    }
+
+    /// Hot-path series: request handles count by status and render cumulative buckets with
+    /// the contract's label order; handshake and connection series appear once counted; a
+    /// dropped connection guard decrements the gauge; handles past MAX_SERIES share the
+    /// `_overflow` handle of their direction.
+    #[test]
+    fn hot_path_series() {
+        let m = Arc::new(Metrics::default());
+        let out = m.render();
+        assert!(!out.contains("mesh_proxy_tls_handshakes_total"), "{out}");
+        assert!(!out.contains("mesh_proxy_requests_total"), "{out}");
+        let h = m.request_stats(Direction::Inbound, "inbound", "spiffe://td/a");
+        assert!(Arc::ptr_eq(
+            &h,
+            &m.request_stats(Direction::Inbound, "inbound", "spiffe://td/a")
+        ));
+        h.record(200, Duration::from_micros(700));
+        h.record(200, Duration::from_millis(30));
+        h.record(599, Duration::from_secs(20));
+        m.handshake(Direction::Outbound, HandshakeResult::IdentityMismatch);
+        m.connection_rejected(Listener::Inbound);
+        let guard = m.connection_opened(Listener::Outbound);
+        let out = m.render();
+        let l = "direction=\"inbound\",route=\"inbound\",peer_identity=\"spiffe://td/a\"";
+        for want in [
+            format!("mesh_proxy_requests_total{{{l},code=\"200\"}} 2"),
+            format!("mesh_proxy_requests_total{{{l},code=\"599\"}} 1"),
+            format!("mesh_proxy_request_duration_seconds_bucket{{{l},le=\"0.0005\"}} 0"),
+            format!("mesh_proxy_request_duration_seconds_bucket{{{l},le=\"0.001\"}} 1"),
+            format!("mesh_proxy_request_duration_seconds_bucket{{{l},le=\"0.05\"}} 2"),
+            format!("mesh_proxy_request_duration_seconds_bucket{{{l},le=\"10\"}} 2"),
+            format!("mesh_proxy_request_duration_seconds_bucket{{{l},le=\"+Inf\"}} 3"),
+            format!("mesh_proxy_request_duration_seconds_count{{{l}}} 3"),
+            "mesh_proxy_tls_handshakes_total{direction=\"outbound\",result=\"identity_mismatch\"} 1".into(),
+            "mesh_proxy_connections_rejected_total{listener=\"inbound\"} 1".into(),
+            "mesh_proxy_connections_active{listener=\"outbound\"} 1".into(),
+        ] {
+            assert!(out.contains(&want), "missing {want}:\n{out}");
+        }
+        assert!(!out.contains("result=\"ok\""), "{out}");
+        drop(guard);
+        assert!(m
+            .render()
+            .contains("mesh_proxy_connections_active{listener=\"outbound\"} 0"));
+        for i in 0..MAX_SERIES + 10 {
+            m.request_stats(Direction::Inbound, "inbound", &format!("spiffe://x/{i}"))
+                .record(200, Duration::from_millis(1));
+        }
+        let out = m.render();
+        let series = out
+            .lines()
+            .filter(|l| l.starts_with("mesh_proxy_requests_total{"))
+            .count();
+        assert_eq!(series, MAX_SERIES + 1, "cap plus the overflow series");
+        assert!(out.contains(
+            "mesh_proxy_requests_total{direction=\"inbound\",route=\"_overflow\",peer_identity=\"_overflow\",code=\"200\"} 11"
+        ), "{out}");
     }
 }
