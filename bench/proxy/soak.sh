@@ -88,7 +88,7 @@ EOF
 PIDS+=($!)
 
 LIMITS='"limits": {"max_connections": 256, "header_read_timeout_ms": 500, "handshake_timeout_ms": 500, "max_header_bytes": 16384}'
-MESH_COMMON='"trust_bundle_pem": "", "mtls_mode": "STRICT", "tls": {"min_version": "TLSv1_2", "cipher_suites": [], "kx_groups": []}'
+MESH_COMMON='"trust_bundle_pem": "", "mtls_mode": "STRICT"'
 cat > b.json <<EOF
 {"admin": "127.0.0.1:$B_ADM", "access_log": false, $LIMITS,
  "inbound": {"listen": "127.0.0.1:$B_IN", "app": "127.0.0.1:$UP", "protocol": "detect"},

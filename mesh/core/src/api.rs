@@ -9,10 +9,15 @@
 //!
 //! The control plane's own serving certificate is an SVID for
 //! `spiffe://<trust-domain>/ns/mesh-system/sa/mesh-control` ([`control_plane_id`]) issued by the
-//! mesh CA. A proxy verifies it with [`crate::tls::spiffe_client_config`] (or
-//! [`crate::tls::spiffe_bootstrap_client_config`] before it has an SVID) against the trust bundle
-//! it was given out of band (`<state-dir>/bundle.pem` of the control plane, copied to the host
-//! with the join token); the TLS server name sent is [`CONTROL_PLANE_SERVER_NAME`].
+//! mesh CA. A client verifies it with [`crate::tls::SpiffeServerVerifier`] expecting that ID,
+//! against the trust bundle it was given out of band (`<state-dir>/bundle.pem` of the control
+//! plane, copied to the host with the join token); the TLS server name sent is
+//! [`CONTROL_PLANE_SERVER_NAME`]. `mesh-proxy` builds its control-plane client configuration
+//! from that verifier over its swappable [`crate::tls::TrustStore`], expecting
+//! [`crate::tls::ExpectedPeer::PathInAnyTrustDomain`] of the control plane's path until it holds
+//! an SVID (a join token does not tell it its trust domain) and the exact ID afterwards. A client
+//! with a fixed identity can use [`crate::tls::spiffe_client_config`] and
+//! [`crate::tls::spiffe_bootstrap_client_config`] (the control-plane benchmark does).
 //!
 //! | method | path | client cert | request body | success |
 //! |---|---|---|---|---|
@@ -27,8 +32,9 @@
 //!   `sub` = `system:serviceaccount:<ns>:<sa>`, `aud` = the trust domain, `exp`).
 //!   The CSR must ask for exactly the SPIFFE ID the token entitles (or no URI SAN at all, in which
 //!   case the entitled one is used); anything else is refused with
-//!   [`reason::CSR_IDENTITY_MISMATCH`]. Build CSRs with [`crate::identity::generate_csr`] so the
-//!   private key never leaves the workload.
+//!   [`reason::CSR_IDENTITY_MISMATCH`]. Build CSRs with [`crate::identity::generate_csr`] (or
+//!   [`crate::identity::generate_bootstrap_csr`], no SAN) so the private key never leaves the
+//!   workload.
 //! * Renew: the identity is the SPIFFE ID of the presented client certificate.
 //! * Config is a long poll: when the proxy's config version is newer than `since` the answer is
 //!   immediate (`since=0` always gets the full snapshot); otherwise the server waits up to
@@ -187,6 +193,7 @@ pub struct ProxyConfig {
     /// Inbound peer authentication.
     pub mtls_mode: MtlsMode,
     /// TLS policy for inbound and outbound mesh connections.
+    #[serde(default)]
     pub tls: TlsPolicy,
     /// Inbound authorization of this workload.
     pub inbound: InboundPolicy,
@@ -209,8 +216,9 @@ pub enum MtlsMode {
 
 /// TLS policy. Names are rustls' (`{:?}` of `CipherSuite` / `NamedGroup` / `ProtocolVersion`),
 /// all of them FIPS-approved: the control plane refuses a configuration naming anything else.
-/// Proxies apply it with [`crate::tls::spiffe_server_config_with_policy`] and
-/// [`crate::tls::spiffe_client_config_with_policy`].
+/// Proxies apply it with [`crate::tls::policy_provider`], the one narrower, whose rules (no
+/// empty list, at least one TLS 1.3 suite, ...) are documented there. Omitted from a
+/// [`ProxyConfig`], it is [`TlsPolicy::default`]: the whole FIPS set.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TlsPolicy {
     /// Lowest protocol version: `"TLSv1_2"` or `"TLSv1_3"`.
@@ -229,7 +237,11 @@ impl Default for TlsPolicy {
                 .iter()
                 .map(|s| format!("{:?}", s.suite()))
                 .collect(),
-            kx_groups: vec!["secp256r1".into(), "secp384r1".into()],
+            kx_groups: crate::crypto::provider()
+                .kx_groups
+                .iter()
+                .map(|g| format!("{:?}", g.name()))
+                .collect(),
         }
     }
 }

@@ -139,12 +139,25 @@ impl CsrAndKey {
     }
 }
 
-/// Makes a fresh P-256 key (FIPS module) and a CSR whose only URI SAN is `spiffe_id`.
+/// Makes a fresh P-256 key (FIPS module) and a CSR whose only URI SAN is `spiffe_id` (renewal,
+/// or a bootstrap that knows its identity).
 pub fn generate_csr(spiffe_id: &SpiffeId) -> Result<CsrAndKey, IdentityError> {
+    csr_with(Some(spiffe_id))
+}
+
+/// Makes a fresh P-256 key (FIPS module) and a CSR with no SAN at all, for a bootstrap whose
+/// token is opaque to the workload: the control plane issues the identity the token entitles.
+pub fn generate_bootstrap_csr() -> Result<CsrAndKey, IdentityError> {
+    csr_with(None)
+}
+
+fn csr_with(spiffe_id: Option<&SpiffeId>) -> Result<CsrAndKey, IdentityError> {
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
-    params.subject_alt_names = vec![SanType::URI(spiffe_id.to_string().try_into()?)];
+    if let Some(id) = spiffe_id {
+        params.subject_alt_names = vec![SanType::URI(id.to_string().try_into()?)];
+    }
     let csr = params.serialize_request(&key)?;
     Ok(CsrAndKey {
         csr_pem: csr.pem()?,
@@ -177,7 +190,8 @@ pub fn spiffe_id_of(cert: &CertificateDer<'_>) -> Result<SpiffeId, IdentityError
     }
 }
 
-/// Parses every `CERTIFICATE` block of a PEM string.
+/// Parses every `CERTIFICATE` block of a PEM string (none is not an error here; callers that
+/// need one say so with their own context).
 pub fn certs_from_pem(pem: &str) -> Result<Vec<CertificateDer<'static>>, IdentityError> {
     use rustls::pki_types::pem::PemObject;
     CertificateDer::pem_slice_iter(pem.as_bytes())
@@ -185,7 +199,8 @@ pub fn certs_from_pem(pem: &str) -> Result<Vec<CertificateDer<'static>>, Identit
         .map_err(|e| IdentityError::BadCertificate(format!("PEM: {e}")))
 }
 
-/// Parses a PKCS#8 `PRIVATE KEY` PEM block.
+/// Parses the first private key of a PEM text: PKCS#8 (`PRIVATE KEY`), SEC1 (`EC PRIVATE KEY`)
+/// or PKCS#1.
 pub fn key_from_pem(pem: &str) -> Result<PrivateKeyDer<'static>, IdentityError> {
     use rustls::pki_types::pem::PemObject;
     PrivateKeyDer::from_pem_slice(pem.as_bytes())
@@ -241,5 +256,35 @@ mod tests {
             .starts_with("-----BEGIN CERTIFICATE REQUEST-----"));
         assert!(csr.key_pem().starts_with("-----BEGIN PRIVATE KEY-----"));
         assert!(key_from_pem(&csr.key_pem()).is_ok());
+    }
+
+    /// A bootstrap CSR carries no SAN (the control plane fills in the entitled identity).
+    #[test]
+    fn bootstrap_csr_has_no_san() {
+        use x509_parser::prelude::FromDer;
+        let csr = generate_bootstrap_csr().unwrap_or_else(|e| panic!("{e}"));
+        let der = certs_der(&csr.csr_pem);
+        let (_, req) = x509_parser::certification_request::X509CertificationRequest::from_der(&der)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(req
+            .requested_extensions()
+            .is_none_or(|mut e| e.next().is_none()));
+        let id =
+            SpiffeId::parse("spiffe://example.org/ns/a/sa/b").unwrap_or_else(|e| panic!("{e}"));
+        let with = generate_csr(&id).unwrap_or_else(|e| panic!("{e}"));
+        let der = certs_der(&with.csr_pem);
+        let (_, req) = x509_parser::certification_request::X509CertificationRequest::from_der(&der)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(req
+            .requested_extensions()
+            .is_some_and(|mut e| e.next().is_some()));
+    }
+
+    fn certs_der(pem: &str) -> Vec<u8> {
+        use rustls::pki_types::pem::PemObject;
+        rustls::pki_types::CertificateSigningRequestDer::from_pem_slice(pem.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .as_ref()
+            .to_vec()
     }
 }

@@ -232,15 +232,43 @@ impl LocalConfig {
     }
 }
 
-/// Checks references between services and routes and that the TLS policy stays FIPS.
+/// Checks references between services and routes, that every endpoint address means one
+/// identity, and that the TLS policy stays FIPS.
 pub fn validate(cfg: &ProxyConfig) -> Result<(), String> {
+    // Address -> (service, identity) of its first listing. Connections to an address are
+    // verified against one expected identity, so an address listed with two identities is
+    // ambiguous: refuse the configuration rather than pick one (fail closed).
+    let mut ids: std::collections::HashMap<SocketAddr, (&str, &str)> =
+        std::collections::HashMap::new();
     for s in &cfg.services {
         for e in &s.endpoints {
-            if e.address.parse::<SocketAddr>().is_err() {
+            let Ok(addr) = e.address.parse::<SocketAddr>() else {
                 return Err(format!(
                     "service `{}`: endpoint address `{}` is not ip:port",
                     s.name, e.address
                 ));
+            };
+            if let Err(err) = mesh_core::identity::SpiffeId::parse(&e.identity) {
+                return Err(format!(
+                    "service `{}`: endpoint `{}`: identity: {err}",
+                    s.name, e.address
+                ));
+            }
+            match ids.get(&addr) {
+                Some((svc, id)) if *id != e.identity => {
+                    let (first, second) = (svc, s.name.as_str());
+                    return Err(format!(
+                        "endpoint address `{}` is listed with two identities: `{id}` in service \
+                         `{first}` and `{}` in service `{second}`; a connection to it can be \
+                         verified against one identity only (fix the endpoints of `{first}` or \
+                         `{second}`)",
+                        e.address, e.identity
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    ids.insert(addr, (s.name.as_str(), e.identity.as_str()));
+                }
             }
         }
     }
@@ -287,5 +315,54 @@ pub fn validate(cfg: &ProxyConfig) -> Result<(), String> {
             return Err(format!("route `{}`: all destination weights are 0", r.name));
         }
     }
-    crate::tls::policy_parts(&cfg.tls).map(|_| ())
+    mesh_core::tls::policy_provider(&cfg.tls)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(name: &str, addr: &str, identity: &str) -> Service {
+        Service {
+            name: name.into(),
+            protocol: Protocol::Http,
+            endpoints: vec![Endpoint {
+                address: addr.into(),
+                identity: identity.into(),
+                labels: Default::default(),
+            }],
+        }
+    }
+
+    /// One address, two identities: refused with both services named, whatever the spelling
+    /// of the address; one address, one identity in two services: accepted.
+    #[test]
+    fn ambiguous_endpoint_identity_is_refused() {
+        let mut cfg = ProxyConfig {
+            services: vec![
+                svc("shop", "127.0.0.1:8443", "spiffe://td/ns/shop/sa/shop"),
+                svc("pay", "127.0.0.1:8443", "spiffe://td/ns/pay/sa/pay"),
+            ],
+            ..Default::default()
+        };
+        let e = validate(&cfg).err().unwrap_or_default();
+        assert!(
+            e.contains("service `shop`")
+                && e.contains("service `pay`")
+                && e.contains("127.0.0.1:8443"),
+            "{e}"
+        );
+        cfg.services[1].endpoints[0].identity = "spiffe://td/ns/shop/sa/shop".into();
+        assert_eq!(validate(&cfg), Ok(()));
+        cfg.services[1].endpoints[0].address = "[::ffff:127.0.0.1]:8443".into();
+        assert_eq!(
+            validate(&cfg),
+            Ok(()),
+            "a different address is not ambiguous"
+        );
+        cfg.services[1].endpoints[0].identity = "not-a-spiffe-id".into();
+        assert!(validate(&cfg).is_err_and(|e| e.contains("not a SPIFFE ID")));
+    }
 }

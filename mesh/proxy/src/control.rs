@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 
 use crate::config::ControlPlaneSettings;
 use crate::state::{now_unix, Proxy};
-use crate::tls::{certs_from_pem, generate_csr};
+use mesh_core::identity::{certs_from_pem, generate_bootstrap_csr, generate_csr, SpiffeId};
 
 /// Largest answer accepted from the control plane.
 const MAX_ANSWER: usize = 8 * 1024 * 1024;
@@ -96,7 +96,8 @@ impl Client {
                 .1
                 .peer_certificates()
                 .and_then(|c| c.first())
-                .and_then(|c| crate::tls::spiffe_id_of(c.as_ref()))
+                .and_then(|c| mesh_core::identity::spiffe_id_of(c).ok())
+                .map(|id| id.to_string())
                 .unwrap_or_default();
             let expected_path = format!(
                 "/ns/{}/sa/{}",
@@ -165,8 +166,8 @@ impl Client {
             .map_err(|e| {
                 ControlError::Local(format!("trust bundle from the control plane: {e}"))
             })?;
-        let chain = certs_from_pem("SVID chain from the control plane", &svid.svid_chain_pem)
-            .map_err(|e| ControlError::Local(e.to_string()))?;
+        let chain = certs_from_pem(&svid.svid_chain_pem)
+            .map_err(|e| ControlError::Local(format!("SVID chain from the control plane: {e}")))?;
         let info = self
             .proxy
             .tls
@@ -188,7 +189,8 @@ impl Client {
                 self.settings.token_file.display()
             ))
         })?;
-        let (csr_pem, key) = generate_csr(None).map_err(|e| ControlError::Local(e.to_string()))?;
+        let csr = generate_bootstrap_csr().map_err(|e| ControlError::Local(e.to_string()))?;
+        let (csr_pem, key) = (csr.csr_pem.clone(), csr.key_der());
         let body = serde_json::to_vec(&BootstrapRequest {
             token: token.trim().to_string(),
             csr_pem,
@@ -209,9 +211,17 @@ impl Client {
     }
 
     async fn renew(&self) -> Result<(), ControlError> {
-        let id = self.proxy.tls.cert_info().map(|c| c.spiffe_id);
-        let (csr_pem, key) =
-            generate_csr(id.as_deref()).map_err(|e| ControlError::Local(e.to_string()))?;
+        let id = self
+            .proxy
+            .tls
+            .cert_info()
+            .and_then(|c| SpiffeId::parse(&c.spiffe_id).ok());
+        let csr = match &id {
+            Some(id) => generate_csr(id),
+            None => generate_bootstrap_csr(),
+        }
+        .map_err(|e| ControlError::Local(e.to_string()))?;
+        let (csr_pem, key) = (csr.csr_pem.clone(), csr.key_der());
         let body = serde_json::to_vec(&RenewRequest { csr_pem })
             .map_err(|e| ControlError::Local(e.to_string()))?;
         let (_, bytes) = self

@@ -22,6 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::{InboundListener, MtlsMode};
 use crate::io::{BoxIo, Prefixed};
+use crate::metrics::{Direction, HandshakeResult, Listener, RequestStats};
 use crate::path::Normalized;
 use crate::policy::{self, Decision};
 use crate::state::Proxy;
@@ -254,6 +255,18 @@ pub struct Inbound {
     proxy: Arc<Proxy>,
     settings: InboundListener,
     app: Client<HttpConnector, Body>,
+    /// The application's address as a URI authority, parsed once.
+    app_authority: http::uri::Authority,
+}
+
+/// What the requests of one inbound connection share: its peer and the metrics handle of its
+/// peer identity.
+struct PeerConn {
+    stats: Arc<RequestStats>,
+    xfcc: Option<HeaderValue>,
+    peer: SocketAddr,
+    peer_id: Option<String>,
+    tls_desc: Option<Arc<str>>,
 }
 
 impl Inbound {
@@ -275,10 +288,14 @@ impl Inbound {
             b.http2_only(true);
         }
         let app = b.build(conn);
+        // Invariant: a SocketAddr always formats as a valid authority.
+        let app_authority = http::uri::Authority::try_from(settings.app.to_string())
+            .unwrap_or_else(|_| http::uri::Authority::from_static("127.0.0.1"));
         Arc::new(Inbound {
             proxy,
             settings,
             app,
+            app_authority,
         })
     }
 
@@ -295,40 +312,21 @@ impl Inbound {
                 }
             };
             let Ok(permit) = self.proxy.conn_limit.clone().try_acquire_owned() else {
-                self.proxy.metrics.inc(
-                    "mesh_proxy_connections_rejected_total",
-                    "Connections closed at once because the connection limit was reached.",
-                    &[("listener", "inbound")],
-                );
+                self.proxy.metrics.connection_rejected(Listener::Inbound);
                 drop(stream);
                 continue;
             };
             let this = self.clone();
             tokio::spawn(async move {
-                this.proxy.metrics.add(
-                    "mesh_proxy_connections_active",
-                    "Open connections.",
-                    &[("listener", "inbound")],
-                    1.0,
-                );
+                let _active = this.proxy.metrics.connection_opened(Listener::Inbound);
                 this.clone().connection(stream, peer).await;
-                this.proxy.metrics.add(
-                    "mesh_proxy_connections_active",
-                    "Open connections.",
-                    &[("listener", "inbound")],
-                    -1.0,
-                );
                 drop(permit);
             });
         }
     }
 
-    fn handshake_metric(&self, result: &str) {
-        self.proxy.metrics.inc(
-            "mesh_proxy_tls_handshakes_total",
-            "TLS handshakes by direction and result.",
-            &[("direction", "inbound"), ("result", result)],
-        );
+    fn handshake_metric(&self, result: HandshakeResult) {
+        self.proxy.metrics.handshake(Direction::Inbound, result);
     }
 
     async fn connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) {
@@ -340,7 +338,7 @@ impl Inbound {
             Ok(_) => return,
             Err(_) => {
                 tracing::info!(%peer, "inbound: client sent nothing within the handshake timeout; closed");
-                self.handshake_metric("timeout");
+                self.handshake_metric(HandshakeResult::Timeout);
                 return;
             }
         }
@@ -370,8 +368,9 @@ impl Inbound {
                         .1
                         .peer_certificates()
                         .and_then(|c| c.first())
-                        .and_then(|c| crate::tls::spiffe_id_of(c.as_ref()));
-                    self.handshake_metric("ok");
+                        .and_then(|c| mesh_core::identity::spiffe_id_of(c).ok())
+                        .map(|id| id.to_string());
+                    self.handshake_metric(HandshakeResult::Ok);
                     let c = tls.get_ref().1;
                     let desc = format!(
                         "{:?} {:?} {:?}",
@@ -388,12 +387,12 @@ impl Inbound {
                 }
                 Ok(Err(e)) => {
                     tracing::warn!(%peer, error = %e, "inbound TLS handshake refused");
-                    self.handshake_metric("error");
+                    self.handshake_metric(HandshakeResult::Error);
                     return;
                 }
                 Err(_) => {
                     tracing::warn!(%peer, "inbound TLS handshake timed out");
-                    self.handshake_metric("timeout");
+                    self.handshake_metric(HandshakeResult::Timeout);
                     return;
                 }
             }
@@ -401,7 +400,7 @@ impl Inbound {
             (Box::new(stream), None, None)
         } else {
             tracing::warn!(%peer, "inbound plaintext connection refused: mtls_mode is STRICT");
-            self.handshake_metric("plaintext_refused");
+            self.handshake_metric(HandshakeResult::PlaintextRefused);
             return;
         };
 
@@ -492,17 +491,24 @@ impl Inbound {
         tls_desc: Option<Arc<str>>,
     ) {
         let this = self.clone();
-        let peer_id = Arc::new(peer_id);
+        // Everything that depends only on the peer is worked out once per connection.
+        let identity = peer_id.as_deref().unwrap_or("plaintext");
+        let conn = Arc::new(PeerConn {
+            stats: self
+                .proxy
+                .metrics
+                .request_stats(Direction::Inbound, "inbound", identity),
+            xfcc: peer_id
+                .as_ref()
+                .and_then(|id| HeaderValue::from_str(&format!("URI={id}")).ok()),
+            peer,
+            peer_id,
+            tls_desc,
+        });
         let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
             let this = this.clone();
-            let peer_id = peer_id.clone();
-            let tls_desc = tls_desc.clone();
-            async move {
-                Ok::<_, Infallible>(
-                    this.request(req, peer, peer_id.as_deref(), tls_desc.as_deref())
-                        .await,
-                )
-            }
+            let conn = conn.clone();
+            async move { Ok::<_, Infallible>(this.request(req, &conn).await) }
         });
         if let Err(e) = server_builder(&self.proxy)
             .serve_connection(TokioIo::new(io), svc)
@@ -512,15 +518,11 @@ impl Inbound {
         }
     }
 
-    async fn request(
-        &self,
-        mut req: Request<Incoming>,
-        peer: SocketAddr,
-        peer_id: Option<&str>,
-        tls_desc: Option<&str>,
-    ) -> Response<Body> {
+    async fn request(&self, mut req: Request<Incoming>, conn: &PeerConn) -> Response<Body> {
         let start = Instant::now();
-        let method = req.method().to_string();
+        let (peer, peer_id, tls_desc) =
+            (conn.peer, conn.peer_id.as_deref(), conn.tls_desc.as_deref());
+        let method = req.method().clone();
         let Some(mesh) = self.proxy.mesh() else {
             return local_response(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -537,7 +539,7 @@ impl Inbound {
                         "peer": peer.to_string(),
                         "peer_identity": peer_id,
                         "tls": tls_desc,
-                        "method": method,
+                        "method": method.as_str(),
                         "raw_path": req.uri().path_and_query().map(|p| p.as_str()),
                         "status": resp.status().as_u16(),
                         "rule": "path-normalisation",
@@ -548,13 +550,15 @@ impl Inbound {
             }
         };
         // What the application is sent: the normalised path and the query as received.
-        let path = target.path_and_query();
-        let version = format!("{:?}", req.version());
+        let Some(path) = target.path_and_query_for(req.uri()) else {
+            return local_response(StatusCode::BAD_REQUEST, "mesh-proxy: bad request target");
+        };
+        let version = req.version();
         let decision: Decision = policy::authorize(
             &mesh.config.inbound,
             &policy::Request {
                 source: peer_id,
-                method: Some(&method),
+                method: Some(method.as_str()),
                 path: Some(&target.path),
             },
         );
@@ -572,10 +576,10 @@ impl Inbound {
             )
         } else {
             strip_hop_by_hop(req.headers_mut());
-            let xfcc = format!("URI={identity}");
             req.headers_mut().remove("x-forwarded-client-cert");
-            if let (Some(_), Ok(v)) = (peer_id, HeaderValue::from_str(&xfcc)) {
-                req.headers_mut().insert("x-forwarded-client-cert", v);
+            if let Some(v) = &conn.xfcc {
+                req.headers_mut()
+                    .insert("x-forwarded-client-cert", v.clone());
             }
             if req.headers().get(http::header::HOST).is_none() {
                 if let Some(Ok(v)) = req
@@ -586,8 +590,11 @@ impl Inbound {
                     req.headers_mut().insert(http::header::HOST, v);
                 }
             }
-            let uri = format!("http://{}{}", self.settings.app, path);
-            match uri.parse::<Uri>() {
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(http::uri::Scheme::HTTP);
+            parts.authority = Some(self.app_authority.clone());
+            parts.path_and_query = Some(path.clone());
+            match Uri::from_parts(parts) {
                 Ok(u) => *req.uri_mut() = u,
                 Err(_) => {
                     return local_response(
@@ -617,28 +624,8 @@ impl Inbound {
                 }
             }
         };
-        let code = resp.status().as_u16().to_string();
         let elapsed = start.elapsed();
-        self.proxy.metrics.inc(
-            "mesh_proxy_requests_total",
-            "HTTP requests by direction, route, peer identity and status.",
-            &[
-                ("direction", "inbound"),
-                ("route", "inbound"),
-                ("peer_identity", identity),
-                ("code", &code),
-            ],
-        );
-        self.proxy.metrics.observe(
-            "mesh_proxy_request_duration_seconds",
-            "HTTP request latency (to response headers) by direction, route and peer identity.",
-            &[
-                ("direction", "inbound"),
-                ("route", "inbound"),
-                ("peer_identity", identity),
-            ],
-            elapsed,
-        );
+        conn.stats.record(resp.status().as_u16(), elapsed);
         self.proxy.access_log(|| {
             json!({
                 "ts": chrono::Utc::now().to_rfc3339(),
@@ -646,9 +633,9 @@ impl Inbound {
                 "peer": peer.to_string(),
                 "peer_identity": peer_id,
                 "tls": tls_desc,
-                "method": method,
-                "path": path,
-                "protocol": version,
+                "method": method.as_str(),
+                "path": path.as_str(),
+                "protocol": format!("{version:?}"),
                 "status": resp.status().as_u16(),
                 "rule": decision.rule,
                 "duration_ms": elapsed.as_secs_f64() * 1000.0,

@@ -14,7 +14,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
+use crate::metrics::{Direction, HandshakeResult};
 use crate::state::Proxy;
+use crate::tls::Alpn;
 
 /// Any bidirectional byte stream.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -125,12 +127,15 @@ impl ConnectError {
     }
 }
 
-/// Opens an mTLS connection to a mesh endpoint and checks that it is `expected` (SPIFFE ID).
+/// Opens an mTLS connection to a mesh endpoint that must present `expected` (a SPIFFE ID). The
+/// identity is checked by the verifier during the handshake ([`mesh_core::tls`]), so a wrong
+/// server never sees a byte of the request; that refusal is reported as
+/// [`ConnectError::WrongIdentity`].
 pub async fn connect_mesh(
     proxy: &Arc<Proxy>,
     addr: &str,
     expected: &str,
-    alpn: Option<Vec<Vec<u8>>>,
+    alpn: Alpn,
 ) -> Result<TlsStream<TcpStream>, ConnectError> {
     let timeout = Duration::from_millis(proxy.local.limits.connect_timeout_ms);
     let err = |message: String| ConnectError::Connect {
@@ -142,66 +147,46 @@ pub async fn connect_mesh(
         .map_err(|_| err(format!("timed out after {timeout:?}")))?
         .map_err(|e| err(e.to_string()))?;
     let _ = tcp.set_nodelay(true);
-    let mut cfg = proxy
+    let cfg = proxy
         .tls
-        .client_config()
+        .client_config(expected, alpn)
         .map_err(|e| ConnectError::Handshake {
             addr: addr.to_string(),
             message: e.to_string(),
         })?;
-    if let Some(alpn) = alpn {
-        let mut c = (*cfg).clone();
-        c.alpn_protocols = alpn;
-        cfg = Arc::new(c);
-    }
     let connector = tokio_rustls::TlsConnector::from(cfg);
     // The name is not verified (the SPIFFE ID is); it is only sent as SNI.
     let name = ServerName::try_from("mesh-endpoint").map_err(|e| err(e.to_string()))?;
     let result = tokio::time::timeout(timeout, connector.connect(name, tcp)).await;
-    let tls = match result {
-        Ok(Ok(t)) => t,
+    match result {
+        Ok(Ok(tls)) => {
+            proxy
+                .metrics
+                .handshake(Direction::Outbound, HandshakeResult::Ok);
+            Ok(tls)
+        }
         Ok(Err(e)) => {
-            proxy.metrics.inc(
-                "mesh_proxy_tls_handshakes_total",
-                "TLS handshakes by direction and result.",
-                &[("direction", "outbound"), ("result", "error")],
-            );
-            return Err(ConnectError::Handshake {
+            if let Some(m) = mesh_core::tls::identity_mismatch(&e) {
+                proxy
+                    .metrics
+                    .handshake(Direction::Outbound, HandshakeResult::IdentityMismatch);
+                return Err(ConnectError::WrongIdentity {
+                    addr: addr.to_string(),
+                    got: m.presented.clone(),
+                    expected: expected.to_string(),
+                });
+            }
+            proxy
+                .metrics
+                .handshake(Direction::Outbound, HandshakeResult::Error);
+            Err(ConnectError::Handshake {
                 addr: addr.to_string(),
                 message: e.to_string(),
-            });
-        }
-        Err(_) => {
-            return Err(ConnectError::Handshake {
-                addr: addr.to_string(),
-                message: format!("timed out after {timeout:?}"),
             })
         }
-    };
-    let got = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .and_then(|c| crate::tls::spiffe_id_of(c.as_ref()))
-        .unwrap_or_default();
-    // The test-only feature `conformance-broken-identity` (see Cargo.toml) disables this check.
-    if got != expected && !cfg!(feature = "conformance-broken-identity") {
-        proxy.metrics.inc(
-            "mesh_proxy_tls_handshakes_total",
-            "TLS handshakes by direction and result.",
-            &[("direction", "outbound"), ("result", "identity_mismatch")],
-        );
-        return Err(ConnectError::WrongIdentity {
+        Err(_) => Err(ConnectError::Handshake {
             addr: addr.to_string(),
-            got,
-            expected: expected.to_string(),
-        });
+            message: format!("timed out after {timeout:?}"),
+        }),
     }
-    proxy.metrics.inc(
-        "mesh_proxy_tls_handshakes_total",
-        "TLS handshakes by direction and result.",
-        &[("direction", "outbound"), ("result", "ok")],
-    );
-    Ok(tls)
 }

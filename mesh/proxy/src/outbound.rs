@@ -26,7 +26,9 @@ use tokio_rustls::client::TlsStream;
 use crate::config::{Endpoint, Protocol, Route, Service};
 use crate::inbound::{local_response, server_builder, strip_hop_by_hop, Body, BoxError};
 use crate::io::{connect_mesh, BoxIo};
-use crate::state::Proxy;
+use crate::metrics::Listener;
+use crate::state::{Proxy, RouteIndex, ServiceIndex};
+use crate::tls::Alpn;
 
 /// A pooled mTLS connection to an upstream proxy.
 pub struct MeshConn {
@@ -101,7 +103,7 @@ impl tower_service::Service<Uri> for MeshConnector {
                     addr: addr.clone(),
                     message: "no endpoint with this address in the configuration".into(),
                 })?;
-            let tls = connect_mesh(&proxy, &addr, &expected, None).await?;
+            let tls = connect_mesh(&proxy, &addr, &expected, Alpn::Http).await?;
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
             Ok(MeshConn {
                 io: TokioIo::new(tls),
@@ -156,7 +158,7 @@ impl Outbound {
     /// Serves one explicit listener for `service`.
     pub async fn serve_explicit(self: Arc<Self>, listener: TcpListener, service: String) {
         let service = Arc::new(service);
-        self.accept_loop(listener, "outbound", move |this, stream, peer| {
+        self.accept_loop(listener, Listener::Outbound, move |this, stream, peer| {
             let service = service.clone();
             async move { this.connection(stream, peer, &service, None).await }
         })
@@ -166,7 +168,7 @@ impl Outbound {
     /// Serves the transparent listener (connections redirected by iptables).
     pub async fn serve_transparent(self: Arc<Self>, listener: TcpListener) {
         let own = listener.local_addr().ok();
-        self.accept_loop(listener, "transparent", move |this, stream, peer| async move {
+        self.accept_loop(listener, Listener::Transparent, move |this, stream, peer| async move {
             let dst = match original_dst(&stream) {
                 Ok(d) => d,
                 Err(e) => {
@@ -193,7 +195,7 @@ impl Outbound {
         .await;
     }
 
-    async fn accept_loop<F, Fut>(self: Arc<Self>, listener: TcpListener, name: &'static str, f: F)
+    async fn accept_loop<F, Fut>(self: Arc<Self>, listener: TcpListener, kind: Listener, f: F)
     where
         F: Fn(Arc<Self>, TcpStream, SocketAddr) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
@@ -203,36 +205,21 @@ impl Outbound {
             let (stream, peer) = match listener.accept().await {
                 Ok(x) => x,
                 Err(e) => {
-                    tracing::warn!(error = %e, listener = name, "accept failed");
+                    tracing::warn!(error = %e, listener = kind.as_str(), "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             };
             let Ok(permit) = self.proxy.conn_limit.clone().try_acquire_owned() else {
-                self.proxy.metrics.inc(
-                    "mesh_proxy_connections_rejected_total",
-                    "Connections closed at once because the connection limit was reached.",
-                    &[("listener", name)],
-                );
+                self.proxy.metrics.connection_rejected(kind);
                 continue;
             };
             let _ = stream.set_nodelay(true);
             let this = self.clone();
             let f = f.clone();
             tokio::spawn(async move {
-                this.proxy.metrics.add(
-                    "mesh_proxy_connections_active",
-                    "Open connections.",
-                    &[("listener", name)],
-                    1.0,
-                );
+                let _active = this.proxy.metrics.connection_opened(kind);
                 f(this.clone(), stream, peer).await;
-                this.proxy.metrics.add(
-                    "mesh_proxy_connections_active",
-                    "Open connections.",
-                    &[("listener", name)],
-                    -1.0,
-                );
                 drop(permit);
             });
         }
@@ -276,56 +263,69 @@ impl Outbound {
         }
     }
 
-    fn pick_endpoint<'a>(
+    /// Picks an endpoint of `svc` whose labels contain `labels`, not in `tried`, preferring
+    /// endpoints that are not ejected (when all are ejected, any of them: panic threshold
+    /// 100%). No allocation: two passes over the endpoints.
+    fn pick_endpoint(
         &self,
-        svc: &'a Service,
+        svc: &Service,
+        si: &ServiceIndex,
         labels: &std::collections::BTreeMap<String, String>,
-        tried: &[String],
-    ) -> Option<&'a Endpoint> {
-        let candidates: Vec<&Endpoint> = svc
-            .endpoints
-            .iter()
-            .filter(|e| labels_match(e, labels) && !tried.contains(&e.address))
-            .collect();
-        let healthy: Vec<&Endpoint> = candidates
-            .iter()
-            .copied()
-            .filter(|e| !self.proxy.is_ejected(&e.address))
-            .collect();
-        // When everything is ejected, use everything rather than fail (panic threshold 100%).
-        let pool = if healthy.is_empty() {
-            candidates
-        } else {
-            healthy
+        tried: &Tried,
+    ) -> Option<usize> {
+        let candidate = |i: usize| !tried.contains(i) && labels_match(&svc.endpoints[i], labels);
+        let healthy = |i: usize| {
+            si.endpoints
+                .get(i)
+                .is_none_or(|e| !self.proxy.is_ejected(&e.health))
         };
-        if pool.is_empty() {
+        let (mut all, mut ok) = (0u64, 0u64);
+        for i in 0..svc.endpoints.len() {
+            if candidate(i) {
+                all += 1;
+                if healthy(i) {
+                    ok += 1;
+                }
+            }
+        }
+        if all == 0 {
             return None;
         }
-        let i = (self.proxy.random() % pool.len() as u64) as usize;
-        pool.get(i).copied()
+        let only_healthy = ok > 0;
+        let mut k = self.proxy.random() % if only_healthy { ok } else { all };
+        let mut first = None;
+        for i in 0..svc.endpoints.len() {
+            if !candidate(i) || (only_healthy && !healthy(i)) {
+                continue;
+            }
+            first.get_or_insert(i);
+            if k == 0 {
+                return Some(i);
+            }
+            k -= 1;
+        }
+        // An endpoint was ejected between the two passes.
+        first
     }
 
     fn pick_destination<'a>(
         &self,
         route: Option<&'a Route>,
-    ) -> std::borrow::Cow<'a, std::collections::BTreeMap<String, String>> {
-        use std::borrow::Cow;
-        let Some(r) = route else {
-            return Cow::Owned(Default::default());
-        };
+    ) -> Option<&'a std::collections::BTreeMap<String, String>> {
+        let r = route?;
         let total: u64 = r.destinations.iter().map(|d| u64::from(d.weight)).sum();
         if total == 0 {
-            return Cow::Owned(Default::default());
+            return None;
         }
         let mut x = self.proxy.random() % total;
         for d in &r.destinations {
             let w = u64::from(d.weight);
             if x < w {
-                return Cow::Borrowed(&d.labels);
+                return Some(&d.labels);
             }
             x -= w;
         }
-        Cow::Owned(Default::default())
+        None
     }
 
     async fn request(&self, req: Request<Incoming>, service: &str) -> Response<Body> {
@@ -336,7 +336,11 @@ impl Outbound {
                 "mesh-proxy: no configuration yet",
             );
         };
-        let Some(svc) = mesh.config.services.iter().find(|s| s.name == service) else {
+        let Some((si, svc)) = mesh
+            .services
+            .get(service)
+            .and_then(|si| Some((si, mesh.config.services.get(si.service)?)))
+        else {
             return local_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &format!("mesh-proxy: unknown service {service}"),
@@ -346,57 +350,66 @@ impl Outbound {
             Ok(t) => t,
             Err(resp) => return *resp,
         };
-        let route = mesh
-            .config
+        let ri: &RouteIndex = si
             .routes
             .iter()
-            .filter(|r| r.service == service)
-            .find(|r| route_matches(r, &req, &target.path));
-        let route_name = route
-            .map(|r| r.name.clone())
-            .unwrap_or_else(|| "default".into());
-        let labels = self.pick_destination(route).into_owned();
-        let method = req.method().clone();
+            .find(|ri| {
+                ri.route
+                    .and_then(|i| mesh.config.routes.get(i))
+                    .is_some_and(|r| route_matches(r, &req, &target.path))
+            })
+            .unwrap_or(&si.default_route);
+        let route = ri.route.and_then(|i| mesh.config.routes.get(i));
+        let no_labels = std::collections::BTreeMap::new();
+        let labels = self.pick_destination(route).unwrap_or(&no_labels);
         // What the endpoint is sent: the normalised path and the query as received.
-        let path = target.path_and_query();
+        let path: http::uri::PathAndQuery = match target.path_and_query_for(req.uri()) {
+            Some(p) => p,
+            None => {
+                return local_response(StatusCode::BAD_REQUEST, "mesh-proxy: bad request target")
+            }
+        };
         let (mut parts, body) = req.into_parts();
+        let method = parts.method.clone();
         strip_hop_by_hop(&mut parts.headers);
         if parts.headers.get(http::header::HOST).is_none() {
             if let Ok(v) = HeaderValue::from_str(service) {
                 parts.headers.insert(http::header::HOST, v);
             }
         }
-        let body = match Limited::new(body, self.proxy.local.limits.max_buffered_body)
-            .collect()
-            .await
-        {
-            Ok(b) => b.to_bytes(),
-            Err(e) => {
-                let too_big = e
-                    .downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some();
-                return if too_big {
-                    local_response(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "mesh-proxy: request body too large",
-                    )
-                } else {
-                    local_response(
-                        StatusCode::BAD_REQUEST,
-                        "mesh-proxy: request body could not be read",
-                    )
-                };
+        let retries = route.and_then(|r| r.retries.as_ref());
+        let max_attempts = 1 + retries.map(|r| r.attempts).unwrap_or(0);
+        // Only a request that may be sent twice is buffered; otherwise the body streams.
+        let mut body = if max_attempts > 1 {
+            match Limited::new(body, self.proxy.local.limits.max_buffered_body)
+                .collect()
+                .await
+            {
+                Ok(b) => Pending::Buffered(b.to_bytes()),
+                Err(e) => {
+                    let too_big = e
+                        .downcast_ref::<http_body_util::LengthLimitError>()
+                        .is_some();
+                    return if too_big {
+                        local_response(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "mesh-proxy: request body too large to buffer for retries",
+                        )
+                    } else {
+                        local_response(
+                            StatusCode::BAD_REQUEST,
+                            "mesh-proxy: request body could not be read",
+                        )
+                    };
+                }
             }
+        } else {
+            Pending::Stream(body)
         };
-        let retries = route.and_then(|r| r.retries.clone());
-        // One "service/route" string per request: the retry-budget key and the metrics label.
-        let budget_key = format!("{service}/{route_name}");
-        if let Some(r) = &retries {
-            self.proxy.budget_deposit(&budget_key, r.budget_percent);
+        if let Some(b) = &ri.budget {
+            b.deposit();
         }
-        let max_attempts = 1 + retries.as_ref().map(|r| r.attempts).unwrap_or(0);
         let per_try = retries
-            .as_ref()
             .map(|r| Duration::from_millis(r.per_try_timeout_ms))
             .filter(|d| !d.is_zero());
         let overall = route.and_then(|r| r.timeout_ms).map(Duration::from_millis);
@@ -406,37 +419,58 @@ impl Outbound {
             "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
         );
 
-        let mut tried: Vec<String> = Vec::new();
+        let mut tried = Tried::default();
         let mut attempt = 0;
-        let mut peer_identity = String::from("none");
+        let mut picked: Option<usize> = None;
         let resp = loop {
             attempt += 1;
-            let Some(ep) = self
-                .pick_endpoint(svc, &labels, &tried)
-                .or_else(|| self.pick_endpoint(svc, &labels, &[]))
+            let Some(i) = self
+                .pick_endpoint(svc, si, labels, &tried)
+                .or_else(|| self.pick_endpoint(svc, si, labels, &Tried::default()))
             else {
                 break local_response(
                     StatusCode::SERVICE_UNAVAILABLE,
                     &format!("mesh-proxy: no endpoints for {service}"),
                 );
             };
-            tried.push(ep.address.clone());
-            peer_identity = ep.identity.clone();
-            let uri = match format!("http://{}{}", ep.address, path).parse::<Uri>() {
-                Ok(u) => u,
-                Err(_) => {
-                    break local_response(StatusCode::BAD_REQUEST, "mesh-proxy: bad request target")
-                }
+            tried.insert(i);
+            picked = Some(i);
+            let (ep, epi) = (&svc.endpoints[i], &si.endpoints[i]);
+            let Some(authority) = epi.authority.clone() else {
+                break local_response(StatusCode::BAD_GATEWAY, "mesh-proxy: bad endpoint address");
             };
-            let mut up = Request::new(
-                Full::new(body.clone())
+            let uri = Uri::from_parts({
+                let mut u = http::uri::Parts::default();
+                u.scheme = Some(http::uri::Scheme::HTTP);
+                u.authority = Some(authority);
+                u.path_and_query = Some(path.clone());
+                u
+            });
+            let Ok(uri) = uri else {
+                break local_response(StatusCode::BAD_REQUEST, "mesh-proxy: bad request target");
+            };
+            let last_try = attempt >= max_attempts;
+            let up_body = match &mut body {
+                Pending::Buffered(b) => Full::new(b.clone()).map_err(|e| match e {}).boxed_unsync(),
+                Pending::Stream(_) => match std::mem::replace(&mut body, Pending::Sent) {
+                    Pending::Stream(b) => b.map_err(BoxError::from).boxed_unsync(),
+                    _ => Full::new(bytes::Bytes::new())
+                        .map_err(|e| match e {})
+                        .boxed_unsync(),
+                },
+                Pending::Sent => Full::new(bytes::Bytes::new())
                     .map_err(|e| match e {})
                     .boxed_unsync(),
-            );
+            };
+            let mut up = Request::new(up_body);
             *up.method_mut() = method.clone();
             *up.uri_mut() = uri;
             *up.version_mut() = Version::HTTP_11;
-            *up.headers_mut() = parts.headers.clone();
+            *up.headers_mut() = if last_try {
+                std::mem::take(&mut parts.headers)
+            } else {
+                parts.headers.clone()
+            };
             let fut = self.client.request(up);
             let try_deadline = match (per_try, deadline) {
                 (Some(p), Some(d)) => Some((tokio::time::Instant::now() + p).min(d)),
@@ -451,35 +485,38 @@ impl Outbound {
                 Ok(Ok(resp)) => {
                     let s = resp.status();
                     let fail = s.is_server_error();
-                    self.proxy.endpoint_result(service, &ep.address, !fail);
+                    self.proxy
+                        .endpoint_result(service, &ep.address, &epi.health, !fail);
                     let retry = matches!(s.as_u16(), 502..=504);
                     (retry, Ok(resp))
                 }
                 Ok(Err(e)) => {
-                    self.proxy.endpoint_result(service, &ep.address, false);
+                    self.proxy
+                        .endpoint_result(service, &ep.address, &epi.health, false);
                     let retry = e.is_connect() || idempotent;
                     tracing::warn!(service, endpoint = %ep.address, error = %error_chain(&e), "outbound request failed");
                     (retry, Err(StatusCode::BAD_GATEWAY))
                 }
                 Err(()) => {
-                    self.proxy.endpoint_result(service, &ep.address, false);
+                    self.proxy
+                        .endpoint_result(service, &ep.address, &epi.health, false);
                     (idempotent, Err(StatusCode::GATEWAY_TIMEOUT))
                 }
             };
             let past_deadline = deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
-            if retryable && attempt < max_attempts && !past_deadline {
-                if self.proxy.budget_withdraw(&budget_key) {
+            if retryable && !last_try && !past_deadline {
+                if ri.budget.as_ref().is_some_and(|b| b.withdraw()) {
                     self.proxy.metrics.inc(
                         "mesh_proxy_retries_total",
                         "Retries by service and route.",
-                        &[("service", service), ("route", &route_name)],
+                        &[("service", service), ("route", route_name(route))],
                     );
                     continue;
                 }
                 self.proxy.metrics.inc(
                     "mesh_proxy_retry_budget_exhausted_total",
                     "Retries not made because the route's retry budget was spent.",
-                    &[("service", service), ("route", &route_name)],
+                    &[("service", service), ("route", route_name(route))],
                 );
             }
             break match outcome {
@@ -496,37 +533,20 @@ impl Outbound {
             };
         };
         let elapsed = start.elapsed();
-        let code = resp.status().as_u16().to_string();
-        self.proxy.metrics.inc(
-            "mesh_proxy_requests_total",
-            "HTTP requests by direction, route, peer identity and status.",
-            &[
-                ("direction", "outbound"),
-                ("route", &budget_key),
-                ("peer_identity", &peer_identity),
-                ("code", &code),
-            ],
-        );
-        self.proxy.metrics.observe(
-            "mesh_proxy_request_duration_seconds",
-            "HTTP request latency (to response headers) by direction, route and peer identity.",
-            &[
-                ("direction", "outbound"),
-                ("route", &budget_key),
-                ("peer_identity", &peer_identity),
-            ],
-            elapsed,
-        );
+        self.proxy
+            .route_stats(svc, ri, picked)
+            .record(resp.status().as_u16(), elapsed);
         self.proxy.access_log(|| {
+            let ep = picked.and_then(|i| svc.endpoints.get(i));
             json!({
                 "ts": chrono::Utc::now().to_rfc3339(),
                 "direction": "outbound",
                 "service": service,
-                "route": route_name,
+                "route": route_name(route),
                 "method": method.as_str(),
-                "path": path,
-                "upstream": tried.last(),
-                "peer_identity": peer_identity,
+                "path": path.as_str(),
+                "upstream": ep.map(|e| e.address.as_str()),
+                "peer_identity": ep.map(|e| e.identity.as_str()).unwrap_or("none"),
                 "attempts": attempt,
                 "status": resp.status().as_u16(),
                 "duration_ms": elapsed.as_secs_f64() * 1000.0,
@@ -543,18 +563,33 @@ impl Outbound {
         pinned: Option<SocketAddr>,
     ) {
         let start = Instant::now();
-        let mut tried = Vec::new();
+        let mut tried = Tried::default();
         let none = std::collections::BTreeMap::new();
+        let Some(mesh) = self.proxy.mesh() else {
+            return;
+        };
+        let Some(si) = mesh.services.get(&svc.name) else {
+            return;
+        };
         for _ in 0..3 {
-            let ep = match pinned {
-                Some(p) => svc.endpoints.iter().find(|e| e.address == p.to_string()),
-                None => self.pick_endpoint(svc, &none, &tried),
+            let i = match pinned {
+                Some(p) => svc
+                    .endpoints
+                    .iter()
+                    .position(|e| e.address == p.to_string()),
+                None => self.pick_endpoint(svc, si, &none, &tried),
             };
-            let Some(ep) = ep else { break };
-            tried.push(ep.address.clone());
-            match connect_mesh(&self.proxy, &ep.address, &ep.identity, Some(Vec::new())).await {
+            let Some((i, ep)) = i.and_then(|i| Some((i, svc.endpoints.get(i)?))) else {
+                break;
+            };
+            let Some(health) = si.endpoints.get(i).map(|e| e.health.clone()) else {
+                break;
+            };
+            tried.insert(i);
+            match connect_mesh(&self.proxy, &ep.address, &ep.identity, Alpn::Opaque).await {
                 Ok(mut up) => {
-                    self.proxy.endpoint_result(&svc.name, &ep.address, true);
+                    self.proxy
+                        .endpoint_result(&svc.name, &ep.address, &health, true);
                     let (sent, received) = tokio::io::copy_bidirectional(&mut io, &mut up)
                         .await
                         .unwrap_or((0, 0));
@@ -580,7 +615,8 @@ impl Outbound {
                     return;
                 }
                 Err(e) => {
-                    self.proxy.endpoint_result(&svc.name, &ep.address, false);
+                    self.proxy
+                        .endpoint_result(&svc.name, &ep.address, &health, false);
                     tracing::warn!(service = %svc.name, error = %e, "outbound TCP connect failed");
                     if pinned.is_some() {
                         break;
@@ -635,4 +671,38 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+/// The request body of an outbound request: buffered when it may be sent more than once.
+enum Pending {
+    Buffered(bytes::Bytes),
+    Stream(Incoming),
+    Sent,
+}
+
+/// The route's name for logs and metrics.
+fn route_name(route: Option<&Route>) -> &str {
+    route.map(|r| r.name.as_str()).unwrap_or("default")
+}
+
+/// Endpoint indices already tried by one request (a bit set; no allocation below 128).
+#[derive(Default)]
+struct Tried {
+    bits: u128,
+    more: Vec<usize>,
+}
+
+impl Tried {
+    fn insert(&mut self, i: usize) {
+        match u32::try_from(i).ok().filter(|i| *i < 128) {
+            Some(b) => self.bits |= 1u128 << b,
+            None => self.more.push(i),
+        }
+    }
+    fn contains(&self, i: usize) -> bool {
+        match u32::try_from(i).ok().filter(|i| *i < 128) {
+            Some(b) => self.bits & (1u128 << b) != 0,
+            None => self.more.contains(&i),
+        }
+    }
 }

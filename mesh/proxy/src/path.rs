@@ -128,6 +128,17 @@ impl Normalized {
             None => self.path.clone(),
         }
     }
+
+    /// [`Normalized::path_and_query`] as a URI part; when normalisation changed nothing (the
+    /// common case) it is the request's own, shared rather than copied.
+    pub fn path_and_query_for(&self, uri: &http::Uri) -> Option<http::uri::PathAndQuery> {
+        if uri.path() == self.path && uri.query() == self.query.as_deref() {
+            if let Some(pq) = uri.path_and_query() {
+                return Some(pq.clone());
+            }
+        }
+        self.path_and_query().parse().ok()
+    }
 }
 
 fn hex(b: u8) -> Option<u8> {

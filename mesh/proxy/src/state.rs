@@ -3,20 +3,21 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use distro_schema::FipsSelfCheck;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use crate::config::{self, LocalConfig, ProxyConfig};
-use crate::metrics::Metrics;
+use crate::metrics::{Direction, Metrics, RequestStats};
 use crate::tls::TlsState;
 
-/// A configuration the proxy runs with.
-#[derive(Debug, Clone, Serialize)]
+/// A configuration the proxy runs with, and what the request path needs of it resolved once
+/// when it is applied (no lookups by string, no label strings, no locks per request).
+#[derive(Debug, Serialize)]
 pub struct MeshSnapshot {
     /// Version (0 for a static file).
     pub version: u64,
@@ -24,9 +25,50 @@ pub struct MeshSnapshot {
     pub source: &'static str,
     /// The configuration.
     pub config: ProxyConfig,
-    /// Endpoint address → expected SPIFFE ID.
+    /// Endpoint address → expected SPIFFE ID (one per address: [`config::validate`] refuses
+    /// an address listed with two identities).
     #[serde(skip)]
     pub endpoint_ids: HashMap<String, String>,
+    /// Per service name: its index in `config.services`, its routes and endpoints resolved.
+    #[serde(skip)]
+    pub services: HashMap<String, ServiceIndex>,
+}
+
+/// One service of a [`MeshSnapshot`], resolved.
+#[derive(Debug)]
+pub struct ServiceIndex {
+    /// Index in `config.services`.
+    pub service: usize,
+    /// The service's routes, in match order.
+    pub routes: Vec<RouteIndex>,
+    /// What requests no route matches use.
+    pub default_route: RouteIndex,
+    /// Parallel to the service's endpoints.
+    pub endpoints: Vec<EndpointIndex>,
+}
+
+/// One route of a service (or its default), resolved.
+#[derive(Debug)]
+pub struct RouteIndex {
+    /// Index in `config.routes`; `None` for the default route.
+    pub route: Option<usize>,
+    /// `service/route`: the `route` label and the retry-budget key.
+    pub key: Arc<str>,
+    /// The route's retry budget, when it retries.
+    pub budget: Option<Arc<RetryBudget>>,
+    /// Request metrics per endpoint (parallel to the endpoints), registered on first use.
+    pub stats: Vec<std::sync::OnceLock<Arc<RequestStats>>>,
+    /// Request metrics when no endpoint could be picked.
+    pub no_endpoint: std::sync::OnceLock<Arc<RequestStats>>,
+}
+
+/// One endpoint of a service, resolved.
+#[derive(Debug)]
+pub struct EndpointIndex {
+    /// Its outlier-detection state (shared by every service listing the address).
+    pub health: Arc<EndpointHealth>,
+    /// `host:port` as a URI authority, parsed once.
+    pub authority: Option<http::uri::Authority>,
 }
 
 /// What the proxy knows about its control plane.
@@ -44,15 +86,45 @@ pub struct ControlPlaneStatus {
     pub failures: u64,
 }
 
+/// Outlier detection of one endpoint address, in atomics (updated on every request).
 #[derive(Debug, Default)]
-struct EndpointHealth {
-    consecutive_failures: u32,
-    ejected_until: Option<Instant>,
+pub struct EndpointHealth {
+    consecutive_failures: AtomicU32,
+    /// Milliseconds since the proxy started until which the endpoint is ejected; 0 = never.
+    ejected_until_ms: AtomicU64,
 }
 
+/// The retry budget of one route.
 #[derive(Debug)]
-struct Budget {
-    tokens: f64,
+pub struct RetryBudget {
+    percent: AtomicU32,
+    tokens: Mutex<f64>,
+}
+
+impl RetryBudget {
+    fn new(percent: u32) -> Self {
+        RetryBudget {
+            percent: AtomicU32::new(percent),
+            tokens: Mutex::new(10.0),
+        }
+    }
+
+    /// Deposits one request's share.
+    pub fn deposit(&self) {
+        let mut t = lock(&self.tokens);
+        *t = (*t + f64::from(self.percent.load(Ordering::Relaxed)) / 100.0).min(100.0);
+    }
+
+    /// Takes one retry, if there is one.
+    pub fn withdraw(&self) -> bool {
+        let mut t = lock(&self.tokens);
+        if *t >= 1.0 {
+            *t -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// The shared state of one proxy.
@@ -69,8 +141,9 @@ pub struct Proxy {
     pub conn_limit: Arc<Semaphore>,
     mesh: RwLock<Option<Arc<MeshSnapshot>>>,
     cp: Mutex<ControlPlaneStatus>,
-    endpoints: Mutex<HashMap<String, EndpointHealth>>,
-    budgets: Mutex<HashMap<String, Budget>>,
+    endpoints: Mutex<HashMap<String, Arc<EndpointHealth>>>,
+    budgets: Mutex<HashMap<String, Arc<RetryBudget>>>,
+    started: Instant,
     rng: AtomicU64,
     out: Mutex<std::io::Stdout>,
 }
@@ -109,6 +182,7 @@ impl Proxy {
             cp: Mutex::new(cp),
             endpoints: Mutex::new(HashMap::new()),
             budgets: Mutex::new(HashMap::new()),
+            started: Instant::now(),
             rng: AtomicU64::new(seed),
             out: Mutex::new(std::io::stdout()),
         })
@@ -136,7 +210,7 @@ impl Proxy {
                 .map_err(|e| e.to_string())?;
         }
         self.tls.set_policy(&cfg.tls).map_err(|e| e.to_string())?;
-        let endpoint_ids = cfg
+        let endpoint_ids: HashMap<String, String> = cfg
             .services
             .iter()
             .flat_map(|s| {
@@ -145,11 +219,15 @@ impl Proxy {
                     .map(|e| (e.address.clone(), e.identity.clone()))
             })
             .collect();
+        self.tls
+            .retain_peers(&|id| endpoint_ids.values().any(|v| v == id));
+        let services = self.index(&cfg);
         let snap = Arc::new(MeshSnapshot {
             version,
             source,
             config: cfg,
             endpoint_ids,
+            services,
         });
         match self.mesh.write() {
             Ok(mut g) => *g = Some(snap),
@@ -210,25 +288,115 @@ impl Proxy {
         x
     }
 
+    fn now_ms(&self) -> u64 {
+        // At least 1: 0 means "never ejected".
+        u64::try_from(self.started.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
+    /// Resolves what the request path needs of `cfg` (health and budget state is shared with
+    /// the previous configuration for addresses and routes that stay).
+    fn index(&self, cfg: &ProxyConfig) -> HashMap<String, ServiceIndex> {
+        let mut health = lock(&self.endpoints);
+        let mut budgets = lock(&self.budgets);
+        let mut out = HashMap::new();
+        let mut keep_addrs = std::collections::HashSet::new();
+        let mut keep_routes = std::collections::HashSet::new();
+        for (si, svc) in cfg.services.iter().enumerate() {
+            let endpoints: Vec<EndpointIndex> = svc
+                .endpoints
+                .iter()
+                .map(|e| {
+                    keep_addrs.insert(e.address.clone());
+                    EndpointIndex {
+                        health: health.entry(e.address.clone()).or_default().clone(),
+                        authority: e.address.parse().ok(),
+                    }
+                })
+                .collect();
+            let n = endpoints.len();
+            let mut route_index = |route: Option<usize>, name: &str| {
+                let key: Arc<str> = Arc::from(format!("{}/{name}", svc.name));
+                let budget = route.and_then(|i| cfg.routes[i].retries.as_ref()).map(|r| {
+                    keep_routes.insert(key.to_string());
+                    let b = budgets
+                        .entry(key.to_string())
+                        .or_insert_with(|| Arc::new(RetryBudget::new(r.budget_percent)))
+                        .clone();
+                    b.percent.store(r.budget_percent, Ordering::Relaxed);
+                    b
+                });
+                RouteIndex {
+                    route,
+                    key,
+                    budget,
+                    stats: (0..n).map(|_| std::sync::OnceLock::new()).collect(),
+                    no_endpoint: std::sync::OnceLock::new(),
+                }
+            };
+            let routes = cfg
+                .routes
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.service == svc.name)
+                .map(|(i, r)| route_index(Some(i), &r.name))
+                .collect();
+            let default_route = route_index(None, "default");
+            out.insert(
+                svc.name.clone(),
+                ServiceIndex {
+                    service: si,
+                    routes,
+                    default_route,
+                    endpoints,
+                },
+            );
+        }
+        health.retain(|a, _| keep_addrs.contains(a));
+        budgets.retain(|k, _| keep_routes.contains(k));
+        out
+    }
+
+    /// The request metrics of `route` for endpoint `ep` of `svc` (`None`: no endpoint).
+    pub fn route_stats(
+        &self,
+        svc: &crate::config::Service,
+        route: &RouteIndex,
+        ep: Option<usize>,
+    ) -> Arc<RequestStats> {
+        let (cell, identity) =
+            match ep.and_then(|i| Some((route.stats.get(i)?, svc.endpoints.get(i)?))) {
+                Some((cell, e)) => (cell, e.identity.as_str()),
+                None => (&route.no_endpoint, "none"),
+            };
+        cell.get_or_init(|| {
+            self.metrics
+                .request_stats(Direction::Outbound, &route.key, identity)
+        })
+        .clone()
+    }
+
     /// Whether an endpoint is ejected now.
-    pub fn is_ejected(&self, addr: &str) -> bool {
-        let now = Instant::now();
-        lock(&self.endpoints)
-            .get(addr)
-            .and_then(|h| h.ejected_until)
-            .is_some_and(|t| t > now)
+    pub fn is_ejected(&self, h: &EndpointHealth) -> bool {
+        h.ejected_until_ms.load(Ordering::Relaxed) > self.now_ms()
     }
 
     /// Records the outcome of a request to an endpoint (outlier detection).
-    pub fn endpoint_result(&self, service: &str, addr: &str, ok: bool) {
+    pub fn endpoint_result(&self, service: &str, addr: &str, h: &EndpointHealth, ok: bool) {
         let limits = &self.local.limits;
-        let mut map = lock(&self.endpoints);
-        let h = map.entry(addr.to_string()).or_default();
+        let now = self.now_ms();
         if ok {
-            h.consecutive_failures = 0;
-            if h.ejected_until.is_some_and(|t| t <= Instant::now()) {
-                h.ejected_until = None;
-                drop(map);
+            if h.consecutive_failures.load(Ordering::Relaxed) != 0 {
+                h.consecutive_failures.store(0, Ordering::Relaxed);
+            }
+            let until = h.ejected_until_ms.load(Ordering::Relaxed);
+            if until != 0
+                && until <= now
+                && h.ejected_until_ms
+                    .compare_exchange(until, 0, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
                 self.metrics.set(
                     "mesh_proxy_upstream_endpoint_ejected",
                     "1 while an endpoint is ejected for consecutive failures.",
@@ -238,13 +406,20 @@ impl Proxy {
             }
             return;
         }
-        h.consecutive_failures += 1;
-        if h.consecutive_failures >= limits.eject_after_failures
-            && h.ejected_until.is_none_or(|t| t <= Instant::now())
+        let failures = h.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let until = h.ejected_until_ms.load(Ordering::Relaxed);
+        if failures >= limits.eject_after_failures
+            && until <= now
+            && h.ejected_until_ms
+                .compare_exchange(
+                    until,
+                    now.saturating_add(limits.eject_for_ms),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
         {
-            h.ejected_until = Some(Instant::now() + Duration::from_millis(limits.eject_for_ms));
-            h.consecutive_failures = 0;
-            drop(map);
+            h.consecutive_failures.store(0, Ordering::Relaxed);
             tracing::warn!(
                 service,
                 endpoint = addr,
@@ -261,25 +436,6 @@ impl Proxy {
                 &[("service", service), ("endpoint", addr)],
                 1.0,
             );
-        }
-    }
-
-    /// Deposits one request's share into a route's retry budget.
-    pub fn budget_deposit(&self, key: &str, percent: u32) {
-        let mut b = lock(&self.budgets);
-        let e = b.entry(key.to_string()).or_insert(Budget { tokens: 10.0 });
-        e.tokens = (e.tokens + f64::from(percent) / 100.0).min(100.0);
-    }
-
-    /// Takes one retry from a route's budget, if there is one.
-    pub fn budget_withdraw(&self, key: &str) -> bool {
-        let mut b = lock(&self.budgets);
-        let e = b.entry(key.to_string()).or_insert(Budget { tokens: 10.0 });
-        if e.tokens >= 1.0 {
-            e.tokens -= 1.0;
-            true
-        } else {
-            false
         }
     }
 

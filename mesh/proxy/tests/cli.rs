@@ -83,6 +83,100 @@ fn bad_config_names_file_and_line() {
     assert!(err.contains("needs `identity`"), "{err}");
 }
 
+/// Runs `mesh-proxy run` on a static configuration with mesh section `m`; it must fail before
+/// anything listens. Returns its stderr.
+fn refused_at_load(m: serde_json::Value) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "mesh");
+    let cfg = dir.path().join("proxy.json");
+    std::fs::write(
+        &cfg,
+        serde_json::json!({"admin": "127.0.0.1:0", "identity": identity_files(&pki, &id("a", "a"), "a"), "mesh": m}).to_string(),
+    )
+    .unwrap();
+    let out = Command::new(proxy_bin())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "started anyway:\n{err}");
+    assert!(err.contains(&cfg.display().to_string()), "{err}");
+    err
+}
+
+/// An empty suite or group list is refused with the one rule of mesh-core's narrower (it would
+/// allow nothing), not read as "everything".
+#[test]
+fn empty_tls_lists_are_refused() {
+    for field in ["cipher_suites", "kx_groups"] {
+        let mut m = mesh(
+            &id("a", "a"),
+            "STRICT",
+            serde_json::json!([]),
+            serde_json::json!([]),
+            serde_json::json!([]),
+        );
+        m["tls"][field] = serde_json::json!([]);
+        let err = refused_at_load(m);
+        assert!(
+            err.contains(&format!("tls.{field} is empty, which would allow nothing")),
+            "{err}"
+        );
+    }
+}
+
+/// Regression: the same endpoint address listed with two identities in two services used to
+/// be resolved "last wins" (connections then verified against whichever came last); it is
+/// refused at load, naming both services and both identities.
+#[test]
+fn endpoint_address_with_two_identities_is_refused() {
+    let addr = "127.0.0.1:18443";
+    let services = serde_json::json!([
+        {"name": "shop", "protocol": "http", "endpoints": [{"address": addr, "identity": id("shop", "shop")}]},
+        {"name": "pay", "protocol": "http", "endpoints": [{"address": addr, "identity": id("pay", "pay")}]},
+    ]);
+    let m = mesh(
+        &id("a", "a"),
+        "STRICT",
+        services,
+        serde_json::json!([]),
+        serde_json::json!([]),
+    );
+    let err = refused_at_load(m);
+    for want in [
+        addr.to_string(),
+        "service `shop`".into(),
+        "service `pay`".into(),
+        id("shop", "shop"),
+        id("pay", "pay"),
+    ] {
+        assert!(err.contains(&want), "missing {want:?} in:\n{err}");
+    }
+    // The same address with the same identity in two services is fine (one workload serving
+    // both): the proxy starts.
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "mesh");
+    let services = serde_json::json!([
+        {"name": "shop", "protocol": "http", "endpoints": [{"address": addr, "identity": id("shop", "shop")}]},
+        {"name": "shop-admin", "protocol": "http", "endpoints": [{"address": addr, "identity": id("shop", "shop")}]},
+    ]);
+    let m = mesh(
+        &id("a", "a"),
+        "STRICT",
+        services,
+        serde_json::json!([]),
+        serde_json::json!([]),
+    );
+    let p = start_proxy(
+        dir.path(),
+        "a",
+        serde_json::json!({"identity": identity_files(&pki, &id("a", "a"), "a"), "mesh": m}),
+        true,
+    );
+    drop(p);
+}
+
 /// A static mesh configuration naming a non-FIPS suite is refused before anything listens.
 #[test]
 fn non_fips_tls_policy_is_refused() {

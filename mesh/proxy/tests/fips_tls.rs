@@ -27,7 +27,7 @@ struct Target {
 }
 
 fn target() -> Option<Target> {
-    target_with(json!({"min_version": "TLSv1_2", "cipher_suites": [], "kx_groups": []}))
+    target_with(json!(mesh_core::api::TlsPolicy::default()))
 }
 
 fn target_with(tls: serde_json::Value) -> Option<Target> {

@@ -370,7 +370,7 @@ pub fn mesh(identity: &str, mode: &str, services: Value, routes: Value, authz: V
         "identity": identity,
         "trust_bundle_pem": "",
         "mtls_mode": mode,
-        "tls": {"min_version": "TLSv1_2", "cipher_suites": [], "kx_groups": []},
+        "tls": mesh_core::api::TlsPolicy::default(),
         "inbound": {"authorization": authz},
         "services": services,
         "routes": routes,
