@@ -45,7 +45,7 @@ require_validated_module = true
 
 [advisories]
 db = "{db}"
-max_age_days = 100000
+max_age_days = 3650
 
 [[component]]
 name = "mesh-proxy"
@@ -122,13 +122,14 @@ fn release_force_includes_end_of_life_lines_and_line_selects_one() {
     let t = tempfile::tempdir().unwrap();
     let config = two_lines(t.path());
     let key = t.path().join("k.key");
+    let out_dir = t.path().join("out");
     let base = |extra: &[&str]| {
         let mut a = vec![
             "--config",
             config.to_str().unwrap(),
             "release",
             "--out",
-            t.path().join("out").to_str().unwrap(),
+            out_dir.to_str().unwrap(),
             "--to",
             "127.0.0.1:1/fips-mesh",
             "--plain-http",
@@ -136,7 +137,7 @@ fn release_force_includes_end_of_life_lines_and_line_selects_one() {
             key.to_str().unwrap(),
         ];
         a.extend_from_slice(extra);
-        distro(&a.iter().map(|s| &**s).collect::<Vec<&str>>())
+        distro(&a)
     };
 
     let forced = base(&["--all", "--force"]);
@@ -150,7 +151,10 @@ fn release_force_includes_end_of_life_lines_and_line_selects_one() {
     let err = stderr(&one);
     assert_eq!(one.status.code(), Some(1), "{err}");
     assert!(err.contains("release preflight"), "{err}");
-    assert!(!err.contains("0.1"), "--line 0.2 concerns one line: {err}");
+    assert!(
+        !err.contains("line 0.1"),
+        "--line 0.2 concerns one line: {err}"
+    );
 
     let old = base(&["--line", "0.1"]);
     let err = stderr(&old);
@@ -253,6 +257,6 @@ fn build_refuses_an_unvalidated_fips_module_with_exit_3() {
     ]);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(3), "{err}");
-    assert!(err.starts_with("refused:"), "{err}");
+    assert!(err.lines().any(|l| l.starts_with("refused: ")), "{err}");
     assert!(err.contains("require_validated_module"), "{err}");
 }

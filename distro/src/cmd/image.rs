@@ -510,7 +510,7 @@ fn binary_sbom(
     component: &str,
 ) -> anyhow::Result<serde_json::Value> {
     if let Some(path) = given {
-        let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let v: serde_json::Value = serde_json::from_slice(&text)
             .with_context(|| format!("{} is not JSON", path.display()))?;
         anyhow::ensure!(

@@ -669,16 +669,12 @@ impl Run<'_> {
                 },
                 evidence: artifact(Path::new(&c.evidence))?,
                 provenance: artifact(Path::new(&c.provenance))?,
-                sbom: match sbom
+                sbom: sbom
                     .and_then(|s| Some((s.cyclonedx.clone()?, s.cyclonedx_sha256.clone()?)))
-                {
-                    Some((path, sha256)) => Some(Artifact { path, sha256 }),
-                    None => None,
-                },
-                spdx: match sbom.and_then(|s| Some((s.spdx.clone()?, s.spdx_sha256.clone()?))) {
-                    Some((path, sha256)) => Some(Artifact { path, sha256 }),
-                    None => None,
-                },
+                    .map(|(path, sha256)| Artifact { path, sha256 }),
+                spdx: sbom
+                    .and_then(|s| Some((s.spdx.clone()?, s.spdx_sha256.clone()?)))
+                    .map(|(path, sha256)| Artifact { path, sha256 }),
                 image: img.map(|w| ImageArtifacts {
                     layout: Artifact {
                         path: w.layout.display().to_string(),
