@@ -288,6 +288,17 @@ fn support_check(
     })
 }
 
+/// A path of a build record: absolute as `distro build` writes them, else relative to the
+/// line's directory.
+fn at(line_dir: &Path, p: &str) -> PathBuf {
+    let path = Path::new(p);
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        line_dir.join(path)
+    }
+}
+
 /// A file as an [`Artifact`].
 fn artifact(path: &Path) -> anyhow::Result<Artifact> {
     Ok(Artifact {
@@ -533,7 +544,7 @@ impl Run<'_> {
         let build = if self.args.reuse_build {
             let b = super::sbom::read_build_record(&build_path)?;
             for c in &b.components {
-                let bin = Path::new(&c.binary);
+                let bin = &at(line_dir, &c.binary);
                 let sha = distro_sbom::files::sha256_file(bin)?;
                 anyhow::ensure!(
                     sha == c.sha256,
@@ -658,7 +669,7 @@ impl Run<'_> {
                 package: c.package.clone(),
                 features,
                 binary: Artifact {
-                    path: c.binary.clone(),
+                    path: at(line_dir, &c.binary).display().to_string(),
                     sha256: c.sha256.clone(),
                 },
                 fips: FipsFacts {
@@ -667,8 +678,8 @@ impl Run<'_> {
                     cmvp_certificate: c.fips.cmvp_certificate,
                     cmvp_status: c.fips.cmvp_status,
                 },
-                evidence: artifact(Path::new(&c.evidence))?,
-                provenance: artifact(Path::new(&c.provenance))?,
+                evidence: artifact(&at(line_dir, &c.evidence))?,
+                provenance: artifact(&at(line_dir, &c.provenance))?,
                 sbom: sbom
                     .and_then(|s| Some((s.cyclonedx.clone()?, s.cyclonedx_sha256.clone()?)))
                     .map(|(path, sha256)| Artifact { path, sha256 }),
