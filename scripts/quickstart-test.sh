@@ -69,22 +69,29 @@ if [ "$status" != 0 ]; then
   exit 1
 fi
 
-record=$(ls "$out"/*/release.json 2>/dev/null | head -1 || true)
-if [ -z "$record" ]; then
+records=$(ls "$out"/*/release.json 2>/dev/null || true)
+if [ -z "$records" ]; then
   log "FAILED: no release.json under $out"
   exit 1
 fi
-# Every stage succeeded, every image was verified, and the report says so.
-images=$(jq '.images | length' "$record")
-verified=$(jq '[.stages[] | select((.stage | startswith("verify ")) and .exit == 0 and .report.passed == true)] | length' "$record")
-failed=$(jq '[.stages[] | select(.exit != 0)] | length' "$record")
-if [ "$images" -lt 1 ] || [ "$verified" != "$images" ] || [ "$failed" != 0 ]; then
-  log "FAILED: $record: $images image(s), $verified verified, $failed failed stage(s)"
+# Every line was published, every image tagged after it verified, no check failed, and the
+# report says so for each image.
+total=0
+for record in $records; do
+  images=$(jq '.components | length' "$record")
+  tagged=$(jq '[.components[] | select(.pushed.tagged == true)] | length' "$record")
+  verified=$(jq '[.checks[] | select((.stage | startswith("verify ")) and .result == "passed")] | length' "$record")
+  failed=$(jq '[.checks[] | select(.result == "failed")] | length' "$record")
+  state=$(jq -r .state "$record")
+  if [ "$images" -lt 1 ] || [ "$tagged" != "$images" ] || [ "$verified" -lt "$images" ] || [ "$failed" != 0 ] || [ "$state" != published ]; then
+    log "FAILED: $record: state $state, $images image(s), $tagged tagged, $verified verify check(s) passed, $failed failed check(s)"
+    exit 1
+  fi
+  total=$((total + images))
+done
+if [ "$(grep -c 'signed, attested, verified' "$base/quickstart.stdout")" != "$total" ]; then
+  log "FAILED: the release report does not say \"signed, attested, verified\" for each of the $total image(s)"
   exit 1
 fi
-if [ "$(grep -c 'signed, attested, verified' "$base/quickstart.stdout")" != "$images" ]; then
-  log "FAILED: the release report does not say \"signed, attested, verified\" for each of the $images image(s)"
-  exit 1
-fi
-log "ok: $images image(s) signed, attested, verified ($record)"
+log "ok: $total image(s) signed, attested, verified, then tagged ($records)"
 echo "$out"

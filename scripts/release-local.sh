@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A full local release of the built-in distribution (or of --config PATH): starts a local OCI
 # registry on 127.0.0.1 (Debian's docker-registry, storage under out/registry) unless one is
-# already listening there, then runs `distro release` against it: build with FIPS evidence,
-# SBOMs, VEX, images, push, sign, attest, verify.
+# already listening there, then runs `distro release` against it for every line (`--all`,
+# unless --line is given): build with FIPS evidence, SBOMs, VEX, images, push by digest, sign,
+# attest, verify, tag.
 #
 #   scripts/release-local.sh [distro release options...]
 #
@@ -41,5 +42,9 @@ if [ -n "${DISTRO:-}" ]; then
 else
   run=(cargo run --locked --release --quiet -p distro --)
 fi
+lines=(--all)
+for a in "$@"; do
+  case "$a" in --line|--line=*|--all) lines=() ;; esac
+done
 exec "${run[@]}" release --out "$out" --to "127.0.0.1:$port/fips-mesh" --plain-http \
-  --key "$out/release.key" --public-key "$out/release.pub" "$@"
+  --key "$out/release.key" --public-key "$out/release.pub" "${lines[@]}" "$@"

@@ -180,6 +180,7 @@ pub fn build_line(
             fips,
             evidence: evidence_path.display().to_string(),
             provenance: prov_path.display().to_string(),
+            features: Some(component.features.clone()),
         });
     }
 

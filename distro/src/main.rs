@@ -69,8 +69,8 @@ enum Command {
     Verify(cmd::verify::Args),
     /// The auditor's report of a released image, verified first: --format html, md or json.
     Audit(cmd::audit::Args),
-    /// Run every stage of a release: support check, build, SBOM, VEX, images, push, sign,
-    /// attest, verify.
+    /// Release one line or every line: support check, build, SBOM, VEX, images, push by
+    /// digest, sign, attest, verify, then tag.
     Release(cmd::release::Args),
     /// Run the conformance suite: emulated customer environments × scenarios against the
     /// released binaries and images (needs root).

@@ -55,6 +55,11 @@ pub struct ComponentRecord {
     pub evidence: String,
     /// Path of the in-toto provenance statement.
     pub provenance: String,
+    /// Cargo features the binary was built with (default features off, so the whole set);
+    /// absent in records written before it was recorded. The SBOM stage resolves the
+    /// dependency graph with exactly these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<Vec<String>>,
 }
 
 /// The FIPS facts a release pipeline checks first.

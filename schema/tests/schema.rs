@@ -2,7 +2,9 @@
 //! read shows up here and has to be accepted deliberately (`cargo insta review`).
 
 use distro_schema::intoto::Provenance;
-use distro_schema::{BuildRecord, ConformanceSummary, FipsEvidence, FipsSelfCheck, Statement};
+use distro_schema::{
+    BuildRecord, ConformanceSummary, FipsEvidence, FipsSelfCheck, LineRelease, Statement,
+};
 
 /// The build record printed by `distro build --format json`.
 #[test]
@@ -32,4 +34,10 @@ fn provenance_schema() {
 #[test]
 fn conformance_summary_schema() {
     insta::assert_json_snapshot!(schemars::schema_for!(ConformanceSummary));
+}
+
+/// The release record `OUT/<line>/release.json`, printed by `distro release --format json`.
+#[test]
+fn line_release_schema() {
+    insta::assert_json_snapshot!(schemars::schema_for!(LineRelease));
 }

@@ -131,8 +131,33 @@ pub fn predicates(args: &Args) -> anyhow::Result<Vec<Predicate>> {
             )
         });
     }
+    documents(&Documents {
+        sbom: sbom.as_deref(),
+        provenance: provenance.as_deref(),
+        vex: vex.as_deref(),
+        evidence: evidence.as_deref(),
+    })
+}
+
+/// The documents to attest on one image, by path.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Documents<'a> {
+    /// CycloneDX SBOM.
+    pub sbom: Option<&'a Path>,
+    /// SLSA provenance statement (or bare predicate).
+    pub provenance: Option<&'a Path>,
+    /// OpenVEX document.
+    pub vex: Option<&'a Path>,
+    /// FIPS evidence.
+    pub evidence: Option<&'a Path>,
+}
+
+/// The predicates of the attest stage, one per document, each document's kind checked so a
+/// mixed-up file is refused before anything is signed. `distro release` passes the documents
+/// its records name; `distro attest` the files given or found in `--build-dir`.
+pub fn documents(d: &Documents<'_>) -> anyhow::Result<Vec<Predicate>> {
     let mut out = Vec::new();
-    if let Some(p) = &sbom {
+    if let Some(p) = d.sbom {
         let v = read_json(p)?;
         anyhow::ensure!(
             v.get("bomFormat").and_then(|f| f.as_str()) == Some("CycloneDX"),
@@ -144,7 +169,7 @@ pub fn predicates(args: &Args) -> anyhow::Result<Vec<Predicate>> {
             body: v,
         });
     }
-    if let Some(p) = &provenance {
+    if let Some(p) = d.provenance {
         let v = read_json(p)?;
         let body = match (v.get("_type"), v.get("predicate")) {
             (Some(_), Some(pred)) => {
@@ -167,7 +192,7 @@ pub fn predicates(args: &Args) -> anyhow::Result<Vec<Predicate>> {
             body,
         });
     }
-    if let Some(p) = &vex {
+    if let Some(p) = d.vex {
         let v = read_json(p)?;
         anyhow::ensure!(
             v.get("@context")
@@ -181,7 +206,7 @@ pub fn predicates(args: &Args) -> anyhow::Result<Vec<Predicate>> {
             body: v,
         });
     }
-    if let Some(p) = &evidence {
+    if let Some(p) = d.evidence {
         let v = read_json(p)?;
         serde_json::from_value::<distro_schema::FipsEvidence>(v.clone()).with_context(|| {
             format!(

@@ -1,6 +1,8 @@
 //! `distro build`: build every component of a release line in FIPS mode.
+//!
+//! [`build`] is the build stage's entry point; `distro release` calls it too.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -36,16 +38,7 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
             .context("the distribution has no release lines")?,
     };
     let out = args.out.unwrap_or_else(|| cx.default_out());
-    let progress = |msg: &str| cx.status(&format!("[build] {msg}"));
-    let record = distro_build::build_line(
-        &dist,
-        line,
-        &distro_build::BuildOptions {
-            out_dir: out,
-            show_cargo_output: !cx.quiet,
-            progress: &progress,
-        },
-    )?;
+    let record = build(cx, &dist, line, &out, !cx.quiet)?;
     match cx.format {
         Format::Json => output::json(&record)?,
         Format::Text => {
@@ -71,4 +64,27 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The build stage: builds every component of `line` into `OUT/<line>` (patches applied, FIPS
+/// evidence from the binary, provenance) and returns the record it also writes as
+/// `build.json`. A FIPS policy the module does not meet, or a binary that is not in FIPS mode,
+/// is a policy refusal (exit 3). `show_cargo` passes cargo's own output through to stderr.
+pub fn build(
+    cx: &Context,
+    dist: &distro_config::Distribution,
+    line: &distro_config::Line,
+    out: &Path,
+    show_cargo: bool,
+) -> anyhow::Result<distro_schema::BuildRecord> {
+    let progress = |msg: &str| cx.status(&format!("[build] {msg}"));
+    Ok(distro_build::build_line(
+        dist,
+        line,
+        &distro_build::BuildOptions {
+            out_dir: out.to_path_buf(),
+            show_cargo_output: show_cargo,
+            progress: &progress,
+        },
+    )?)
 }

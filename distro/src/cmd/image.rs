@@ -57,12 +57,31 @@ pub struct Args {
 
 /// One image written.
 #[derive(serde::Serialize)]
-struct Written {
+pub struct Written {
+    /// What was assembled.
     #[serde(flatten)]
-    image: assemble::AssembledImage,
-    reference: String,
-    hardening_manifest: PathBuf,
-    sbom: PathBuf,
+    pub image: assemble::AssembledImage,
+    /// Component.
+    #[serde(skip)]
+    pub component: String,
+    /// `oci:LAYOUT:TAG`.
+    pub reference: String,
+    /// The layout directory.
+    #[serde(skip)]
+    pub layout: PathBuf,
+    /// The image's tag in the layout.
+    #[serde(skip)]
+    pub tag: String,
+    /// Hardening manifest.
+    pub hardening_manifest: PathBuf,
+    /// Its sha256.
+    #[serde(skip)]
+    pub hardening_manifest_sha256: String,
+    /// Image SBOM.
+    pub sbom: PathBuf,
+    /// Its sha256.
+    #[serde(skip)]
+    pub sbom_sha256: String,
 }
 
 fn resolve_path(line_dir: &Path, p: &str, fallback_dir: &str) -> PathBuf {
@@ -91,15 +110,59 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
     let out = args.out.clone().unwrap_or_else(|| cx.default_out());
     let line_dir = out.join(&line.version);
     let record_path = line_dir.join("build.json");
-    let text = std::fs::read(&record_path).with_context(|| {
-        format!(
-            "reading {} (run `distro build --line {}` first)",
+    if !record_path.is_file() {
+        anyhow::bail!(
+            "no {} (run `distro build --line {}` first)",
             record_path.display(),
             line.version
-        )
-    })?;
-    let record: BuildRecord = serde_json::from_slice(&text)
-        .with_context(|| format!("{} is not a build record", record_path.display()))?;
+        );
+    }
+    let record = super::sbom::read_build_record(&record_path)?;
+    // The SBOM stage's outputs, where `distro sbom` writes them; absent ones are recovered
+    // from the binary's embedded dependency list.
+    let sboms = record
+        .components
+        .iter()
+        .map(|c| {
+            (
+                c.name.clone(),
+                line_dir.join("sbom").join(format!("{}.cdx.json", c.name)),
+            )
+        })
+        .filter(|(_, p)| p.is_file())
+        .collect();
+    let written = image(cx, &dist, line, &record, &line_dir, &args, &sboms)?;
+    match cx.format {
+        Format::Json => output::json(&written)?,
+        Format::Text => {
+            let mut s = String::new();
+            for w in &written {
+                s.push_str(&format!(
+                    "{}  {}  {} bytes\n  {}\n",
+                    w.image.name, w.image.manifest_digest, w.image.size, w.reference
+                ));
+            }
+            output::data(&s);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The image stage: an OCI image per component of `record` in `OUT/<line>/images/<component>/oci`,
+/// with its hardening manifest and image SBOM. `binary_sboms` are the SBOM stage's documents by
+/// component (a component without one gets the SBOM recovered from its binary).
+pub fn image(
+    cx: &Context,
+    dist: &distro_config::Distribution,
+    line: &distro_config::Line,
+    record: &BuildRecord,
+    line_dir: &Path,
+    args: &Args,
+    binary_sboms: &BTreeMap<String, PathBuf>,
+) -> anyhow::Result<Vec<Written>> {
+    let out = line_dir.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let line_dir = line_dir.to_path_buf();
+    let record_path = line_dir.join("build.json");
     let version = args
         .image_version
         .clone()
@@ -264,7 +327,13 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
         let hm_path = image_dir.join("hardening_manifest.yaml");
         distro_images::store::write_atomic(&hm_path, hm.to_yaml().as_bytes())?;
 
-        let binary_bom = binary_sbom(&line_dir, &c.name, &binary, sde, evidence.as_ref())?;
+        let binary_bom = binary_sbom(
+            binary_sboms.get(&c.name).map(PathBuf::as_path),
+            &binary,
+            sde,
+            evidence.as_ref(),
+            &c.name,
+        )?;
         let sbom_input = sbom_input(
             &c.name,
             &version,
@@ -280,6 +349,11 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
         distro_images::store::write_atomic(&sbom_path, &sbom_bytes)?;
         written.push(Written {
             reference: format!("oci:{}:{}", layout.display(), version),
+            component: c.name.clone(),
+            layout,
+            tag: version.clone(),
+            hardening_manifest_sha256: distro_images::digest::sha256_hex(hm.to_yaml().as_bytes()),
+            sbom_sha256: distro_images::digest::sha256_hex(&sbom_bytes),
             image,
             hardening_manifest: hm_path,
             sbom: sbom_path,
@@ -291,20 +365,7 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
         args.components,
         record_path.display()
     );
-    match cx.format {
-        Format::Json => output::json(&written)?,
-        Format::Text => {
-            let mut s = String::new();
-            for w in &written {
-                s.push_str(&format!(
-                    "{}  {}  {} bytes\n  {}\n",
-                    w.image.name, w.image.manifest_digest, w.image.size, w.reference
-                ));
-            }
-            output::data(&s);
-        }
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(written)
 }
 
 fn read_evidence(path: &Path) -> anyhow::Result<FipsEvidence> {
@@ -442,18 +503,17 @@ fn hardening_manifest(
     }
 }
 
-/// The binary's SBOM: `OUT/<line>/sbom/<component>.cdx.json` from `distro sbom` when present,
-/// else recovered from the dependency list embedded in the binary.
+/// The binary's SBOM: the SBOM stage's document when there is one, else recovered from the
+/// dependency list embedded in the binary.
 fn binary_sbom(
-    line_dir: &Path,
-    component: &str,
+    given: Option<&Path>,
     binary: &Path,
     sde: i64,
     evidence: Option<&FipsEvidence>,
+    component: &str,
 ) -> anyhow::Result<serde_json::Value> {
-    let path = line_dir.join("sbom").join(format!("{component}.cdx.json"));
-    if path.is_file() {
-        let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    if let Some(path) = given {
+        let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let v: serde_json::Value = serde_json::from_slice(&text)
             .with_context(|| format!("{} is not JSON", path.display()))?;
         anyhow::ensure!(
@@ -465,8 +525,7 @@ fn binary_sbom(
     }
     let list = distro_sbom::auditable::extract(binary).with_context(|| {
         format!(
-            "no {} and no dependency list in {}: run `distro sbom` first",
-            path.display(),
+            "no SBOM of {component} and no dependency list in {}: run `distro sbom` first",
             binary.display()
         )
     })?;

@@ -1,36 +1,64 @@
-//! `distro release`: every stage of a release, in order, each run as its own `distro` command.
+//! `distro release`: every stage of a release, in process, for one line or every line.
 //!
-//! A release is the stages a user could run by hand: support check → build (patches applied,
-//! FIPS evidence, provenance) → SBOMs → VEX → images → push → sign → attest → verify. Each stage
-//! runs as a child `distro <stage> --format json` with the same `--config`, so a release does
-//! exactly what the stages do, and since every stage is idempotent (cargo's own caching, a
-//! deterministic image, no re-upload of blobs, no duplicate signature by the same key) an
-//! interrupted release resumes by running it again. Stage reports are collected into
-//! `OUT/<line>/release.json`; progress goes to stderr.
+//! A release of a line is the stages a user could run by hand, called through the same entry
+//! points: support check → build (patches applied, FIPS evidence, provenance;
+//! [`super::build::build`]) → SBOMs ([`super::sbom::sbom`], with the features the build record
+//! names) → VEX → images ([`super::image::image`]) → push by digest → sign → attest → verify →
+//! tag. The definition is read once and the records flow from stage to stage as one typed
+//! [`LineRelease`], written atomically as `OUT/<line>/release.json` (0644) after the local
+//! stages and after every publishing step.
+//!
+//! Publishing is safe against a kill at any point: images go to the registry by digest only,
+//! are signed and attested by digest, verified, and only then is the tag moved to the digest,
+//! so a tag never names an unsigned or unattested image. Signing and attesting add nothing
+//! that the key already attached (see `distro_images::cosign`), so a resumed release adds no
+//! duplicate. The record's fingerprint covers everything the local stages read; a second run
+//! with the same fingerprint, intact artifacts and a registry that still holds the verified,
+//! tagged images does nothing and says so.
 //!
 //! Before any stage, a preflight checks what the later stages need (the tools on PATH, the
 //! advisory database, the signing key, the output directory, the registry) and stops in seconds
 //! with every problem and its fix, so a release never fails after a long build for a reason
 //! that was knowable at the start.
+//!
+//! Test hook: `DISTRO_TEST_KILL_AFTER=STEP` (`local`, `push`, `sign`, `attest`, `verify`, `tag`,
+//! or `STEP:COMPONENT`) makes the process SIGKILL itself right after that step, as a crash
+//! would; the kill tests use it to check what a registry holds after each point.
 
+use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
 use std::net::{TcpStream, ToSocketAddrs as _};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use serde_json::{json, Value};
+use distro_images::keys::{SigningKey, VerifyingKey};
+use distro_images::oci::Manifest;
+use distro_images::registry::{Registry, RegistryOptions};
+use distro_images::store::{Layout, Store};
+use distro_images::{cosign, verify};
+use distro_patches::advisory::AdvisoryDb;
+use distro_patches::matrix::{self, ReleaseCheck, Status};
+use distro_patches::snapshot::Snapshot;
+use distro_schema::{
+    self as schema, Artifact, CheckResult, ComponentRelease, FipsFacts, ImageArtifacts,
+    LineRelease, Pushed, ReleaseState, StageTiming,
+};
 
 use super::Context;
-use crate::output::{self, Format};
+use crate::output::{self, Format, Progress, Refusal};
 
 /// Arguments of `distro release`.
 #[derive(clap::Args)]
 pub struct Args {
     /// Release line (default: the newest line of the distribution).
-    #[arg(long, value_name = "VERSION")]
+    #[arg(long, value_name = "VERSION", conflicts_with = "all")]
     line: Option<String>,
+    /// Release every line of the distribution, oldest first (a line past its end of life is
+    /// refused unless --force).
+    #[arg(long)]
+    all: bool,
     /// Output directory (default: `out/` at the root of the repository holding distro.toml).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -46,6 +74,13 @@ pub struct Args {
     /// Release a line that has reached its end of life.
     #[arg(long)]
     force: bool,
+    /// Do not build: release the build already in OUT/<line>/build.json (e.g. made by an
+    /// earlier CI job); its binaries are checked against the record first.
+    #[arg(long)]
+    reuse_build: bool,
+    /// Where the Debian base's verified `.deb`s are kept (default: OUT/base/debian).
+    #[arg(long, value_name = "DIR")]
+    base_cache: Option<PathBuf>,
     /// Talk plain HTTP to a registry on a loopback address.
     #[arg(long)]
     plain_http: bool,
@@ -54,258 +89,132 @@ pub struct Args {
     ca_file: Option<PathBuf>,
 }
 
-struct Runner<'a> {
-    exe: PathBuf,
+/// The stages of a line, in order: the progress display counts them.
+const STAGES: &[&str] = &[
+    "build", "sbom", "vex", "image", "push", "sign", "attest", "verify", "tag",
+];
+
+/// Everything that is the same for every line of a run: read or made once.
+struct Run<'a> {
     cx: &'a Context,
-    stages: Vec<Value>,
-}
-
-impl Runner<'_> {
-    /// Runs `distro <args> --format json`, says why, and returns its JSON report (or null when
-    /// the stage prints none).
-    fn stage(&mut self, name: &str, args: &[String]) -> anyhow::Result<Value> {
-        self.cx
-            .status(&format!("[release] {name}: distro {}", args.join(" ")));
-        let started = Instant::now();
-        let mut cmd = Command::new(&self.exe);
-        cmd.arg("--config")
-            .arg(&self.cx.config_path)
-            .arg("--format")
-            .arg("json");
-        if self.cx.quiet {
-            cmd.arg("--quiet");
-        }
-        let out = cmd
-            .args(args)
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .with_context(|| format!("running the {name} stage ({})", self.exe.display()))?;
-        let report: Value = if out.stdout.iter().all(u8::is_ascii_whitespace) {
-            Value::Null
-        } else {
-            serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
-                Value::String(String::from_utf8_lossy(&out.stdout).into_owned())
-            })
-        };
-        let seconds = started.elapsed().as_secs_f64();
-        self.stages.push(json!({
-            "stage": name,
-            "command": args,
-            "exit": out.status.code(),
-            "seconds": (seconds * 100.0).round() / 100.0,
-            "report": report,
-        }));
-        if !out.status.success() {
-            bail!(
-                "release stage `{name}` failed ({}): `distro {}`; its messages are above. Fix the cause and run the release again: finished stages are not redone",
-                out.status,
-                args.join(" ")
-            );
-        }
-        Ok(report)
-    }
-}
-
-fn s(v: impl AsRef<std::ffi::OsStr>) -> String {
-    v.as_ref().to_string_lossy().into_owned()
-}
-
-fn registry_flags(args: &Args) -> Vec<String> {
-    let mut flags = Vec::new();
-    if args.plain_http {
-        flags.push("--plain-http".to_string());
-    }
-    if let Some(ca) = &args.ca_file {
-        flags.push("--ca-file".into());
-        flags.push(s(ca));
-    }
-    flags
+    dist: &'a distro_config::Distribution,
+    args: &'a Args,
+    out: PathBuf,
+    key: SigningKey,
+    public_key: VerifyingKey,
+    public_key_artifact: Artifact,
+    db: AdvisoryDb,
+    snapshot: Snapshot,
+    registry: RegistryOptions,
+    progress: Progress,
+    /// sha256 of the running `distro` binary: a new tool redoes the local stages.
+    tool_sha256: String,
 }
 
 /// Runs `distro release`.
 pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
     let dist = cx.distribution()?;
-    let line = match &args.line {
-        Some(v) => dist
-            .line(v)
-            .with_context(|| format!("no line `{v}` in {}", dist.path.display()))?,
-        None => dist
-            .newest_line()
-            .context("the distribution has no release lines")?,
-    };
-    let version = line.version.clone();
+    let lines = select_lines(&args, &dist)?;
     let out = args.out.clone().unwrap_or_else(|| cx.default_out());
     let public_key = args
         .public_key
         .clone()
         .unwrap_or_else(|| args.key.with_extension("pub"));
+
+    // The support window first: a refused line stops the run before anything is checked,
+    // built or written.
+    let today = super::today();
+    let mut support = Vec::new();
+    for line in &lines {
+        support.push(support_check(&dist, line, today, args.force)?);
+    }
     // Everything a later stage needs, checked before anything is written or built.
-    let preflight = preflight(&args, cx, &dist, &out, &public_key)?;
+    let (preflight, db, snapshot) = preflight(&args, cx, &dist, &out, &public_key)?;
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let line_dir = out.join(&version);
-    let mut r = Runner {
-        exe: std::env::current_exe().context("locating the distro binary")?,
+    if !args.key.exists() {
+        cx.status(&format!(
+            "[release] keygen: no key at {}, making a new pair ({} and {})",
+            args.key.display(),
+            args.key.display(),
+            public_key.display()
+        ));
+        let key = SigningKey::generate()?;
+        distro_images::keys::write_key_pair(&key, &args.key, &public_key, false)?;
+    }
+    let key = super::sign::load_key(&args.key)?;
+    let verifying = VerifyingKey::load(&public_key)?;
+    anyhow::ensure!(
+        verifying.keyid() == key.keyid(),
+        "the public key {} is not the public half of {}: pass the matching --public-key",
+        public_key.display(),
+        args.key.display()
+    );
+    let exe = std::env::current_exe().context("locating the distro binary")?;
+    let run = Run {
         cx,
-        stages: vec![preflight],
+        dist: &dist,
+        args: &args,
+        out,
+        public_key_artifact: artifact(&public_key)?,
+        key,
+        public_key: verifying,
+        db,
+        snapshot,
+        registry: RegistryOptions {
+            ca_file: args.ca_file.clone(),
+            plain_http: args.plain_http,
+            ..RegistryOptions::default()
+        },
+        progress: Progress::new((lines.len() * STAGES.len()) as u64, cx.quiet),
+        tool_sha256: distro_sbom::files::sha256_file(&exe)?,
     };
 
-    let mut check = vec![
-        "matrix".to_string(),
-        "--no-advisories".into(),
-        "--check-release".into(),
-        version.clone(),
-    ];
-    if args.force {
-        check.push("--force".into());
+    let mut records = Vec::new();
+    for (line, support) in lines.iter().zip(support) {
+        let mut checks = preflight.clone();
+        checks.push(support);
+        let record = run
+            .line(line, checks)
+            .with_context(|| format!("releasing line {}", line.version))?;
+        records.push(record);
     }
-    r.stage("support window", &check)?;
-    r.stage(
-        "build",
-        &[
-            s("build"),
-            s("--line"),
-            version.clone(),
-            s("--out"),
-            s(&out),
-        ],
-    )?;
-    r.stage(
-        "sbom",
-        &[
-            s("sbom"),
-            s("--out"),
-            s(&out),
-            s("--line"),
-            version.clone(),
-            s("--spdx"),
-        ],
-    )?;
-    let vex = line_dir
-        .join("vex")
-        .join(format!("{}-{version}.openvex.json", dist.name));
-    if let Some(parent) = vex.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
-    }
-    let vex_report = r.stage(
-        "vex",
-        &[
-            s("patches"),
-            s("vex"),
-            s("--line"),
-            version.clone(),
-            s("--output"),
-            s(&vex),
-        ],
-    )?;
-    // With nothing to state, `patches vex` writes no document (OpenVEX needs a statement):
-    // then no VEX is attached, and the record says why.
-    let vex_written = vex.is_file();
-    r.stage(
-        "image",
-        &[
-            s("image"),
-            s("--line"),
-            version.clone(),
-            s("--out"),
-            s(&out),
-        ],
-    )?;
-    if !args.key.exists() {
-        r.stage(
-            "keygen",
-            &[
-                s("keygen"),
-                s("--private"),
-                s(&args.key),
-                s("--public"),
-                s(&public_key),
-            ],
-        )?;
-    }
-    let mut push = vec![
-        s("push"),
-        s("--release"),
-        s(&line_dir),
-        s("--to"),
-        args.to.clone(),
-    ];
-    push.extend(registry_flags(&args));
-    let pushed = r.stage("push", &push)?;
-    let references: Vec<(String, String)> = pushed
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|p| {
-                    Some((
-                        p.get("component")?.as_str()?.to_string(),
-                        p.get("reference")?.as_str()?.to_string(),
-                    ))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    if references.is_empty() {
-        bail!(
-            "the push stage reported no images; is {} empty?",
-            line_dir.join("images").display()
-        );
-    }
-    for (component, reference) in &references {
-        let mut sign = vec![s("sign"), reference.clone(), s("--key"), s(&args.key)];
-        sign.extend(registry_flags(&args));
-        r.stage(&format!("sign {component}"), &sign)?;
-        let mut attest = vec![
-            s("attest"),
-            reference.clone(),
-            s("--key"),
-            s(&args.key),
-            s("--build-dir"),
-            s(&line_dir),
-            s("--component"),
-            component.clone(),
-        ];
-        if vex_written {
-            attest.extend([s("--vex"), s(&vex)]);
-        }
-        // The image's SBOM (every file of every layer), not only the binary's.
-        let image_sbom = line_dir
-            .join("images")
-            .join(component)
-            .join("sbom.cdx.json");
-        if image_sbom.is_file() {
-            attest.extend([s("--sbom"), s(&image_sbom)]);
-        }
-        attest.extend(registry_flags(&args));
-        r.stage(&format!("attest {component}"), &attest)?;
-        let mut verify = vec![s("verify"), reference.clone(), s("--key"), s(&public_key)];
-        verify.extend(registry_flags(&args));
-        r.stage(&format!("verify {component}"), &verify)?;
-    }
+    drop(run.progress);
 
-    let record = json!({
-        "distribution": dist.name,
-        "line": version,
-        "registry": args.to,
-        "images": references.iter().map(|(c, r)| json!({"component": c, "reference": r})).collect::<Vec<_>>(),
-        "public_key": s(&public_key),
-        "vex": if vex_written { json!({ "attached": true, "path": s(&vex) }) } else { json!({ "attached": false, "reason": vex_report.get("reason") }) },
-        "stages": r.stages,
-    });
-    write_atomic(&line_dir.join("release.json"), &record)?;
     match cx.format {
-        Format::Json => output::json(&record)?,
+        Format::Json => output::json(&records)?,
         Format::Text => {
-            let mut text = format!("{} {version} released to {}\n", dist.name, args.to);
-            for (c, reference) in &references {
+            let mut text = String::new();
+            for r in &records {
+                let unchanged = r.stages.iter().all(|s| s.skipped);
                 text.push_str(&format!(
-                    "  {c:<14} {reference}  signed, attested, verified\n"
+                    "{} {} ({}) {} {}\n",
+                    r.distribution,
+                    r.line,
+                    r.version,
+                    if unchanged {
+                        "already released, nothing changed:"
+                    } else {
+                        "released to"
+                    },
+                    r.registry.as_deref().unwrap_or_default()
+                ));
+                for c in &r.components {
+                    if let Some(p) = &c.pushed {
+                        text.push_str(&format!(
+                            "  {:<14} {}:{}  {}  signed, attested, verified\n",
+                            c.name, p.repository, p.tag, p.digest
+                        ));
+                    }
+                }
+                text.push_str(&format!(
+                    "  record: {}\n",
+                    run_line_dir(&args, cx, &r.line)
+                        .join("release.json")
+                        .display()
                 ));
             }
             text.push_str(&format!(
-                "  record: {}\n  verify with: distro verify <image> --key {}\n",
-                line_dir.join("release.json").display(),
+                "verify with: distro verify <image> --key {}\n",
                 public_key.display()
             ));
             output::data(&text);
@@ -314,16 +223,932 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn write_atomic(path: &Path, value: &Value) -> anyhow::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().map(s).unwrap_or_default()
-    ));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(value)?)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
+fn run_line_dir(args: &Args, cx: &Context, line: &str) -> PathBuf {
+    args.out
+        .clone()
+        .unwrap_or_else(|| cx.default_out())
+        .join(line)
+}
+
+/// The lines to release: `--all` (oldest first), `--line`, else the newest.
+fn select_lines<'d>(
+    args: &Args,
+    dist: &'d distro_config::Distribution,
+) -> anyhow::Result<Vec<&'d distro_config::Line>> {
+    if args.all {
+        let mut lines: Vec<&distro_config::Line> = dist.lines.iter().collect();
+        lines.sort_by(|a, b| a.semver.cmp(&b.semver));
+        anyhow::ensure!(
+            !lines.is_empty(),
+            "{} defines no release lines",
+            dist.path.display()
+        );
+        return Ok(lines);
+    }
+    let line = match &args.line {
+        Some(v) => dist.line(v).with_context(|| {
+            let known: Vec<&str> = dist.lines.iter().map(|l| l.version.as_str()).collect();
+            format!(
+                "no line `{v}` in {}; its lines are: {}",
+                dist.path.display(),
+                known.join(", ")
+            )
+        })?,
+        None => dist
+            .newest_line()
+            .context("the distribution has no release lines")?,
+    };
+    Ok(vec![line])
+}
+
+/// The support window: a line past its end of life is a policy refusal (exit 3) unless forced.
+fn support_check(
+    dist: &distro_config::Distribution,
+    line: &distro_config::Line,
+    today: distro_patches::chrono::NaiveDate,
+    force: bool,
+) -> anyhow::Result<schema::Check> {
+    let (eol, _, status) = matrix::line_status(dist, line, today);
+    if status == Status::EndOfLife && !force {
+        return Err(anyhow::Error::new(Refusal(format!(
+            "line {} reached its end of life on {eol}; releasing it is refused (nothing was built)\n  help: release the supported lines with --line VERSION, extend the line's `eol` in {}, or pass --force to release it anyway",
+            line.version,
+            dist.path.display()
+        ))));
+    }
+    let detail = match matrix::check_release(dist, line, today, force)? {
+        ReleaseCheck::Ok => format!("line {} is supported until {eol}", line.version),
+        ReleaseCheck::Warn(w) => w,
+    };
+    Ok(schema::Check {
+        stage: "support".into(),
+        name: "support window".into(),
+        result: CheckResult::Passed,
+        detail,
+    })
+}
+
+/// A path of a build record: absolute as `distro build` writes them, else relative to the
+/// line's directory.
+fn at(line_dir: &Path, p: &str) -> PathBuf {
+    let path = Path::new(p);
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        line_dir.join(path)
+    }
+}
+
+/// A file as an [`Artifact`].
+fn artifact(path: &Path) -> anyhow::Result<Artifact> {
+    Ok(Artifact {
+        path: path.display().to_string(),
+        sha256: distro_sbom::files::sha256_file(path)?,
+    })
+}
+
+/// Whether a file still has the recorded content.
+fn intact(a: &Artifact) -> bool {
+    distro_sbom::files::sha256_file(Path::new(&a.path)).is_ok_and(|s| s == a.sha256)
+}
+
+/// The manifest digest (hex) of `tag` in the layout at `dir`.
+fn layout_digest(dir: &Path, tag: &str) -> anyhow::Result<String> {
+    let mut layout = Layout::open_dir(dir, false)?;
+    let (_, m) = cosign::resolve(&mut layout, Some(tag))?;
+    Ok(m.digest.trim_start_matches("sha256:").to_string())
+}
+
+/// Writes the record atomically (temp + rename), 0644.
+fn write_record(path: &Path, record: &LineRelease) -> anyhow::Result<()> {
+    let mut text = serde_json::to_vec_pretty(record)?;
+    text.push(b'\n');
+    distro_images::store::write_atomic(path, &text)
+        .with_context(|| format!("writing the release record {}", path.display()))
+}
+
+/// The test-only crash hook: with `DISTRO_TEST_KILL_AFTER` naming this step (or
+/// `STEP:COMPONENT`), the process kills itself with SIGKILL, as a crash or an OOM kill would:
+/// nothing after this point runs, nothing is flushed or cleaned up.
+fn kill_point(step: &str, component: Option<&str>) {
+    let Ok(want) = std::env::var("DISTRO_TEST_KILL_AFTER") else {
+        return;
+    };
+    let here = match component {
+        Some(c) => want == step || want == format!("{step}:{c}"),
+        None => want == step,
+    };
+    if here {
+        let pid = std::process::id().to_string();
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &pid])
+            .status();
+        // Should kill(1) be missing, abort: still no unwinding, no cleanup.
+        std::process::abort();
+    }
+}
+
+/// sha256 of every file under `dir` (relative names and contents), sorted; empty when absent.
+fn tree_digest(dir: &Path, into: &mut Vec<u8>) -> anyhow::Result<()> {
+    let mut files = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    for f in files {
+        let rel = f.strip_prefix(dir).unwrap_or(&f);
+        into.extend_from_slice(rel.to_string_lossy().as_bytes());
+        into.push(0);
+        into.extend_from_slice(distro_sbom::files::sha256_file(&f)?.as_bytes());
+        into.push(b'\n');
+    }
     Ok(())
+}
+
+impl Run<'_> {
+    /// The fingerprint of everything the local stages of `line` read, or `None` when the
+    /// line's source ref cannot be resolved here (then nothing is reused).
+    fn fingerprint(
+        &self,
+        line: &distro_config::Line,
+        line_dir: &Path,
+    ) -> anyhow::Result<Option<String>> {
+        let commit = std::process::Command::new("git")
+            .args([
+                "-C",
+                &line.source.git,
+                "rev-parse",
+                "--verify",
+                "--end-of-options",
+            ])
+            .arg(format!("{}^{{commit}}", line.source.git_ref))
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+        let Some(commit) = commit else {
+            return Ok(None);
+        };
+        let mut h = Vec::new();
+        for part in [
+            "distro release v1",
+            &line.version,
+            &commit,
+            &self.snapshot.label(),
+            &self.tool_sha256,
+        ] {
+            h.extend_from_slice(part.as_bytes());
+            h.push(0);
+        }
+        h.extend_from_slice(
+            &std::fs::read(&self.dist.path)
+                .with_context(|| format!("reading {}", self.dist.path.display()))?,
+        );
+        if let Some(p) = &line.patches {
+            tree_digest(p, &mut h)?;
+        }
+        if self.args.reuse_build {
+            h.extend_from_slice(b"reuse-build\0");
+            let b = line_dir.join("build.json");
+            h.extend_from_slice(&std::fs::read(&b).with_context(|| {
+                format!(
+                    "reading {} (--reuse-build releases an existing build: run `distro build --line {}` first)",
+                    b.display(),
+                    line.version
+                )
+            })?);
+        }
+        Ok(Some(distro_images::digest::sha256_hex(&h)))
+    }
+
+    /// Releases one line: the local stages unless the record shows them done with the same
+    /// fingerprint, then the publishing stages unless the registry already holds the result.
+    fn line(
+        &self,
+        line: &distro_config::Line,
+        mut checks: Vec<schema::Check>,
+    ) -> anyhow::Result<LineRelease> {
+        let cx = self.cx;
+        let v = &line.version;
+        let line_dir = self.out.join(v);
+        std::fs::create_dir_all(&line_dir)
+            .with_context(|| format!("creating {}", line_dir.display()))?;
+        let record_path = line_dir.join("release.json");
+        let fingerprint = self.fingerprint(line, &line_dir)?;
+        let previous = previous_record(cx, &record_path);
+        let reusable = previous
+            .filter(|p| fingerprint.as_deref() == Some(p.fingerprint.as_str()) && local_intact(p));
+
+        let mut record = match reusable {
+            Some(mut p) => {
+                for s in &STAGES[..4] {
+                    self.progress.start(v, s);
+                    self.progress.done(v, s, true, 0);
+                }
+                p.stages = STAGES[..4]
+                    .iter()
+                    .map(|s| StageTiming {
+                        stage: (*s).into(),
+                        duration_ms: 0,
+                        skipped: true,
+                    })
+                    .collect();
+                checks.push(schema::Check {
+                    stage: "build".into(),
+                    name: "local artifacts".into(),
+                    result: CheckResult::Passed,
+                    detail: format!(
+                        "unchanged since the recorded run (fingerprint {}); every artifact's sha256 checked",
+                        &p.fingerprint[..12]
+                    ),
+                });
+                p.checks = checks;
+                p
+            }
+            None => {
+                let r =
+                    self.local_stages(line, &line_dir, fingerprint.unwrap_or_default(), checks)?;
+                write_record(&record_path, &r)?;
+                r
+            }
+        };
+        kill_point("local", None);
+
+        if self.published_intact(&record)? {
+            for s in &STAGES[4..] {
+                self.progress.start(v, s);
+                self.progress.done(v, s, true, 0);
+                record.stages.push(StageTiming {
+                    stage: (*s).into(),
+                    duration_ms: 0,
+                    skipped: true,
+                });
+            }
+            record.checks.push(schema::Check {
+                stage: "publish".into(),
+                name: "registry".into(),
+                result: CheckResult::Passed,
+                detail: format!(
+                    "every image is in {} under its tag, signed, attested and verified with this key: nothing to do",
+                    self.args.to
+                ),
+            });
+            cx.status(&format!(
+                "[release {v}] nothing changed: line {v} is already released to {} and verifies; nothing was done",
+                self.args.to
+            ));
+            write_record(&record_path, &record)?;
+            return Ok(record);
+        }
+        self.publish(&mut record, &record_path)?;
+        Ok(record)
+    }
+
+    /// Build, SBOM, VEX and image stages: the record with `state: built`.
+    fn local_stages(
+        &self,
+        line: &distro_config::Line,
+        line_dir: &Path,
+        fingerprint: String,
+        mut checks: Vec<schema::Check>,
+    ) -> anyhow::Result<LineRelease> {
+        let cx = self.cx;
+        let v = &line.version;
+        let mut stages = Vec::new();
+        let mut timed = |stage: &str, started: Instant| {
+            let ms = started.elapsed().as_millis() as u64;
+            self.progress.done(v, stage, false, ms);
+            stages.push(StageTiming {
+                stage: stage.into(),
+                duration_ms: ms,
+                skipped: false,
+            });
+        };
+
+        // Build.
+        self.progress.start(v, "build");
+        let t = Instant::now();
+        let build_path = line_dir.join("build.json");
+        let build = if self.args.reuse_build {
+            let b = super::sbom::read_build_record(&build_path)?;
+            for c in &b.components {
+                let bin = &at(line_dir, &c.binary);
+                let sha = distro_sbom::files::sha256_file(bin)?;
+                anyhow::ensure!(
+                    sha == c.sha256,
+                    "{} has sha256 {sha} but {} records {}: the binary changed after the build; rebuild the line (without --reuse-build)",
+                    bin.display(),
+                    build_path.display(),
+                    c.sha256
+                );
+                let required = self.dist.component(&c.name).is_none_or(|k| k.fips_required);
+                if required && !c.fips.mode {
+                    return Err(anyhow::Error::new(Refusal(format!(
+                        "component {} of {} is not in FIPS mode (see {}); a FIPS release refuses it",
+                        c.name,
+                        build_path.display(),
+                        c.evidence
+                    ))));
+                }
+            }
+            checks.push(schema::Check {
+                stage: "build".into(),
+                name: "reused build".into(),
+                result: CheckResult::Passed,
+                detail: format!(
+                    "{}: every binary matches its recorded sha256",
+                    build_path.display()
+                ),
+            });
+            b
+        } else {
+            super::build::build(
+                cx,
+                self.dist,
+                line,
+                &self.out,
+                !cx.quiet && !self.progress.has_bar(),
+            )?
+        };
+        for c in &build.components {
+            checks.push(schema::Check {
+                stage: "build".into(),
+                name: format!("FIPS {}", c.name),
+                result: if c.fips.mode {
+                    CheckResult::Passed
+                } else {
+                    CheckResult::Failed
+                },
+                detail: format!(
+                    "{}, CMVP {} ({}), from the binary's evidence {}",
+                    c.fips.module_version,
+                    c.fips
+                        .cmvp_certificate
+                        .map_or("-".to_string(), |n| format!("#{n}")),
+                    c.fips.cmvp_status.as_str(),
+                    c.evidence
+                ),
+            });
+        }
+        timed("build", t);
+
+        // SBOMs, with the features the build record names.
+        self.progress.start(v, "sbom");
+        let t = Instant::now();
+        let sboms = super::sbom::sbom(
+            cx,
+            &build,
+            &build_path,
+            Some(self.dist),
+            &super::sbom::SbomOptions {
+                components: &[],
+                spdx: true,
+                source_date_epoch: None,
+            },
+        )?;
+        timed("sbom", t);
+
+        // VEX of the line, judged against the advisory database loaded once by the preflight.
+        self.progress.start(v, "vex");
+        let t = Instant::now();
+        let (vex, vex_note) = self.vex(line, line_dir)?;
+        timed("vex", t);
+
+        // Images, each on the SBOM stage's document.
+        self.progress.start(v, "image");
+        let t = Instant::now();
+        let binary_sboms: BTreeMap<String, PathBuf> = sboms
+            .iter()
+            .filter_map(|w| Some((w.component.clone(), PathBuf::from(w.cyclonedx.as_ref()?))))
+            .collect();
+        let image_args = super::image::Args {
+            line: Some(v.clone()),
+            out: Some(self.out.clone()),
+            components: Vec::new(),
+            base_cache: self.args.base_cache.clone(),
+            licenses: "Apache-2.0".into(),
+            image_version: None,
+            namespace: None,
+            resource_url: None,
+            maintainer: None,
+        };
+        let images = super::image::image(
+            cx,
+            self.dist,
+            line,
+            &build,
+            line_dir,
+            &image_args,
+            &binary_sboms,
+        )?;
+        timed("image", t);
+
+        let mut components = Vec::new();
+        for c in &build.components {
+            let sbom = sboms.iter().find(|w| w.component == c.name);
+            let img = images.iter().find(|w| w.component == c.name);
+            let features = match (&c.features, sbom) {
+                (Some(f), _) => f.clone(),
+                (None, Some(s)) => s.features.clone(),
+                (None, None) => Vec::new(),
+            };
+            components.push(ComponentRelease {
+                name: c.name.clone(),
+                package: c.package.clone(),
+                features,
+                binary: Artifact {
+                    path: at(line_dir, &c.binary).display().to_string(),
+                    sha256: c.sha256.clone(),
+                },
+                fips: FipsFacts {
+                    mode: c.fips.mode,
+                    module_version: c.fips.module_version.clone(),
+                    cmvp_certificate: c.fips.cmvp_certificate,
+                    cmvp_status: c.fips.cmvp_status,
+                },
+                evidence: artifact(&at(line_dir, &c.evidence))?,
+                provenance: artifact(&at(line_dir, &c.provenance))?,
+                sbom: sbom
+                    .and_then(|s| Some((s.cyclonedx.clone()?, s.cyclonedx_sha256.clone()?)))
+                    .map(|(path, sha256)| Artifact { path, sha256 }),
+                spdx: sbom
+                    .and_then(|s| Some((s.spdx.clone()?, s.spdx_sha256.clone()?)))
+                    .map(|(path, sha256)| Artifact { path, sha256 }),
+                image: img.map(|w| ImageArtifacts {
+                    layout: Artifact {
+                        path: w.layout.display().to_string(),
+                        sha256: w
+                            .image
+                            .manifest_digest
+                            .trim_start_matches("sha256:")
+                            .to_string(),
+                    },
+                    tag: w.tag.clone(),
+                    sbom: Artifact {
+                        path: w.sbom.display().to_string(),
+                        sha256: w.sbom_sha256.clone(),
+                    },
+                    hardening_manifest: Artifact {
+                        path: w.hardening_manifest.display().to_string(),
+                        sha256: w.hardening_manifest_sha256.clone(),
+                    },
+                }),
+                pushed: None,
+            });
+        }
+        Ok(LineRelease {
+            schema_version: schema::SCHEMA_VERSION.into(),
+            distribution: self.dist.name.clone(),
+            line: v.clone(),
+            version: images
+                .first()
+                .map(|w| w.tag.clone())
+                .or_else(|| line.latest.clone())
+                .unwrap_or_else(|| format!("{v}.0")),
+            state: ReleaseState::Built,
+            fingerprint,
+            source: build.source.clone(),
+            build_record: artifact(&build_path)?,
+            patches: build.patches.clone(),
+            components,
+            vex,
+            vex_note,
+            registry: None,
+            public_key: None,
+            conformance: None,
+            checks,
+            stages,
+        })
+    }
+
+    /// The VEX stage: the line's OpenVEX document at `OUT/<line>/vex/<dist>-<line>.openvex.json`,
+    /// or why there is none.
+    fn vex(
+        &self,
+        line: &distro_config::Line,
+        line_dir: &Path,
+    ) -> anyhow::Result<(Option<Artifact>, Option<String>)> {
+        let path = line_dir
+            .join("vex")
+            .join(format!("{}-{}.openvex.json", self.dist.name, line.version));
+        let outcome = distro_patches::flows::vex_line(
+            self.dist,
+            line,
+            None,
+            &[],
+            &self.db,
+            &cargo_home()?,
+            distro_patches::chrono::Utc::now(),
+        )
+        .with_context(|| format!("writing the VEX document of line {}", line.version))?;
+        match outcome.document {
+            Some(mut doc) => {
+                doc.tooling = format!("{}; advisories: {}", doc.tooling, self.snapshot.label());
+                let text = serde_json::to_string_pretty(&doc)? + "\n";
+                distro_images::store::write_atomic(&path, text.as_bytes())?;
+                Ok((Some(artifact(&path)?), None))
+            }
+            None => {
+                if path.exists() {
+                    std::fs::remove_file(&path)
+                        .with_context(|| format!("removing the stale {}", path.display()))?;
+                }
+                Ok((None, Some(outcome.reason.unwrap_or_default())))
+            }
+        }
+    }
+
+    /// Whether the record is published to this registry with this key and the registry still
+    /// holds it: every tag names the recorded digest, which verifies.
+    fn published_intact(&self, record: &LineRelease) -> anyhow::Result<bool> {
+        if record.state != ReleaseState::Published
+            || record.registry.as_deref() != Some(self.args.to.as_str())
+            || record.public_key.as_ref().map(|k| &k.sha256)
+                != Some(&self.public_key_artifact.sha256)
+        {
+            return Ok(false);
+        }
+        for c in &record.components {
+            let Some(p) = &c.pushed else {
+                return Ok(false);
+            };
+            let (registry, repo) = split_repository(&p.repository)?;
+            let Ok(mut store) = Registry::connect(registry, repo, &self.registry) else {
+                return Ok(false);
+            };
+            match store.manifest(&p.tag) {
+                Ok(Some(m)) if m.digest == p.digest => {}
+                _ => return Ok(false),
+            }
+            let report = verify::verify(
+                &mut store,
+                &p.by_digest,
+                Some(&p.digest),
+                &self.public_key,
+                &self.policy(record),
+                Some(&p.repository),
+            );
+            if !report.passed {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// The verify policy of a release: every requirement on (a VEX only when the line has one).
+    fn policy(&self, record: &LineRelease) -> verify::Policy {
+        verify::Policy {
+            require_vex: record.vex.is_some(),
+            ..verify::Policy::default()
+        }
+    }
+
+    /// Push by digest → sign → attest → [conformance] → verify → tag, each step recorded.
+    fn publish(&self, record: &mut LineRelease, record_path: &Path) -> anyhow::Result<()> {
+        let v = record.line.clone();
+        let to = self.args.to.trim_end_matches('/');
+        let (registry, namespace) = to.split_once('/').unwrap_or((to, ""));
+        let namespace = namespace.trim_matches('/');
+        record.registry = Some(self.args.to.clone());
+        record.public_key = Some(self.public_key_artifact.clone());
+        record.state = ReleaseState::Built;
+        anyhow::ensure!(
+            record.components.iter().all(|c| c.image.is_some()),
+            "line {v}: a component has no image; run the release without reusing the record"
+        );
+
+        // Push: every blob, then the manifest by digest. No tag is written.
+        self.progress.start(&v, "push");
+        let t = Instant::now();
+        let mut session: Option<Registry> = None;
+        for c in &mut record.components {
+            let Some(img) = &c.image else { continue };
+            let repo = if namespace.is_empty() {
+                c.name.clone()
+            } else {
+                format!("{namespace}/{}", c.name)
+            };
+            let mut dest = match &session {
+                Some(s) => s.sibling(&repo),
+                None => {
+                    let s = Registry::connect(registry, &repo, &self.registry)
+                        .with_context(|| format!("connecting to {registry}"))?;
+                    session = Some(s.sibling(&repo));
+                    s
+                }
+            };
+            let digest = push_by_digest(Path::new(&img.layout.path), &img.tag, &mut dest)
+                .with_context(|| format!("pushing {} to {registry}/{repo}", c.name))?;
+            let repository = format!("{registry}/{repo}");
+            c.pushed = Some(Pushed {
+                by_digest: format!("{repository}@{digest}"),
+                repository,
+                digest,
+                tag: img.tag.clone(),
+                tagged: false,
+            });
+        }
+        self.step_done(record, "push", t, record_path)?;
+
+        // Sign, by digest, for the repository (no tag): idempotent per key.
+        self.progress.start(&v, "sign");
+        let t = Instant::now();
+        for c in &record.components {
+            let p = pushed(c)?;
+            let mut store = self.store(p)?;
+            let out = cosign::sign(&mut store, Some(&p.digest), &p.repository, &self.key)
+                .with_context(|| format!("signing {}", p.by_digest))?;
+            record_check(
+                &mut record.checks,
+                &format!("sign {}", c.name),
+                "signature",
+                true,
+                format!(
+                    "{} ({} signature(s) under {})",
+                    if out.added {
+                        "signed"
+                    } else {
+                        "already signed by this key, nothing added"
+                    },
+                    out.signatures,
+                    out.tag
+                ),
+            );
+            kill_point("sign", Some(&c.name));
+        }
+        self.step_done(record, "sign", t, record_path)?;
+
+        // Attest the documents the records name: SBOM (the image's), provenance, VEX, FIPS.
+        self.progress.start(&v, "attest");
+        let t = Instant::now();
+        let vex = record.vex.clone();
+        for c in &record.components {
+            let p = pushed(c)?;
+            let image_sbom = c.image.as_ref().map(|i| PathBuf::from(&i.sbom.path));
+            let preds = super::attest::documents(&super::attest::Documents {
+                sbom: image_sbom.as_deref(),
+                provenance: Some(Path::new(&c.provenance.path)),
+                vex: vex.as_ref().map(|a| Path::new(&a.path)),
+                evidence: Some(Path::new(&c.evidence.path)),
+            })?;
+            let mut store = self.store(p)?;
+            let (_, outs) = cosign::attest(
+                &mut store,
+                Some(&p.digest),
+                &p.repository,
+                &self.key,
+                &preds,
+            )
+            .with_context(|| format!("attesting {}", p.by_digest))?;
+            for o in outs {
+                record_check(
+                    &mut record.checks,
+                    &format!("attest {}", c.name),
+                    &o.predicate_type,
+                    true,
+                    format!(
+                        "{} ({}: {})",
+                        if o.added {
+                            "attested"
+                        } else {
+                            "already attested"
+                        },
+                        o.layer_digest,
+                        o.note
+                    ),
+                );
+            }
+            kill_point("attest", Some(&c.name));
+        }
+        self.step_done(record, "attest", t, record_path)?;
+
+        // CONFORMANCE SLOT (helper D / the lead wires it here): run the conformance stage on the
+        // pushed images, attach its signed test-result attestation by digest like the ones
+        // above, and set `record.conformance = Some(summary)`; verify below then checks it
+        // before any tag moves.
+        record_check(
+            &mut record.checks,
+            "conformance",
+            "conformance",
+            true,
+            "not run by `distro release` (run `distro conformance`)".into(),
+        );
+        if let Some(c) = record.checks.last_mut() {
+            c.result = CheckResult::Skipped;
+        }
+
+        // Verify each image by digest, as an operator would, before its tag moves.
+        self.progress.start(&v, "verify");
+        let t = Instant::now();
+        let policy = self.policy(record);
+        let mut refused = Vec::new();
+        for c in &record.components {
+            let p = pushed(c)?;
+            let mut store = self.store(p)?;
+            let report = verify::verify(
+                &mut store,
+                &p.by_digest,
+                Some(&p.digest),
+                &self.public_key,
+                &policy,
+                Some(&p.repository),
+            );
+            for ch in &report.checks {
+                record_check(
+                    &mut record.checks,
+                    &format!("verify {}", c.name),
+                    &ch.name,
+                    ch.ok,
+                    ch.detail.clone(),
+                );
+            }
+            if !report.passed {
+                refused.push(format!(
+                    "{}: {}",
+                    p.by_digest,
+                    report
+                        .checks
+                        .iter()
+                        .filter(|c| !c.ok)
+                        .map(|c| format!("{}: {}", c.name, c.detail))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ));
+            }
+        }
+        self.step_done(record, "verify", t, record_path)?;
+        if !refused.is_empty() {
+            return Err(anyhow::Error::new(Refusal(format!(
+                "line {v}: the pushed images do not verify, so no tag was moved:\n  {}",
+                refused.join("\n  ")
+            ))));
+        }
+
+        // Only now: move each tag to its verified digest.
+        self.progress.start(&v, "tag");
+        let t = Instant::now();
+        for c in &mut record.components {
+            let Some(p) = c.pushed.as_mut() else { continue };
+            let (registry, repo) = split_repository(&p.repository)?;
+            let mut store = Registry::connect(registry, repo, &self.registry)?;
+            let m = store
+                .manifest(&p.digest)?
+                .with_context(|| format!("{} vanished from the registry", p.by_digest))?;
+            store
+                .put_manifest(Some(&p.tag), &m.bytes, &m.media_type)
+                .with_context(|| format!("tagging {} as {}", p.by_digest, p.tag))?;
+            p.tagged = true;
+            kill_point("tag", Some(&c.name));
+        }
+        record.state = ReleaseState::Published;
+        self.step_done(record, "tag", t, record_path)?;
+        Ok(())
+    }
+
+    /// Records a publishing step's time, writes the record, and passes the crash hook.
+    fn step_done(
+        &self,
+        record: &mut LineRelease,
+        stage: &str,
+        started: Instant,
+        record_path: &Path,
+    ) -> anyhow::Result<()> {
+        let ms = started.elapsed().as_millis() as u64;
+        self.progress.done(&record.line, stage, false, ms);
+        record.stages.push(StageTiming {
+            stage: stage.into(),
+            duration_ms: ms,
+            skipped: false,
+        });
+        write_record(record_path, record)?;
+        kill_point(stage, None);
+        Ok(())
+    }
+
+    /// A registry session for the repository of `p`.
+    fn store(&self, p: &Pushed) -> anyhow::Result<Registry> {
+        let (registry, repo) = split_repository(&p.repository)?;
+        Registry::connect(registry, repo, &self.registry)
+            .with_context(|| format!("connecting to {registry} for {repo}"))
+    }
+}
+
+/// The pushed reference of a component (set by the push step).
+fn pushed(c: &ComponentRelease) -> anyhow::Result<&Pushed> {
+    c.pushed
+        .as_ref()
+        .with_context(|| format!("internal error: {} was not pushed", c.name))
+}
+
+fn record_check(
+    checks: &mut Vec<schema::Check>,
+    stage: &str,
+    name: &str,
+    ok: bool,
+    detail: String,
+) {
+    checks.push(schema::Check {
+        stage: stage.into(),
+        name: name.into(),
+        result: if ok {
+            CheckResult::Passed
+        } else {
+            CheckResult::Failed
+        },
+        detail,
+    });
+}
+
+/// `REGISTRY/REPO` → (`REGISTRY`, `REPO`).
+fn split_repository(repository: &str) -> anyhow::Result<(&str, &str)> {
+    repository
+        .split_once('/')
+        .with_context(|| format!("`{repository}` is not REGISTRY/REPOSITORY"))
+}
+
+/// Pushes the image `tag` names in the layout at `dir` by digest: every blob the registry
+/// lacks, then the manifest under its digest (no tag). Returns the digest.
+fn push_by_digest(dir: &Path, tag: &str, dest: &mut Registry) -> anyhow::Result<String> {
+    let mut layout = Layout::open_dir(dir, false)?;
+    let (_, m) = cosign::resolve(&mut layout, Some(tag))?;
+    let manifest = Manifest::parse(
+        &format!("manifest {} in {}", m.digest, dir.display()),
+        &m.bytes,
+    )?;
+    let mut blobs = vec![(manifest.config.digest.clone(), manifest.config.size)];
+    blobs.extend(manifest.layers.iter().map(|l| (l.digest.clone(), l.size)));
+    for (d, size) in blobs {
+        if dest.has_blob(&d)? {
+            continue;
+        }
+        let data = layout.blob_sized(&d, size)?;
+        dest.upload_blob(&d, &data)?;
+    }
+    let written = dest.put_manifest(None, &m.bytes, &m.media_type)?;
+    anyhow::ensure!(
+        written == m.digest,
+        "the registry stored manifest {written}, not {}",
+        m.digest
+    );
+    Ok(m.digest)
+}
+
+/// The previous record, if it parses (one that does not is ignored with a warning: the run
+/// redoes everything).
+fn previous_record(cx: &Context, path: &Path) -> Option<LineRelease> {
+    let bytes = std::fs::read(path).ok()?;
+    match serde_json::from_slice(&bytes) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            cx.warn(&format!(
+                "{} is not a release record this distro reads ({e}); redoing every stage",
+                path.display()
+            ));
+            None
+        }
+    }
+}
+
+/// Whether every local artifact of a record still has its recorded content.
+fn local_intact(r: &LineRelease) -> bool {
+    if !intact(&r.build_record) || r.vex.as_ref().is_some_and(|a| !intact(a)) {
+        return false;
+    }
+    r.components.iter().all(|c| {
+        intact(&c.binary)
+            && intact(&c.evidence)
+            && intact(&c.provenance)
+            && c.sbom.as_ref().is_some_and(intact)
+            && c.spdx.as_ref().is_none_or(intact)
+            && c.image.as_ref().is_some_and(|i| {
+                intact(&i.sbom)
+                    && intact(&i.hardening_manifest)
+                    && layout_digest(Path::new(&i.layout.path), &i.tag)
+                        .is_ok_and(|d| d == i.layout.sha256)
+            })
+    })
+}
+
+/// Cargo's home (its index cache is what the VEX evaluation reads).
+fn cargo_home() -> anyhow::Result<PathBuf> {
+    if let Some(h) = std::env::var_os("CARGO_HOME") {
+        return Ok(PathBuf::from(h));
+    }
+    let home = std::env::var_os("HOME")
+        .context("neither CARGO_HOME nor HOME is set: cannot find cargo's index cache")?;
+    Ok(Path::new(&home).join(".cargo"))
 }
 
 /// One preflight check: what, whether it holds, and the detail (the fix when it does not).
@@ -369,8 +1194,7 @@ fn preflight(
     dist: &distro_config::Distribution,
     out: &Path,
     public_key: &Path,
-) -> anyhow::Result<Value> {
-    let started = Instant::now();
+) -> anyhow::Result<(Vec<schema::Check>, AdvisoryDb, Snapshot)> {
     cx.status("[release] preflight: tools, advisory database, signing key, output, registry");
     let mut checks = Vec::new();
     for (tool, why, fix) in TOOLS {
@@ -389,18 +1213,13 @@ fn preflight(
             },
         });
     }
-    checks.push(check_advisory_db(cx, dist));
+    let (db_check, db) = check_advisory_db(cx, dist);
+    checks.push(db_check);
     checks.push(check_key(&args.key, public_key));
     checks.push(check_writable("output directory", out));
     checks.push(check_registry(&args.to, args.plain_http));
 
     let failed: Vec<&Check> = checks.iter().filter(|c| !c.ok).collect();
-    let report = json!({
-        "stage": "preflight",
-        "exit": if failed.is_empty() { 0 } else { 1 },
-        "seconds": (started.elapsed().as_secs_f64() * 100.0).round() / 100.0,
-        "report": checks.iter().map(|c| json!({"check": c.name, "ok": c.ok, "detail": c.detail})).collect::<Vec<_>>(),
-    });
     if !failed.is_empty() {
         let list: Vec<String> = failed
             .iter()
@@ -412,7 +1231,18 @@ fn preflight(
             list.join("\n")
         );
     }
-    Ok(report)
+    let (db, snapshot) =
+        db.context("internal error: the advisory database check passed without a database")?;
+    let checks = checks
+        .into_iter()
+        .map(|c| schema::Check {
+            stage: "preflight".into(),
+            name: c.name.into(),
+            result: CheckResult::Passed,
+            detail: c.detail,
+        })
+        .collect();
+    Ok((checks, db, snapshot))
 }
 
 /// The first executable `name` on PATH.
@@ -425,28 +1255,38 @@ fn on_path(name: &str) -> Option<PathBuf> {
         })
 }
 
-/// The advisory database the VEX stage reads: present, and every advisory parses.
-fn check_advisory_db(cx: &Context, dist: &distro_config::Distribution) -> Check {
+/// The advisory database the VEX stage reads: present, and every advisory parses. Loaded once
+/// here; the VEX stage of every line uses it.
+fn check_advisory_db(
+    cx: &Context,
+    dist: &distro_config::Distribution,
+) -> (Check, Option<(AdvisoryDb, Snapshot)>) {
     match cx.advisory_db(None, Some(dist)) {
-        Ok((_, snap)) => Check {
-            name: "advisory database",
-            ok: true,
-            detail: format!(
-                "{}, {} advisories{}",
-                snap.label(),
-                snap.advisories,
-                if snap.stale {
-                    " (stale: see the warning above)"
-                } else {
-                    ""
-                }
-            ),
-        },
-        Err(e) => Check {
-            name: "advisory database",
-            ok: false,
-            detail: format!("{e:#}"),
-        },
+        Ok((db, snap)) => (
+            Check {
+                name: "advisory database",
+                ok: true,
+                detail: format!(
+                    "{}, {} advisories{}",
+                    snap.label(),
+                    snap.advisories,
+                    if snap.stale {
+                        " (stale: see the warning above)"
+                    } else {
+                        ""
+                    }
+                ),
+            },
+            Some((db, snap)),
+        ),
+        Err(e) => (
+            Check {
+                name: "advisory database",
+                ok: false,
+                detail: format!("{e:#}"),
+            },
+            None,
+        ),
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! Three ways in:
 //! - default: every component of a build output (`OUT/<line>/build.json`), written to
-//!   `OUT/<line>/sbom/<component>.cdx.json` (and `.spdx.json` with `--spdx`);
+//!   `OUT/<line>/sbom/<component>.cdx.json` (and `.spdx.json` with `--spdx`) by [`sbom`], the
+//!   SBOM stage `distro release` runs, with the features the build record names;
 //! - `--binary FILE --manifest-dir DIR --package P`: one binary built from a source tree;
 //! - `--from-binary FILE`: recover the SBOM from the binary's embedded `.dep-v0` list alone.
 
@@ -70,10 +71,11 @@ pub struct Args {
     source_date_epoch: Option<i64>,
 }
 
-/// What was written, for the report on stdout.
+/// What was written, for the report on stdout (and the release record).
 #[derive(Serialize)]
-struct Written {
-    component: String,
+pub struct Written {
+    /// Component.
+    pub component: String,
     binary: String,
     binary_sha256: String,
     components: usize,
@@ -81,8 +83,19 @@ struct Written {
     build_crates: usize,
     crypto_assets: usize,
     fips_module: Option<String>,
-    cyclonedx: Option<String>,
-    spdx: Option<String>,
+    /// The CycloneDX document written.
+    pub cyclonedx: Option<String>,
+    /// Its sha256.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cyclonedx_sha256: Option<String>,
+    /// The SPDX document written.
+    pub spdx: Option<String>,
+    /// Its sha256.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spdx_sha256: Option<String>,
+    /// Features the graph was resolved with.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
 }
 
 /// Runs `distro sbom`.
@@ -252,7 +265,10 @@ fn summary(
                 format!("{} {}{cert}", c.name, c.version.clone().unwrap_or_default())
             }),
         cyclonedx: None,
+        cyclonedx_sha256: None,
         spdx: None,
+        spdx_sha256: None,
+        features: Vec::new(),
     }
 }
 
@@ -282,7 +298,8 @@ fn report(cx: &Context, written: &[Written]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Every component of the build output.
+/// Every component of the build output (`distro sbom` without `--binary`): each line's
+/// `build.json` is read and documented by [`sbom`], the stage `distro release` runs.
 fn build_output(args: &Args, cx: &Context) -> anyhow::Result<ExitCode> {
     let out = args.out.clone().unwrap_or_else(|| cx.default_out());
     let lines: Vec<PathBuf> = match &args.line {
@@ -309,83 +326,157 @@ fn build_output(args: &Args, cx: &Context) -> anyhow::Result<ExitCode> {
             out.display()
         );
     }
-    let dist = cx.distribution().ok();
     let mut written = Vec::new();
     for line_dir in lines {
         let record_path = line_dir.join("build.json");
-        let text = std::fs::read(&record_path).with_context(|| {
-            format!(
-                "reading {} (run `distro build` for this line first)",
-                record_path.display()
-            )
-        })?;
-        let record: BuildRecord = serde_json::from_slice(&text).with_context(|| {
-            format!(
-                "{} is not a build record written by `distro build`",
-                record_path.display()
-            )
-        })?;
-        let src = line_dir.join("src");
-        let epoch = args
-            .source_date_epoch
-            .unwrap_or(record.source.source_date_epoch);
-        for c in &record.components {
-            if !args.components.is_empty() && !args.components.contains(&c.name) {
-                continue;
-            }
-            let comp_cfg = dist.as_ref().and_then(|d| d.component(&c.name));
-            let features = comp_cfg.map(|k| k.features.clone()).unwrap_or_default();
-            let bin = PathBuf::from(&c.binary);
-            let bin_name = comp_cfg
-                .map(|k| k.binary.clone())
-                .unwrap_or_else(|| file_name(&bin));
-            cx.status(&format!(
-                "{}: resolving the dependency graph of {}",
-                c.name, bin_name
-            ));
-            let g = graph::resolve(&src, &c.package, &bin_name, &features, false)
-                .with_context(|| format!("component {} of line {}", c.name, record.line))?;
-            match auditable::extract(&bin) {
-                Ok(list) if list == distro_sbom::DepList::from_graph(&g) => {}
-                Ok(_) => cx.status(&format!(
-                    "warning: {}: the list embedded in {} differs from the resolved graph",
-                    c.name,
-                    bin.display()
-                )),
-                Err(e) => cx.status(&format!("warning: {}: {e}", c.name)),
-            }
-            let evidence = match read_evidence(Path::new(&c.evidence)) {
-                Ok(e) => Some(e),
-                Err(e) => {
-                    cx.status(&format!(
-                        "warning: {}: no FIPS module in the SBOM: {e:#}",
-                        c.name
-                    ));
-                    None
-                }
-            };
-            let sha = files::sha256_file(&bin)?;
-            let docs = distro_sbom::documents(&BinaryInput {
-                graph: &g,
-                binary_sha256: &sha,
-                source_date_epoch: epoch,
-                evidence: evidence.as_ref(),
-                recovered_from_binary: false,
-            })
-            .with_context(|| format!("component {} of line {}", c.name, record.line))?;
-            let dir = line_dir.join("sbom");
-            let cdx = dir.join(format!("{}.cdx.json", c.name));
-            files::write_atomic(&cdx, &docs.cyclonedx_json)?;
-            let mut w = summary(&g, &docs.bom, &bin, &sha, &c.name);
-            w.cyclonedx = Some(cdx.display().to_string());
-            if args.spdx || args.spdx_out.is_some() {
-                let p = dir.join(format!("{}.spdx.json", c.name));
-                files::write_atomic(&p, &docs.spdx_json)?;
-                w.spdx = Some(p.display().to_string());
-            }
-            written.push(w);
-        }
+        let record = read_build_record(&record_path)?;
+        // A record written before features were recorded needs the definition; one that cannot
+        // be read is an error naming it, never default features (an SBOM of the wrong graph).
+        let needs_config = record.components.iter().any(|c| c.features.is_none());
+        let dist = if needs_config {
+            Some(cx.distribution().with_context(|| {
+                format!(
+                    "{} does not record the components' features (written by an older `distro build`), so they come from the distribution definition, which cannot be read; fix it or pass --config, or rebuild the line",
+                    record_path.display()
+                )
+            })?)
+        } else {
+            None
+        };
+        let docs = sbom(
+            cx,
+            &record,
+            &record_path,
+            dist.as_ref(),
+            &SbomOptions {
+                components: &args.components,
+                spdx: args.spdx || args.spdx_out.is_some(),
+                source_date_epoch: args.source_date_epoch,
+            },
+        )?;
+        written.extend(docs);
     }
     report(cx, &written)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reads a build record written by `distro build`.
+pub fn read_build_record(path: &Path) -> anyhow::Result<BuildRecord> {
+    let text = std::fs::read(path).with_context(|| {
+        format!(
+            "reading {} (run `distro build` for this line first)",
+            path.display()
+        )
+    })?;
+    serde_json::from_slice(&text).with_context(|| {
+        format!(
+            "{} is not a build record written by `distro build`",
+            path.display()
+        )
+    })
+}
+
+/// What the SBOM stage does besides the defaults.
+pub struct SbomOptions<'a> {
+    /// Only these components (empty: all).
+    pub components: &'a [String],
+    /// Also write SPDX 2.3.
+    pub spdx: bool,
+    /// Document timestamp (default: the build's SOURCE_DATE_EPOCH).
+    pub source_date_epoch: Option<i64>,
+}
+
+/// The SBOM stage: CycloneDX (and SPDX) documents of every component of a build, written to
+/// `OUT/<line>/sbom/<component>.cdx.json` beside `record_path`. The dependency graph is resolved
+/// from the exported source with the features the build record names; `dist` is only consulted
+/// for a record that does not name them (written by an older `distro build`), and a component it
+/// does not know either is an error.
+pub fn sbom(
+    cx: &Context,
+    record: &BuildRecord,
+    record_path: &Path,
+    dist: Option<&distro_config::Distribution>,
+    opts: &SbomOptions<'_>,
+) -> anyhow::Result<Vec<Written>> {
+    let line_dir = record_path.parent().unwrap_or(Path::new("."));
+    let src = line_dir.join("src");
+    let epoch = opts
+        .source_date_epoch
+        .unwrap_or(record.source.source_date_epoch);
+    let mut written = Vec::new();
+    for c in &record.components {
+        if !opts.components.is_empty() && !opts.components.contains(&c.name) {
+            continue;
+        }
+        let bin = PathBuf::from(&c.binary);
+        let bin = if bin.is_absolute() {
+            bin
+        } else {
+            line_dir.join(bin)
+        };
+        let features = match &c.features {
+            Some(f) => f.clone(),
+            None => dist
+                .and_then(|d| d.component(&c.name))
+                .map(|k| k.features.clone())
+                .with_context(|| {
+                    format!(
+                        "component {} of {} does not record its features and the distribution definition has no such component; rebuild the line",
+                        c.name,
+                        record_path.display()
+                    )
+                })?,
+        };
+        // The build copies the binary target to bin/<binary>: its file name is the target.
+        let bin_name = file_name(&bin);
+        cx.status(&format!(
+            "{}: resolving the dependency graph of {} (features [{}])",
+            c.name,
+            bin_name,
+            features.join(", ")
+        ));
+        let g = graph::resolve(&src, &c.package, &bin_name, &features, true)
+            .with_context(|| format!("component {} of line {}", c.name, record.line))?;
+        match auditable::extract(&bin) {
+            Ok(list) if list == distro_sbom::DepList::from_graph(&g) => {}
+            Ok(_) => cx.warn(&format!(
+                "{}: the list embedded in {} differs from the resolved graph",
+                c.name,
+                bin.display()
+            )),
+            Err(e) => cx.warn(&format!("{}: {e}", c.name)),
+        }
+        let evidence_path = PathBuf::from(&c.evidence);
+        let evidence_path = if evidence_path.is_absolute() {
+            evidence_path
+        } else {
+            line_dir.join(evidence_path)
+        };
+        let evidence = read_evidence(&evidence_path)
+            .with_context(|| format!("component {} of {}", c.name, record_path.display()))?;
+        let sha = files::sha256_file(&bin)?;
+        let docs = distro_sbom::documents(&BinaryInput {
+            graph: &g,
+            binary_sha256: &sha,
+            source_date_epoch: epoch,
+            evidence: Some(&evidence),
+            recovered_from_binary: false,
+        })
+        .with_context(|| format!("component {} of line {}", c.name, record.line))?;
+        let dir = line_dir.join("sbom");
+        let cdx = dir.join(format!("{}.cdx.json", c.name));
+        files::write_atomic(&cdx, &docs.cyclonedx_json)?;
+        let mut w = summary(&g, &docs.bom, &bin, &sha, &c.name);
+        w.cyclonedx = Some(cdx.display().to_string());
+        w.cyclonedx_sha256 = Some(files::sha256_file(&cdx)?);
+        if opts.spdx {
+            let p = dir.join(format!("{}.spdx.json", c.name));
+            files::write_atomic(&p, &docs.spdx_json)?;
+            w.spdx = Some(p.display().to_string());
+            w.spdx_sha256 = Some(files::sha256_file(&p)?);
+        }
+        w.features = features;
+        written.push(w);
+    }
+    Ok(written)
 }

@@ -95,9 +95,11 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
         verify::default_identity(&r).as_deref(),
     );
     render(&report, cx)?;
+    // An image that does not verify is refused by the policy (exit 3), not an error: the
+    // check itself ran (an unreachable registry or unreadable key is an error, exit 1).
     Ok(if report.passed {
         ExitCode::SUCCESS
     } else {
-        ExitCode::FAILURE
+        ExitCode::from(crate::output::EXIT_REFUSED)
     })
 }
