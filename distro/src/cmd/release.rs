@@ -643,6 +643,14 @@ impl Run<'_> {
             namespace: None,
             resource_url: None,
             maintainer: None,
+            // A `[image] base` pinned by digest is read from the registry with the options
+            // of this release.
+            registry: super::push::RegistryArgs {
+                ca_file: self.args.ca_file.clone(),
+                plain_http: self.args.plain_http,
+                attempts: 5,
+                ..Default::default()
+            },
         };
         let images = super::image::image(
             cx,
