@@ -10,7 +10,6 @@
 mod ca;
 mod config;
 mod durations;
-mod issuance;
 mod limits;
 mod metrics;
 mod server;

@@ -8,6 +8,8 @@
 //! your own CA"), in which case the bundle carries the organisation's root and SVID chains carry
 //! the intermediate.
 
+pub mod issuance;
+
 use std::sync::Arc;
 use std::time::Duration;
 
