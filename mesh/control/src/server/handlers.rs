@@ -19,10 +19,12 @@ use super::http::{json_response, parse_json, read_body, Body};
 use super::{ProxyStatus, Shared};
 use crate::ca::issuance::{self, IssuedRecord};
 use crate::ca::{self, Ca, Issued};
-use crate::state::write_json;
+use crate::state::issued_key;
 use crate::tokens::{self, Claim, Refusal};
 
-/// Signs an SVID for `id` and records it in `issued/`; nothing is handed out yet.
+/// Signs an SVID for `id` and records it in `issued/`; nothing is handed out yet. The record is
+/// created only if its serial is not on record yet, so a serial is never issued twice, by this
+/// replica or another (a collision of 127 random bits is signed again with a new serial).
 fn sign_and_record(
     shared: &Shared,
     params: &CertificateSigningRequestParams,
@@ -34,20 +36,31 @@ fn sign_and_record(
         .read()
         .map(|c| c.clone())
         .map_err(|_| Refusal::new(reason::INTERNAL, "CA lock poisoned"))?;
-    let issued = ca
-        .issue(params, id, shared.settings.svid_ttl)
-        .map_err(|e| Refusal::new(reason::INTERNAL, e.to_string()))?;
-    let rec = IssuedRecord {
-        serial: issued.serial_hex.clone(),
-        spiffe_id: id.to_string(),
-        not_after: issued.not_after.clone(),
-        issued_at: ca::rfc3339(time::OffsetDateTime::now_utc()),
-        kind: kind.to_string(),
-        ca_generation: ca.active_gen,
-    };
-    write_json(&shared.state.issued(&issued.serial_hex), &rec)
-        .map_err(|e| Refusal::new(reason::INTERNAL, e.to_string()))?;
-    Ok((ca, issued))
+    for _ in 0..3 {
+        let issued = ca
+            .issue(params, id, shared.settings.svid_ttl)
+            .map_err(|e| Refusal::new(reason::INTERNAL, e.to_string()))?;
+        let rec = IssuedRecord {
+            serial: issued.serial_hex.clone(),
+            spiffe_id: id.to_string(),
+            not_after: issued.not_after.clone(),
+            issued_at: ca::rfc3339(time::OffsetDateTime::now_utc()),
+            kind: kind.to_string(),
+            ca_generation: ca.active_gen,
+        };
+        let recorded = shared
+            .state
+            .write_json_if(&issued_key(&issued.serial_hex), None, &rec)
+            .map_err(|e| Refusal::new(e.reason(), e.to_string()))?;
+        if recorded {
+            return Ok((ca, issued));
+        }
+        warn!(serial = %issued.serial_hex, "serial already on record; signing again with a new one");
+    }
+    Err(Refusal::new(
+        reason::INTERNAL,
+        "could not record a fresh serial after 3 tries",
+    ))
 }
 
 /// Hands out an SVID that was signed and recorded.
@@ -92,7 +105,7 @@ pub(super) async fn bootstrap(
         )?;
         let (ca, issued) = sign_and_record(shared, &csr.params, &valid.identity, "bootstrap")?;
         let forget = || {
-            let _ = std::fs::remove_file(shared.state.issued(&issued.serial_hex));
+            let _ = shared.state.delete(&issued_key(&issued.serial_hex));
         };
         match tokens::claim(&shared.state, &valid.id) {
             Ok(Claim::Claimed) => {}
@@ -105,7 +118,7 @@ pub(super) async fn bootstrap(
             }
             Err(e) => {
                 forget();
-                return Err(Refusal::new(reason::INTERNAL, e.to_string()));
+                return Err(Refusal::new(e.reason(), e.to_string()));
             }
         }
         info!(token = %valid.id, spiffe_id = %valid.identity, "join token used");

@@ -54,6 +54,7 @@ pub(super) fn status_for(reason: &str) -> StatusCode {
         reason::SVID_NOT_HONOURED => StatusCode::FORBIDDEN,
         reason::NOT_FOUND => StatusCode::NOT_FOUND,
         reason::INTERNAL => StatusCode::INTERNAL_SERVER_ERROR,
+        crate::state::REASON_UNAVAILABLE => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::BAD_REQUEST,
     }
 }

@@ -30,14 +30,14 @@ use crate::ca::{self, Ca};
 use crate::config::MeshConfig;
 use crate::limits::ConnLimits;
 use crate::metrics::Metrics;
-use crate::state::{read_json, StateDir};
+use crate::state::{State, CONFIG};
 use crate::tokens::SaIssuer;
 use reload::StoredConfig;
 
 /// Settings of `mesh-control run`.
 pub struct Settings {
-    /// State directory.
-    pub state_dir: PathBuf,
+    /// The state: a local directory, or etcd shared with other replicas.
+    pub state: State,
     /// Configuration directory or file, if any.
     pub config: Option<PathBuf>,
     /// TLS API address.
@@ -87,7 +87,7 @@ struct ProxyStatus {
 
 struct Shared {
     settings: Settings,
-    state: StateDir,
+    state: State,
     trust_domain: String,
     ca: RwLock<Arc<Ca>>,
     tls: RwLock<Arc<rustls::ServerConfig>>,
@@ -134,7 +134,7 @@ fn build_tls(ca: &Ca, trust_domain: &str) -> anyhow::Result<rustls::ServerConfig
 pub fn self_check_config() -> anyhow::Result<distro_schema::TlsConfigReport> {
     let dir = std::env::temp_dir().join(format!("mesh-control-fips-check-{}", std::process::id()));
     let result = (|| {
-        let state = StateDir::open(&dir)?;
+        let state = State::open_dir(&dir)?;
         ca::init(&state, "fips-check.invalid")?;
         let ca = Ca::load(&state, "fips-check.invalid")?;
         let cfg = build_tls(&ca, "fips-check.invalid")?;
@@ -151,12 +151,12 @@ pub async fn run(settings: Settings, trust_domain_flag: Option<String>) -> anyho
     if settings.max_connections == 0 || settings.max_connections_per_peer == 0 {
         anyhow::bail!("--max-connections and --max-connections-per-peer must be at least 1");
     }
-    let state = StateDir::open(&settings.state_dir)?;
+    let state = settings.state.clone();
     let mut trust_domain = ca::trust_domain(&state)?;
     if trust_domain.is_empty() {
         let td = trust_domain_flag
             .clone()
-            .ok_or_else(|| anyhow::anyhow!("{} holds no CA yet: pass --trust-domain to create one (or run `mesh-control ca init` / `ca import`)", state.root().display()))?;
+            .ok_or_else(|| anyhow::anyhow!("{} holds no CA yet: pass --trust-domain to create one (or run `mesh-control ca init` / `ca import`)", state.describe()))?;
         SpiffeId::parse(&format!("spiffe://{td}"))?;
         let gen = ca::init(&state, &td)?;
         info!(trust_domain = %td, generation = gen, "created a new self-signed CA");
@@ -165,7 +165,7 @@ pub async fn run(settings: Settings, trust_domain_flag: Option<String>) -> anyho
         if td != &trust_domain {
             anyhow::bail!(
                 "--trust-domain {td} differs from the trust domain {trust_domain} of the CA in {}",
-                state.root().display()
+                state.describe()
             );
         }
     }
@@ -173,7 +173,7 @@ pub async fn run(settings: Settings, trust_domain_flag: Option<String>) -> anyho
     let tls = build_tls(&ca, &trust_domain)?;
 
     // Configuration: the last good one from the state directory, then the files.
-    let stored: Option<StoredConfig> = read_json(&state.config())?;
+    let stored: Option<StoredConfig> = state.read_json(CONFIG)?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let initial = Snapshot {
         version: stored.as_ref().map(|s| s.version).unwrap_or(0),
@@ -203,7 +203,7 @@ pub async fn run(settings: Settings, trust_domain_flag: Option<String>) -> anyho
         .metrics
         .ca_generation
         .store(ca.active_gen.into(), Ordering::Relaxed);
-    if read_json::<StoredConfig>(&state.config())?.is_some() {
+    if state.read_json::<StoredConfig>(CONFIG)?.is_some() {
         shared.ever_good_config.store(true, Ordering::Relaxed);
     }
     let files_digest = reload::reload_config(&shared, None);

@@ -42,10 +42,15 @@ fn handle_ops(shared: &Shared, path: &str) -> Response<Body> {
         "/readyz" | "/ready" => {
             let snap = shared.snapshot.borrow().clone();
             let error = shared.config_error.lock().ok().and_then(|e| e.clone());
-            let ready = shared.ever_good_config.load(Ordering::Relaxed);
+            // Ready: serving a good configuration, and the store can commit writes (for etcd:
+            // a quorum answers). Without the store the last state keeps being served, but
+            // bootstrap, renewal and configuration changes are refused.
+            let store = shared.state.health();
+            let ready = shared.ever_good_config.load(Ordering::Relaxed) && store.reachable;
             let proxies = shared.proxies.lock().map(|p| p.len()).unwrap_or(0);
             let body = serde_json::json!({
                 "ready": ready,
+                "store": store,
                 "config_version": snap.version,
                 "ca_generation": shared.metrics.ca_generation.load(Ordering::Relaxed),
                 "last_config_error": error,

@@ -1,5 +1,10 @@
 //! The watcher: reloads the configuration files and the CA state, and publishes each change as
 //! a new configuration version (recorded in the state before any proxy sees it).
+//!
+//! With a local state directory the CA state is checked on every tick of `--watch-interval`.
+//! With etcd, the store's watch wakes the replica when any replica (or a `ca` command) changes
+//! the CA state or records a new configuration version; the replica then reloads the CA and
+//! adopts the newer version, so proxies connected to any replica receive it.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -11,7 +16,7 @@ use tracing::{error, info, warn};
 use super::{build_tls, digest_str, Shared, Snapshot};
 use crate::ca::{self, Ca};
 use crate::config::{self, MeshConfig};
-use crate::state::{read_json, write_json};
+use crate::state::CONFIG;
 
 /// `state/config.json`: the last good configuration and its version.
 #[derive(Serialize, Deserialize)]
@@ -91,45 +96,92 @@ pub(super) fn reload_config(shared: &Shared, previous_files: Option<&str>) -> St
         .read()
         .map(|c| c.bundle_pem().to_string())
         .unwrap_or_default();
-    publish(shared, mesh, bundle);
-    digest
+    if publish(shared, mesh, bundle) {
+        digest
+    } else {
+        // Not recorded (the store refused the write): try again on the next tick.
+        String::new()
+    }
 }
 
-/// Publishes `mesh` + `bundle` as a new version if either differs from the current one.
-fn publish(shared: &Shared, mesh: Arc<MeshConfig>, bundle: String) {
-    let current = shared.snapshot.borrow().clone();
-    let stored: Option<StoredConfig> = read_json(&shared.state.config()).ok().flatten();
-    let (digest, bundle_digest) = (mesh.digest(), digest_str(&bundle));
-    let unchanged = stored.as_ref().is_some_and(|s| {
-        s.digest == digest && s.bundle_digest == bundle_digest && s.version == current.version
-    });
-    if unchanged {
-        shared
-            .metrics
-            .config_version
-            .store(current.version, Ordering::Relaxed);
-        return;
+/// Publishes `mesh` + `bundle` as a new version if either differs from the recorded one.
+/// Returns false when the store could not record it (nothing is published then).
+///
+/// The version is recorded by a write conditioned on the revision that was read, so with
+/// several replicas the version only moves forward and each number names one configuration: a
+/// replica that loses the race adopts the winner's record when it carries the same content, and
+/// otherwise publishes on top of it.
+fn publish(shared: &Shared, mesh: Arc<MeshConfig>, bundle: String) -> bool {
+    let bundle_digest = digest_str(&bundle);
+    for _ in 0..5 {
+        let current = shared.snapshot.borrow().clone();
+        let (stored, rev) = match shared.state.read_json_rev::<StoredConfig>(CONFIG) {
+            Ok(Some((s, rev))) => (Some(s), Some(rev)),
+            Ok(None) => (None, None),
+            Err(e) => {
+                error!(error = %e, "cannot read the recorded configuration version; not publishing");
+                return false;
+            }
+        };
+        // A control plane without its own configuration source (`--config`) serves what the
+        // state holds: with replicas, another one may have recorded a newer configuration.
+        let mesh = match (&shared.settings.config, &stored) {
+            (None, Some(s)) => Arc::new(s.config.clone()),
+            _ => mesh.clone(),
+        };
+        let digest = mesh.digest();
+        if let Some(s) = &stored {
+            if s.digest == digest && s.bundle_digest == bundle_digest {
+                if s.version > current.version {
+                    // Another replica recorded this very configuration first.
+                    adopt(shared, s.version, mesh, bundle);
+                    return true;
+                }
+                if s.version == current.version {
+                    shared
+                        .metrics
+                        .config_version
+                        .store(current.version, Ordering::Relaxed);
+                    return true;
+                }
+            }
+        }
+        let version = current
+            .version
+            .max(stored.as_ref().map(|s| s.version).unwrap_or(0))
+            + 1;
+        let rec = StoredConfig {
+            version,
+            digest: digest.clone(),
+            bundle_digest: bundle_digest.clone(),
+            config: (*mesh).clone(),
+        };
+        match shared.state.write_json_if(CONFIG, rev, &rec) {
+            Ok(true) => {
+                shared.metrics.reload("applied");
+                info!(version, "configuration version published");
+                adopt(shared, version, mesh, bundle);
+                return true;
+            }
+            // Another replica recorded a version meanwhile: look again.
+            Ok(false) => continue,
+            Err(e) => {
+                error!(error = %e, "cannot record the new configuration version; not publishing it");
+                return false;
+            }
+        }
     }
-    let version = current
-        .version
-        .max(stored.as_ref().map(|s| s.version).unwrap_or(0))
-        + 1;
-    let rec = StoredConfig {
-        version,
-        digest,
-        bundle_digest,
-        config: (*mesh).clone(),
-    };
-    if let Err(e) = write_json(&shared.state.config(), &rec) {
-        error!(error = %e, "cannot record the new configuration version; not publishing it");
-        return;
-    }
-    shared.metrics.reload("applied");
+    error!("the configuration version kept moving under this replica; not publishing now");
+    false
+}
+
+/// Makes `version` current here and wakes the long-polls.
+fn adopt(shared: &Shared, version: u64, mesh: Arc<MeshConfig>, bundle: String) {
     shared
         .metrics
         .config_version
         .store(version, Ordering::Relaxed);
-    info!(version, "configuration version published");
+    shared.ever_good_config.store(true, Ordering::Relaxed);
     shared.snapshot.send_replace(Arc::new(Snapshot {
         version,
         mesh,
@@ -138,12 +190,91 @@ fn publish(shared: &Shared, mesh: Arc<MeshConfig>, bundle: String) {
     }));
 }
 
+/// Adopts a version another replica recorded, if it is newer than the one served here.
+fn adopt_recorded(shared: &Shared) {
+    let current = shared.snapshot.borrow().version;
+    match shared.state.read_json::<StoredConfig>(CONFIG) {
+        Ok(Some(s)) if s.version > current => {
+            let bundle = shared
+                .ca
+                .read()
+                .map(|c| c.bundle_pem().to_string())
+                .unwrap_or_default();
+            if digest_str(&bundle) != s.bundle_digest {
+                // Recorded with a CA state this replica has not loaded yet; the CA reload
+                // that follows the same change publishes (adopts) it.
+                return;
+            }
+            info!(
+                version = s.version,
+                "configuration version recorded by another replica adopted"
+            );
+            adopt(shared, s.version, Arc::new(s.config), bundle);
+        }
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "cannot read the recorded configuration version"),
+    }
+}
+
+/// Reloads the CA state and republishes with its bundle.
+fn reload_ca(shared: &Shared) {
+    match Ca::load(&shared.state, &shared.trust_domain) {
+        Ok(ca) => {
+            let ca = Arc::new(ca);
+            match build_tls(&ca, &shared.trust_domain) {
+                Ok(tls) => {
+                    if let Ok(mut t) = shared.tls.write() {
+                        *t = Arc::new(tls);
+                    }
+                    if let Ok(mut t) = shared.tls_issued_at.lock() {
+                        *t = Instant::now();
+                    }
+                }
+                Err(e) => error!(error = %e, "cannot rebuild the API TLS configuration"),
+            }
+            info!(generation = ca.active_gen, "CA state loaded");
+            shared
+                .metrics
+                .ca_generation
+                .store(ca.active_gen.into(), Ordering::Relaxed);
+            let bundle = ca.bundle_pem().to_string();
+            if let Ok(mut c) = shared.ca.write() {
+                *c = ca;
+            }
+            let mesh = shared.snapshot.borrow().mesh.clone();
+            publish(shared, mesh, bundle);
+        }
+        Err(e) => {
+            error!(error = %e, "CA state changed but cannot be loaded; keeping the current CA")
+        }
+    }
+}
+
 pub(super) async fn watch_loop(shared: Arc<Shared>, mut files: String) {
     let mut tick = tokio::time::interval(shared.settings.watch_interval);
+    let mut changes = shared.state.changes();
     loop {
-        tick.tick().await;
+        let mut watch_ended = false;
+        let store_changed = match changes.as_mut() {
+            Some(rx) => tokio::select! {
+                _ = tick.tick() => false,
+                r = rx.changed() => {
+                    watch_ended = r.is_err();
+                    r.is_ok()
+                }
+            },
+            None => {
+                tick.tick().await;
+                false
+            }
+        };
+        if watch_ended {
+            // The store stopped reporting changes: check it on every tick instead.
+            changes = None;
+        }
         files = reload_config(&shared, Some(&files));
-        // A CA rotation by `mesh-control ca rotate`, or the end of an overlap period.
+        // A CA rotation by `mesh-control ca rotate` or another replica, or the end of an
+        // overlap period. A store that reports changes is read only when it reports one.
         let (digest, expiry) = match shared.ca.read() {
             Ok(c) => (c.state_digest.clone(), c.next_expiry),
             Err(_) => continue,
@@ -154,37 +285,12 @@ pub(super) async fn watch_loop(shared: Arc<Shared>, mut files: String) {
             .lock()
             .map(|t| t.elapsed() > Duration::from_secs(12 * 3600))
             .unwrap_or(false);
-        if ca::state_digest(&shared.state) != digest || expired || renew_tls {
-            match Ca::load(&shared.state, &shared.trust_domain) {
-                Ok(ca) => {
-                    let ca = Arc::new(ca);
-                    match build_tls(&ca, &shared.trust_domain) {
-                        Ok(tls) => {
-                            if let Ok(mut t) = shared.tls.write() {
-                                *t = Arc::new(tls);
-                            }
-                            if let Ok(mut t) = shared.tls_issued_at.lock() {
-                                *t = Instant::now();
-                            }
-                        }
-                        Err(e) => error!(error = %e, "cannot rebuild the API TLS configuration"),
-                    }
-                    info!(generation = ca.active_gen, "CA state loaded");
-                    shared
-                        .metrics
-                        .ca_generation
-                        .store(ca.active_gen.into(), Ordering::Relaxed);
-                    let bundle = ca.bundle_pem().to_string();
-                    if let Ok(mut c) = shared.ca.write() {
-                        *c = ca;
-                    }
-                    let mesh = shared.snapshot.borrow().mesh.clone();
-                    publish(&shared, mesh, bundle);
-                }
-                Err(e) => {
-                    error!(error = %e, "CA state changed but cannot be loaded; keeping the current CA")
-                }
-            }
+        let look = store_changed || changes.is_none();
+        if (look && ca::state_digest(&shared.state) != digest) || expired || renew_tls {
+            reload_ca(&shared);
+        }
+        if store_changed {
+            adopt_recorded(&shared);
         }
     }
 }

@@ -5,7 +5,7 @@ use mesh_core::identity::{self, SpiffeId};
 
 use crate::ca::issuance;
 use crate::config;
-use crate::state::StateDir;
+use crate::state::State;
 use crate::tokens::{self, SaIssuer};
 
 /// Deterministic mutations of inputs for the smoke runs below.
@@ -72,7 +72,7 @@ fn csr_parser_survives_mutations() {
 #[test]
 fn token_parsers_survive_mutations() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let state = StateDir::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let state = State::open_dir(dir.path()).unwrap_or_else(|e| panic!("{e}"));
     let jwt = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6YTpiIiwiYXVkIjoiZXhhbXBsZS5vcmciLCJleHAiOjk5OTk5OTk5OTl9.c2ln";
     let issuer = SaIssuer {
         iss: None,
