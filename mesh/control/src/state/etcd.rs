@@ -29,7 +29,7 @@ use super::seal::{self, SealKey};
 use super::{ca_key, Entry, Health, Rev, StateBackend, StateError, CA_STATE, CONFIG};
 
 /// How long one store operation may take before it is reported as unavailable.
-const OP_TIMEOUT: Duration = Duration::from_secs(3);
+const OP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// An etcd cluster and the prefix this control plane keeps its keys under.
 pub struct Etcd {
