@@ -230,13 +230,12 @@ fn self_signed_root(trust_domain: &str, gen: u32) -> Result<(String, KeyPair), C
 }
 
 /// Adds generation `max + 1` and makes it active. The generation's files are created only if
-/// absent and `ca/state.json` is replaced only if still at `rev` (the revision `st` was read
-/// at), so of two rotations racing, in two replicas or a replica and a `ca` command, exactly
+/// absent and `ca/state.json` is replaced only if still at `rev` (the revision the state `st`
+/// was read at), so of two rotations racing, in two replicas or a replica and a `ca` command, exactly
 /// one is made; the other changes nothing and is told so.
 fn add_generation(
     state: &State,
-    rev: Option<Rev>,
-    mut st: CaState,
+    (mut st, rev): (CaState, Option<Rev>),
     cert_chain_pem: &str,
     roots_pem: &str,
     key_pem: &str,
@@ -313,8 +312,7 @@ pub fn init(state: &State, trust_domain: &str) -> Result<u32, CaError> {
     };
     match add_generation(
         state,
-        rev,
-        st,
+        (st, rev),
         &cert,
         &cert,
         &key.serialize_pem(),
@@ -340,8 +338,7 @@ pub fn rotate(state: &State, trust_domain: &str, overlap: Duration) -> Result<u3
     let (cert, key) = self_signed_root(trust_domain, st.active + 1)?;
     add_generation(
         state,
-        rev,
-        st,
+        (st, rev),
         &cert,
         &cert,
         &key.serialize_pem(),
@@ -426,8 +423,7 @@ pub fn import(
     let roots_pem: String = roots.iter().map(|c| pem_encode("CERTIFICATE", c)).collect();
     add_generation(
         state,
-        rev,
-        st,
+        (st, rev),
         &chain_pem,
         &roots_pem,
         &key_pem_out,

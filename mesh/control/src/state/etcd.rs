@@ -297,24 +297,19 @@ impl Etcd {
 
 async fn watch_task(mut client: Client, prefix: String, tx: watch::Sender<u64>) {
     loop {
-        match client
-            .watch(prefix.clone(), Some(WatchOptions::new().with_prefix()))
-            .await
-        {
-            Ok(mut stream) => {
-                // Anything may have changed while the watch was down.
-                tx.send_modify(|n| *n += 1);
-                while let Ok(Some(resp)) = stream.message().await {
-                    let relevant = resp
-                        .events()
-                        .iter()
-                        .any(|ev| ev.kv().is_some_and(|kv| key_is_watched(kv.key(), &prefix)));
-                    if relevant {
-                        tx.send_modify(|n| *n += 1);
-                    }
+        let opts = WatchOptions::new().with_prefix();
+        if let Ok(mut stream) = client.watch(prefix.clone(), Some(opts)).await {
+            // Anything may have changed while the watch was down.
+            tx.send_modify(|n| *n += 1);
+            while let Ok(Some(resp)) = stream.message().await {
+                let relevant = resp
+                    .events()
+                    .iter()
+                    .any(|ev| ev.kv().is_some_and(|kv| key_is_watched(kv.key(), &prefix)));
+                if relevant {
+                    tx.send_modify(|n| *n += 1);
                 }
             }
-            Err(_) => {}
         }
         if tx.is_closed() {
             return;
