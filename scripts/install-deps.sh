@@ -28,6 +28,9 @@ apt_packages=(
   # the OCI runtime the image tests start the released images with (crun 1.8 refuses this
   # kernel's hybrid cgroups)
   runc
+  # mesh-control's replicated state: etcd-client's build generates its gRPC code with protoc;
+  # the replica tests start a 3-member etcd 3.4 cluster on loopback
+  protobuf-compiler libprotobuf-dev etcd-server etcd-client
 )
 if $bench; then
   apt_packages+=(wrk nghttp2-client)

@@ -3,14 +3,13 @@
 //! It is a certificate authority issuing SPIFFE X.509-SVIDs from CSRs ([`ca`]), bootstraps
 //! workloads with join tokens or service-account JWTs ([`tokens`]), loads the declarative mesh
 //! configuration ([`config`]) and pushes each proxy its part over mTLS ([`server`], protocol in
-//! `mesh_core::api`). Everything that must survive a restart lives in the state directory
-//! ([`state`]).
+//! `mesh_core::api`). Everything that must survive a restart lives in the state ([`state`]): a
+//! local directory for one process, or etcd shared by several replicas.
 #![forbid(unsafe_code)]
 
 mod ca;
 mod config;
 mod durations;
-mod issuance;
 mod limits;
 mod metrics;
 mod server;
@@ -53,6 +52,23 @@ enum Command {
     /// The certificate authority: create, import (bring your own CA), rotate, show.
     #[command(subcommand)]
     Ca(CaCmd),
+    /// Copy a local state directory into etcd, for moving one control plane to replicas.
+    MigrateState {
+        /// The state directory of the single control plane (stop it first).
+        #[arg(long)]
+        from: PathBuf,
+        /// The etcd state the replicas will use: etcd://HOST:PORT[,HOST:PORT...]/PREFIX (the
+        /// prefix must be empty).
+        #[arg(long)]
+        to: String,
+        /// File with the key (64 hex digits) that seals the CA private keys in etcd; without
+        /// it, the MESH_CONTROL_STATE_KEY environment variable.
+        #[arg(long)]
+        state_key_file: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
     /// Check mesh configuration files without starting anything (exit 1 with every error).
     CheckConfig {
         /// Configuration directory (every *.toml) or file.
@@ -66,11 +82,40 @@ enum Command {
     },
 }
 
+/// Where the state is: a local directory (one process) or etcd (several replicas).
+#[derive(Args, Clone)]
+struct StateArgs {
+    /// State directory (CA key, issued serials, config version, used tokens), for one process.
+    #[arg(long, conflicts_with = "state", required_unless_present = "state")]
+    state_dir: Option<PathBuf>,
+    /// Shared state for several replicas: etcd://HOST:PORT[,HOST:PORT...]/PREFIX.
+    #[arg(long)]
+    state: Option<String>,
+    /// File with the key (64 hex digits) that seals CA private keys in etcd; without it, the
+    /// MESH_CONTROL_STATE_KEY environment variable. Not used for a state directory.
+    #[arg(long)]
+    state_key_file: Option<PathBuf>,
+}
+
+impl StateArgs {
+    fn open(&self) -> anyhow::Result<state::State> {
+        let key = if self.state.is_some() {
+            state::seal::SealKey::load(self.state_key_file.as_deref())?
+        } else {
+            None
+        };
+        Ok(state::open(
+            self.state_dir.as_deref(),
+            self.state.as_deref(),
+            key,
+        )?)
+    }
+}
+
 #[derive(Args)]
 struct RunArgs {
-    /// State directory (CA key, issued serials, config version, used tokens).
-    #[arg(long)]
-    state_dir: PathBuf,
+    #[command(flatten)]
+    state: StateArgs,
     /// Mesh configuration: a directory of *.toml files, or one file. Watched for changes.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -121,9 +166,8 @@ struct RunArgs {
 enum TokenCmd {
     /// Create a one-time join token bound to one identity; prints the token.
     Create {
-        /// State directory of the control plane.
-        #[arg(long)]
-        state_dir: PathBuf,
+        #[command(flatten)]
+        state: StateArgs,
         /// The SPIFFE ID the token entitles.
         #[arg(long)]
         identity: String,
@@ -140,18 +184,16 @@ enum TokenCmd {
 enum CaCmd {
     /// Create a self-signed signing CA (no-op when one exists).
     Init {
-        /// State directory.
-        #[arg(long)]
-        state_dir: PathBuf,
+        #[command(flatten)]
+        state: StateArgs,
         /// Trust domain.
         #[arg(long)]
         trust_domain: String,
     },
     /// Use an intermediate CA issued by your organisation's root.
     Import {
-        /// State directory.
-        #[arg(long)]
-        state_dir: PathBuf,
+        #[command(flatten)]
+        state: StateArgs,
         /// Trust domain (needed when the state directory is new).
         #[arg(long)]
         trust_domain: Option<String>,
@@ -170,18 +212,16 @@ enum CaCmd {
     },
     /// Switch to a new self-signed CA; the old one stays trusted for the overlap period.
     Rotate {
-        /// State directory.
-        #[arg(long)]
-        state_dir: PathBuf,
+        #[command(flatten)]
+        state: StateArgs,
         /// How long the previous CA stays trusted; 1s to 365d.
         #[arg(long, default_value = "1h", value_parser = |s: &str| durations::CA_OVERLAP.parse(s))]
         overlap: Duration,
     },
     /// Show the CA generations and the trust bundle path.
     Status {
-        /// State directory.
-        #[arg(long)]
-        state_dir: PathBuf,
+        #[command(flatten)]
+        state: StateArgs,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
@@ -211,11 +251,17 @@ fn main() -> ExitCode {
         Command::FipsCheck { format } => fips_check(format),
         Command::Run(args) => run(args),
         Command::Token(TokenCmd::Create {
-            state_dir,
+            state,
             identity,
             ttl,
             format,
-        }) => token_create(&state_dir, &identity, ttl, format),
+        }) => token_create(&state, &identity, ttl, format),
+        Command::MigrateState {
+            from,
+            to,
+            state_key_file,
+            format,
+        } => migrate_state(&from, &to, state_key_file.as_deref(), format),
         Command::Ca(cmd) => ca_cmd(cmd),
         Command::CheckConfig {
             config,
@@ -266,7 +312,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         sa_issuers.push(tokens::load_sa_issuer(f, args.sa_issuer.clone())?);
     }
     let settings = server::Settings {
-        state_dir: args.state_dir,
+        state: args.state.open()?,
         config: args.config,
         listen: args.listen,
         ops: args.ops,
@@ -290,15 +336,15 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
 #[allow(clippy::print_stdout)]
 fn token_create(
-    state_dir: &std::path::Path,
+    state_args: &StateArgs,
     identity: &str,
     ttl: Duration,
     format: Format,
 ) -> anyhow::Result<ExitCode> {
-    let state = state::StateDir::open(state_dir)?;
+    let state = state_args.open()?;
     let td = ca::trust_domain(&state)?;
     if td.is_empty() {
-        anyhow::bail!("{} holds no CA yet: start `mesh-control run --trust-domain ...` or run `mesh-control ca init` first", state_dir.display());
+        anyhow::bail!("{} holds no CA yet: start `mesh-control run --trust-domain ...` or run `mesh-control ca init` first", state.describe());
     }
     let id = SpiffeId::parse(identity)?;
     if id.trust_domain() != td {
@@ -319,41 +365,41 @@ fn token_create(
 fn ca_cmd(cmd: CaCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         CaCmd::Init {
-            state_dir,
+            state,
             trust_domain,
         } => {
             SpiffeId::parse(&format!("spiffe://{trust_domain}"))?;
-            let state = state::StateDir::open(&state_dir)?;
+            let state = state.open()?;
             let gen = ca::init(&state, &trust_domain)?;
             ca::Ca::load(&state, &trust_domain)?;
             eprintln!(
                 "{COMPONENT}: CA generation {gen} active; trust bundle at {}",
-                state.bundle().display()
+                state.locate(state::BUNDLE)
             );
         }
         CaCmd::Import {
-            state_dir,
+            state,
             trust_domain,
             cert,
             key,
             roots,
             overlap,
         } => {
-            let state = state::StateDir::open(&state_dir)?;
+            let state = state.open()?;
             let td = match (ca::trust_domain(&state)?, trust_domain) {
                 (existing, _) if !existing.is_empty() => existing,
                 (_, Some(td)) => td,
-                (_, None) => anyhow::bail!("{} is new: pass --trust-domain", state_dir.display()),
+                (_, None) => anyhow::bail!("{} is new: pass --trust-domain", state.describe()),
             };
             let gen = ca::import(&state, &td, &cert, &key, &roots, overlap)?;
             ca::Ca::load(&state, &td)?;
             eprintln!(
                 "{COMPONENT}: imported CA is generation {gen}; trust bundle at {}",
-                state.bundle().display()
+                state.locate(state::BUNDLE)
             );
         }
-        CaCmd::Rotate { state_dir, overlap } => {
-            let state = state::StateDir::open(&state_dir)?;
+        CaCmd::Rotate { state, overlap } => {
+            let state = state.open()?;
             let td = ca::trust_domain(&state)?;
             let gen = ca::rotate(&state, &td, overlap)?;
             ca::Ca::load(&state, &td)?;
@@ -362,8 +408,8 @@ fn ca_cmd(cmd: CaCmd) -> anyhow::Result<ExitCode> {
                 durations::fmt(overlap)
             );
         }
-        CaCmd::Status { state_dir, format } => {
-            let state = state::StateDir::open(&state_dir)?;
+        CaCmd::Status { state, format } => {
+            let state = state.open()?;
             let st = ca::status(&state)?;
             match format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&st)?),
@@ -382,7 +428,7 @@ fn ca_cmd(cmd: CaCmd) -> anyhow::Result<ExitCode> {
                                 .unwrap_or_default()
                         );
                     }
-                    println!("bundle:       {}", state.bundle().display());
+                    println!("bundle:       {}", state.locate(state::BUNDLE));
                 }
             }
         }
@@ -422,4 +468,75 @@ fn check_config(
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Copies every key of a local state directory into an empty etcd prefix. CA keys are sealed
+/// with the operator's key on the way; a prefix that already holds a CA is refused, so a
+/// running replicated control plane is never overwritten.
+#[allow(clippy::print_stdout)]
+fn migrate_state(
+    from: &std::path::Path,
+    to: &str,
+    key_file: Option<&std::path::Path>,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    if !to.starts_with("etcd://") {
+        anyhow::bail!("--to {to}: expected etcd://HOST:PORT[,HOST:PORT...]/PREFIX");
+    }
+    if !from.join(state::CA_STATE).is_file() {
+        anyhow::bail!(
+            "{}: no {} here; this is not a mesh-control state directory",
+            from.display(),
+            state::CA_STATE
+        );
+    }
+    let src = state::State::open_dir(from)?;
+    let key = state::seal::SealKey::load(key_file)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "the CA private keys are sealed in etcd with an operator key: pass --state-key-file FILE or set {} (64 hex digits, e.g. from `openssl rand -hex 32`)",
+            state::seal::ENV
+        )
+    })?;
+    let dst = state::open(None, Some(to), Some(key))?;
+    if dst.get(state::CA_STATE)?.is_some() {
+        anyhow::bail!(
+            "{} already holds a control plane's state; choose an empty prefix",
+            dst.describe()
+        );
+    }
+    let mut keys = Vec::new();
+    for prefix in ["ca/", "tokens/", "used/", "issued/"] {
+        keys.extend(src.backend().list(prefix)?);
+    }
+    for k in [state::BUNDLE, state::CONFIG] {
+        if src.get(k)?.is_some() {
+            keys.push(k.to_string());
+        }
+    }
+    // ca/state.json last: replicas started early see no CA until every file it names is there.
+    keys.sort_by_key(|k| k == state::CA_STATE);
+    let mut copied = 0usize;
+    for k in &keys {
+        let Some(e) = src.get(k)? else { continue };
+        let private = k.starts_with("ca/") && k.ends_with(".key.pem");
+        if !dst.put_if(k, None, &e.data, private)? {
+            anyhow::bail!(
+                "{} appeared while copying; another migration or replica is writing this prefix",
+                dst.locate(k)
+            );
+        }
+        copied += 1;
+    }
+    match format {
+        Format::Json => println!(
+            "{}",
+            serde_json::json!({ "from": from.display().to_string(), "to": dst.describe(), "keys_copied": copied })
+        ),
+        Format::Text => println!(
+            "copied {copied} keys from {} to {}; start the replicas with --state {to}",
+            from.display(),
+            dst.describe()
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
 }

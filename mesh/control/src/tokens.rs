@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::state::{read_json, write_json, StateDir, StateError};
+use crate::state::{token_key, used_key, State, StateError};
 
 /// A refused token: a stable reason code and a message for the person.
 #[derive(Debug, Clone)]
@@ -58,7 +58,7 @@ pub enum CreateError {
 /// Creates a join token for `identity`, valid for `ttl` (inside
 /// [`crate::durations::TOKEN_TTL`]); returns the token string (print it once).
 pub fn create_join_token(
-    state: &StateDir,
+    state: &State,
     identity: &SpiffeId,
     ttl: Duration,
 ) -> Result<String, CreateError> {
@@ -74,7 +74,7 @@ pub fn create_join_token(
         expires_at: expires.format(&Rfc3339).unwrap_or_default(),
         secret_sha256: hex::encode(digest(&SHA256, secret.as_bytes())),
     };
-    write_json(&state.token(&id), &rec)?;
+    state.write_json(&token_key(&id), &rec)?;
     Ok(format!("{JOIN_TOKEN_PREFIX}{id}.{secret}"))
 }
 
@@ -87,7 +87,7 @@ pub struct ValidJoin {
 }
 
 /// Checks a join token against the state directory, without using it up.
-pub fn check_join_token(state: &StateDir, token: &str) -> Result<ValidJoin, Refusal> {
+pub fn check_join_token(state: &State, token: &str) -> Result<ValidJoin, Refusal> {
     let invalid = || {
         Refusal::new(reason::TOKEN_INVALID, "join token not recognised by this control plane (create one with `mesh-control token create`)")
     };
@@ -96,17 +96,20 @@ pub fn check_join_token(state: &StateDir, token: &str) -> Result<ValidJoin, Refu
     if id.len() != 24 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(invalid());
     }
-    let rec: JoinToken = match read_json(&state.token(id)) {
+    let rec: JoinToken = match state.read_json(&token_key(id)) {
         Ok(Some(r)) => r,
         Ok(None) => return Err(invalid()),
-        Err(e) => return Err(Refusal::new(reason::INTERNAL, e.to_string())),
+        Err(e) => return Err(Refusal::new(e.reason(), e.to_string())),
     };
     let got = digest(&SHA256, secret.as_bytes());
     let want = hex::decode(&rec.secret_sha256).unwrap_or_default();
     if aws_lc_rs::constant_time::verify_slices_are_equal(got.as_ref(), &want).is_err() {
         return Err(invalid());
     }
-    if state.used(id).exists() {
+    let used = state
+        .get(&used_key(id))
+        .map_err(|e| Refusal::new(e.reason(), e.to_string()))?;
+    if used.is_some() {
         return Err(Refusal::new(
             reason::TOKEN_REPLAYED,
             format!("join token {id} was already used; create a new one"),
@@ -139,37 +142,20 @@ pub enum Claim {
     AlreadyUsed,
 }
 
-/// Uses a join token up, exactly once: `used/<id>` is created exclusively (`O_EXCL`), so of
-/// two concurrent claims, in this process or another, exactly one gets [`Claim::Claimed`].
-/// The file's existence is the commit point; its content (the time) is informational, and it
-/// is fsynced with its directory before the certificate is handed out.
-pub fn claim(state: &StateDir, id: &str) -> Result<Claim, StateError> {
-    use std::io::Write;
-    let path = state.used(id);
+/// Uses a join token up, exactly once: `used/<id>` is created only if it is still absent (an
+/// exclusive link of a written file in the state directory, a `create_revision == 0`
+/// transaction in etcd), so of concurrent claims, in this process, another process or another
+/// replica, exactly one gets [`Claim::Claimed`]. The key's creation is the commit point and is
+/// durable before the certificate is handed out; its content (the time) is informational.
+pub fn claim(state: &State, id: &str) -> Result<Claim, StateError> {
     let at = OffsetDateTime::now_utc()
         .format(&Rfc3339)
         .unwrap_or_default();
-    let mut f = match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(Claim::AlreadyUsed),
-        Err(e) => return Err(crate::state::io_err(&path)(e)),
-    };
-    let synced = f.write_all(at.as_bytes()).and_then(|()| f.sync_all());
-    if let Some(dir) = path.parent() {
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
+    if state.put_if(&used_key(id), None, at.as_bytes(), false)? {
+        Ok(Claim::Claimed)
+    } else {
+        Ok(Claim::AlreadyUsed)
     }
-    if let Err(e) = synced {
-        // Not durably claimed: give the token back rather than burn it on a failed write.
-        let _ = std::fs::remove_file(&path);
-        return Err(crate::state::io_err(&path)(e));
-    }
-    Ok(Claim::Claimed)
 }
 
 /// A trusted service-account token issuer: its P-256 public key (uncompressed point).

@@ -43,6 +43,10 @@ pub struct ControlPlane {
     pub state: PathBuf,
     pub log: PathBuf,
     pub args: Vec<String>,
+    /// `--state-dir <state>` by default; `--state etcd://...` for a replica.
+    pub state_flags: Vec<String>,
+    /// For a replica over etcd: the etcd endpoints (comma-separated) and the key prefix.
+    pub etcd: Option<(String, String)>,
 }
 
 impl ControlPlane {
@@ -56,10 +60,61 @@ impl ControlPlane {
             ops: SocketAddr::from(([127, 0, 0, 1], free_port())),
             state,
             log: dir.join(format!("control-{}.log", free_port())),
+            state_flags: vec![
+                "--state-dir".into(),
+                dir.join("state").display().to_string(),
+            ],
+            etcd: None,
             args,
         };
         cp.spawn();
         cp
+    }
+
+    /// Starts a replica over etcd (`etcd://<endpoints>/<prefix>`) with `extra` arguments.
+    pub fn start_replica(
+        dir: &Path,
+        endpoints: &str,
+        prefix: &str,
+        extra: &[&str],
+    ) -> ControlPlane {
+        // The operator's key that seals CA keys in etcd (0600, as an operator would keep it).
+        let key = dir.join("state.key");
+        if !key.exists() {
+            let mut k = [0u8; 32];
+            aws_lc_rs::rand::fill(&mut k).unwrap();
+            std::fs::write(&key, hex::encode(k)).unwrap();
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+            }
+        }
+        let mut cp = ControlPlane {
+            child: None,
+            api: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            ops: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            state: dir.join("unused-state-dir"),
+            log: dir.join(format!("replica-{}.log", free_port())),
+            args: extra.iter().map(|s| s.to_string()).collect(),
+            state_flags: vec![
+                "--state".into(),
+                format!("etcd://{endpoints}/{prefix}"),
+                "--state-key-file".into(),
+                key.display().to_string(),
+            ],
+            etcd: Some((endpoints.to_string(), prefix.to_string())),
+        };
+        cp.spawn();
+        cp
+    }
+
+    /// Kills the process at once (SIGKILL), as a machine failure would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     fn spawn(&mut self) {
@@ -71,8 +126,7 @@ impl ControlPlane {
             .unwrap();
         let child = Command::new(BIN)
             .arg("run")
-            .arg("--state-dir")
-            .arg(&self.state)
+            .args(&self.state_flags)
             .arg("--trust-domain")
             .arg(TD)
             .arg("--listen")
@@ -174,14 +228,34 @@ impl ControlPlane {
 
     /// The trust bundle written to the state directory.
     pub fn bundle(&self) -> String {
-        std::fs::read_to_string(self.state.join("bundle.pem")).unwrap()
+        match &self.etcd {
+            None => std::fs::read_to_string(self.state.join("bundle.pem")).unwrap(),
+            Some((endpoints, prefix)) => {
+                let out = Command::new("etcdctl")
+                    .env("ETCDCTL_API", "3")
+                    .args(["--endpoints", endpoints, "get", "--print-value-only"])
+                    .arg(format!("/{prefix}/bundle.pem"))
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                String::from_utf8(out.stdout)
+                    .unwrap()
+                    .trim_end()
+                    .to_string()
+                    + "\n"
+            }
+        }
     }
 
     /// `mesh-control token create` for `identity`.
     pub fn join_token(&self, identity: &str, ttl: &str) -> String {
         let out = Command::new(BIN)
-            .args(["token", "create", "--state-dir"])
-            .arg(&self.state)
+            .args(["token", "create"])
+            .args(&self.state_flags)
             .args(["--identity", identity, "--ttl", ttl])
             .output()
             .unwrap();
@@ -197,8 +271,7 @@ impl ControlPlane {
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         Command::new(BIN)
             .args(args)
-            .arg("--state-dir")
-            .arg(&self.state)
+            .args(&self.state_flags)
             .output()
             .unwrap()
     }

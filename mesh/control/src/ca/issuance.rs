@@ -25,7 +25,7 @@ use x509_parser::oid_registry::{
 use x509_parser::prelude::FromDer;
 
 use crate::ca::Ca;
-use crate::state::{read_json, StateDir};
+use crate::state::{issued_key, State};
 use crate::tokens::Refusal;
 
 /// Largest CSR accepted (PEM).
@@ -194,7 +194,7 @@ pub fn check_requested(
 /// the trust bundle by TLS): this trust domain, signed by a current CA generation, on record.
 pub fn authenticate_peer(
     ca: &Ca,
-    state: &StateDir,
+    state: &State,
     trust_domain: &str,
     chain: &[CertificateDer<'static>],
 ) -> Result<SpiffeId, Refusal> {
@@ -223,14 +223,14 @@ pub fn authenticate_peer(
     let (_, x) = x509_parser::certificate::X509Certificate::from_der(leaf.as_ref())
         .map_err(|e| not_honoured(format!("the client certificate cannot be parsed: {e}")))?;
     let serial = hex::encode(x.raw_serial());
-    let rec: IssuedRecord = match read_json(&state.issued(&serial)) {
+    let rec: IssuedRecord = match state.read_json(&issued_key(&serial)) {
         Ok(Some(r)) => r,
         Ok(None) => {
             return Err(not_honoured(format!(
                 "serial {serial} ({id}) is not on record: it was revoked or never issued here; bootstrap again"
             )))
         }
-        Err(e) => return Err(Refusal::new(reason::INTERNAL, e.to_string())),
+        Err(e) => return Err(Refusal::new(e.reason(), e.to_string())),
     };
     if rec.spiffe_id != id.to_string() {
         return Err(not_honoured(format!(

@@ -8,6 +8,8 @@
 //! your own CA"), in which case the bundle carries the organisation's root and SVID chains carry
 //! the intermediate.
 
+pub mod issuance;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::state::{write_atomic, write_json, StateDir, StateError};
+use crate::state::{ca_key, Rev, State, StateError, BUNDLE, CA_STATE};
 
 /// Why the CA could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -35,9 +37,12 @@ pub enum CaError {
     Rcgen(#[from] rcgen::Error),
     /// No CA exists yet.
     #[error(
-        "no CA in {0}: run `mesh-control ca init --state-dir {0}` (or `ca import` for your own CA)"
+        "no CA in {0}: run `mesh-control ca init` on this state (or `ca import` for your own CA)"
     )]
     NoCa(String),
+    /// Another process or replica changed the CA at the same time; nothing was changed here.
+    #[error("{0}: the CA was changed by another control plane or `ca` command at the same moment; nothing was changed here, check `ca status` and run it again if still needed")]
+    Raced(String),
     /// A duration is out of range, or a validity end cannot be computed.
     #[error(transparent)]
     Duration(#[from] crate::durations::OutOfRange),
@@ -85,7 +90,7 @@ pub struct Ca {
     bundle_pem: String,
     /// Active generation number.
     pub active_gen: u32,
-    /// Digest of `ca/state.json`, to notice a rotation made by another process.
+    /// Digest of `ca/state.json`, to notice a rotation made by another process or replica.
     pub state_digest: String,
     /// When the next retired generation stops being trusted (the bundle changes then).
     pub next_expiry: Option<OffsetDateTime>,
@@ -106,14 +111,11 @@ struct Signer {
     not_after: OffsetDateTime,
 }
 
-fn load_signer(state: &StateDir, st: &CaState, gen: u32) -> Result<Signer, CaError> {
-    let read = |p: std::path::PathBuf| {
-        std::fs::read_to_string(&p)
-            .map_err(|e| CaError::State(StateError::Io { path: p, source: e }))
-    };
-    let cert_path = state.ca(&format!("{gen}.cert.pem"));
-    let cert_pem = read(cert_path.clone())?;
-    let key_pem = read(state.ca(&format!("{gen}.key.pem")))?;
+fn load_signer(state: &State, st: &CaState, gen: u32) -> Result<Signer, CaError> {
+    let cert_key = ca_key(&format!("{gen}.cert.pem"));
+    let cert_path = state.locate(&cert_key);
+    let cert_pem = state.get_text(&cert_key)?;
+    let key_pem = state.get_text(&ca_key(&format!("{gen}.key.pem")))?;
     let chain = certs_from_pem(&cert_pem).map_err(|e| StateError::Corrupt {
         path: cert_path.clone(),
         why: e.to_string(),
@@ -162,41 +164,47 @@ fn random_serial() -> SerialNumber {
     SerialNumber::from_slice(&b)
 }
 
-fn read_state(state: &StateDir) -> Result<(CaState, String), CaError> {
-    let path = state.ca("state.json");
-    match std::fs::read(&path) {
-        Ok(data) => {
-            let st: CaState = serde_json::from_slice(&data).map_err(|e| StateError::Corrupt {
-                path: path.clone(),
-                why: e.to_string(),
-            })?;
+/// `ca/state.json`, its digest (empty when absent) and the revision it was read at.
+fn read_state(state: &State) -> Result<(CaState, String, Option<Rev>), CaError> {
+    match state.get(CA_STATE)? {
+        Some(e) => {
+            let st: CaState =
+                serde_json::from_slice(&e.data).map_err(|err| StateError::Corrupt {
+                    path: state.locate(CA_STATE),
+                    why: err.to_string(),
+                })?;
             Ok((
                 st,
-                hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &data)),
+                hex::encode(aws_lc_rs::digest::digest(
+                    &aws_lc_rs::digest::SHA256,
+                    &e.data,
+                )),
+                Some(e.rev),
             ))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Ok((CaState::default(), String::new()))
-        }
-        Err(e) => Err(StateError::Io { path, source: e }.into()),
+        None => Ok((CaState::default(), String::new(), None)),
     }
 }
 
 /// The trust domain recorded in the state directory (empty when no CA exists yet).
-pub fn trust_domain(state: &StateDir) -> Result<String, CaError> {
+pub fn trust_domain(state: &State) -> Result<String, CaError> {
     Ok(read_state(state)?.0.trust_domain)
 }
 
 /// The CA state as recorded (for `ca status`).
-pub fn status(state: &StateDir) -> Result<CaState, CaError> {
+pub fn status(state: &State) -> Result<CaState, CaError> {
     Ok(read_state(state)?.0)
 }
 
-/// Digest of `ca/state.json` now (empty when absent), to poll for changes cheaply.
-pub fn state_digest(state: &StateDir) -> String {
-    std::fs::read(state.ca("state.json"))
-        .map(|d| hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &d)))
-        .unwrap_or_default()
+/// Digest of `ca/state.json` now (empty when absent or unreadable), to notice changes cheaply.
+pub fn state_digest(state: &State) -> String {
+    match state.get(CA_STATE) {
+        Ok(Some(e)) => hex::encode(aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            &e.data,
+        )),
+        _ => String::new(),
+    }
 }
 
 fn self_signed_root(trust_domain: &str, gen: u32) -> Result<(String, KeyPair), CaError> {
@@ -221,9 +229,13 @@ fn self_signed_root(trust_domain: &str, gen: u32) -> Result<(String, KeyPair), C
     Ok((cert.pem(), key))
 }
 
+/// Adds generation `max + 1` and makes it active. The generation's files are created only if
+/// absent and `ca/state.json` is replaced only if still at `rev` (the revision the state `st`
+/// was read at), so of two rotations racing, in two replicas or a replica and a `ca` command, exactly
+/// one is made; the other changes nothing and is told so.
 fn add_generation(
-    state: &StateDir,
-    mut st: CaState,
+    state: &State,
+    (mut st, rev): (CaState, Option<Rev>),
     cert_chain_pem: &str,
     roots_pem: &str,
     key_pem: &str,
@@ -242,15 +254,24 @@ fn add_generation(
         (format!("{gen}.cert.pem"), cert_chain_pem, false),
         (format!("{gen}.roots.pem"), roots_pem, false),
     ];
-    let cleanup = || {
-        for (name, _, _) in &files {
-            let _ = std::fs::remove_file(state.ca(name));
+    let mut written = Vec::new();
+    let cleanup = |written: &[&String]| {
+        for name in written {
+            let _ = state.delete(&ca_key(name));
         }
     };
     for (name, data, private) in &files {
-        if let Err(e) = write_atomic(&state.ca(name), data.as_bytes(), *private) {
-            cleanup();
-            return Err(e.into());
+        match state.put_if(&ca_key(name), None, data.as_bytes(), *private) {
+            Ok(true) => written.push(name),
+            Ok(false) => {
+                // Another writer is making this generation: its files are not ours to remove.
+                cleanup(&written);
+                return Err(CaError::Raced(state.locate(&ca_key(name))));
+            }
+            Err(e) => {
+                cleanup(&written);
+                return Err(e.into());
+            }
         }
     }
     for g in &mut st.generations {
@@ -265,16 +286,22 @@ fn add_generation(
         trusted_until: None,
     });
     st.active = gen;
-    if let Err(e) = write_json(&state.ca("state.json"), &st) {
-        cleanup();
-        return Err(e.into());
+    match state.write_json_if(CA_STATE, rev, &st) {
+        Ok(true) => Ok(gen),
+        Ok(false) => {
+            cleanup(&written);
+            Err(CaError::Raced(state.locate(CA_STATE)))
+        }
+        Err(e) => {
+            cleanup(&written);
+            Err(e.into())
+        }
     }
-    Ok(gen)
 }
 
 /// Creates a self-signed CA if there is none. Returns the active generation.
-pub fn init(state: &StateDir, trust_domain: &str) -> Result<u32, CaError> {
-    let (st, _) = read_state(state)?;
+pub fn init(state: &State, trust_domain: &str) -> Result<u32, CaError> {
+    let (st, _, rev) = read_state(state)?;
     if st.active != 0 {
         return Ok(st.active);
     }
@@ -283,20 +310,35 @@ pub fn init(state: &StateDir, trust_domain: &str) -> Result<u32, CaError> {
         trust_domain: trust_domain.to_string(),
         ..st
     };
-    add_generation(state, st, &cert, &cert, &key.serialize_pem(), false, None)
+    match add_generation(
+        state,
+        (st, rev),
+        &cert,
+        &cert,
+        &key.serialize_pem(),
+        false,
+        None,
+    ) {
+        // Another replica created the first CA at the same moment: use it.
+        Err(CaError::Raced(_)) => match read_state(state)? {
+            (st, _, _) if st.active != 0 => Ok(st.active),
+            _ => Err(CaError::Raced(state.locate(CA_STATE))),
+        },
+        other => other,
+    }
 }
 
 /// Rotates to a new self-signed CA; the previous ones stay trusted for `overlap`.
-pub fn rotate(state: &StateDir, trust_domain: &str, overlap: Duration) -> Result<u32, CaError> {
-    let (st, _) = read_state(state)?;
+pub fn rotate(state: &State, trust_domain: &str, overlap: Duration) -> Result<u32, CaError> {
+    let (st, _, rev) = read_state(state)?;
     if st.active == 0 {
-        return Err(CaError::NoCa(state.root().display().to_string()));
+        return Err(CaError::NoCa(state.describe()));
     }
     crate::durations::CA_OVERLAP.check(overlap)?;
     let (cert, key) = self_signed_root(trust_domain, st.active + 1)?;
     add_generation(
         state,
-        st,
+        (st, rev),
         &cert,
         &cert,
         &key.serialize_pem(),
@@ -308,7 +350,7 @@ pub fn rotate(state: &StateDir, trust_domain: &str, overlap: Duration) -> Result
 /// Imports an intermediate CA issued by an organisation's root ("bring your own CA"). The
 /// previous generation, if any, stays trusted for `overlap`.
 pub fn import(
-    state: &StateDir,
+    state: &State,
     trust_domain: &str,
     cert_file: &str,
     key_file: &str,
@@ -372,7 +414,7 @@ pub fn import(
     let key_pem_out = key.serialize_pem();
     let issuer = Issuer::from_ca_cert_der(first, key)?;
     verify_ca_chain(&issuer, &chain, &roots).map_err(|why| bad(cert_file, why))?;
-    let (mut st, _) = read_state(state)?;
+    let (mut st, _, rev) = read_state(state)?;
     if st.trust_domain.is_empty() {
         st.trust_domain = trust_domain.to_string();
     }
@@ -381,7 +423,7 @@ pub fn import(
     let roots_pem: String = roots.iter().map(|c| pem_encode("CERTIFICATE", c)).collect();
     add_generation(
         state,
-        st,
+        (st, rev),
         &chain_pem,
         &roots_pem,
         &key_pem_out,
@@ -429,10 +471,10 @@ fn verify_ca_chain(
 
 impl Ca {
     /// Loads the active CA and the trust bundle, dropping generations whose overlap has ended.
-    pub fn load(state: &StateDir, _trust_domain: &str) -> Result<Ca, CaError> {
-        let (mut st, digest) = read_state(state)?;
+    pub fn load(state: &State, _trust_domain: &str) -> Result<Ca, CaError> {
+        let (mut st, digest, rev) = read_state(state)?;
         if st.active == 0 {
-            return Err(CaError::NoCa(state.root().display().to_string()));
+            return Err(CaError::NoCa(state.describe()));
         }
         let t = now();
         let before = st.generations.len();
@@ -444,14 +486,14 @@ impl Ca {
                     .is_some_and(|u| u > t)
         });
         let digest = if st.generations.len() != before {
-            write_json(&state.ca("state.json"), &st)?;
+            // Dropping ended generations: if another replica changed the state meanwhile, its
+            // version is loaded instead.
+            if !state.write_json_if(CA_STATE, rev, &st)? {
+                return Ca::load(state, _trust_domain);
+            }
             state_digest(state)
         } else {
             digest
-        };
-        let read = |p: std::path::PathBuf| {
-            std::fs::read_to_string(&p)
-                .map_err(|e| CaError::State(StateError::Io { path: p, source: e }))
         };
         let active = load_signer(state, &st, st.active)?;
         // The API's own certificate comes from the oldest generation still trusted: during an
@@ -470,11 +512,13 @@ impl Ca {
         };
         let mut anchors = rustls::RootCertStore::empty();
         for g in &st.generations {
-            let path = state.ca(&format!("{}.cert.pem", g.gen));
-            let certs = certs_from_pem(&read(path.clone())?).map_err(|e| StateError::Corrupt {
-                path: path.clone(),
-                why: e.to_string(),
-            })?;
+            let key = ca_key(&format!("{}.cert.pem", g.gen));
+            let path = state.locate(&key);
+            let certs =
+                certs_from_pem(&state.get_text(&key)?).map_err(|e| StateError::Corrupt {
+                    path: path.clone(),
+                    why: e.to_string(),
+                })?;
             let first = certs
                 .into_iter()
                 .next()
@@ -493,12 +537,12 @@ impl Ca {
         )
         .build()
         .map_err(|e| StateError::Corrupt {
-            path: state.ca("state.json"),
+            path: state.locate(CA_STATE),
             why: format!("the CA generations make no usable verifier: {e}"),
         })?;
         let mut bundle = Vec::new();
         for g in &st.generations {
-            let roots = read(state.ca(&format!("{}.roots.pem", g.gen)))?;
+            let roots = state.get_text(&ca_key(&format!("{}.roots.pem", g.gen)))?;
             for c in certs_from_pem(&roots).unwrap_or_default() {
                 if !bundle.contains(&c) {
                     bundle.push(c);
@@ -509,7 +553,11 @@ impl Ca {
             .iter()
             .map(|c| pem_encode("CERTIFICATE", c))
             .collect();
-        write_atomic(&state.bundle(), bundle_pem.as_bytes(), false)?;
+        // Written only when it changed: in a shared store every write wakes the other replicas.
+        let current = state.get(BUNDLE)?;
+        if current.as_ref().map(|e| e.data.as_slice()) != Some(bundle_pem.as_bytes()) {
+            state.put(BUNDLE, bundle_pem.as_bytes(), false)?;
+        }
         let next_expiry = st
             .generations
             .iter()

@@ -1,0 +1,481 @@
+//! The etcd backend: several control-plane replicas over one etcd cluster (v3 API).
+//!
+//! `--state etcd://HOST:PORT[,HOST:PORT...]/PREFIX` keeps every key under `/PREFIX/`. A write
+//! that must happen once is a transaction comparing the key's `mod_revision` (or, for a key
+//! that must still be absent, its `create_revision == 0`) before the put, so of replicas racing
+//! on one key exactly one commits. Reads are linearizable while the quorum answers; when it
+//! does not (for a second), they are answered from the member's own copy (serializable), so a
+//! replica keeps authenticating its proxies and serving the last state while etcd has lost
+//! quorum; every write needs the quorum and is refused with a reason that says so. A watch on the prefix tells the replica about CA and configuration
+//! changes made by any other replica, without polling.
+//!
+//! CA private keys are sealed ([`super::seal`]) with the operator's key before they are sent;
+//! the store never holds them in the clear.
+//!
+//! etcd-client is async (tokio, tonic); the rest of the control plane calls the store from
+//! synchronous code, so the backend runs its own small runtime on a thread of its own and
+//! waits for each answer, with a deadline.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp, WatchOptions,
+};
+use tokio::sync::watch;
+
+use super::seal::{self, SealKey};
+use super::{ca_key, Entry, Health, Rev, StateBackend, StateError, CA_STATE, CONFIG};
+
+/// How long one store operation may take before it is reported as unavailable.
+const OP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An etcd cluster and the prefix this control plane keeps its keys under.
+pub struct Etcd {
+    rt: Option<tokio::runtime::Runtime>,
+    client: Client,
+    endpoints: Vec<String>,
+    prefix: String,
+    seal: Option<SealKey>,
+    changes: watch::Receiver<u64>,
+    last_error: Arc<Mutex<Option<String>>>,
+    /// When a quorum read last failed: for a short while reads go straight to the member.
+    quorum_failed_at: Mutex<Option<std::time::Instant>>,
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which is not allowed inside another runtime.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Parses `etcd://h1:p1,h2:p2/prefix` into endpoints and the key prefix (`/prefix/`).
+pub fn parse_url(url: &str) -> Result<(Vec<String>, String), String> {
+    let rest = url
+        .strip_prefix("etcd://")
+        .ok_or_else(|| "an etcd state URL starts with etcd://".to_string())?;
+    let (hosts, prefix) = rest
+        .split_once('/')
+        .ok_or_else(|| "no key prefix: use etcd://HOST:PORT[,HOST:PORT...]/PREFIX".to_string())?;
+    let prefix = prefix.trim_matches('/');
+    if prefix.is_empty() {
+        return Err("empty key prefix: use etcd://HOST:PORT[,HOST:PORT...]/PREFIX".into());
+    }
+    let mut endpoints = Vec::new();
+    for h in hosts.split(',') {
+        let ok = h
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !ok {
+            return Err(format!("endpoint {h:?} is not HOST:PORT"));
+        }
+        endpoints.push(format!("http://{h}"));
+    }
+    Ok((endpoints, format!("/{prefix}/")))
+}
+
+/// Whether a request failed before it was sent: the connection to the member could not be made.
+/// How long a quorum read may take before the member's own copy is read instead.
+const QUORUM_READ_TIMEOUT: Duration = Duration::from_secs(1);
+
+fn is_connect_error(e: &etcd_client::Error) -> bool {
+    let m = e.to_string();
+    m.contains("tcp connect error")
+        || m.contains("Connection refused")
+        || m.contains("connection refused")
+}
+
+fn key_is_watched(key: &[u8], prefix: &str) -> bool {
+    let k = key.strip_prefix(prefix.as_bytes()).unwrap_or(key);
+    k == CA_STATE.as_bytes() || k == CONFIG.as_bytes()
+}
+
+fn is_private_key(key: &str) -> bool {
+    key.starts_with(&ca_key("")) && key.ends_with(".key.pem")
+}
+
+impl Etcd {
+    /// Connects to the cluster named by `url` and starts watching the prefix.
+    pub fn connect(url: &str, seal: Option<SealKey>) -> Result<Self, StateError> {
+        let unavailable = |why: String| StateError::Unavailable {
+            store: url.to_string(),
+            why,
+        };
+        if url.starts_with("etcds://") {
+            return Err(unavailable(
+                "TLS to etcd is not available in this build: etcd-client's TLS would bring a \
+                 second, non-FIPS TLS stack (ring); reach etcd over loopback or a private \
+                 network with etcd://, or put a FIPS TLS tunnel in front of it"
+                    .into(),
+            ));
+        }
+        let (endpoints, prefix) = parse_url(url).map_err(unavailable)?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("etcd-client")
+            .enable_all()
+            .build()
+            .map_err(|e| unavailable(format!("cannot start the etcd client runtime: {e}")))?;
+        let opts = ConnectOptions::new()
+            .with_connect_timeout(OP_TIMEOUT)
+            .with_timeout(OP_TIMEOUT)
+            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+        let eps = endpoints.clone();
+        let client = rt
+            .block_on(async move {
+                tokio::time::timeout(OP_TIMEOUT, Client::connect(eps, Some(opts))).await
+            })
+            .map_err(|_| unavailable(format!("no answer within {OP_TIMEOUT:?}")))?
+            .map_err(|e| unavailable(format!("cannot connect: {e}")))?;
+        let (tx, changes) = watch::channel(0u64);
+        rt.spawn(watch_task(client.clone(), prefix.clone(), tx));
+        Ok(Etcd {
+            rt: Some(rt),
+            client,
+            endpoints,
+            prefix,
+            seal,
+            changes,
+            last_error: Arc::new(Mutex::new(None)),
+            quorum_failed_at: Mutex::new(None),
+        })
+    }
+
+    fn full(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    fn unavailable(&self, why: impl Into<String>) -> StateError {
+        let why = why.into();
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = Some(why.clone());
+        }
+        StateError::Unavailable {
+            store: self.describe(),
+            why,
+        }
+    }
+
+    /// Runs the operation `op` makes on the backend's runtime and waits for it, at most
+    /// [`OP_TIMEOUT`] in all. A request that could not even be sent (the member the balancer
+    /// picked is down: a connect error) is sent again, to another member; a request that was
+    /// sent is never repeated, so a transaction is not applied twice.
+    fn block<T, F, M>(&self, what: &str, op: M) -> Result<T, StateError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
+        M: FnMut() -> F + Send + 'static,
+    {
+        self.block_within(what, OP_TIMEOUT, op)
+    }
+
+    /// [`block`](Self::block) with a deadline of `limit`.
+    fn block_within<T, F, M>(&self, what: &str, limit: Duration, mut op: M) -> Result<T, StateError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
+        M: FnMut() -> F + Send + 'static,
+    {
+        let Some(rt) = &self.rt else {
+            return Err(self.unavailable("client stopped"));
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        rt.spawn(async move {
+            let attempts = async {
+                let mut n = 0u64;
+                loop {
+                    match op().await {
+                        Err(e) if n < 20 && is_connect_error(&e) => {
+                            n += 1;
+                            tokio::time::sleep(Duration::from_millis(25 * n.min(4))).await;
+                        }
+                        other => return other,
+                    }
+                }
+            };
+            let _ = tx.send(tokio::time::timeout(limit, attempts).await);
+        });
+        let out = match rx.recv() {
+            Ok(Ok(Ok(v))) => Ok(v),
+            Ok(Ok(Err(e))) => Err(self.unavailable(format!(
+                "{what} failed: {e} (is a quorum of etcd members up?)"
+            ))),
+            Ok(Err(_)) => Err(self.unavailable(format!(
+                "{what}: no answer within {limit:?} (etcd has no quorum, or no member is reachable); writes are refused until it recovers"
+            ))),
+            Err(_) => Err(self.unavailable("client stopped")),
+        };
+        if out.is_ok() {
+            if let Ok(mut e) = self.last_error.lock() {
+                *e = None;
+            }
+        }
+        out
+    }
+
+    /// Reads with `opts`: linearizable (sees every committed write) while the quorum answers;
+    /// when it does not, from the member's own copy (serializable), so the last state keeps
+    /// being served while etcd has lost its quorum.
+    fn read(
+        &self,
+        what: &str,
+        k: String,
+        opts: GetOptions,
+    ) -> Result<etcd_client::GetResponse, StateError> {
+        let recently_failed = self
+            .quorum_failed_at
+            .lock()
+            .ok()
+            .and_then(|t| *t)
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(2));
+        if !recently_failed {
+            let c = self.client.clone();
+            let (k1, o1) = (k.clone(), opts.clone());
+            let r = self.block_within(what, QUORUM_READ_TIMEOUT, move || {
+                let (mut c, k, o) = (c.clone(), k1.clone(), o1.clone());
+                async move { c.get(k, Some(o)).await }
+            });
+            match r {
+                Ok(resp) => return Ok(resp),
+                Err(_) => {
+                    if let Ok(mut t) = self.quorum_failed_at.lock() {
+                        *t = Some(std::time::Instant::now());
+                    }
+                }
+            }
+        }
+        let c = self.client.clone();
+        let o = opts.with_serializable();
+        self.block(what, move || {
+            let (mut c, k, o) = (c.clone(), k.clone(), o.clone());
+            async move { c.get(k, Some(o)).await }
+        })
+    }
+
+    fn encode(&self, key: &str, data: &[u8], private: bool) -> Result<Vec<u8>, StateError> {
+        if !(private || is_private_key(key)) {
+            return Ok(data.to_vec());
+        }
+        match &self.seal {
+            Some(k) => k.seal(key, data),
+            None => Err(StateError::Sealed {
+                path: self.locate(key),
+                why: format!(
+                    "a CA private key is stored in etcd only sealed with the operator's key: pass --state-key-file FILE or set {} (64 hex digits, e.g. from `openssl rand -hex 32`)",
+                    seal::ENV
+                ),
+            }),
+        }
+    }
+
+    fn decode(&self, key: &str, data: Vec<u8>) -> Result<Vec<u8>, StateError> {
+        if !seal::is_sealed(&data) {
+            if is_private_key(key) {
+                return Err(StateError::Sealed {
+                    path: self.locate(key),
+                    why: "a CA private key is stored unsealed; refusing to use it (import it again with the state key set)".into(),
+                });
+            }
+            return Ok(data);
+        }
+        match &self.seal {
+            Some(k) => k.open(key, &data),
+            None => Err(StateError::Sealed {
+                path: self.locate(key),
+                why: format!(
+                    "sealed with the operator's key, which is not given: pass --state-key-file FILE or set {}",
+                    seal::ENV
+                ),
+            }),
+        }
+    }
+}
+
+async fn watch_task(mut client: Client, prefix: String, tx: watch::Sender<u64>) {
+    loop {
+        let opts = WatchOptions::new().with_prefix();
+        if let Ok(mut stream) = client.watch(prefix.clone(), Some(opts)).await {
+            // Anything may have changed while the watch was down.
+            tx.send_modify(|n| *n += 1);
+            while let Ok(Some(resp)) = stream.message().await {
+                let relevant = resp
+                    .events()
+                    .iter()
+                    .any(|ev| ev.kv().is_some_and(|kv| key_is_watched(kv.key(), &prefix)));
+                if relevant {
+                    tx.send_modify(|n| *n += 1);
+                }
+            }
+        }
+        if tx.is_closed() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+impl StateBackend for Etcd {
+    fn describe(&self) -> String {
+        let hosts: Vec<&str> = self
+            .endpoints
+            .iter()
+            .map(|e| e.trim_start_matches("http://"))
+            .collect();
+        format!(
+            "etcd://{}{}",
+            hosts.join(","),
+            self.prefix.trim_end_matches('/')
+        )
+    }
+
+    fn locate(&self, key: &str) -> String {
+        format!("{} key {}", self.describe(), self.full(key))
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Entry>, StateError> {
+        let k = self.full(key);
+        let resp = self.read(&format!("get {k}"), k.clone(), GetOptions::new())?;
+        match resp.kvs().first() {
+            None => Ok(None),
+            Some(kv) => {
+                let rev = Rev(u64::try_from(kv.mod_revision()).unwrap_or(0));
+                let data = self.decode(key, kv.value().to_vec())?;
+                Ok(Some(Entry { data, rev }))
+            }
+        }
+    }
+
+    fn put(&self, key: &str, data: &[u8], private: bool) -> Result<(), StateError> {
+        let value = self.encode(key, data, private)?;
+        let c = self.client.clone();
+        let k = self.full(key);
+        self.block(&format!("put {k}"), move || {
+            let (mut c, k, v) = (c.clone(), k.clone(), value.clone());
+            async move { c.put(k, v, None).await }
+        })?;
+        Ok(())
+    }
+
+    fn put_if(
+        &self,
+        key: &str,
+        expected: Option<Rev>,
+        data: &[u8],
+        private: bool,
+    ) -> Result<bool, StateError> {
+        let value = self.encode(key, data, private)?;
+        let c = self.client.clone();
+        let k = self.full(key);
+        let cmp = match expected {
+            None => Compare::create_revision(k.clone(), CompareOp::Equal, 0),
+            Some(Rev(r)) => Compare::mod_revision(
+                k.clone(),
+                CompareOp::Equal,
+                i64::try_from(r).unwrap_or(i64::MAX),
+            ),
+        };
+        let txn = Txn::new()
+            .when([cmp])
+            .and_then([TxnOp::put(k.clone(), value, None)]);
+        let resp = self.block(&format!("transaction on {k}"), move || {
+            let (mut c, t) = (c.clone(), txn.clone());
+            async move { c.txn(t).await }
+        })?;
+        Ok(resp.succeeded())
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StateError> {
+        let c = self.client.clone();
+        let k = self.full(key);
+        self.block(&format!("delete {k}"), move || {
+            let (mut c, k) = (c.clone(), k.clone());
+            async move { c.delete(k, None).await }
+        })?;
+        Ok(())
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>, StateError> {
+        let k = self.full(prefix);
+        let opts = GetOptions::new().with_prefix().with_keys_only();
+        let resp = self.read(&format!("list {k}"), k.clone(), opts)?;
+        let mut out: Vec<String> = resp
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                kv.key()
+                    .strip_prefix(self.prefix.as_bytes())
+                    .and_then(|k| std::str::from_utf8(k).ok())
+                    .map(str::to_string)
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    fn count(&self, prefix: &str) -> Result<usize, StateError> {
+        let k = self.full(prefix);
+        let opts = GetOptions::new().with_prefix().with_count_only();
+        let resp = self.read(&format!("count {k}"), k.clone(), opts)?;
+        Ok(usize::try_from(resp.count()).unwrap_or(0))
+    }
+
+    fn changes(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.changes.clone())
+    }
+
+    fn health(&self) -> Health {
+        // A linearizable read needs the quorum: it is what a write would need too.
+        let c = self.client.clone();
+        let k = self.full(CA_STATE);
+        let probe = self.block("quorum read", move || {
+            let (mut c, k) = (c.clone(), k.clone());
+            async move { c.get(k, Some(GetOptions::new().with_count_only())).await }
+        });
+        Health {
+            backend: "etcd",
+            reachable: probe.is_ok(),
+            error: probe.err().map(|e| e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// State URLs give endpoints and a prefix, or an error that shows the right form.
+    #[test]
+    fn urls_parse_or_say_the_form() {
+        let (eps, prefix) = parse_url("etcd://127.0.0.1:2379,127.0.0.1:2380/mesh/prod")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(eps, ["http://127.0.0.1:2379", "http://127.0.0.1:2380"]);
+        assert_eq!(prefix, "/mesh/prod/");
+        for bad in [
+            "etcd://127.0.0.1:2379",
+            "etcd://127.0.0.1:2379/",
+            "etcd://127.0.0.1/x",
+            "etcd://:2379/x",
+            "http://127.0.0.1:2379/x",
+        ] {
+            let e = parse_url(bad).err().unwrap_or_default();
+            assert!(
+                e.contains("HOST:PORT") || e.contains("etcd://"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    /// Only the CA state and the configuration wake the replicas; key files count as private.
+    #[test]
+    fn watched_and_private_keys() {
+        assert!(key_is_watched(b"/p/ca/state.json", "/p/"));
+        assert!(key_is_watched(b"/p/config.json", "/p/"));
+        assert!(!key_is_watched(b"/p/issued/ab.json", "/p/"));
+        assert!(is_private_key("ca/3.key.pem"));
+        assert!(!is_private_key("ca/3.cert.pem"));
+    }
+}

@@ -1,0 +1,685 @@
+//! Replicated mesh-control over a real 3-member etcd cluster (Debian `etcd-server` 3.4) that the
+//! test starts on 127.0.0.1 ports, with temporary data directories removed afterwards: tokens
+//! used once across replicas, serials neither lost nor repeated when a replica is killed,
+//! configuration changes reaching proxies on every replica, one member down, quorum lost and
+//! regained.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use mesh_core::api::{self, reason, BootstrapRequest, ConfigResponse};
+use mesh_core::identity::{generate_csr, SpiffeId};
+
+const INSTALL: &str = "apt-get install etcd-server etcd-client (scripts/install-deps.sh)";
+
+/// Whether etcd and etcdctl are here (a failure under CI=true, a loud SKIP elsewhere).
+fn have_etcd(test: &str) -> bool {
+    distro_testsupport::require(test, "etcd", INSTALL)
+        && distro_testsupport::require(test, "etcdctl", INSTALL)
+}
+
+/// One etcd member.
+struct Member {
+    name: String,
+    client: u16,
+    peer: u16,
+    data: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+/// A 3-member etcd cluster on loopback.
+struct Cluster {
+    members: Vec<Member>,
+    initial: String,
+    token: String,
+}
+
+impl Cluster {
+    fn start(dir: &Path) -> Cluster {
+        let members: Vec<Member> = (0..3)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client: free_port(),
+                peer: free_port(),
+                data: dir.join(format!("etcd-{i}")),
+                log: dir.join(format!("etcd-{i}.log")),
+                child: None,
+            })
+            .collect();
+        let initial = members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = Cluster {
+            members,
+            initial,
+            token: format!("mesh-test-{}", free_port()),
+        };
+        for i in 0..3 {
+            c.start_member(i);
+        }
+        c.wait_healthy(3, Duration::from_secs(30));
+        c
+    }
+
+    fn start_member(&mut self, i: usize) {
+        let m = &self.members[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&m.log)
+            .unwrap();
+        let child = Command::new("etcd")
+            .args(["--name", &m.name])
+            .arg("--data-dir")
+            .arg(&m.data)
+            .args([
+                "--listen-client-urls",
+                &format!("http://127.0.0.1:{}", m.client),
+                "--advertise-client-urls",
+                &format!("http://127.0.0.1:{}", m.client),
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{}", m.peer),
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{}", m.peer),
+                "--initial-cluster",
+                &self.initial,
+                "--initial-cluster-token",
+                &self.token,
+                "--initial-cluster-state",
+                "new",
+                "--heartbeat-interval",
+                "50",
+                "--election-timeout",
+                "500",
+                "--logger",
+                "zap",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start etcd");
+        self.members[i].child = Some(child);
+    }
+
+    fn stop_member(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn endpoint(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.members[i].client)
+    }
+
+    /// Every member's client address, comma-separated (the replicas' view of the cluster).
+    fn endpoints(&self) -> String {
+        (0..3)
+            .map(|i| self.endpoint(i))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn etcdctl(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &self.endpoints(), "--command-timeout", "3s"])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    }
+
+    /// Waits until `n` members answer `endpoint health`.
+    fn wait_healthy(&self, n: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let (_, out) = self.etcdctl(&["endpoint", "health"]);
+            let healthy = out.matches("is healthy").count();
+            if healthy >= n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "etcd: {healthy} of {n} members healthy: {out}\n{}",
+                std::fs::read_to_string(&self.members[0].log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The keys under `/<prefix>/<sub>`, without the prefix.
+    fn keys(&self, prefix: &str, sub: &str) -> Vec<String> {
+        let (ok, out) = self.etcdctl(&[
+            "get",
+            "--prefix",
+            "--keys-only",
+            &format!("/{prefix}/{sub}"),
+        ]);
+        assert!(ok, "{out}");
+        out.lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| l.trim_start_matches(&format!("/{prefix}/")).to_string())
+            .collect()
+    }
+
+    fn value(&self, key: &str) -> String {
+        let (ok, out) = self.etcdctl(&["get", "--print-value-only", key]);
+        assert!(ok, "{out}");
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.stop_member(i);
+        }
+    }
+}
+
+/// A cluster and three replicas over one prefix (replica 0 started first, so it creates the
+/// CA), with `extra` arguments for replica 0 only.
+fn replicated(dir: &Path, prefix: &str, extra0: &[&str]) -> (Cluster, Vec<ControlPlane>) {
+    let cluster = Cluster::start(dir);
+    let eps = cluster.endpoints();
+    let mut replicas = vec![ControlPlane::start_replica(dir, &eps, prefix, extra0)];
+    for _ in 1..3 {
+        replicas.push(ControlPlane::start_replica(dir, &eps, prefix, &[]));
+    }
+    (cluster, replicas)
+}
+
+fn bootstrap_on(
+    cp: &ControlPlane,
+    bundle: &str,
+    token: &str,
+    id: &str,
+) -> (Reply, Option<Workload>) {
+    let csr = generate_csr(&SpiffeId::parse(id).unwrap()).unwrap();
+    let body = serde_json::to_vec(&BootstrapRequest {
+        token: token.into(),
+        csr_pem: csr.csr_pem.clone(),
+    })
+    .unwrap();
+    let r = request(
+        cp.api,
+        bundle,
+        None,
+        "POST",
+        api::PATH_BOOTSTRAP,
+        body,
+        Duration::from_secs(15),
+    )
+    .unwrap_or_else(|e| Reply {
+        status: 0,
+        body: e.into_bytes(),
+    });
+    let w = (r.status == 200).then(|| workload_from(&csr, &r));
+    (r, w)
+}
+
+fn serial_of(w: &Workload) -> String {
+    use x509_parser::prelude::FromDer;
+    let (_, x) = x509_parser::certificate::X509Certificate::from_der(w.chain[0].as_ref()).unwrap();
+    hex::encode(x.raw_serial())
+}
+
+/// 100 bootstraps race the same 50 join tokens across three replicas at once: each token is
+/// used exactly once, the other attempt is refused with `token_replayed`, and exactly the 50
+/// certificates handed out are on record, with 50 different serials.
+#[test]
+fn join_tokens_are_used_once_across_replicas() {
+    if !have_etcd("join_tokens_are_used_once_across_replicas") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, replicas) = replicated(dir.path(), "race", &[]);
+    let bundle = replicas[0].bundle();
+    let id = "spiffe://example.org/ns/vm/sa/db";
+    let tokens: Vec<String> = (0..50).map(|_| replicas[0].join_token(id, "10m")).collect();
+    let replicas = Arc::new(replicas);
+    let start = Arc::new(std::sync::Barrier::new(100));
+    let handles: Vec<_> = (0..100)
+        .map(|n| {
+            let (replicas, start, bundle) = (replicas.clone(), start.clone(), bundle.clone());
+            let token = tokens[n / 2].clone();
+            // The two attempts on one token go to two different replicas.
+            let r = (n / 2 + n % 2) % 3;
+            std::thread::spawn(move || {
+                start.wait();
+                let (reply, w) = bootstrap_on(&replicas[r], &bundle, &token, id);
+                (
+                    n / 2,
+                    reply.status,
+                    reply.reason(),
+                    w.map(|w| serial_of(&w)),
+                )
+            })
+        })
+        .collect();
+    let mut per_token: BTreeMap<usize, Vec<(u16, String)>> = BTreeMap::new();
+    let mut serials = BTreeSet::new();
+    for h in handles {
+        let (t, status, why, serial) = h.join().unwrap();
+        per_token.entry(t).or_default().push((status, why));
+        if let Some(s) = serial {
+            assert!(serials.insert(s.clone()), "serial {s} handed out twice");
+        }
+    }
+    for (t, outcomes) in &per_token {
+        let ok = outcomes.iter().filter(|(s, _)| *s == 200).count();
+        let replayed = outcomes
+            .iter()
+            .filter(|(s, w)| *s == 401 && w == reason::TOKEN_REPLAYED)
+            .count();
+        assert_eq!((ok, replayed), (1, 1), "token {t}: {outcomes:?}");
+    }
+    assert_eq!(serials.len(), 50);
+    let on_record: BTreeSet<String> = cluster
+        .keys("race", "issued/")
+        .into_iter()
+        .map(|k| {
+            k.trim_start_matches("issued/")
+                .trim_end_matches(".json")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        on_record, serials,
+        "exactly the certificates handed out are on record"
+    );
+    assert_eq!(cluster.keys("race", "used/").len(), 50);
+}
+
+/// A replica killed with SIGKILL in the middle of bootstraps loses no serial and repeats none:
+/// every certificate handed out by any replica is on record, and the surviving replicas keep
+/// bootstrapping (a token whose first attempt died with the replica is either still usable or
+/// was used exactly once).
+#[test]
+fn killed_replica_loses_no_serial() {
+    if !have_etcd("killed_replica_loses_no_serial") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, mut replicas) = replicated(dir.path(), "kill", &[]);
+    let bundle = replicas[0].bundle();
+    let id = "spiffe://example.org/ns/vm/sa/web";
+    let tokens: Vec<String> = (0..40).map(|_| replicas[1].join_token(id, "10m")).collect();
+    let victim = replicas.remove(0);
+    let victim_api = victim.api;
+    let victim = Arc::new(std::sync::Mutex::new(victim));
+    let survivors = Arc::new(replicas);
+    let handles: Vec<_> = tokens
+        .iter()
+        .enumerate()
+        .map(|(n, token)| {
+            let (victim, survivors, bundle, token) = (
+                victim.clone(),
+                survivors.clone(),
+                bundle.clone(),
+                token.clone(),
+            );
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20 * n as u64));
+                let mut handed = Vec::new();
+                // First try on the victim (while it lives), then on a survivor.
+                let first = {
+                    let v = victim.lock().unwrap();
+                    (v.child.is_some()).then(|| ControlPlaneRef { api: v.api })
+                };
+                if let Some(v) = first {
+                    let (_, w) = bootstrap_via(v.api, &bundle, &token, id);
+                    if let Some(w) = w {
+                        handed.push(serial_of(&w));
+                        return handed;
+                    }
+                }
+                let (reply, w) = bootstrap_on(&survivors[n % 2], &bundle, &token, id);
+                match w {
+                    Some(w) => handed.push(serial_of(&w)),
+                    None => assert_eq!(
+                        reply.reason(),
+                        reason::TOKEN_REPLAYED,
+                        "{}",
+                        String::from_utf8_lossy(&reply.body)
+                    ),
+                }
+                handed
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    victim.lock().unwrap().kill9();
+    eprintln!("killed the replica at {victim_api}");
+    let mut handed = Vec::new();
+    for h in handles {
+        handed.extend(h.join().unwrap());
+    }
+    let unique: BTreeSet<_> = handed.iter().cloned().collect();
+    assert_eq!(unique.len(), handed.len(), "a serial was handed out twice");
+    let on_record: BTreeSet<String> = cluster
+        .keys("kill", "issued/")
+        .into_iter()
+        .map(|k| {
+            k.trim_start_matches("issued/")
+                .trim_end_matches(".json")
+                .to_string()
+        })
+        .collect();
+    for s in &unique {
+        assert!(
+            on_record.contains(s),
+            "serial {s} handed out but not on record"
+        );
+    }
+    // Every token was used at most once, and the survivors handed out most of them.
+    assert!(cluster.keys("kill", "used/").len() <= 40);
+    assert!(
+        handed.len() >= 30,
+        "only {} of 40 bootstraps succeeded",
+        handed.len()
+    );
+}
+
+struct ControlPlaneRef {
+    api: std::net::SocketAddr,
+}
+
+fn bootstrap_via(
+    addr: std::net::SocketAddr,
+    bundle: &str,
+    token: &str,
+    id: &str,
+) -> (Reply, Option<Workload>) {
+    let csr = generate_csr(&SpiffeId::parse(id).unwrap()).unwrap();
+    let body = serde_json::to_vec(&BootstrapRequest {
+        token: token.into(),
+        csr_pem: csr.csr_pem.clone(),
+    })
+    .unwrap();
+    let r = request(
+        addr,
+        bundle,
+        None,
+        "POST",
+        api::PATH_BOOTSTRAP,
+        body,
+        Duration::from_secs(5),
+    )
+    .unwrap_or_else(|e| Reply {
+        status: 0,
+        body: e.into_bytes(),
+    });
+    let w = (r.status == 200).then(|| workload_from(&csr, &r));
+    (r, w)
+}
+
+const MESH: &str = r#"
+[[services]]
+name = "reviews"
+protocol = "http"
+[[services.endpoints]]
+address = "127.0.0.1:19081"
+identity = "spiffe://example.org/ns/shop/sa/reviews"
+labels = { version = "v1" }
+"#;
+
+/// A change to the configuration files watched by one replica reaches proxies long-polling
+/// each of the three replicas within 2 s, as the same version (the others learn it from the
+/// etcd watch, not by polling).
+#[test]
+fn config_change_reaches_proxies_on_every_replica() {
+    if !have_etcd("config_change_reaches_proxies_on_every_replica") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("mesh");
+    std::fs::create_dir_all(&cfg).unwrap();
+    std::fs::write(cfg.join("mesh.toml"), MESH).unwrap();
+    let (_cluster, replicas) = replicated(
+        dir.path(),
+        "push",
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--watch-interval",
+            "100ms",
+        ],
+    );
+    let bundle = replicas[0].bundle();
+    let id = "spiffe://example.org/ns/shop/sa/frontend";
+    let workloads: Vec<Workload> = replicas
+        .iter()
+        .map(|cp| {
+            let token = cp.join_token(id, "10m");
+            bootstrap_on(cp, &bundle, &token, id).1.expect("bootstrap")
+        })
+        .collect();
+    let first: ConfigResponse = serde_json::from_slice(
+        &poll_config(&replicas[1], &workloads[1], 0, Duration::from_secs(5))
+            .unwrap()
+            .body,
+    )
+    .unwrap();
+    assert_eq!(
+        first.config.services.len(),
+        1,
+        "replica 1 serves what replica 0 read"
+    );
+    let v = first.version;
+    let waiters: Vec<_> = replicas
+        .iter()
+        .zip(&workloads)
+        .map(|(cp, w)| {
+            let (addr, bundle, w) = (cp.api, bundle.clone(), w.clone());
+            std::thread::spawn(move || {
+                let r = request(
+                    addr,
+                    &bundle,
+                    Some(&w),
+                    "GET",
+                    &format!("{}?since={v}", api::PATH_CONFIG),
+                    Vec::new(),
+                    Duration::from_secs(20),
+                )
+                .unwrap();
+                (r, Instant::now())
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let changed = Instant::now();
+    let tmp = cfg.join(".mesh.toml.tmp");
+    std::fs::write(&tmp, MESH.replace("19081", "19082")).unwrap();
+    std::fs::rename(&tmp, cfg.join("mesh.toml")).unwrap();
+    for (i, h) in waiters.into_iter().enumerate() {
+        let (r, at) = h.join().unwrap();
+        assert_eq!(
+            r.status,
+            200,
+            "replica {i}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        let c: ConfigResponse = serde_json::from_slice(&r.body).unwrap();
+        let took = at.duration_since(changed);
+        eprintln!("replica {i}: version {} after {took:?}", c.version);
+        assert_eq!(c.version, v + 1, "replica {i}");
+        assert_eq!(c.config.services[0].endpoints[0].address, "127.0.0.1:19082");
+        assert!(took < Duration::from_secs(2), "replica {i} took {took:?}");
+    }
+}
+
+/// With one etcd member stopped, the replicas keep committing writes: bootstraps succeed and
+/// /readyz still sees the store.
+#[test]
+fn one_member_down_writes_continue() {
+    if !have_etcd("one_member_down_writes_continue") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut cluster, replicas) = replicated(dir.path(), "one", &[]);
+    let bundle = replicas[0].bundle();
+    let id = "spiffe://example.org/ns/vm/sa/db";
+    let tokens: Vec<String> = (0..6).map(|_| replicas[0].join_token(id, "10m")).collect();
+    cluster.stop_member(2);
+    for (n, t) in tokens.iter().enumerate() {
+        let (r, w) = bootstrap_on(&replicas[n % 3], &bundle, t, id);
+        assert!(
+            w.is_some(),
+            "bootstrap {n} with one member down: {} {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    assert_eq!(cluster.keys("one", "used/").len(), 6);
+    for cp in &replicas {
+        assert_eq!(cp.readyz()["store"]["reachable"], true, "{}", cp.readyz());
+    }
+}
+
+/// With etcd's quorum lost, replicas refuse writes with a reason that says so (503
+/// `store_unavailable`), report the store unreachable in /readyz, and keep serving their
+/// proxies the last configuration; when the quorum returns, bootstraps succeed again.
+#[test]
+fn quorum_lost_refuses_writes_and_keeps_serving() {
+    if !have_etcd("quorum_lost_refuses_writes_and_keeps_serving") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut cluster, replicas) = replicated(dir.path(), "quorum", &[]);
+    let bundle = replicas[0].bundle();
+    let id = "spiffe://example.org/ns/vm/sa/db";
+    let w = bootstrap_on(
+        &replicas[0],
+        &bundle,
+        &replicas[0].join_token(id, "10m"),
+        id,
+    )
+    .1
+    .expect("bootstrap before the loss");
+    let before = poll_config(&replicas[0], &w, 0, Duration::from_secs(5)).unwrap();
+    assert_eq!(before.status, 200);
+    let version = before.json()["version"].clone();
+    let pending = replicas[0].join_token(id, "10m");
+
+    cluster.stop_member(1);
+    cluster.stop_member(2);
+    let (r, got) = bootstrap_on(&replicas[0], &bundle, &pending, id);
+    assert!(got.is_none(), "a write was accepted without quorum");
+    assert_eq!(
+        (r.status, r.reason().as_str()),
+        (503, "store_unavailable"),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let msg = r.json()["error"].as_str().unwrap_or_default().to_string();
+    assert!(msg.contains("quorum"), "{msg}");
+    let ready = replicas[0].readyz();
+    assert_eq!(ready["store"]["reachable"], false, "{ready}");
+    assert_eq!(ready["ready"], false, "{ready}");
+    // The data plane's last state is still served: config to an existing proxy.
+    // (The bundle comes from before the loss: etcdctl's reads need the quorum.)
+    let during = request(
+        replicas[0].api,
+        &bundle,
+        Some(&w),
+        "GET",
+        &format!("{}?since=0", api::PATH_CONFIG),
+        Vec::new(),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert_eq!(
+        during.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&during.body)
+    );
+    assert_eq!(during.json()["version"], version);
+
+    cluster.start_member(1);
+    cluster.start_member(2);
+    cluster.wait_healthy(3, Duration::from_secs(30));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (r, got) = bootstrap_on(&replicas[0], &bundle, &pending, id);
+        if got.is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no recovery after quorum returned: {} {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(replicas[0].readyz()["store"]["reachable"], true);
+}
+
+/// CA private keys are sealed in etcd (never the PEM in the clear), a replica without the
+/// operator's key refuses to start, and a rotation made through one replica's state is seen by
+/// all: every replica serves the new bundle.
+#[test]
+fn ca_keys_sealed_and_rotation_seen_by_all() {
+    if !have_etcd("ca_keys_sealed_and_rotation_seen_by_all") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, replicas) = replicated(dir.path(), "seal", &["--watch-interval", "100ms"]);
+    let key = cluster.value("/seal/ca/1.key.pem");
+    assert!(key.starts_with("mcseal1:"), "{key}");
+    assert!(!key.contains("PRIVATE KEY"));
+    // Without the key: refused with a message that says what to pass.
+    let out = Command::new(BIN)
+        .args([
+            "ca",
+            "status",
+            "--state",
+            &format!("etcd://{}/seal", cluster.endpoints()),
+        ])
+        .env_remove("MESH_CONTROL_STATE_KEY")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "status needs no private key: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = replicas[1].cli(&["ca", "rotate", "--overlap", "1h"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for cp in &replicas {
+        loop {
+            if cp.readyz()["ca_generation"] == 2 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "rotation not seen: {}",
+                cp.readyz()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    assert!(cluster.value("/seal/ca/2.key.pem").starts_with("mcseal1:"));
+}
