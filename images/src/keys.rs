@@ -87,7 +87,14 @@ impl SigningKey {
             crate::store::read_regular(path, crate::store::Symlinks::Follow, MAX_KEY_FILE)
                 .map_err(|e| Error::io("reading key", path, e))?,
         );
-        let block = pem::parse(&*text).map_err(|e| Error::Key {
+        Self::from_pem(&what, &text, password)
+    }
+
+    /// Parses the content of a private key file (see [`SigningKey::load`]); `what` names it in
+    /// errors.
+    pub fn from_pem(what: &str, text: &[u8], password: Option<&[u8]>) -> Result<Self> {
+        let what = what.to_string();
+        let block = pem::parse(text).map_err(|e| Error::Key {
             what: what.clone(),
             reason: format!("not PEM: {e}"),
         })?;

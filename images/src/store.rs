@@ -440,7 +440,8 @@ fn read_only(path: &Path) -> Error {
     ))
 }
 
-fn parse_index(what: &str, bytes: &[u8]) -> Result<Index> {
+/// Parses an OCI image index (a layout's `index.json`); `what` names it in errors.
+pub fn parse_index(what: &str, bytes: &[u8]) -> Result<Index> {
     let index: Index = serde_json::from_slice(bytes).map_err(|e| Error::json(what, e))?;
     if index.schema_version != 2 {
         return Err(Error::invalid(

@@ -469,7 +469,12 @@ fn build(path: &Path, fields: Vec<Field>, free_text: Vec<String>) -> Result<Patc
         }
     }
     if meta.description.is_empty() {
-        meta.description = subject.unwrap_or_default();
+        // A folded Subject is one line, as mail unfolds it.
+        meta.description = subject
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
     }
     if meta.author.is_none() {
         meta.author = from;
@@ -522,6 +527,24 @@ fn parse_origin(path: &Path, line: usize, value: &str) -> Result<Origin, PatchEr
     ))
 }
 
+/// A field value folded as DEP-3 writes one: continuation lines start with a space and an
+/// empty line is ` .`, so a value of several lines reads back as itself instead of its later
+/// lines being taken for other fields or free text.
+fn fold(value: &str) -> String {
+    let mut out = String::new();
+    for (i, line) in value.split('\n').enumerate() {
+        if i > 0 {
+            out.push_str("\n ");
+            if line.trim().is_empty() {
+                out.push('.');
+                continue;
+            }
+        }
+        out.push_str(line);
+    }
+    out
+}
+
 /// The header block of a patch this engine writes: a git-format mail with DEP-3 fields in its
 /// body, so that `git am`, `git apply` and quilt all read it.
 pub fn render_header(meta: &PatchMeta, date: NaiveDate) -> String {
@@ -535,30 +558,38 @@ pub fn render_header(meta: &PatchMeta, date: NaiveDate) -> String {
         .as_deref()
         .unwrap_or("0000000000000000000000000000000000000000");
     s.push_str(&format!("From {from} Mon Sep 17 00:00:00 2001\n"));
-    s.push_str(&format!("From: {author}\n"));
+    s.push_str(&format!("From: {}\n", fold(&author)));
     // The author date of the change when known (a commit's), else the day it was written.
     let when = meta.date.clone().unwrap_or_else(|| {
         date.and_hms_opt(0, 0, 0)
             .map(|d| d.format("%a, %d %b %Y %H:%M:%S +0000").to_string())
             .unwrap_or_default()
     });
-    s.push_str(&format!("Date: {when}\n"));
+    s.push_str(&format!("Date: {}\n", fold(&when)));
     s.push_str(&format!("Subject: [PATCH] {}\n\n", meta.description));
     if !meta.long_description.is_empty() {
-        s.push_str(&meta.long_description);
-        s.push_str("\n\n");
+        for line in meta.long_description.lines() {
+            // A line that would read back as a field or as the start of the diff is indented:
+            // the description stays text and the fields below stay in the header.
+            if split_field(line).is_some() || is_diff_start(line) {
+                s.push(' ');
+            }
+            s.push_str(line);
+            s.push('\n');
+        }
+        s.push('\n');
     }
     if let Some(o) = &meta.origin {
-        s.push_str(&format!("Origin: {o}\n"));
+        s.push_str(&format!("Origin: {}\n", fold(&o.to_string())));
     }
     for b in &meta.bugs {
-        s.push_str(&format!("Bug: {b}\n"));
+        s.push_str(&format!("Bug: {}\n", fold(b)));
     }
     if let Some(f) = &meta.forwarded {
-        s.push_str(&format!("Forwarded: {f}\n"));
+        s.push_str(&format!("Forwarded: {}\n", fold(f)));
     }
     if let Some(a) = &meta.applied_upstream {
-        s.push_str(&format!("Applied-Upstream: {a}\n"));
+        s.push_str(&format!("Applied-Upstream: {}\n", fold(a)));
     }
     if !meta.advisories.is_empty() {
         s.push_str(&format!("Advisories: {}\n", meta.advisories.join(", ")));
@@ -567,7 +598,7 @@ pub fn render_header(meta: &PatchMeta, date: NaiveDate) -> String {
         s.push_str(&format!("Severity: {}\n", sev.as_str()));
     }
     if let Some(a) = &meta.affected_versions {
-        s.push_str(&format!("Affected-Versions: {a}\n"));
+        s.push_str(&format!("Affected-Versions: {}\n", fold(a)));
     }
     s.push_str(&format!(
         "Last-Update: {}\n",

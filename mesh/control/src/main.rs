@@ -10,6 +10,8 @@
 mod ca;
 mod config;
 mod durations;
+#[cfg(test)]
+mod fuzz_targets;
 mod limits;
 mod metrics;
 mod server;

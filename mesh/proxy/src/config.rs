@@ -206,7 +206,12 @@ impl LocalConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        let cfg: LocalConfig = serde_json::from_str(&text).map_err(|e| ConfigError::Parse {
+        Self::parse(path, &text)
+    }
+
+    /// Parses and checks the text of a local configuration file; `path` names it in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let cfg: LocalConfig = serde_json::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             line: e.line(),
             column: e.column(),

@@ -9,8 +9,6 @@ mod handlers;
 mod http;
 mod ops;
 mod reload;
-#[cfg(test)]
-mod tests;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
