@@ -13,7 +13,10 @@ pub mod fips;
 pub mod intoto;
 
 pub use build::{BuildRecord, ComponentRecord, FipsSummary, SourceRecord};
-pub use conformance::{ConformanceSummary, Counts, Outcome, ProfileResult, ScenarioResult};
+pub use conformance::{
+    ConformanceSummary, Counts, Outcome, ProfileResult, ScenarioResult, TestResult,
+    TestResultStatus, TEST_RESULT_PREDICATE,
+};
 pub use fips::{
     cmvp_certificate_url, cmvp_security_policy_url, ApprovedModeEnforcement, CmvpStatus,
     FactSource, FipsEvidence, FipsSelfCheck, ForbiddenCrypto, ModuleIdentity, ModuleLinkage,
