@@ -165,10 +165,11 @@ pub fn stage(
         };
     }
     let line_dir = out.join(line);
-    let previous_dir = match previous {
-        Some(p) => Some(out.join(p)),
-        None => crate::default_previous(&line_dir),
-    };
+    // `run` takes the default N-1 itself (and says so in the summary) when none is named.
+    let named_previous = previous.map(|p| out.join(p));
+    let previous_dir = named_previous
+        .clone()
+        .or_else(|| crate::default_previous(&line_dir));
     let report_dir = line_dir.join("conformance");
     let key = inputs_digest(&line_dir, previous_dir.as_deref(), opts)?;
     if let Some(summary) = reusable(&report_dir, &key) {
@@ -194,7 +195,7 @@ pub fn stage(
     );
     let summary = crate::run(&Options {
         line: line_dir.clone(),
-        previous_line: previous_dir,
+        previous_line: named_previous,
         profiles_dir: opts.profiles_dir.clone(),
         profiles: opts.profiles.clone(),
         scenarios: opts.scenarios.clone(),
