@@ -90,7 +90,7 @@ pub enum StageOutcome {
     /// the summary (`totals.failed`), not an error: the caller decides (a release stops).
     Ran {
         /// The summary, also in `report_dir/summary.json`.
-        summary: ConformanceSummary,
+        summary: Box<ConformanceSummary>,
         /// `OUT/<line>/conformance`.
         report_dir: PathBuf,
         /// Whether an earlier run's summary was reused (nothing changed).
@@ -107,7 +107,7 @@ impl StageOutcome {
     /// The summary, when the suite ran.
     pub fn summary(&self) -> Option<&ConformanceSummary> {
         match self {
-            StageOutcome::Ran { summary, .. } => Some(summary),
+            StageOutcome::Ran { summary, .. } => Some(summary.as_ref()),
             StageOutcome::NotRun { .. } => None,
         }
     }
@@ -179,7 +179,7 @@ pub fn stage(
             report_dir.join("summary.json").display()
         );
         return Ok(StageOutcome::Ran {
-            summary,
+            summary: Box::new(summary),
             report_dir,
             reused: true,
         });
@@ -211,7 +211,7 @@ pub fn stage(
     })?;
     write_atomic(&report_dir.join(INPUTS_FILE), &format!("{key}\n"))?;
     Ok(StageOutcome::Ran {
-        summary,
+        summary: Box::new(summary),
         report_dir,
         reused: false,
     })
