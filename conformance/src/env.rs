@@ -90,8 +90,21 @@ pub struct LineArtifacts {
     pub name: String,
 }
 
+/// `MAJOR.MINOR` (or `MAJOR.MINOR.PATCH`) of a line directory's name, for ordering lines.
+pub fn line_version(name: &str) -> Option<(u64, u64, u64)> {
+    let mut it = name.split('.');
+    let major = it.next()?.parse().ok()?;
+    let minor = it.next()?.parse().ok()?;
+    let patch = match it.next() {
+        Some(p) => p.parse().ok()?,
+        None => 0,
+    };
+    it.next().is_none().then_some((major, minor, patch))
+}
+
 impl LineArtifacts {
-    /// `dir` is `<out>/<line>` (it has `bin/`), or an `--out` directory with exactly one line.
+    /// `dir` is `<out>/<line>` (it has `bin/`), or an `--out` directory: its one line, or the
+    /// newest of several named `MAJOR.MINOR`.
     pub fn locate(dir: &Path) -> Result<LineArtifacts, EnvError> {
         let pick = if dir.join("bin").is_dir() {
             dir.to_path_buf()
@@ -102,16 +115,33 @@ impl LineArtifacts {
                 .map(|e| e.path())
                 .filter(|p| p.join("bin").is_dir())
                 .collect();
-            match lines.as_slice() {
-                [one] => one.clone(),
-                [] => {
+            let newest = lines
+                .iter()
+                .filter_map(|p| Some((line_version(p.file_name()?.to_str()?)?, p)))
+                .max_by_key(|(v, _)| *v)
+                .map(|(_, p)| p.clone());
+            match (lines.as_slice(), newest) {
+                ([one], _) => one.clone(),
+                ([], _) => {
                     return Err(EnvError::Artifact(format!(
                         "{}: no `bin/` directory here or in a line below it; pass the output of \
                          `distro build --out DIR` (DIR or DIR/<line>)",
                         dir.display()
                     )))
                 }
-                _ => {
+                // Several lines (a distribution with more than one): the newest is the line
+                // under test, the one before it N-1 (see `default_previous`).
+                (_, Some(pick)) => {
+                    tracing::info!(
+                        "{} holds {} lines; testing the newest, {} (pass {}/<line> for another)",
+                        dir.display(),
+                        lines.len(),
+                        pick.display(),
+                        dir.display()
+                    );
+                    pick
+                }
+                (_, None) => {
                     return Err(EnvError::Artifact(format!(
                         "{}: holds several lines; pass one of them: {}",
                         dir.display(),

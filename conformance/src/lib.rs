@@ -10,7 +10,10 @@
 //! - [`shard`]: sharding, CI workflow emission and merging shard results.
 //! - [`fixture`]: the application, delay relay and load client run inside the namespaces.
 //!
-//! [`run`] is the entry point `distro conformance` and `distro release` call.
+//! - [`stage`]: the release stage: the suite on `OUT/<line>` (N-1 is the previous line built
+//!   beside it), reused when nothing changed, "not run" when not root (`--conformance auto`).
+//!
+//! [`run`] is the entry point of `distro conformance`; [`stage::stage`] the one of `distro release`.
 #![forbid(unsafe_code)]
 
 pub mod container;
@@ -23,6 +26,7 @@ pub mod profile;
 pub mod report;
 pub mod scenarios;
 pub mod shard;
+pub mod stage;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -40,8 +44,9 @@ pub struct Options {
     /// The line under test: a `distro build` output directory (`<out>` with one line, or
     /// `<out>/<line>`).
     pub line: PathBuf,
-    /// The previous line, for version-skew and upgrade profiles (the line itself when absent;
-    /// the summary notes it).
+    /// The previous line, for version-skew and upgrade profiles. When absent: the newest line
+    /// older than `line` built beside it ([`default_previous`]), else the line itself (the
+    /// summary notes that skew uses the same build twice).
     pub previous_line: Option<PathBuf>,
     /// Where profiles are read from.
     pub profiles_dir: PathBuf,
@@ -102,6 +107,29 @@ pub enum Error {
     /// Leftovers of an earlier run could not be removed.
     #[error("leftovers of an earlier run could not be removed: {0}")]
     Leftovers(String),
+}
+
+/// Said (in the summary's notes, the profile's warnings and the reports) whenever version skew
+/// and upgrade ran one build on both sides.
+pub const SAME_BUILD_TWICE: &str = "skew uses the same build twice";
+
+/// The line a skew or upgrade profile takes as N-1 when none is given: the newest line older
+/// than `line_dir` (by `MAJOR.MINOR` of the directory names) that is built beside it
+/// (`<out>/<older>/bin`).
+pub fn default_previous(line_dir: &std::path::Path) -> Option<PathBuf> {
+    let me = env::line_version(line_dir.file_name()?.to_str()?)?;
+    let parent = line_dir.parent()?;
+    std::fs::read_dir(parent)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("bin").is_dir())
+        .filter_map(|p| {
+            let v = env::line_version(p.file_name()?.to_str()?)?;
+            (v < me).then_some((v, p))
+        })
+        .max_by_key(|(v, _)| *v)
+        .map(|(_, p)| p)
 }
 
 /// Whether the effective user is root.
@@ -177,9 +205,13 @@ pub fn run(opts: &Options) -> Result<ConformanceSummary, Error> {
     }
     let selected = select(opts)?;
     let current = LineArtifacts::locate(&opts.line)?;
+    let defaulted = opts.previous_line.is_none();
     let previous = match &opts.previous_line {
         Some(p) => LineArtifacts::locate(p)?,
-        None => current.clone(),
+        None => match default_previous(&current.dir) {
+            Some(d) => LineArtifacts::locate(&d)?,
+            None => current.clone(),
+        },
     };
     ledger::install_signal_handlers();
     let (cleaned, problems) = ledger::clean_leftovers(&opts.state_dir);
@@ -192,10 +224,23 @@ pub fn run(opts: &Options) -> Result<ConformanceSummary, Error> {
     let mut notes = Vec::new();
     let same =
         std::fs::canonicalize(&current.dir).ok() == std::fs::canonicalize(&previous.dir).ok();
-    if same && selected.iter().any(|p| p.uses_previous_line()) {
+    let skew = selected.iter().any(|p| p.uses_previous_line());
+    if same && skew {
         notes.push(format!(
-            "version-skew and upgrade profiles ran with the same build as line N and N-1 ({}): no second line was given (--previous-line)",
-            current.dir.display()
+            "{SAME_BUILD_TWICE}: version-skew and upgrade profiles ran with the same build as line N and N-1 ({}): {}",
+            current.dir.display(),
+            if defaulted {
+                "no older line is built beside it and no --previous-line was given"
+            } else {
+                "--previous-line names the line under test"
+            }
+        ));
+    } else if skew && defaulted {
+        notes.push(format!(
+            "N-1 is line {} ({}), the newest older line built beside {}",
+            previous.name,
+            previous.dir.display(),
+            current.name
         ));
     }
     if !opts.containers && selected.iter().any(|p| p.uses_containers()) {
@@ -265,7 +310,20 @@ pub fn run(opts: &Options) -> Result<ConformanceSummary, Error> {
                     }
                 });
                 let Some((i, p)) = next else { break };
-                match run_profile(&p, opts, rid, work, inputs.clone()) {
+                let mut warnings = Vec::new();
+                if same && p.uses_previous_line() {
+                    warnings.push(format!(
+                        "{SAME_BUILD_TWICE}: N and N-1 are both {}",
+                        inputs.current.dir.display()
+                    ));
+                }
+                if !inputs.containers && p.uses_containers() {
+                    warnings.push(
+                        "container hosts ran the released bare binaries, not the images (--no-containers)"
+                            .to_string(),
+                    );
+                }
+                match run_profile(&p, opts, rid, work, inputs.clone(), warnings) {
                     Ok(r) => {
                         if let Ok(mut g) = results.lock() {
                             g.push((i, r));
@@ -301,7 +359,7 @@ pub fn run(opts: &Options) -> Result<ConformanceSummary, Error> {
     let summary = ConformanceSummary {
         schema_version: distro_schema::SCHEMA_VERSION.to_string(),
         line: current.name.clone(),
-        previous_line: opts.previous_line.as_ref().map(|_| previous.name.clone()),
+        previous_line: (!same).then(|| previous.name.clone()),
         versions,
         started_at,
         duration_ms: start.elapsed().as_millis() as u64,
@@ -321,6 +379,7 @@ fn run_profile(
     rid: &str,
     work: &std::path::Path,
     inputs: Inputs,
+    warnings: Vec<String>,
 ) -> Result<ProfileResult, Error> {
     let start = Instant::now();
     tracing::info!(profile = %p.name, "bringing the environment up");
@@ -422,6 +481,8 @@ fn run_profile(
         counts,
         duration_ms: start.elapsed().as_millis() as u64,
         capabilities: p.capabilities.iter().cloned().collect(),
+        definition_sha256: p.definition_sha256(),
+        warnings,
         setup_error,
         scenarios: results,
     })

@@ -398,6 +398,26 @@ impl Profile {
         Ok(())
     }
 
+    /// The files that define this profile (`<name>.toml` and, when present,
+    /// `<name>.thresholds.toml`) → hex sha256 of their contents; a file that cannot be read
+    /// (removed since loading) is left out.
+    pub fn definition_sha256(&self) -> std::collections::BTreeMap<String, String> {
+        let tpath = self
+            .path
+            .with_file_name(format!("{}.thresholds.toml", self.name));
+        [self.path.clone(), tpath]
+            .iter()
+            .filter_map(|p| {
+                let bytes = std::fs::read(p).ok()?;
+                let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes);
+                Some((
+                    p.file_name()?.to_string_lossy().into_owned(),
+                    hex::encode(d.as_ref()),
+                ))
+            })
+            .collect()
+    }
+
     /// Whether any host runs the previous line.
     pub fn uses_previous_line(&self) -> bool {
         self.hosts.iter().any(|h| h.line == Line::Previous)

@@ -156,6 +156,8 @@ fn sample(name: &str, failed: bool) -> ConformanceSummary {
             counts,
             duration_ms: 1500,
             capabilities: vec!["mtls".into()],
+            definition_sha256: BTreeMap::new(),
+            warnings: Vec::new(),
             setup_error: None,
             scenarios: vec![
                 ScenarioResult {

@@ -10,7 +10,8 @@
 //! - [`store`] and [`registry`]: where images live (layout, archive, registry) behind one trait;
 //! - [`transfer`]: push (copy with signatures and attestations) and verified pull;
 //! - [`keys`], [`cosign`]: ECDSA P-256 keys on aws-lc-rs (FIPS), cosign-style signatures and
-//!   DSSE/in-toto attestations;
+//!   DSSE/in-toto attestations; [`testresult`]: the conformance suite's results as the in-toto
+//!   test-result predicate;
 //! - [`verify`]: the operator's check of signature, attestations and policy.
 #![forbid(unsafe_code)]
 
@@ -26,6 +27,7 @@ pub mod oci;
 pub mod reference;
 pub mod registry;
 pub mod store;
+pub mod testresult;
 pub mod transfer;
 pub mod verify;
 

@@ -6,7 +6,8 @@
 //!    image's digest as its subject;
 //! 4. the policy: FIPS evidence with `mode = true` on a CMVP-validated module, about the very
 //!    binary in the image; an SBOM; provenance; and an OpenVEX document that leaves no advisory
-//!    `affected` or `under_investigation`.
+//!    `affected` or `under_investigation`; when required (`require_test_result`, off by
+//!    default), a conformance test-result whose result is not `FAILED`.
 //!
 //! Every attestation of a predicate type is verified, and the newest one decides the policy
 //! check, which names it: for OpenVEX the document's own `timestamp` (or `last_updated`) and
@@ -58,6 +59,10 @@ pub struct Policy {
     pub require_provenance: bool,
     /// An OpenVEX attestation with no advisory left `affected` or `under_investigation`.
     pub require_vex: bool,
+    /// An in-toto test-result attestation (the conformance suite's, see
+    /// [`crate::testresult`]) whose result is `PASSED` or `WARNED`. Off by default: the suite
+    /// needs root, so not every release has run it (`distro verify --require-test-result`).
+    pub require_test_result: bool,
     /// The identity (`docker-reference`) the signature must name, matched as containers-policy
     /// does ([`identity_matches`]); default: the reference being verified when verifying in a
     /// registry, any identity offline.
@@ -85,6 +90,7 @@ impl Default for Policy {
             require_sbom: true,
             require_provenance: true,
             require_vex: true,
+            require_test_result: false,
             identity: None,
             max_uncompressed_bytes: DEFAULT_MAX_UNCOMPRESSED,
             max_compression_ratio: DEFAULT_MAX_RATIO,
@@ -436,7 +442,8 @@ pub fn verify(
             !(policy.require_fips
                 || policy.require_sbom
                 || policy.require_provenance
-                || policy.require_vex),
+                || policy.require_vex
+                || policy.require_test_result),
             format!(
                 "no attestations for {} in {}; attach them with `distro attest`",
                 image.digest,
@@ -550,6 +557,18 @@ pub fn verify(
             }
         }
         r.push("policy vex", ok, detail);
+    }
+    if policy.require_test_result {
+        let (ok, detail) = decide(
+            crate::testresult::PREDICATE_TEST_RESULT,
+            format!(
+                "no verified test-result attestation ({}) signed by key {}; run the conformance suite and attach its summary with `distro attest --test-result OUT/<line>/conformance/summary.json`",
+                crate::testresult::PREDICATE_TEST_RESULT,
+                key.keyid()
+            ),
+            &|v| crate::testresult::check(&v.predicate),
+        );
+        r.push("policy test-result", ok, detail);
     }
     r.passed = r.checks.iter().all(|c| c.ok);
     r

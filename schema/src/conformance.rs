@@ -117,6 +117,15 @@ pub struct ProfileResult {
     pub duration_ms: u64,
     /// Capabilities the profile declares.
     pub capabilities: Vec<String>,
+    /// The files that define the profile (`<name>.toml`, `<name>.thresholds.toml`) → hex
+    /// sha256 of their contents, so a reader can tell exactly which environment ran.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub definition_sha256: BTreeMap<String, String>,
+    /// Why the profile's passes are weaker than they look (e.g. version skew ran the same build
+    /// as both lines, or container hosts ran bare binaries): its passed scenarios count as
+    /// *warned* in the test-result attestation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// Why the environment could not be brought up, when it could not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub setup_error: Option<String>,
@@ -142,4 +151,55 @@ pub struct ScenarioResult {
     /// Measurements worth keeping (request counts, latencies), as `key=value` lines.
     #[serde(default)]
     pub observations: Vec<String>,
+}
+
+/// `predicateType` of the in-toto test-result predicate.
+pub const TEST_RESULT_PREDICATE: &str = "https://in-toto.io/attestation/test-result/v0.1";
+
+/// The in-toto test-result predicate v0.1
+/// (<https://github.com/in-toto/attestation/blob/main/spec/predicates/test-result.md>): the
+/// result of one invocation of a test suite. `distro attest --test-result` builds it from a
+/// [`ConformanceSummary`]; `distro verify --require-test-result` checks it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TestResult {
+    /// The result of the whole run.
+    pub result: TestResultStatus,
+    /// What the tests ran with (required by the spec): here the line under test and every
+    /// profile, each a ResourceDescriptor with a digest.
+    pub configuration: Vec<crate::intoto::ResourceDescriptor>,
+    /// Link to the test run, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Tests that passed without warnings (`<profile>/<scenario>`).
+    #[serde(rename = "passedTests", default)]
+    pub passed_tests: Vec<String>,
+    /// Tests that passed with a warning (the profile's `warnings`).
+    #[serde(rename = "warnedTests", default)]
+    pub warned_tests: Vec<String>,
+    /// Tests that failed.
+    #[serde(rename = "failedTests", default)]
+    pub failed_tests: Vec<String>,
+}
+
+/// `result` of a [`TestResult`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum TestResultStatus {
+    /// Every test that ran passed, none with a warning.
+    Passed,
+    /// None failed, some passed with a warning.
+    Warned,
+    /// At least one failed.
+    Failed,
+}
+
+impl TestResultStatus {
+    /// `PASSED`, `WARNED` or `FAILED`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TestResultStatus::Passed => "PASSED",
+            TestResultStatus::Warned => "WARNED",
+            TestResultStatus::Failed => "FAILED",
+        }
+    }
 }

@@ -14,7 +14,10 @@ pub mod intoto;
 pub mod release;
 
 pub use build::{BuildRecord, ComponentRecord, FipsSummary, SourceRecord};
-pub use conformance::{ConformanceSummary, Counts, Outcome, ProfileResult, ScenarioResult};
+pub use conformance::{
+    ConformanceSummary, Counts, Outcome, ProfileResult, ScenarioResult, TestResult,
+    TestResultStatus, TEST_RESULT_PREDICATE,
+};
 pub use fips::{
     cmvp_certificate_url, cmvp_security_policy_url, ApprovedModeEnforcement, CmvpStatus,
     FactSource, FipsEvidence, FipsSelfCheck, ForbiddenCrypto, ModuleIdentity, ModuleLinkage,

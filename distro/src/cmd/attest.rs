@@ -1,4 +1,5 @@
-//! `distro attest`: attach signed in-toto attestations (SBOM, provenance, VEX, FIPS evidence).
+//! `distro attest`: attach signed in-toto attestations (SBOM, provenance, VEX, FIPS evidence,
+//! conformance test-result).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -37,6 +38,10 @@ pub struct Args {
     /// bare predicate.
     #[arg(long, value_name = "FILE")]
     pub provenance: Option<PathBuf>,
+    /// Conformance summary (`summary.json` of `distro conformance`, or its report directory),
+    /// attested as an in-toto test-result (`https://in-toto.io/attestation/test-result/v0.1`).
+    #[arg(long, value_name = "FILE")]
+    pub test_result: Option<PathBuf>,
     /// A build output directory (`OUT/<line>`) to find the documents not given explicitly.
     #[arg(long, value_name = "DIR", requires = "component")]
     pub build_dir: Option<PathBuf>,
@@ -219,7 +224,11 @@ pub fn documents(d: &Documents<'_>) -> anyhow::Result<Vec<Predicate>> {
             body: v,
         });
     }
-    anyhow::ensure!(!out.is_empty(), "nothing to attest: pass --sbom, --vex, --evidence, --provenance or --build-dir with --component");
+    if let Some(p) = &args.test_result {
+        let summary = distro_images::testresult::read_summary(p)?;
+        out.push(distro_images::testresult::predicate(&summary)?);
+    }
+    anyhow::ensure!(!out.is_empty(), "nothing to attest: pass --sbom, --vex, --evidence, --provenance, --test-result or --build-dir with --component");
     Ok(out)
 }
 

@@ -82,11 +82,13 @@ enum FixtureCmd {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// The line under test: a `distro build`/`distro image` output directory (`--out`), or one
-    /// line inside it (`<out>/<line>`).
+    /// The line under test: a `distro build`/`distro image` output directory (`--out`: its
+    /// newest line), or one line inside it (`<out>/<line>`).
     #[arg(long, value_name = "DIR")]
     line: Option<PathBuf>,
-    /// The previous line (version skew, upgrade); default: the line itself, noted in the report.
+    /// The previous line N-1 (version skew, upgrade); default: the newest older line built
+    /// beside --line (`<out>/<older>`), else the line itself (the report then says "skew uses
+    /// the same build twice").
     #[arg(long, value_name = "DIR")]
     previous_line: Option<PathBuf>,
     /// Run only this profile (repeatable); default: every profile.

@@ -28,6 +28,10 @@ pub struct Args {
     /// Overrides the policy's; default: the reference verified (REGISTRY/REPO[:TAG]).
     #[arg(long, value_name = "REPO[:TAG]")]
     pub identity: Option<String>,
+    /// Also require a conformance test-result attestation signed by the key whose result is
+    /// not FAILED (the newest one decides); the policy's `require_test_result = true` does the same.
+    #[arg(long)]
+    pub require_test_result: bool,
     #[command(flatten)]
     pub registry: RegistryArgs,
 }
@@ -81,7 +85,8 @@ pub fn render(report: &Report, cx: &Context) -> anyhow::Result<()> {
 /// Runs `distro verify`.
 pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
     let key = VerifyingKey::load(&args.key)?;
-    let policy = policy(args.policy.as_ref(), args.identity)?;
+    let mut policy = policy(args.policy.as_ref(), args.identity)?;
+    policy.require_test_result |= args.require_test_result;
     let r = ImageRef::parse(&args.image)?;
     let mut store = r
         .open(&args.registry.options()?, false)

@@ -1,0 +1,587 @@
+//! The conformance suite as a release stage and as a signed test-result attestation, as root,
+//! against the shared release output: the stage runs on `OUT/<line>` with N-1 taken from the
+//! line built beside it, is reused when nothing changed, and its summary, attached to images
+//! pushed to Debian's `docker-registry` on 127.0.0.1, is what `distro verify
+//! --require-test-result` requires (missing, FAILED and foreign-key attestations refused, the
+//! newest deciding, no duplicate on a second attach). With only one line built, the report
+//! says that skew uses the same build twice.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stderr,
+    missing_docs
+)]
+
+mod image_support;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use distro_conformance::stage::{self, Mode, StageOptions, StageOutcome};
+use distro_conformance::SAME_BUILD_TWICE;
+use distro_schema::{ConformanceSummary, Outcome, TestResultStatus};
+use distro_testsupport as ts;
+use image_support::*;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_distro");
+const TEST_RESULT: &str = "https://in-toto.io/attestation/test-result/v0.1";
+
+/// Environments are brought up one at a time (2-core budget).
+static HEAVY: Mutex<()> = Mutex::new(());
+
+fn tools(test: &str) -> bool {
+    if !ts::require_root(test, "network namespaces, veth pairs, runc") {
+        return false;
+    }
+    for (tool, pkg) in [
+        ("ip", "iproute2"),
+        ("iptables", "iptables"),
+        ("curl", "curl"),
+        ("runc", "runc"),
+        ("umoci", "umoci"),
+    ] {
+        if !ts::require(
+            test,
+            tool,
+            &format!("apt-get install {pkg} (scripts/install-deps.sh)"),
+        ) {
+            return false;
+        }
+    }
+    true
+}
+
+/// The release output's line directories (those with `bin/`), oldest first.
+fn released_lines() -> Vec<PathBuf> {
+    let out = ts::release_out(Path::new(BIN), true);
+    let mut lines: Vec<PathBuf> = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("bin").is_dir() && p.join("images").is_dir())
+        .collect();
+    lines.sort_by_key(|p| {
+        distro_conformance::env::line_version(&p.file_name().unwrap().to_string_lossy())
+    });
+    assert!(
+        !lines.is_empty(),
+        "no line with bin/ and images/ in {}",
+        out.display()
+    );
+    lines
+}
+
+/// A writable `OUT` whose lines `names` are the released lines (the two newest when two are
+/// released, else the one line under every name): each entry of the released line directory
+/// is symlinked, so the stage can write `OUT/<line>/conformance` while the shared output
+/// stays read-only.
+fn writable_out(root: &Path, names: &[&str]) -> PathBuf {
+    let released = released_lines();
+    let out = root.join("out");
+    for (i, name) in names.iter().enumerate() {
+        let src = if released.len() >= names.len() {
+            &released[released.len() - names.len() + i]
+        } else {
+            released.last().unwrap()
+        };
+        let dst = out.join(name);
+        std::fs::create_dir_all(&dst).unwrap();
+        for e in std::fs::read_dir(src).unwrap().flatten() {
+            if e.file_name() == "conformance" {
+                continue;
+            }
+            std::os::unix::fs::symlink(e.path(), dst.join(e.file_name())).unwrap();
+        }
+    }
+    // The containers run as the images' user (65532): it must reach the environment's files.
+    for d in [root, &out] {
+        std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    out
+}
+
+/// A policy that asks for the signature and nothing else, so the test-result requirement is
+/// what decides (the other attestations have their own tests).
+fn signature_only_policy(dir: &Path) -> String {
+    let p = dir.join("policy.toml");
+    std::fs::write(
+        &p,
+        "require_fips = false\nrequire_validated_module = false\nrequire_sbom = false\nrequire_provenance = false\nrequire_vex = false\n",
+    )
+    .unwrap();
+    p.display().to_string()
+}
+
+/// `distro verify ... --format json`, whatever its exit status: (exit ok, report).
+fn verify(args: &[&str]) -> (bool, Value) {
+    let mut a = vec!["verify"];
+    a.extend_from_slice(args);
+    a.extend(["--plain-http", "--format", "json"]);
+    let out = run(distro().args(&a));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "verify printed no JSON ({e}):\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(out.status.success(), report["passed"] == true, "{report}");
+    (out.status.success(), report)
+}
+
+fn check<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check `{name}` in {report}"))
+}
+
+fn test_result_attestations(report: &Value) -> Vec<&Value> {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["name"] == format!("attestation {TEST_RESULT}"))
+        .collect()
+}
+
+fn attest(reference: &str, key: &str, summary: &Path) -> Value {
+    serde_json::from_str(&ok(&[
+        "attest",
+        reference,
+        "--key",
+        key,
+        "--test-result",
+        summary.to_str().unwrap(),
+        "--plain-http",
+        "--format",
+        "json",
+    ]))
+    .unwrap()
+}
+
+/// The release stage on `OUT/0.2` takes `OUT/0.1` as N-1, writes its reports beside the line
+/// and is reused on a second call; the summary, attached as a signed test-result to the images
+/// pushed to a local registry, satisfies `verify --require-test-result`, which refuses an image
+/// without it, one whose newest test-result is FAILED, and one attested with another key.
+#[test]
+fn stage_summary_attested_as_test_result_is_what_verify_requires() {
+    let test = "stage_summary_attested_as_test_result_is_what_verify_requires";
+    if !tools(test) || !ts::require(test, "docker-registry", "apt-get install docker-registry") {
+        return;
+    }
+    let _g = HEAVY.lock().unwrap_or_else(|p| p.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let out = writable_out(tmp.path(), &["0.1", "0.2"]);
+    let mut opts = StageOptions::new(Mode::Required, PathBuf::from(BIN));
+    opts.profiles = vec!["version-skew".into()];
+    opts.scenarios = vec!["mtls-connectivity".into(), "wrong-identity-refused".into()];
+    opts.work_dir = tmp.path().join("work");
+    opts.state_dir = tmp.path().join("state");
+
+    let first = stage::stage(&out, "0.2", None, &opts).unwrap();
+    let StageOutcome::Ran {
+        summary,
+        report_dir,
+        reused,
+    } = &first
+    else {
+        panic!("the stage did not run as root: {}", first.describe());
+    };
+    eprintln!("{}", first.describe());
+    assert!(!reused);
+    assert_eq!(*report_dir, out.join("0.2/conformance"));
+    assert_eq!(summary.line, "0.2");
+    assert_eq!(
+        summary.previous_line.as_deref(),
+        Some("0.1"),
+        "{:?}",
+        summary.notes
+    );
+    let failures: Vec<String> = summary.profiles[0]
+        .scenarios
+        .iter()
+        .filter(|r| r.outcome == Outcome::Failed)
+        .filter_map(|r| r.message.clone())
+        .chain(summary.profiles[0].setup_error.clone())
+        .collect();
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert_eq!(summary.totals.passed, 2, "{:?}", summary.totals);
+    assert!(
+        summary.notes.iter().any(|n| n.contains("N-1 is line 0.1")),
+        "{:?}",
+        summary.notes
+    );
+    assert!(
+        !summary.notes.iter().any(|n| n.contains(SAME_BUILD_TWICE)),
+        "{:?}",
+        summary.notes
+    );
+    assert!(summary.profiles[0].warnings.is_empty());
+    assert!(summary.versions.keys().any(|k| k.starts_with("previous/")));
+    assert!(summary.profiles[0]
+        .definition_sha256
+        .contains_key("version-skew.toml"));
+    for f in [
+        "summary.json",
+        "junit.xml",
+        "report.md",
+        "report.html",
+        stage::INPUTS_FILE,
+    ] {
+        assert!(report_dir.join(f).is_file(), "{f} not written");
+    }
+    let again = stage::stage(&out, "0.2", None, &opts).unwrap();
+    match &again {
+        StageOutcome::Ran {
+            summary: s2,
+            reused: true,
+            ..
+        } => assert_eq!(s2, summary),
+        other => panic!("the second stage call ran again: {}", other.describe()),
+    }
+    assert!(again.describe().contains("reused"), "{}", again.describe());
+
+    // Push, sign; the test-result is what the verification turns on.
+    let reg = TestRegistry::start(RegistryConfig::default(), test).unwrap();
+    let keys = tmp.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let (key, public) = (keys.join("a.key"), keys.join("a.pub"));
+    let (other_key, other_public) = (keys.join("b.key"), keys.join("b.pub"));
+    for (k, p) in [(&key, &public), (&other_key, &other_public)] {
+        ok(&[
+            "keygen",
+            "--private",
+            k.to_str().unwrap(),
+            "--public",
+            p.to_str().unwrap(),
+        ]);
+    }
+    let (key, public, other_key) = (
+        key.to_str().unwrap(),
+        public.to_str().unwrap(),
+        other_key.to_str().unwrap(),
+    );
+    let pushed: Value = serde_json::from_str(&ok(&[
+        "push",
+        "--release",
+        out.join("0.2").to_str().unwrap(),
+        "--to",
+        &format!("{}/fips-mesh", reg.addr),
+        "--plain-http",
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    let reference = |c: &str| -> String {
+        pushed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["component"] == c)
+            .and_then(|p| p["reference"].as_str())
+            .unwrap_or_else(|| panic!("{c} not pushed: {pushed}"))
+            .to_string()
+    };
+    let (proxy, control) = (reference("mesh-proxy"), reference("mesh-control"));
+    for r in [&proxy, &control] {
+        ok(&["sign", r, "--key", key, "--plain-http"]);
+    }
+    let policy = signature_only_policy(tmp.path());
+    let require = |r: &str| {
+        verify(&[
+            r,
+            "--key",
+            public,
+            "--policy",
+            &policy,
+            "--require-test-result",
+        ])
+    };
+
+    // Missing: refused, saying what to attach.
+    let (passed, rep) = require(&proxy);
+    assert!(!passed);
+    let c = check(&rep, "policy test-result");
+    assert_eq!(c["ok"], false);
+    assert!(
+        c["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no verified test-result attestation")
+            && c["detail"]
+                .as_str()
+                .unwrap()
+                .contains("distro attest --test-result"),
+        "{c}"
+    );
+    // Without the requirement the same image verifies (the requirement is what failed).
+    assert!(verify(&[&proxy, "--key", public, "--policy", &policy]).0);
+
+    // Attached: required and satisfied.
+    let summary_file = report_dir.join("summary.json");
+    let a = attest(&proxy, key, &summary_file);
+    assert_eq!(a["attestations"][0]["predicate_type"], TEST_RESULT);
+    assert_eq!(a["attestations"][0]["added"], true, "{a}");
+    let (passed, rep) = require(&proxy);
+    assert!(passed, "{rep}");
+    let detail = check(&rep, "policy test-result")["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        detail.starts_with("test-result PASSED: 2 passed, 0 warned, 0 failed (distro line 0.2)"),
+        "{detail}"
+    );
+    // The policy file's own switch does the same as the flag.
+    let strict = tmp.path().join("strict.toml");
+    std::fs::write(
+        &strict,
+        std::fs::read_to_string(&policy).unwrap() + "require_test_result = true\n",
+    )
+    .unwrap();
+    let (passed, rep) = verify(&[
+        &proxy,
+        "--key",
+        public,
+        "--policy",
+        strict.to_str().unwrap(),
+    ]);
+    assert!(
+        passed && check(&rep, "policy test-result")["ok"] == true,
+        "{rep}"
+    );
+
+    // Attaching the same summary again adds nothing (a resumed release).
+    let a = attest(&proxy, key, &summary_file);
+    assert_eq!(a["attestations"][0]["added"], false, "{a}");
+    assert_eq!(test_result_attestations(&require(&proxy).1).len(), 1);
+
+    // A FAILED summary attached later decides: refused, naming the failed test.
+    let mut failed: ConformanceSummary =
+        serde_json::from_str(&std::fs::read_to_string(&summary_file).unwrap()).unwrap();
+    let sc = failed.profiles[0]
+        .scenarios
+        .iter_mut()
+        .find(|r| r.name == "wrong-identity-refused")
+        .unwrap();
+    sc.outcome = Outcome::Failed;
+    sc.message = Some("[version-skew] wrong-identity-refused: got 200".into());
+    failed.totals.passed -= 1;
+    failed.totals.failed += 1;
+    assert_eq!(
+        distro_images::testresult::from_summary(&failed).result,
+        TestResultStatus::Failed
+    );
+    let failed_file = tmp.path().join("failed-summary.json");
+    std::fs::write(&failed_file, serde_json::to_vec(&failed).unwrap()).unwrap();
+    assert_eq!(
+        attest(&proxy, key, &failed_file)["attestations"][0]["added"],
+        true
+    );
+    let (passed, rep) = require(&proxy);
+    assert!(!passed);
+    let c = check(&rep, "policy test-result");
+    let d = c["detail"].as_str().unwrap();
+    assert!(
+        d.contains("test-result FAILED")
+            && d.contains("failed: version-skew/wrong-identity-refused")
+            && d.contains("decided by the newest of 2"),
+        "{c}"
+    );
+    // A newer passing one clears it again.
+    assert_eq!(
+        attest(&proxy, key, &summary_file)["attestations"][0]["added"],
+        true
+    );
+    let (passed, rep) = require(&proxy);
+    assert!(passed, "{rep}");
+    assert!(check(&rep, "policy test-result")["detail"]
+        .as_str()
+        .unwrap()
+        .contains("decided by the newest of 3"));
+
+    // Signed by another key: not this key's attestation, so missing.
+    attest(&control, other_key, &summary_file);
+    let (passed, rep) = require(&control);
+    assert!(!passed);
+    let atts = test_result_attestations(&rep);
+    assert_eq!(atts.len(), 1, "{rep}");
+    assert_eq!(atts[0]["ok"], false);
+    assert!(
+        atts[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("DSSE signature does not verify"),
+        "{}",
+        atts[0]
+    );
+    assert!(check(&rep, "policy test-result")["detail"]
+        .as_str()
+        .unwrap()
+        .contains("no verified test-result attestation"));
+}
+
+/// `--line OUT` with two lines built tests the newest against the one before it; with only one
+/// line built, skew runs the same build on both sides and the summary, the profile's warnings
+/// and both reports say "skew uses the same build twice" (and the test-result is WARNED).
+#[test]
+fn skew_takes_the_previous_line_and_says_when_there_is_none() {
+    let test = "skew_takes_the_previous_line_and_says_when_there_is_none";
+    if !tools(test) {
+        return;
+    }
+    let _g = HEAVY.lock().unwrap_or_else(|p| p.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let run_skew = |line: &Path, tag: &str| -> (ConformanceSummary, PathBuf) {
+        let reports = tmp.path().join(format!("reports-{tag}"));
+        let out = run(distro().args([
+            "conformance",
+            "--line",
+            line.to_str().unwrap(),
+            "--profile",
+            "version-skew",
+            "--scenario",
+            "mtls-connectivity",
+            "--format",
+            "json",
+            "--report-dir",
+            reports.to_str().unwrap(),
+            "--work-dir",
+            tmp.path().join(format!("work-{tag}")).to_str().unwrap(),
+            "--state-dir",
+            tmp.path().join("state").to_str().unwrap(),
+        ]));
+        let s: ConformanceSummary = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!("no summary ({e}): {}", String::from_utf8_lossy(&out.stderr))
+        });
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (s, reports)
+    };
+
+    let two = writable_out(&tmp.path().join("two"), &["0.1", "0.2"]);
+    let (s, _) = run_skew(&two, "two");
+    assert_eq!(
+        (s.line.as_str(), s.previous_line.as_deref()),
+        ("0.2", Some("0.1"))
+    );
+    assert!(
+        !s.notes.iter().any(|n| n.contains(SAME_BUILD_TWICE)),
+        "{:?}",
+        s.notes
+    );
+    assert_eq!(s.totals.passed, 1);
+    assert_eq!(
+        distro_images::testresult::from_summary(&s).result,
+        TestResultStatus::Passed
+    );
+
+    let one = writable_out(&tmp.path().join("one"), &["0.1"]);
+    let (s, reports) = run_skew(&one, "one");
+    assert_eq!(s.previous_line, None);
+    assert!(
+        s.notes.iter().any(|n| n.contains(SAME_BUILD_TWICE)
+            && n.contains("no older line is built beside it")),
+        "{:?}",
+        s.notes
+    );
+    assert!(
+        s.profiles[0]
+            .warnings
+            .iter()
+            .any(|w| w.contains(SAME_BUILD_TWICE)),
+        "{:?}",
+        s.profiles[0]
+    );
+    for f in ["report.md", "report.html"] {
+        let text = std::fs::read_to_string(reports.join(f)).unwrap();
+        assert!(text.contains(SAME_BUILD_TWICE), "{f}:\n{text}");
+    }
+    let t = distro_images::testresult::from_summary(&s);
+    assert_eq!(t.result, TestResultStatus::Warned);
+    assert_eq!(t.warned_tests, ["version-skew/mtls-connectivity"]);
+}
+
+/// Without root the stage does not run: `auto` says exactly why ("not run: ... needs root"),
+/// `required` is the NotRoot error, `off` never runs; nothing is created. As root the test
+/// runs itself again as an unprivileged user (setpriv) for the not-root half.
+#[test]
+fn stage_without_root_is_not_run_or_an_error_by_mode() {
+    let test = "stage_without_root_is_not_run_or_an_error_by_mode";
+    assert_eq!("required".parse::<Mode>(), Ok(Mode::Required));
+    assert_eq!("auto".parse::<Mode>(), Ok(Mode::Auto));
+    assert_eq!("off".parse::<Mode>(), Ok(Mode::Off));
+    assert!("sometimes"
+        .parse::<Mode>()
+        .unwrap_err()
+        .contains("required, auto or off"));
+    if ts::is_root() {
+        if !ts::require(test, "setpriv", "apt-get install util-linux") {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(
+            tmp.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .unwrap();
+        let out = run(std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(std::env::current_exe().unwrap())
+            .args(["--exact", test, "--nocapture", "--test-threads=1"])
+            .env("DISTRO_TEST_UNPRIVILEGED_DIR", tmp.path()));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && text.contains("1 passed"),
+            "the unprivileged run failed:\n{text}"
+        );
+        assert!(text.contains("unprivileged half checked"), "{text}");
+        return;
+    }
+    let dir = std::env::var_os("DISTRO_TEST_UNPRIVILEGED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| tempfile::tempdir().unwrap().keep());
+    let mut opts = StageOptions::new(Mode::Off, PathBuf::from(BIN));
+    opts.state_dir = dir.join("state");
+    opts.work_dir = dir.join("work");
+    let off = stage::stage(&dir, "0.1", None, &opts).unwrap();
+    assert_eq!(
+        off.describe(),
+        "not run: conformance is off (--conformance off)"
+    );
+    assert!(off.summary().is_none());
+    opts.mode = Mode::Auto;
+    let auto = stage::stage(&dir, "0.1", None, &opts).unwrap();
+    assert!(
+        auto.describe()
+            .starts_with("not run: distro conformance needs root")
+            && auto.describe().contains("nothing was run")
+            && auto.describe().contains("--conformance required"),
+        "{}",
+        auto.describe()
+    );
+    opts.mode = Mode::Required;
+    assert!(matches!(
+        stage::stage(&dir, "0.1", None, &opts),
+        Err(distro_conformance::Error::NotRoot)
+    ));
+    assert!(!opts.state_dir.exists() && !opts.work_dir.exists());
+    assert!(!dir.join("0.1").exists());
+    eprintln!("unprivileged half checked");
+}
