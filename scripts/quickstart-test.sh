@@ -87,6 +87,17 @@ for record in $records; do
     log "FAILED: $record: state $state, $images image(s), $tagged tagged, $verified verify check(s) passed, $failed failed check(s)"
     exit 1
   fi
+  # As root (CI) the release ran the conformance suite: its summary is in the record, it
+  # passed, and verify required the signed test-result attestation on every image.
+  if [ "$(id -u)" = 0 ]; then
+    conf_failed=$(jq '.conformance.totals.failed // "none"' "$record")
+    conf_passed=$(jq '.conformance.totals.passed // 0' "$record")
+    test_results=$(jq '[.checks[] | select((.stage | startswith("attest ")) and (.name | contains("test-result")) and .result == "passed")] | length' "$record")
+    if [ "$conf_failed" != 0 ] || [ "$conf_passed" -lt 1 ] || [ "$test_results" != "$images" ]; then
+      log "FAILED: $record: conformance failed=$conf_failed passed=$conf_passed, $test_results of $images image(s) carry a test-result attestation"
+      exit 1
+    fi
+  fi
   total=$((total + images))
 done
 if [ "$(grep -c 'signed, attested, verified' "$base/quickstart.stdout")" != "$total" ]; then

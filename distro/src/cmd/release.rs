@@ -21,7 +21,7 @@
 //! with every problem and its fix, so a release never fails after a long build for a reason
 //! that was knowable at the start.
 //!
-//! Test hook: `DISTRO_TEST_KILL_AFTER=STEP` (`local`, `push`, `sign`, `attest`, `verify`, `tag`,
+//! Test hook: `DISTRO_TEST_KILL_AFTER=STEP` (`local`, `push`, `sign`, `attest`, `conformance`, `verify`, `tag`,
 //! or `STEP:COMPONENT`) makes the process SIGKILL itself right after that step, as a crash
 //! would; the kill tests use it to check what a registry holds after each point.
 
@@ -87,11 +87,25 @@ pub struct Args {
     /// CA certificates of a registry with a private CA.
     #[arg(long, value_name = "PEM")]
     ca_file: Option<PathBuf>,
+    /// Whether the conformance suite runs before the tags move: `auto` runs it when root
+    /// (it needs network namespaces) and records "not run" otherwise, `required` makes not
+    /// being root an error, `off` skips it.
+    #[arg(long, default_value = "auto", value_name = "required|auto|off")]
+    conformance: distro_conformance::stage::Mode,
 }
 
 /// The stages of a line, in order: the progress display counts them.
 const STAGES: &[&str] = &[
-    "build", "sbom", "vex", "image", "push", "sign", "attest", "verify", "tag",
+    "build",
+    "sbom",
+    "vex",
+    "image",
+    "push",
+    "sign",
+    "attest",
+    "conformance",
+    "verify",
+    "tag",
 ];
 
 /// Everything that is the same for every line of a run: read or made once.
@@ -819,6 +833,7 @@ impl Run<'_> {
     fn policy(&self, record: &LineRelease) -> verify::Policy {
         verify::Policy {
             require_vex: record.vex.is_some(),
+            require_test_result: record.conformance.is_some(),
             ..verify::Policy::default()
         }
     }
@@ -942,20 +957,71 @@ impl Run<'_> {
         }
         self.step_done(record, "attest", t, record_path)?;
 
-        // CONFORMANCE SLOT (helper D / the lead wires it here): run the conformance stage on the
-        // pushed images, attach its signed test-result attestation by digest like the ones
-        // above, and set `record.conformance = Some(summary)`; verify below then checks it
-        // before any tag moves.
-        record_check(
-            &mut record.checks,
-            "conformance",
-            "conformance",
-            true,
-            "not run by `distro release` (run `distro conformance`)".into(),
-        );
-        if let Some(c) = record.checks.last_mut() {
-            c.result = CheckResult::Skipped;
+        // Conformance: the suite runs on this line's images and binaries (the older line built
+        // beside it is N-1); its summary goes into the record and, signed as an in-toto
+        // test-result attestation, onto each image by digest. Verify below then requires it,
+        // so a FAILED run refuses the release before any tag moves.
+        self.progress.start(&v, "conformance");
+        let t = Instant::now();
+        let exe = std::env::current_exe().context("locating the distro binary")?;
+        let opts = distro_conformance::stage::StageOptions::new(self.args.conformance, exe);
+        let outcome = distro_conformance::stage::stage(&self.out, &v, None, &opts)
+            .with_context(|| format!("line {v}: the conformance stage"))?;
+        match outcome.summary() {
+            Some(summary) => {
+                let failed = summary.totals.failed;
+                record_check(
+                    &mut record.checks,
+                    "conformance",
+                    "conformance",
+                    failed == 0,
+                    outcome.describe(),
+                );
+                for c in &record.components {
+                    let p = pushed(c)?;
+                    let mut store = self.store(p)?;
+                    let (_, o) = distro_images::testresult::attest(
+                        &mut store,
+                        Some(&p.digest),
+                        &p.repository,
+                        &self.key,
+                        summary,
+                    )
+                    .with_context(|| format!("attesting the test result to {}", p.by_digest))?;
+                    record_check(
+                        &mut record.checks,
+                        &format!("attest {}", c.name),
+                        &o.predicate_type,
+                        true,
+                        format!(
+                            "{} ({}: {})",
+                            if o.added {
+                                "attested"
+                            } else {
+                                "already attested"
+                            },
+                            o.layer_digest,
+                            o.note
+                        ),
+                    );
+                }
+                record.conformance = Some(summary.clone());
+            }
+            None => {
+                record_check(
+                    &mut record.checks,
+                    "conformance",
+                    "conformance",
+                    true,
+                    outcome.describe(),
+                );
+                if let Some(c) = record.checks.last_mut() {
+                    c.result = CheckResult::Skipped;
+                }
+                record.conformance = None;
+            }
         }
+        self.step_done(record, "conformance", t, record_path)?;
 
         // Verify each image by digest, as an operator would, before its tag moves.
         self.progress.start(&v, "verify");
