@@ -2,13 +2,9 @@
 //! settings that make two builds of the same source bit-identical.
 //!
 //! Reproducibility comes from: `SOURCE_DATE_EPOCH` = the commit time; `--remap-path-prefix`
-//! (Rust) and `-ffile-prefix-map` (C, for the AWS-LC module built by cmake) mapping the output
-//! directory to `/build` (so a line's tree is `/build/<line>/src` and the target directory
-//! `/build/target`) and the cargo home to `/cargo`; incremental compilation off; and an
-//! exported tree (no `.git`), so nothing depends on where the output directory is. The flags
-//! name only the output directory and the cargo home, never a line's tree, so every line of an
-//! output directory compiles its dependencies with the same flags and can reuse them from the
-//! shared target directory ([`crate::target`]).
+//! (Rust) and `-ffile-prefix-map` (C, for the AWS-LC module built by cmake) mapping the source
+//! tree, the target directory and the cargo home to fixed names; incremental compilation off;
+//! and an exported tree (no `.git`), so nothing depends on where the output directory is.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -118,42 +114,37 @@ pub fn cargo_args(component: &Component) -> Vec<String> {
     args
 }
 
-/// Builds one component of an exported source in `target` (locked by the caller for the line)
-/// and copies its binary to `line_dir/bin/`. `out` is the canonical output directory, the
-/// parent of `line_dir`: paths under it are remapped to `/build`.
+/// Builds one component of an exported source in `target` (`line_dir/target`, locked by the
+/// caller for the line) and copies its binary to `line_dir/bin/`.
 pub fn build_component(
     src: &ExportedSource,
     component: &Component,
-    out: &Path,
     line_dir: &Path,
     target: &Target,
     show_output: bool,
 ) -> Result<Built, BuildError> {
+    let target = &target.dir;
     let home = cargo_home();
     let tree = &src.tree;
-    // The cargo home last: when several prefixes match, rustc and the C compiler take the last.
     let rustflags = [
-        format!("--remap-path-prefix={}=/build", out.display()),
+        format!("--remap-path-prefix={}=/build/src", tree.display()),
+        format!("--remap-path-prefix={}=/build/target", target.display()),
         format!("--remap-path-prefix={}=/cargo", home.display()),
     ]
     .join("\x1f");
     let cflags = format!(
-        "-ffile-prefix-map={}=/build -ffile-prefix-map={}=/cargo",
-        out.display(),
+        "-ffile-prefix-map={}=/build/src -ffile-prefix-map={}=/build/target -ffile-prefix-map={}=/cargo",
+        tree.display(),
+        target.display(),
         home.display()
     );
-    let target_dir = &target.dir;
-    let shown_target = match target_dir.strip_prefix(out) {
-        Ok(rel) => Path::new("/build").join(rel).display().to_string(),
-        Err(_) => "<target>".to_string(),
-    };
     let args = cargo_args(component);
     let epoch = src.source_date_epoch.to_string();
     let cmd = Cmd::new("cargo", format!("build component `{}`", component.name))
         .help("install a Rust toolchain; the FIPS module also needs cmake, go and a C compiler")
         .args(&args)
         .current_dir(tree)
-        .env("CARGO_TARGET_DIR", target_dir)
+        .env("CARGO_TARGET_DIR", target)
         .env("SOURCE_DATE_EPOCH", &epoch)
         .env("CARGO_ENCODED_RUSTFLAGS", &rustflags)
         .env_remove("RUSTFLAGS")
@@ -164,16 +155,16 @@ pub fn build_component(
         .env("ASMFLAGS", &cflags);
     let mut command = vec![
         format!("SOURCE_DATE_EPOCH={epoch}"),
-        format!("CARGO_TARGET_DIR={shown_target}"),
-        "CARGO_ENCODED_RUSTFLAGS=--remap-path-prefix=<out>=/build --remap-path-prefix=<cargo-home>=/cargo".into(),
-        "CFLAGS=-ffile-prefix-map=<out>=/build -ffile-prefix-map=<cargo-home>=/cargo".into(),
+        "CARGO_TARGET_DIR=/build/target".into(),
+        "CARGO_ENCODED_RUSTFLAGS=--remap-path-prefix=<src>=/build/src\x1f--remap-path-prefix=<target>=/build/target\x1f--remap-path-prefix=<cargo-home>=/cargo".replace('\x1f', " "),
+        "CFLAGS=-ffile-prefix-map=<src>=/build/src -ffile-prefix-map=<target>=/build/target -ffile-prefix-map=<cargo-home>=/cargo".into(),
         "CARGO_INCREMENTAL=0".into(),
         "cargo".into(),
     ];
     command.extend(args.iter().cloned());
     cmd.run_streaming(!show_output)?;
 
-    let built = target_dir.join("release").join(&component.binary);
+    let built = target.join("release").join(&component.binary);
     let dest = line_dir.join("bin").join(&component.binary);
     fsutil::copy_atomic(&built, &dest)?;
     embed_dependency_list(tree, component, &dest)?;

@@ -9,9 +9,9 @@
 //! ([`provenance`]). Everything lands under one output directory:
 //!
 //! ```text
-//! OUT/target/                         cargo's target directory, shared by the lines ([`target`]);
-//!                                     kept, so a second run does no work
 //! OUT/<line>/src/                     the exported (and patched) source
+//! OUT/<line>/target/                  cargo's target directory ([`target`]: why per line; kept, so
+//!                                     a second run does no work)
 //! OUT/<line>/bin/<binary>             the binaries
 //! OUT/<line>/evidence/<c>.fips.json   FIPS evidence per component
 //! OUT/<line>/provenance/<c>.intoto.json  in-toto Statement v1 + SLSA provenance v1
@@ -57,8 +57,6 @@ pub fn build_line(
     let line_dir = opts.out_dir.join(&line.version);
     fsutil::create_dir(&line_dir)?;
     let line_dir = fsutil::canonical(&line_dir)?;
-    // Invariant: `line_dir` is `<out>/<line>`, so it has a parent.
-    let out = line_dir.parent().unwrap_or(&line_dir).to_path_buf();
 
     (opts.progress)(&format!(
         "line {}: resolving {} at {}",
@@ -92,10 +90,7 @@ pub fn build_line(
     }
 
     let toolchain = cargo::Toolchain::detect()?;
-    let target = target::Target::prepare(&out, &line.version, &src, &lock)?;
-    if let Some(note) = &target.note {
-        (opts.progress)(note);
-    }
+    let target = target::Target::prepare(&line_dir, &src)?;
     let mut components = Vec::new();
     let mut statements = Vec::new();
     for component in &dist.components {
@@ -106,14 +101,8 @@ pub fn build_line(
             component.package,
             component.features.join(", ")
         ));
-        let built = cargo::build_component(
-            &src,
-            component,
-            &out,
-            &line_dir,
-            &target,
-            opts.show_cargo_output,
-        )?;
+        let built =
+            cargo::build_component(&src, component, &line_dir, &target, opts.show_cargo_output)?;
         (opts.progress)(&format!(
             "line {}: collecting FIPS evidence for {}",
             line.version, component.name
