@@ -1,14 +1,15 @@
 //! The cargo target directory of a line, `OUT/<line>/target`, and what cargo cannot see in it.
 //!
-//! **Why each line has its own.** Sharing one target directory between the lines of an output
-//! directory does not save the expensive part: the `cc` crate makes every C build script
-//! (aws-lc-fips-sys's cmake build of the FIPS module among them) declare
-//! `rerun-if-env-changed=SOURCE_DATE_EPOCH`, and `SOURCE_DATE_EPOCH` is each line's commit
-//! time, so a shared directory rebuilds the module whenever the line changes and a second run
-//! of both lines rebuilds it twice. Sharing is also unsound for a workspace's own crates:
-//! cargo identifies path packages by name, version and path *relative to the workspace root*,
-//! so two lines' trees carrying `mesh-core 0.1.0` compile to the same unit, and with the older
-//! file times of an exported tree the second line silently gets the first line's objects.
+//! **Why each line has its own.** One target directory shared by the lines of an output
+//! directory was tried: with the flags made line-independent, the second line reused the
+//! registry crates, but the `cc` crate makes the C build scripts declare
+//! `rerun-if-env-changed=SOURCE_DATE_EPOCH`, and `SOURCE_DATE_EPOCH` is each line's commit time.
+//! So every switch of line reruns aws-lc-fips-sys's build script (cmake, mostly incremental)
+//! and aws-lc-sys's (compiled by `cc` from scratch, minutes), and a second run of both lines
+//! would no longer be a no-op. Sharing is also unsound for a workspace's own crates: cargo
+//! identifies path packages by name, version and path *relative to the workspace root*, so two
+//! lines' trees carrying `mesh-core 0.1.0` compile to the same unit, and with the older file
+//! times of an exported tree the second line silently gets the first line's objects.
 //!
 //! **Older files.** Cargo decides freshness by modification times, and an exported tree carries
 //! its commit's times: a tree exported again at an older commit, or without a patch that was
