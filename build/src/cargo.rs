@@ -14,6 +14,7 @@ use distro_config::Component;
 use crate::fsutil;
 use crate::process::Cmd;
 use crate::source::ExportedSource;
+use crate::target::Target;
 use crate::BuildError;
 
 /// Versions of the tools that take part in a build (recorded in provenance).
@@ -113,15 +114,16 @@ pub fn cargo_args(component: &Component) -> Vec<String> {
     args
 }
 
-/// Builds one component of an exported source and copies its binary to `line_dir/bin/`.
+/// Builds one component of an exported source in `target` (`line_dir/target`, locked by the
+/// caller for the line) and copies its binary to `line_dir/bin/`.
 pub fn build_component(
     src: &ExportedSource,
     component: &Component,
     line_dir: &Path,
+    target: &Target,
     show_output: bool,
 ) -> Result<Built, BuildError> {
-    let target = line_dir.join("target");
-    fsutil::create_dir(&target)?;
+    let target = &target.dir;
     let home = cargo_home();
     let tree = &src.tree;
     let rustflags = [
@@ -142,7 +144,7 @@ pub fn build_component(
         .help("install a Rust toolchain; the FIPS module also needs cmake, go and a C compiler")
         .args(&args)
         .current_dir(tree)
-        .env("CARGO_TARGET_DIR", &target)
+        .env("CARGO_TARGET_DIR", target)
         .env("SOURCE_DATE_EPOCH", &epoch)
         .env("CARGO_ENCODED_RUSTFLAGS", &rustflags)
         .env_remove("RUSTFLAGS")

@@ -11,7 +11,8 @@
 //! ```text
 //! OUT/sources/<hash>.git              bare mirrors of remote sources (shared with `distro patches`)
 //! OUT/<line>/src/                     the exported (and patched) source
-//! OUT/<line>/target/                  cargo's target directory (kept: a second run does no work)
+//! OUT/<line>/target/                  cargo's target directory ([`target`]: why per line; kept, so
+//!                                     a second run does no work)
 //! OUT/<line>/bin/<binary>             the binaries
 //! OUT/<line>/evidence/<c>.fips.json   FIPS evidence per component
 //! OUT/<line>/provenance/<c>.intoto.json  in-toto Statement v1 + SLSA provenance v1
@@ -27,6 +28,7 @@ pub mod lockfile;
 pub mod process;
 pub mod provenance;
 pub mod source;
+pub mod target;
 
 pub use error::BuildError;
 
@@ -98,6 +100,7 @@ pub fn build_line(
     }
 
     let toolchain = cargo::Toolchain::detect()?;
+    let target = target::Target::prepare(&line_dir, &src)?;
     let mut components = Vec::new();
     let mut statements = Vec::new();
     for component in &dist.components {
@@ -108,7 +111,8 @@ pub fn build_line(
             component.package,
             component.features.join(", ")
         ));
-        let built = cargo::build_component(&src, component, &line_dir, opts.show_cargo_output)?;
+        let built =
+            cargo::build_component(&src, component, &line_dir, &target, opts.show_cargo_output)?;
         (opts.progress)(&format!(
             "line {}: collecting FIPS evidence for {}",
             line.version, component.name
@@ -146,6 +150,9 @@ pub fn build_line(
             },
         ));
     }
+
+    // Every component built from the tree as it is: the next build of it can reuse the objects.
+    target.finish()?;
 
     let cargo_lock_sha256 = fsutil::sha256_file(&lock_path)?;
     let mut records = Vec::new();

@@ -41,7 +41,29 @@ fn builtin_definition_is_valid() {
     assert!(d.component("mesh-control").is_some());
     assert!(d.components.iter().all(|c| c.fips_required));
     assert_eq!(d.support.months, 14);
-    assert!(!d.lines.is_empty());
+    // Two lines from this repository: 0.1 at a pinned commit with a patch queue, 0.2 at HEAD;
+    // both inside their 14-month window on 2026-12-02.
+    let lines: Vec<(&str, &str)> = d
+        .lines
+        .iter()
+        .map(|l| (l.version.as_str(), l.source.git_ref.as_str()))
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0].0, "0.1");
+    assert_eq!(lines[0].1.len(), 40, "0.1 is pinned by full commit id");
+    assert_eq!(lines[1], ("0.2", "HEAD"));
+    let queue = d.lines[0].patches.as_ref().expect("0.1 has a patch queue");
+    assert!(queue.join("series").is_file(), "{}", queue.display());
+    assert!(d.lines[1].patches.is_none());
+    let today = chrono::NaiveDate::from_ymd_opt(2026, 12, 2).unwrap();
+    for l in &d.lines {
+        assert!(
+            l.release_date <= today && l.eol(&d.support) > today,
+            "{}",
+            l.version
+        );
+        assert!(l.source.git.ends_with("/distro/.."), "{}", l.source.git);
+    }
 }
 
 /// Defaults fill in, the binary defaults to the package, relative sources resolve.

@@ -141,7 +141,9 @@ fn builtin_distribution_builds_fips_with_evidence_and_reproducibly() {
     let sbom = distro(&["sbom", "--out", out_dir, "--spdx"]);
     assert!(sbom.status.success(), "distro sbom failed");
     for c in &record.components {
-        let cdx = a.path().join(format!("0.1/sbom/{}.cdx.json", c.name));
+        let cdx = a
+            .path()
+            .join(format!("{}/sbom/{}.cdx.json", record.line, c.name));
         let bom: serde_json::Value = read(cdx.to_str().unwrap());
         assert_eq!(bom["specVersion"], "1.6");
         assert_eq!(
@@ -161,7 +163,7 @@ fn builtin_distribution_builds_fips_with_evidence_and_reproducibly() {
         );
         assert!(a
             .path()
-            .join(format!("0.1/sbom/{}.spdx.json", c.name))
+            .join(format!("{}/sbom/{}.spdx.json", record.line, c.name))
             .exists());
         let validator = Command::new("python3")
             .args(["-c", "import sys\nfrom cyclonedx.validation.json import JsonStrictValidator\nfrom cyclonedx.schema import SchemaVersion\ne = JsonStrictValidator(SchemaVersion.V1_6).validate_str(open(sys.argv[1]).read())\nprint(e or 'valid')\nsys.exit(1 if e else 0)\n"])
@@ -275,7 +277,7 @@ fn builtin_distribution_builds_fips_with_evidence_and_reproducibly() {
                 eprintln!("SKIP skopeo check of the release: skopeo is not installed");
             }
         }
-        assert!(a.path().join("0.1/release.json").exists());
+        assert!(a.path().join(&record.line).join("release.json").exists());
         let second = release("second");
         let second = &second[0];
         assert_eq!(
@@ -479,7 +481,7 @@ fn unknown_line_lists_the_known_ones() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("no line `9.9`") && stderr.contains("0.1"),
+        stderr.contains("no line `9.9`") && stderr.contains("0.1, 0.2"),
         "{stderr}"
     );
 }

@@ -10,8 +10,9 @@
 //! - **One FIPS release output.** Full FIPS builds cost minutes of both cores; the tests that need
 //!   real binaries and images (image runs, conformance, quickstart) share one output directory:
 //!   [`release_out`] returns `$DISTRO_TEST_OUT` when CI set it (the quickstart's release), and
-//!   otherwise builds the built-in distribution once into `target/test-release/` under a file
-//!   lock, reusing it while the source commit is unchanged.
+//!   otherwise builds every line of the built-in distribution once into `target/test-release/`
+//!   under a file lock, reusing it while the source commit is unchanged. [`release_lines`] names
+//!   the lines, newest last.
 #![allow(clippy::print_stderr)] // SKIP lines are how a test says it did not run
 
 use std::fs::{self, File};
@@ -115,13 +116,15 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| repo_root().join("target"))
 }
 
-/// The shared release output of the built-in distribution: a `distro` `--out` directory holding
-/// `<line>/build.json`, `<line>/bin/<component>` and, with `images`, `<line>/images/<component>/oci`.
+/// The shared release output of the built-in distribution: a `distro` `--out` directory holding,
+/// for every line, `<line>/build.json`, `<line>/bin/<component>` and, with `images`,
+/// `<line>/images/<component>/oci`.
 ///
-/// `$DISTRO_TEST_OUT` when set (CI points it at the quickstart's release). Otherwise the built-in
-/// distribution is built once with the real `distro` binary (`distro_bin`, a test's
-/// `env!("CARGO_BIN_EXE_distro")`) into `target/test-release/`, under a file lock so parallel
-/// tests build it once; it is rebuilt when HEAD moves (`distro build` itself is incremental).
+/// `$DISTRO_TEST_OUT` when set (CI points it at the quickstart's release). Otherwise every line
+/// of the built-in distribution is built once with the real `distro` binary (`distro_bin`, a
+/// test's `env!("CARGO_BIN_EXE_distro")`) into `target/test-release/`, under a file lock so
+/// parallel tests build it once; it is rebuilt when HEAD moves (`distro build` itself is
+/// incremental).
 pub fn release_out(distro_bin: &Path, images: bool) -> PathBuf {
     if let Some(out) = std::env::var_os("DISTRO_TEST_OUT") {
         let out = PathBuf::from(out);
@@ -147,14 +150,18 @@ pub fn release_out(distro_bin: &Path, images: bool) -> PathBuf {
     });
     let fresh = fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == head);
     if !fresh {
+        let lines = release_lines();
         eprintln!(
-            "[testsupport] building the built-in distribution once into {} (FIPS release build: minutes)",
+            "[testsupport] building lines {} of the built-in distribution once into {} (FIPS release builds: minutes)",
+            lines.join(", "),
             out.display()
         );
         let out_s = out.display().to_string();
-        run_distro(distro_bin, &["build", "--out", &out_s]);
-        if images {
-            run_distro(distro_bin, &["image", "--out", &out_s]);
+        for line in &lines {
+            run_distro(distro_bin, &["build", "--line", line, "--out", &out_s]);
+            if images {
+                run_distro(distro_bin, &["image", "--line", line, "--out", &out_s]);
+            }
         }
         fs::write(&stamp, &head).unwrap_or_else(|e| panic!("writing {}: {e}", stamp.display()));
         if images {
@@ -164,6 +171,17 @@ pub fn release_out(distro_bin: &Path, images: bool) -> PathBuf {
     }
     drop(lock);
     out
+}
+
+/// The lines of the built-in distribution (`distro/distro.toml`), oldest first: the line
+/// directories [`release_out`] holds.
+pub fn release_lines() -> Vec<String> {
+    let path = repo_root().join("distro/distro.toml");
+    let dist = distro_config::load(&path)
+        .unwrap_or_else(|e| panic!("loading the built-in distribution {}: {e}", path.display()));
+    let mut lines: Vec<_> = dist.lines.iter().collect();
+    lines.sort_by(|a, b| a.semver.cmp(&b.semver));
+    lines.iter().map(|l| l.version.clone()).collect()
 }
 
 fn run_distro(distro_bin: &Path, args: &[&str]) {
