@@ -3,8 +3,8 @@
 //! A reader of the destination sees the old content or the new, never part of either, and a
 //! crash leaves one of the two on disk:
 //!
-//! 1. the destination is checked: a FIFO, device, socket or directory there (or a symbolic link
-//!    to one) is refused, since renaming over it would replace it ([`write_output`] instead writes
+//! 1. the destination is checked: a FIFO, device, socket or directory there is refused, since
+//!    renaming over it would replace it (a symbolic link is replaced itself, never written through) ([`write_output`] instead writes
 //!    a user-named FIFO or character device, such as `/dev/stdout`, in place);
 //! 2. a temporary file with a name no other writer can pick (`.<name>.<pid>.<counter>.<nanos>.tmp`,
 //!    created with `O_EXCL`, so never through a link planted at that name) is made in the same
@@ -54,7 +54,7 @@ pub enum WriteError {
     Special {
         /// The destination.
         path: PathBuf,
-        /// What it is ("a FIFO", "a character device", "a symbolic link to a directory", ...).
+        /// What it is ("a FIFO", "a character device", "a directory", ...).
         kind: String,
     },
 }
@@ -137,8 +137,9 @@ fn special_kind(ft: std::fs::FileType) -> Option<&'static str> {
     }
 }
 
-/// Refuses a destination that a rename would wrongly replace. A symbolic link to a regular file
-/// (or a dangling one) is allowed: the rename replaces the link itself, not what it points to.
+/// Refuses a destination that a rename would wrongly replace. A symbolic link, whatever it points
+/// to, is replaced itself (rename never writes through it), so the device or file it points to
+/// is untouched: a damaged layout blob that is a link to `/dev/zero` becomes a regular file.
 fn check_destination(path: &Path) -> Result<(), WriteError> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
@@ -147,14 +148,6 @@ fn check_destination(path: &Path) -> Result<(), WriteError> {
     };
     let ft = meta.file_type();
     if ft.is_symlink() {
-        if let Ok(target) = std::fs::metadata(path) {
-            if let Some(kind) = special_kind(target.file_type()) {
-                return Err(WriteError::Special {
-                    path: path.to_path_buf(),
-                    kind: format!("a symbolic link to {kind}"),
-                });
-            }
-        }
         return Ok(());
     }
     match special_kind(ft) {

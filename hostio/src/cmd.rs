@@ -474,7 +474,8 @@ impl std::fmt::Debug for Cmd {
     }
 }
 
-/// Waits for `child`; `None` when it was killed at `limit`.
+/// Waits for `child`; `None` when it was killed at `limit`. (Only the child is killed: a
+/// grandchild that keeps its pipes open delays the return until it exits.)
 fn wait(child: &mut Child, limit: Option<Duration>) -> std::io::Result<Option<ExitStatus>> {
     let Some(limit) = limit else {
         return child.wait().map(Some);

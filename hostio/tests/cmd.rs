@@ -115,7 +115,7 @@ fn failure_names_the_directory() {
 #[test]
 fn display_quotes_arguments() {
     let mut c = Cmd::new("printf", "print");
-    c.args(["%s\n", "plain-arg", "two words", "it's"]);
+    c.args([r"%s\n", "plain-arg", "two words", "it's"]);
     assert_eq!(
         c.display(),
         r"printf '%s\n' plain-arg 'two words' 'it'\''s'"
@@ -145,7 +145,7 @@ fn large_pipes_do_not_deadlock() {
 #[test]
 fn timeout_kills_and_reports() {
     let start = Instant::now();
-    let err = sh("echo started >&2; sleep 30", "wait forever")
+    let err = sh("echo started >&2; exec sleep 30", "wait forever")
         .output_with_timeout(Duration::from_millis(300))
         .unwrap_err();
     assert!(start.elapsed() < Duration::from_secs(10), "killed promptly");
