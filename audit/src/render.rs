@@ -4,7 +4,6 @@
 //! and the details folded in `<details>`; minijinja escapes every value (`.html` templates are
 //! autoescaped), so nothing from an attestation can inject markup.
 
-use std::io::Write;
 use std::path::Path;
 
 use minijinja::{Environment, Value};
@@ -106,38 +105,15 @@ pub fn render(report: &AuditReport, format: ReportFormat) -> Result<String, Audi
         })
 }
 
-/// Writes `bytes` to `path` atomically (temporary file in the same directory, fsync, rename),
-/// readable by everyone (0644): a report is a public artifact.
+/// Writes `bytes` to `path` atomically ([`distro_hostio::write_output`]: unique temp file,
+/// fsync of file and directory, rename), readable by everyone (0644): a report is a public
+/// artifact. A stream the user named (`-o /dev/stdout`) is written in place.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), AuditError> {
-    let io = |action: &'static str, p: &Path| {
-        let path = p.to_path_buf();
-        move |source| AuditError::Io {
-            action,
-            path,
-            source,
-        }
-    };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(dir).map_err(io("creating directory", dir))?;
-    let mut tmp =
-        tempfile::NamedTempFile::new_in(dir).map_err(io("creating a temporary file in", dir))?;
-    tmp.write_all(bytes).map_err(io("writing", path))?;
-    tmp.as_file().sync_all().map_err(io("syncing", path))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))
-            .map_err(io("setting permissions of", path))?;
-    }
-    tmp.persist(path).map_err(|e| AuditError::Io {
-        action: "renaming into place",
-        path: path.to_path_buf(),
-        source: e.error,
-    })?;
-    Ok(())
+    Ok(distro_hostio::write_output(
+        path,
+        bytes,
+        distro_hostio::PUBLIC,
+    )?)
 }
 
 #[cfg(test)]

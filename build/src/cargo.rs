@@ -140,10 +140,10 @@ pub fn build_component(
     );
     let args = cargo_args(component);
     let epoch = src.source_date_epoch.to_string();
-    let cmd = Cmd::new("cargo", format!("build component `{}`", component.name))
-        .help("install a Rust toolchain; the FIPS module also needs cmake, go and a C compiler")
+    let mut cmd = Cmd::new("cargo", format!("build component `{}`", component.name));
+    cmd.help("install a Rust toolchain; the FIPS module also needs cmake, go and a C compiler")
         .args(&args)
-        .current_dir(tree)
+        .cwd(tree)
         .env("CARGO_TARGET_DIR", target)
         .env("SOURCE_DATE_EPOCH", &epoch)
         .env("CARGO_ENCODED_RUSTFLAGS", &rustflags)

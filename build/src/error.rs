@@ -15,30 +15,12 @@ pub enum BuildError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// A subprocess failed.
-    #[error("{why} failed: `{command}` exited with {status}\n{stderr_tail}")]
-    Command {
-        /// Why it ran.
-        why: String,
-        /// The command line.
-        command: String,
-        /// Exit status.
-        status: String,
-        /// The last lines of its stderr.
-        stderr_tail: String,
-    },
-    /// A subprocess could not be started.
-    #[error("{why}: cannot run `{program}`: {source}\n  help: {help}")]
-    Spawn {
-        /// Why it was to run.
-        why: String,
-        /// The program.
-        program: String,
-        /// The OS error.
-        source: std::io::Error,
-        /// What to install.
-        help: String,
-    },
+    /// A subprocess could not be started, failed or ran out of time.
+    #[error(transparent)]
+    Command(Box<distro_hostio::CmdError>),
+    /// An atomic write was refused or failed.
+    #[error(transparent)]
+    Write(#[from] distro_hostio::WriteError),
     /// The source's Cargo.lock could not be read.
     #[error("{}: {message}\n  help: {help}", path.display())]
     Lockfile {
@@ -108,4 +90,10 @@ pub enum BuildError {
         /// What to do.
         help: String,
     },
+}
+
+impl From<distro_hostio::CmdError> for BuildError {
+    fn from(e: distro_hostio::CmdError) -> Self {
+        BuildError::Command(Box::new(e))
+    }
 }

@@ -1,9 +1,11 @@
-//! Atomic writes and digests.
+//! File operations of the build stage, with errors that name the path. Atomic writes and digests
+//! are [`distro_hostio`]'s; this module only maps them to [`BuildError`].
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::BuildError;
+
+pub(crate) use distro_hostio::sha256_hex;
 
 pub(crate) fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BuildError {
     let path = path.to_path_buf();
@@ -22,28 +24,8 @@ pub(crate) fn canonical(path: &Path) -> Result<PathBuf, BuildError> {
     path.canonicalize().map_err(io("resolving", path))
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so a
-/// reader never sees a half-written file. The file is readable by everyone (0644): what a build
-/// writes (evidence, provenance, build.json) is published. The temporary file starts 0600, so
-/// the mode is set before the rename.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BuildError> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    create_dir(dir)?;
-    let mut tmp =
-        tempfile::NamedTempFile::new_in(dir).map_err(io("creating a temporary file in", dir))?;
-    tmp.write_all(bytes).map_err(io("writing", path))?;
-    tmp.as_file().sync_all().map_err(io("syncing", path))?;
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))
-        .map_err(io("setting permissions of", path))?;
-    tmp.persist(path).map_err(|e| BuildError::Io {
-        action: "renaming into place",
-        path: path.to_path_buf(),
-        source: e.error,
-    })?;
-    Ok(())
-}
-
+/// Writes `value` as pretty JSON, atomically and world-readable (0644): what a build writes
+/// (evidence, provenance, build.json) is published.
 pub(crate) fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), BuildError> {
     let mut text = serde_json::to_vec_pretty(value).map_err(|e| BuildError::Io {
         action: "serialising",
@@ -51,27 +33,28 @@ pub(crate) fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<
         source: std::io::Error::other(e),
     })?;
     text.push(b'\n');
-    write_atomic(path, &text)
+    Ok(distro_hostio::write_atomic(
+        path,
+        &text,
+        distro_hostio::PUBLIC,
+    )?)
 }
 
-/// Copies a file atomically, keeping its permissions.
+/// Copies a file atomically, keeping its permission bits (a binary stays executable).
 pub(crate) fn copy_atomic(from: &Path, to: &Path) -> Result<(), BuildError> {
+    use std::os::unix::fs::PermissionsExt as _;
     let bytes = std::fs::read(from).map_err(io("reading", from))?;
-    write_atomic(to, &bytes)?;
-    let perms = std::fs::metadata(from)
+    let mode = std::fs::metadata(from)
         .map_err(io("reading metadata of", from))?
-        .permissions();
-    std::fs::set_permissions(to, perms).map_err(io("setting permissions of", to))
+        .permissions()
+        .mode()
+        & 0o7777;
+    Ok(distro_hostio::write_atomic(to, &bytes, mode)?)
 }
 
-/// Hex sha256 of a byte string.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes))
-}
-
+/// Hex sha256 of a file, streamed.
 pub(crate) fn sha256_file(path: &Path) -> Result<String, BuildError> {
-    let bytes = std::fs::read(path).map_err(io("reading", path))?;
-    Ok(sha256_hex(&bytes))
+    distro_hostio::sha256_file(path).map_err(io("reading", path))
 }
 
 #[cfg(test)]
@@ -89,5 +72,20 @@ mod tests {
             .map(|m| m.permissions().mode() & 0o777)
             .unwrap_or(0);
         assert_eq!(mode, 0o644);
+    }
+
+    /// A copied binary keeps its execute bits.
+    #[test]
+    fn copies_keep_the_mode() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let from = dir.path().join("built");
+        assert!(std::fs::write(&from, b"\x7fELF").is_ok());
+        assert!(std::fs::set_permissions(&from, std::fs::Permissions::from_mode(0o755)).is_ok());
+        let to = dir.path().join("bin").join("mesh-proxy");
+        assert!(super::copy_atomic(&from, &to).is_ok());
+        let mode = std::fs::metadata(&to)
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or(0);
+        assert_eq!(mode, 0o755);
     }
 }

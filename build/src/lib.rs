@@ -25,12 +25,14 @@ mod error;
 pub mod fips;
 mod fsutil;
 pub mod lockfile;
-pub mod process;
 pub mod provenance;
 pub mod source;
 pub mod target;
 
 pub use error::BuildError;
+
+/// Subprocesses run through the one runner (`crate::process::Cmd` in this crate's modules).
+use distro_hostio::cmd as process;
 
 use std::path::{Path, PathBuf};
 

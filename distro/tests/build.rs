@@ -172,8 +172,10 @@ fn builtin_distribution_builds_fips_with_evidence_and_reproducibly() {
             .unwrap();
         let verdict = String::from_utf8_lossy(&validator.stdout);
         if String::from_utf8_lossy(&validator.stderr).contains("ModuleNotFoundError") {
-            eprintln!(
-                "SKIP independent CycloneDX validation: pip cyclonedx-python-lib is not installed"
+            distro_testsupport::missing(
+                "independent CycloneDX validation",
+                "python3 module cyclonedx (cyclonedx-python-lib) is not installed",
+                "pip install 'cyclonedx-python-lib[json-validation]' (scripts/install-deps.sh)",
             );
         } else {
             assert!(
@@ -274,7 +276,11 @@ fn builtin_distribution_builds_fips_with_evidence_and_reproducibly() {
                 let tags = String::from_utf8_lossy(&tags.stdout);
                 assert!(tags.contains(".sig") && tags.contains(".att"), "{tags}");
             } else {
-                eprintln!("SKIP skopeo check of the release: skopeo is not installed");
+                distro_testsupport::missing(
+                    "skopeo check of the release",
+                    "`skopeo` is not installed",
+                    "apt-get install skopeo (scripts/install-deps.sh)",
+                );
             }
         }
         assert!(a.path().join(&record.line).join("release.json").exists());

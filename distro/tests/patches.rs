@@ -486,8 +486,11 @@ fn have_snapshot() -> bool {
     if Path::new(SNAPSHOT).join("crates").is_dir() {
         true
     } else {
-        eprintln!("SKIP: RustSec snapshot not found at {SNAPSHOT}");
-        false
+        distro_testsupport::missing(
+            "advisory tests",
+            &format!("RustSec snapshot not found at {SNAPSHOT}"),
+            "the repository ships it in patches/advisory-db",
+        )
     }
 }
 
@@ -513,9 +516,13 @@ fn webpki_repo(root: &Path) -> Option<PathBuf> {
     };
     let g = cargo(&["generate-lockfile", "--offline"]);
     if !g.status.success() {
-        eprintln!(
-            "SKIP: cargo's index cache cannot resolve rustls-webpki offline: {}",
-            stderr(&g)
+        distro_testsupport::missing(
+            "webpki fixture",
+            &format!(
+                "cargo's index cache cannot resolve rustls-webpki offline: {}",
+                stderr(&g)
+            ),
+            "fill cargo's index cache: scripts/install-deps.sh (cargo fetch --locked)",
         );
         return None;
     }
@@ -537,10 +544,14 @@ fn webpki_repo(root: &Path) -> Option<PathBuf> {
             "0.103.5",
         ]);
         if !p2.status.success() {
-            eprintln!(
-                "SKIP: cannot pin rustls-webpki 0.103.5 offline: {}{}",
-                stderr(&p),
-                stderr(&p2)
+            distro_testsupport::missing(
+                "webpki fixture",
+                &format!(
+                    "cannot pin rustls-webpki 0.103.5 offline: {}{}",
+                    stderr(&p),
+                    stderr(&p2)
+                ),
+                "fill cargo's index cache: scripts/install-deps.sh (cargo fetch --locked)",
             );
             return None;
         }
@@ -808,6 +819,8 @@ else:
 try:
     from vexipy.document import Document
 except ImportError:
+    if os.environ.get("CI") == "true":
+        raise SystemExit("python3 vexipy missing: run scripts/install-deps.sh (pip install vexipy==0.3.0)")
     print("SKIP: vexipy (PyPI) not installed: OpenVEX model validation not run", file=sys.stderr)
 else:
     Document.model_validate(d)
@@ -822,7 +835,13 @@ print(len(d["statements"]))
             assert!(o.status.success(), "OpenVEX check failed: {}", stderr(&o));
             eprint!("{}", stderr(&o));
         }
-        Err(e) => eprintln!("SKIP python3 OpenVEX check: {e}"),
+        Err(e) => {
+            distro_testsupport::missing(
+                "python3 OpenVEX check",
+                &format!("python3 cannot be started: {e}"),
+                "apt-get install python3 (scripts/install-deps.sh)",
+            );
+        }
     }
 }
 
@@ -1783,11 +1802,11 @@ fn remote_source_fetched_into_cache() {
     // the daemon running.
     let daemon_bin = Path::new(&git(Path::new("."), &["--exec-path"])).join("git-daemon");
     if !daemon_bin.is_file() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "git daemon missing: apt-get install git (scripts/install-deps.sh)"
+        distro_testsupport::missing(
+            "remote_source_fetched_into_cache",
+            "git daemon not available",
+            "apt-get install git (scripts/install-deps.sh)",
         );
-        eprintln!("SKIP remote_source_fetched_into_cache: git daemon not available");
         return;
     }
     let fx = Fixture::new();

@@ -21,20 +21,19 @@ fn advisory_db() -> PathBuf {
 
 /// Whether the tools these tests need are present; prints why not.
 fn ready() -> bool {
-    if Command::new("cargo-deny")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("SKIP: cargo-deny is not installed (`cargo install cargo-deny --locked --version 0.20.2`)");
+    if !distro_testsupport::require(
+        "policy",
+        "cargo-deny",
+        "cargo install cargo-deny --locked --version 0.20.2 (scripts/install-deps.sh)",
+    ) {
         return false;
     }
     if !advisory_db().join("crates").is_dir() {
-        eprintln!(
-            "SKIP: no advisory-db snapshot at {} (set DISTRO_ADVISORY_DB)",
-            advisory_db().display()
+        return distro_testsupport::missing(
+            "policy",
+            &format!("no advisory-db snapshot at {}", advisory_db().display()),
+            "the repository ships it in patches/advisory-db (or set DISTRO_ADVISORY_DB)",
         );
-        return false;
     }
     true
 }

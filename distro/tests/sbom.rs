@@ -97,18 +97,13 @@ fn component<'a>(bom: &'a Value, name: &str) -> &'a Value {
         .unwrap()
 }
 
-fn python_has(module: &str) -> bool {
-    Command::new("python3")
-        .args(["-c", &format!("import {module}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
 /// Validates with cyclonedx-python-lib's strict 1.6 validator (independent of the Rust one).
 fn python_cyclonedx_valid(path: &Path) {
-    if !python_has("cyclonedx.validation.json") {
-        eprintln!("SKIP independent CycloneDX validation: python3 module cyclonedx-python-lib[json-validation] is not installed");
+    if !distro_testsupport::require_python(
+        "independent CycloneDX validation",
+        "cyclonedx.validation.json",
+        "pip install 'cyclonedx-python-lib[json-validation]' (scripts/install-deps.sh)",
+    ) {
         return;
     }
     let script = "import sys\nfrom cyclonedx.validation.json import JsonStrictValidator\nfrom cyclonedx.schema import SchemaVersion\ne = JsonStrictValidator(SchemaVersion.V1_6).validate_str(open(sys.argv[1]).read())\nif e is not None:\n    print(e)\n    sys.exit(1)\n";
@@ -135,9 +130,13 @@ fn python_spdx_valid(path: &Path) {
                 + &String::from_utf8_lossy(&out.stderr);
             assert!(!text.to_lowercase().contains("invalid"), "{text}");
         }
-        Err(_) => eprintln!(
-            "SKIP independent SPDX validation: pyspdxtools (pip spdx-tools) is not installed"
-        ),
+        Err(_) => {
+            distro_testsupport::require(
+                "independent SPDX validation",
+                "pyspdxtools",
+                "pip install spdx-tools (scripts/install-deps.sh)",
+            );
+        }
     }
 }
 
@@ -327,9 +326,13 @@ fn sbom_has_exact_per_binary_scope_and_is_reproducible() {
             let theirs: Value = serde_json::from_slice(&out.stdout).unwrap();
             assert_eq!(theirs, list, "rust-audit-info reads the same list");
         }
-        Err(_) => eprintln!(
-            "SKIP rust-audit-info check: not installed (`cargo install rust-audit-info --locked`)"
-        ),
+        Err(_) => {
+            distro_testsupport::require(
+                "rust-audit-info check",
+                "rust-audit-info",
+                "cargo install rust-audit-info --locked --version 0.5.4 (scripts/install-deps.sh)",
+            );
+        }
     }
 }
 

@@ -1,39 +1,17 @@
-//! sha256 digests in OCI notation (`sha256:<hex>`), computed by aws-lc-rs.
-
-use aws_lc_rs::digest;
+//! sha256 digests in OCI notation (`sha256:<hex>`): the hashing is [`distro_hostio::digest`]'s
+//! (AWS-LC); this module adds the OCI rules (shape of a digest, cosign tags, checks).
 
 use crate::error::{Error, Result};
 
-/// `sha256:<hex>` of `data`.
-pub fn sha256(data: &[u8]) -> String {
-    format!("sha256:{}", sha256_hex(data))
-}
+pub use distro_hostio::digest::sha256_oci as sha256;
+pub use distro_hostio::sha256_hex;
 
-/// Lower-case hex sha256 of `data`.
-pub fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(digest::digest(&digest::SHA256, data).as_ref())
-}
-
-/// sha256 of what `reader` yields, streamed (never held in memory), and the number of bytes.
-/// Reads at most `limit` bytes: a stream longer than that is cut there, so a caller that
+/// `sha256:<hex>` of what `reader` yields, streamed (never held in memory), and the number of
+/// bytes. Reads at most `limit` bytes: a stream longer than that is cut there, so a caller that
 /// passes `size + 1` sees a length that does not match and refuses the content.
 pub fn sha256_stream(reader: impl std::io::Read, limit: u64) -> std::io::Result<(String, u64)> {
-    use std::io::Read as _;
-    let mut ctx = digest::Context::new(&digest::SHA256);
-    let mut r = reader.take(limit);
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut n: u64 = 0;
-    loop {
-        let k = match r.read(&mut buf) {
-            Ok(0) => break,
-            Ok(k) => k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        ctx.update(&buf[..k]);
-        n += k as u64;
-    }
-    Ok((format!("sha256:{}", hex::encode(ctx.finish().as_ref())), n))
+    let (hex, n) = distro_hostio::sha256_reader(reader, limit)?;
+    Ok((distro_hostio::digest::oci(&hex), n))
 }
 
 /// The hex part of a `sha256:<hex>` digest, checked for shape.

@@ -16,6 +16,9 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+    /// An atomic write was refused (the destination is a device, FIFO or directory) or failed.
+    #[error(transparent)]
+    Write(#[from] distro_hostio::WriteError),
     /// A JSON document could not be parsed.
     #[error("{what} is not valid JSON: {source}")]
     Json {

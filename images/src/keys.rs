@@ -3,7 +3,6 @@
 //! scrypt + NaCl secretbox wrapping is undone with small RustCrypto crates (used only for that
 //! file format), and the PKCS#8 key inside is then handed to aws-lc-rs like any other.
 
-use std::io::Write;
 use std::path::Path;
 
 use aws_lc_rs::encoding::AsDer;
@@ -13,6 +12,7 @@ use aws_lc_rs::signature::{
     ECDSA_P256_SHA256_ASN1_SIGNING,
 };
 use base64::Engine as _;
+use distro_hostio::StagedFile;
 use zeroize::Zeroizing;
 
 use crate::digest;
@@ -242,11 +242,11 @@ pub fn write_key_pair(key: &SigningKey, private: &Path, public: &Path, force: bo
         }
     }
     let pem = key.to_pkcs8_pem()?;
-    let private_tmp = TempFile::create(private, 0o600)?;
-    private_tmp.fill(pem.as_bytes())?;
-    let public_tmp = TempFile::create(public, 0o644)?;
-    public_tmp.fill(key.public().to_pem().as_bytes())?;
-    commit_pair(private_tmp, private, public_tmp, public)
+    let mut private_tmp = StagedFile::create(private, distro_hostio::PRIVATE)?;
+    private_tmp.write_all(pem.as_bytes())?;
+    let mut public_tmp = StagedFile::create(public, distro_hostio::PUBLIC)?;
+    public_tmp.write_all(key.public().to_pem().as_bytes())?;
+    commit_pair(private_tmp, private, public_tmp)
 }
 
 /// Whether two paths name one file: equal after canonicalisation (of the file when it exists,
@@ -275,78 +275,10 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// A temporary file beside `target`, created with `mode` (never widened) and removed when
-/// dropped unless it was renamed into place.
-struct TempFile {
-    path: std::path::PathBuf,
-    done: std::cell::Cell<bool>,
-}
-
-impl TempFile {
-    fn create(target: &Path, mode: u32) -> Result<Self> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let dir = target
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| Error::io("creating directory", dir, e))?;
-        let name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let path = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-        // A stale temp file of an earlier run with this pid (never a live one: this process
-        // makes one per target).
-        let _ = std::fs::remove_file(&path);
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&path)
-            .map_err(|e| Error::io("creating", &path, e))?;
-        Ok(TempFile {
-            path,
-            done: std::cell::Cell::new(false),
-        })
-    }
-
-    fn fill(&self, data: &[u8]) -> Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&self.path)
-            .map_err(|e| Error::io("opening", &self.path, e))?;
-        f.write_all(data)
-            .map_err(|e| Error::io("writing", &self.path, e))?;
-        f.sync_all()
-            .map_err(|e| Error::io("syncing", &self.path, e))
-    }
-
-    fn rename_to(&self, target: &Path) -> Result<()> {
-        std::fs::rename(&self.path, target)
-            .map_err(|e| Error::io("renaming into place", target, e))?;
-        self.done.set(true);
-        Ok(())
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if !self.done.get() {
-            // Best effort: the file may never have been created.
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
-}
-
 /// Renames both temporary files into place, or neither: the private key's old file is kept
 /// under a hard link until the public key is in place, and restored if that fails.
-fn commit_pair(
-    private_tmp: TempFile,
-    private: &Path,
-    public_tmp: TempFile,
-    public: &Path,
-) -> Result<()> {
-    let backup = private_tmp.path.with_extension("old");
+fn commit_pair(private_tmp: StagedFile, private: &Path, public_tmp: StagedFile) -> Result<()> {
+    let backup = private_tmp.temp_path().with_extension("old");
     let _ = std::fs::remove_file(&backup);
     let had_old = match std::fs::hard_link(private, &backup) {
         Ok(()) => true,
@@ -370,14 +302,14 @@ fn commit_pair(
             },
         }
     };
-    if let Err(e) = private_tmp.rename_to(private) {
+    if let Err(e) = private_tmp.commit() {
         if had_old {
             let _ = std::fs::remove_file(&backup);
         }
-        return Err(e);
+        return Err(e.into());
     }
-    if let Err(e) = public_tmp.rename_to(public) {
-        return Err(undo(e));
+    if let Err(e) = public_tmp.commit() {
+        return Err(undo(e.into()));
     }
     if had_old {
         let _ = std::fs::remove_file(&backup);
@@ -397,14 +329,15 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let (private, public) = (d.path().join("k"), d.path().join("p"));
         std::fs::write(&private, b"old private").unwrap();
-        let private_tmp = TempFile::create(&private, 0o600).unwrap();
-        private_tmp.fill(b"new private").unwrap();
-        // A non-empty directory where the public key should go: rename(2) onto it fails.
+        let mut private_tmp = StagedFile::create(&private, distro_hostio::PRIVATE).unwrap();
+        private_tmp.write_all(b"new private").unwrap();
+        let mut public_tmp = StagedFile::create(&public, distro_hostio::PUBLIC).unwrap();
+        public_tmp.write_all(b"new public").unwrap();
+        // A directory appears where the public key should go after it was staged: its commit
+        // is refused.
         std::fs::create_dir_all(public.join("x")).unwrap();
-        let public_tmp = TempFile::create(&public, 0o644).unwrap();
-        public_tmp.fill(b"new public").unwrap();
-        let err = commit_pair(private_tmp, &private, public_tmp, &public).unwrap_err();
-        assert!(err.to_string().contains("renaming into place"), "{err}");
+        let err = commit_pair(private_tmp, &private, public_tmp).unwrap_err();
+        assert!(err.to_string().contains("it is a directory"), "{err}");
         assert_eq!(std::fs::read(&private).unwrap(), b"old private");
         let left: Vec<_> = std::fs::read_dir(d.path())
             .unwrap()

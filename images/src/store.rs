@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::digest;
@@ -136,39 +136,16 @@ pub fn read_regular(path: &Path, symlinks: Symlinks, limit: u64) -> std::io::Res
     Ok(data)
 }
 
-/// Writes `data` to `path` atomically (temp file in the same directory, fsync, rename), readable
-/// by everyone (0644) whatever the umask: images, their index and public keys are published. On
-/// failure the temp file is removed and `path` is as it was.
+/// Writes `data` to `path` atomically ([`distro_hostio::write_atomic`]: unique temp file in the
+/// same directory, fsync of file and directory, rename), readable by everyone (0644) whatever
+/// the umask: images, their index and public keys are published. On failure `path` is as it
+/// was; a FIFO, device or directory at `path` is refused.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| Error::io("creating directory", dir, e))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    // A stale temp file of a dead process with this pid; `create_new` then never follows a
-    // link planted at the temp path.
-    let _ = std::fs::remove_file(&tmp);
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(|e| Error::io("creating", &tmp, e))?;
-        f.write_all(data)
-            .map_err(|e| Error::io("writing", &tmp, e))?;
-        f.sync_all().map_err(|e| Error::io("syncing", &tmp, e))?;
-        drop(f);
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))
-            .map_err(|e| Error::io("setting permissions of", &tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io("renaming into place", path, e))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    Ok(distro_hostio::write_atomic(
+        path,
+        data,
+        distro_hostio::PUBLIC,
+    )?)
 }
 
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;

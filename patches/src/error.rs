@@ -58,18 +58,12 @@ pub enum PatchError {
         /// What `git apply` said.
         stderr: String,
     },
-    /// A subprocess failed.
-    #[error("{why}: `{command}` failed ({status})\n{stderr}")]
-    Command {
-        /// Why it ran.
-        why: String,
-        /// The command line.
-        command: String,
-        /// Exit status, or the spawn error.
-        status: String,
-        /// The tail of its stderr.
-        stderr: String,
-    },
+    /// A subprocess could not be started, failed or ran out of time.
+    #[error(transparent)]
+    Command(Box<distro_hostio::CmdError>),
+    /// An atomic write was refused or failed.
+    #[error(transparent)]
+    Write(#[from] distro_hostio::WriteError),
     /// An advisory file of the advisory database is malformed.
     #[error("{}: {message}\n  help: {help}", path.display())]
     Advisory {
@@ -113,5 +107,11 @@ impl PatchError {
             message: message.into(),
             help: help.into(),
         }
+    }
+}
+
+impl From<distro_hostio::CmdError> for PatchError {
+    fn from(e: distro_hostio::CmdError) -> Self {
+        PatchError::Command(Box::new(e))
     }
 }

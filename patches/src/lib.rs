@@ -17,7 +17,6 @@
 pub mod advisory;
 mod apply;
 pub mod backport;
-mod cmd;
 pub mod dep3;
 mod error;
 pub mod evaluate;
@@ -37,6 +36,9 @@ pub use fsutil::{sha256_hex, write_atomic};
 
 /// The chrono the public API uses (dates of support windows), for callers without their own.
 pub use chrono;
+
+/// Subprocesses (git, cargo, tar) run through the one runner: `crate::cmd::Cmd`.
+use distro_hostio::cmd;
 
 /// Where the repository keeps its RustSec advisory database snapshot, relative to its root.
 pub const VENDORED_ADVISORY_DB: &str = "patches/advisory-db";

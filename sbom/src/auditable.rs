@@ -10,15 +10,15 @@
 //! `distro build` links with plain cargo, so the section is added after linking with `objcopy`
 //! (GNU binutils); the result is deterministic for the same binary and list.
 
+use distro_hostio::Cmd;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use object::{Object, ObjectSection};
 use serde::{Deserialize, Serialize};
 
 use crate::graph::{DepKind, Graph, Package, PkgSource};
-use crate::{process, SbomError};
+use crate::SbomError;
 
 /// Name of the ELF section cargo-auditable uses.
 pub const SECTION: &str = ".dep-v0";
@@ -204,7 +204,11 @@ pub fn embed(binary: &Path, deps: &DepList) -> Result<(), SbomError> {
         .tempfile_in(dir)
         .map_err(|e| SbomError::io("creating a temporary file in", dir, e))?;
     let had_section = read_section(binary)?.is_some();
-    let mut cmd = Command::new("objcopy");
+    let mut cmd = Cmd::new(
+        "objcopy",
+        format!("embed the dependency list into {}", binary.display()),
+    );
+    cmd.help("install GNU binutils (`apt-get install binutils`); objcopy must understand the binary's format");
     if had_section {
         cmd.args(["--remove-section", SECTION]);
     }
@@ -213,19 +217,20 @@ pub fn embed(binary: &Path, deps: &DepList) -> Result<(), SbomError> {
         .args(["--set-section-flags", &format!("{SECTION}=noload,readonly")])
         .arg(binary)
         .arg(out.path());
-    process::run(
-        cmd,
-        &format!("embed the dependency list into {}", binary.display()),
-        "install GNU binutils (`apt-get install binutils`); objcopy must understand the binary's format",
-    )?;
-    let perms = std::fs::metadata(binary)
-        .map_err(|e| SbomError::io("reading permissions of", binary, e))?
-        .permissions();
-    std::fs::set_permissions(out.path(), perms)
-        .map_err(|e| SbomError::io("setting permissions of", out.path().to_path_buf(), e))?;
-    out.persist(binary)
-        .map_err(|e| SbomError::io("replacing", binary, e.error))?;
-    Ok(())
+    cmd.run()?;
+    let mode = {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::metadata(binary)
+            .map_err(|e| SbomError::io("reading permissions of", binary, e))?
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    // objcopy's output is scratch; the binary is replaced by the one atomic write, keeping
+    // its mode (it stays executable).
+    let bytes = std::fs::read(out.path())
+        .map_err(|e| SbomError::io("reading", out.path().to_path_buf(), e))?;
+    Ok(distro_hostio::write_atomic(binary, &bytes, mode)?)
 }
 
 /// The raw `.dep-v0` section of a binary, if it has one.

@@ -16,20 +16,12 @@ pub enum SbomError {
         #[source]
         source: std::io::Error,
     },
-    /// A subprocess could not be started or failed.
-    #[error("{why}: `{command}` {status}\n{stderr_tail}\nhelp: {help}")]
-    Command {
-        /// Why the command ran.
-        why: String,
-        /// The command line.
-        command: String,
-        /// Its exit status, or why it did not start.
-        status: String,
-        /// The last lines of its stderr.
-        stderr_tail: String,
-        /// What to do about it.
-        help: String,
-    },
+    /// A subprocess could not be started, failed or ran out of time.
+    #[error(transparent)]
+    Command(Box<distro_hostio::CmdError>),
+    /// An atomic write was refused or failed.
+    #[error(transparent)]
+    Write(#[from] distro_hostio::WriteError),
     /// Output of a tool or a file did not have the expected shape.
     #[error("cannot parse {what} from {origin}: {detail}")]
     Parse {
@@ -84,5 +76,11 @@ impl SbomError {
             path: path.into(),
             source,
         }
+    }
+}
+
+impl From<distro_hostio::CmdError> for SbomError {
+    fn from(e: distro_hostio::CmdError) -> Self {
+        SbomError::Command(Box::new(e))
     }
 }

@@ -13,13 +13,12 @@
 //! dependencies, proc-macros, and what only they use. This is cargo-auditable's rule, except that
 //! cargo-auditable counts proc-macros as runtime; they are never linked, so here they are not.
 
+use distro_hostio::Cmd;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde::Deserialize;
 
-use crate::process;
 use crate::SbomError;
 
 /// crates.io's registry source id as it appears in `cargo metadata` and `Cargo.lock`.
@@ -216,13 +215,10 @@ struct LockPackage {
 
 /// The host target triple, from `rustc -vV`.
 pub fn host_triple() -> Result<String, SbomError> {
-    let mut cmd = Command::new("rustc");
-    cmd.arg("-vV");
-    let out = process::run(
-        cmd,
-        "ask rustc for the host target",
-        "install a Rust toolchain (rustup)",
-    )?;
+    let out = Cmd::new("rustc", "ask rustc for the host target")
+        .help("install a Rust toolchain (rustup)")
+        .arg("-vV")
+        .run()?;
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines()
         .find_map(|l| l.strip_prefix("host: "))
@@ -235,21 +231,18 @@ pub fn host_triple() -> Result<String, SbomError> {
 }
 
 fn metadata_no_deps(manifest: &Path) -> Result<Metadata, SbomError> {
-    let mut cmd = Command::new("cargo");
-    cmd.args([
-        "metadata",
-        "--format-version",
-        "1",
-        "--no-deps",
-        "--offline",
-        "--manifest-path",
-    ])
-    .arg(manifest);
-    let out = process::run(
-        cmd,
-        "read the workspace's packages with cargo metadata",
-        "check that the directory holds a Cargo workspace",
-    )?;
+    let mut cmd = Cmd::new("cargo", "read the workspace's packages with cargo metadata");
+    cmd.help("check that the directory holds a Cargo workspace")
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+            "--manifest-path",
+        ])
+        .arg(manifest);
+    let out = cmd.run()?;
     serde_json::from_slice(&out.stdout).map_err(|e| SbomError::Parse {
         what: "cargo metadata output",
         origin: manifest.display().to_string(),
@@ -286,8 +279,12 @@ pub fn resolve(
         manifest_dir.display(),
         manifest.display()
     );
-    let mut tree = Command::new("cargo");
-    tree.arg("tree")
+    let mut tree = Cmd::new(
+        "cargo",
+        "resolve the binary's dependency graph with cargo tree",
+    );
+    tree.help(&fetch_help)
+        .arg("tree")
         .arg("--manifest-path")
         .arg(&manifest)
         .args([
@@ -316,11 +313,7 @@ pub fn resolve(
     let (target, meta, tree_out) = std::thread::scope(|s| {
         let t = s.spawn(host_triple);
         let m = s.spawn(|| metadata_no_deps(&manifest));
-        let out = process::run(
-            tree,
-            "resolve the binary's dependency graph with cargo tree",
-            &fetch_help,
-        );
+        let out = tree.run();
         (join(t), join(m), out)
     });
     let (target, meta, tree_out): (String, Metadata, _) = (target?, meta?, tree_out?);

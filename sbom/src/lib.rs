@@ -22,7 +22,6 @@ pub mod graph;
 pub mod image;
 pub mod licence;
 pub mod policy;
-mod process;
 pub mod spdx;
 pub mod validate;
 

@@ -13,13 +13,14 @@
 //! documented behaviour for a workspace member) and dev-dependencies do not count. Its JSON
 //! diagnostics are parsed into a typed [`PolicyReport`]: crate, check, code, message, way out.
 
+use distro_hostio::cmd::tail;
+use distro_hostio::{Cmd, CmdError};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{process, SbomError};
+use crate::SbomError;
 
 /// The default advisory database URL cargo-deny uses when `db-urls` is empty.
 pub const DEFAULT_DB_URL: &str = "https://github.com/rustsec/advisory-db";
@@ -136,48 +137,25 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), SbomError> {
 
 fn git_snapshot(repo: &Path, url: &str, date: Option<&str>) -> Result<(), SbomError> {
     let help = "install git; cargo-deny reads its advisory database as a git checkout";
-    let git = |args: &[&str]| {
-        let mut c = Command::new("git");
-        c.arg("-C").arg(repo).args(args);
-        c.env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null");
+    // The snapshot's commit is dated like the snapshot, so its id is reproducible.
+    let git = |args: &[&str], why: &str| -> Result<String, SbomError> {
+        let mut c = Cmd::git(why);
+        c.help(help).arg("-C").arg(repo).args(args);
         if let Some(d) = date {
-            let when = format!("{d}T00:00:00Z");
-            c.env("GIT_AUTHOR_DATE", &when)
-                .env("GIT_COMMITTER_DATE", &when);
+            c.commit_date(&format!("{d}T00:00:00Z"));
         }
-        c
+        Ok(c.stdout_text()?)
     };
-    process::run(
-        git(&["init", "-q", "-b", "main"]),
+    git(
+        &["init", "-q", "-b", "main"],
         "make the advisory database a git checkout",
-        help,
     )?;
-    process::run(
-        git(&["add", "-A"]),
-        "stage the advisory database snapshot",
-        help,
-    )?;
-    process::run(
-        git(&[
-            "-c",
-            "user.name=distro",
-            "-c",
-            "user.email=distro@localhost",
-            "commit",
-            "-q",
-            "-m",
-            "advisory-db snapshot",
-        ]),
+    git(&["add", "-A"], "stage the advisory database snapshot")?;
+    git(
+        &["commit", "-q", "-m", "advisory-db snapshot"],
         "commit the advisory database snapshot",
-        help,
     )?;
-    let out = process::run(
-        git(&["rev-parse", "HEAD"]),
-        "read the snapshot commit",
-        help,
-    )?;
-    let head = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let head = git(&["rev-parse", "HEAD"], "read the snapshot commit")?;
     let fetch_head = repo.join(".git").join("FETCH_HEAD");
     std::fs::write(&fetch_head, format!("{head}\t\tbranch 'main' of {url}\n"))
         .map_err(|e| SbomError::io("writing", &fetch_head, e))?;
@@ -645,27 +623,30 @@ pub fn check(
     let help =
         "install the pinned cargo-deny: `cargo install cargo-deny --locked --version 0.20.2`";
 
-    let mut v = Command::new(&opts.cargo_deny);
-    v.arg("--version");
-    let version_out = process::run(v, "ask cargo-deny for its version", help)?;
-    let version = String::from_utf8_lossy(&version_out.stdout)
-        .trim()
-        .to_string();
+    let version = Cmd::new(&opts.cargo_deny, "ask cargo-deny for its version")
+        .help(help)
+        .arg("--version")
+        .stdout_text()?;
 
-    let mut cmd = Command::new(&opts.cargo_deny);
-    cmd.args([
-        "--format",
-        "json",
-        "--color",
-        "never",
-        "--log-level",
-        "warn",
-    ])
-    .arg("--manifest-path")
-    .arg(&opts.manifest_path)
-    .args(["--offline", "--locked", "--exclude-dev"])
-    .arg("--config")
-    .arg(&config);
+    let why = format!(
+        "check licences, bans, sources and advisories of {} with cargo-deny",
+        opts.component
+    );
+    let mut cmd = Cmd::new(&opts.cargo_deny, why.clone());
+    cmd.help(help)
+        .args([
+            "--format",
+            "json",
+            "--color",
+            "never",
+            "--log-level",
+            "warn",
+        ])
+        .arg("--manifest-path")
+        .arg(&opts.manifest_path)
+        .args(["--offline", "--locked", "--exclude-dev"])
+        .arg("--config")
+        .arg(&config);
     if opts.no_default_features {
         cmd.arg("--no-default-features");
     }
@@ -674,12 +655,7 @@ pub fn check(
     }
     cmd.args(["check", "advisories", "bans", "licenses", "sources"]);
     cmd.env("CARGO_TERM_COLOR", "never");
-    let why = format!(
-        "check licences, bans, sources and advisories of {} with cargo-deny",
-        opts.component
-    );
-    let line = process::render(&cmd);
-    let out = process::run_any_status(cmd, &why, help)?;
+    let out = cmd.output()?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     let Parsed {
         findings,
@@ -694,17 +670,18 @@ pub fn check(
             log_errors.join("\n")
         };
         let stale = detail.contains("stale");
-        return Err(SbomError::Command {
-            why,
-            command: line,
-            status: format!("failed with {} before checking", out.status),
-            stderr_tail: detail,
+        return Err(SbomError::from(CmdError::Failed {
+            why: format!("{why} (it stopped before checking anything)"),
+            command: cmd.display(),
+            dir: None,
+            status: out.status,
+            stderr_tail: tail(detail.as_bytes()),
             help: if stale {
                 "the advisory database is older than maximum-db-staleness: update the snapshot, or raise the limit deliberately with --max-db-staleness".into()
             } else {
                 "check the advisory database (--advisory-db DIR holding an advisory-db snapshot) and that the component's crates are downloaded (`cargo fetch --locked`)".into()
             },
-        });
+        }));
     }
     let passed = out.status.success() && !findings.iter().any(|f| f.severity == "error");
     Ok(PolicyReport {

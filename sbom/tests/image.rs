@@ -56,8 +56,10 @@ fn python_valid(json: &[u8]) {
         .output()
         .map(|o| o.status.success());
     if !matches!(ok, Ok(true)) {
-        eprintln!(
-            "SKIP independent validation: python3 module cyclonedx-python-lib is not installed"
+        distro_testsupport::missing(
+            "independent validation",
+            "python3 module cyclonedx (cyclonedx-python-lib) is not installed",
+            "pip install 'cyclonedx-python-lib[json-validation]' (scripts/install-deps.sh)",
         );
         return;
     }

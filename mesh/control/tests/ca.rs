@@ -108,8 +108,10 @@ fn rotation_with_overlap_keeps_old_and_new_workloads_talking() {
             assert!(ok, "openssl verify {n}: {text}");
         }
     } else {
-        eprintln!(
-            "SKIP (part): openssl not installed; the openssl cross-check of the bundle is skipped"
+        distro_testsupport::missing(
+            "openssl cross-check of the bundle",
+            "openssl is not installed",
+            "apt-get install openssl (scripts/install-deps.sh)",
         );
     }
 
@@ -145,7 +147,11 @@ fn rotation_with_overlap_keeps_old_and_new_workloads_talking() {
 #[test]
 fn byo_intermediate_ca_under_openssl_root() {
     if !have_openssl() {
-        eprintln!("SKIP: openssl not installed; it plays the organisation's PKI");
+        distro_testsupport::missing(
+            "byo_intermediate_ca_under_openssl_root",
+            "openssl (plays the organisation's PKI) is not installed",
+            "apt-get install openssl (scripts/install-deps.sh)",
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -238,7 +244,11 @@ fn byo_intermediate_ca_under_openssl_root() {
 #[test]
 fn api_negotiates_only_fips_suites_and_groups() {
     if !have_openssl() {
-        eprintln!("SKIP: openssl not installed; it is the independent TLS client");
+        distro_testsupport::missing(
+            "api_negotiates_only_fips_suites_and_groups",
+            "openssl (the independent TLS client) is not installed",
+            "apt-get install openssl (scripts/install-deps.sh)",
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -32,7 +32,11 @@ fn target() -> Option<Target> {
 
 fn target_with(tls: serde_json::Value) -> Option<Target> {
     if !have("openssl") {
-        eprintln!("SKIP: openssl not installed (apt-get install openssl)");
+        distro_testsupport::missing(
+            "fips_tls",
+            "openssl is not installed",
+            "apt-get install openssl (scripts/install-deps.sh)",
+        );
         return None;
     }
     let dir = tempfile::tempdir().unwrap();

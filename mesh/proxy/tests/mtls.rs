@@ -289,7 +289,11 @@ fn strict_refuses_plaintext_permissive_accepts_it() {
 #[test]
 fn http2_from_app_and_pooled_http2_between_proxies() {
     if !have("curl") {
-        eprintln!("SKIP: curl not installed (apt-get install curl)");
+        distro_testsupport::missing(
+            "http2_from_app_and_pooled_http2_between_proxies",
+            "curl is not installed",
+            "apt-get install curl (scripts/install-deps.sh)",
+        );
         return;
     }
     let m = two_workloads("STRICT", &id("b", "b"));
@@ -334,7 +338,11 @@ fn http2_from_app_and_pooled_http2_between_proxies() {
 #[test]
 fn ipv6_endpoint() {
     if std::net::TcpListener::bind("[::1]:0").is_err() {
-        eprintln!("SKIP: no IPv6 loopback here");
+        distro_testsupport::missing(
+            "ipv6_endpoint",
+            "no IPv6 loopback here",
+            "enable IPv6 on loopback: sysctl -w net.ipv6.conf.lo.disable_ipv6=0",
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -72,7 +72,7 @@ fn transparent_redirect_recovers_original_destination() {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false);
     if !root || !have("iptables") || !have("ip") || !have("setpriv") || !Path::new(PY).exists() {
-        eprintln!("SKIP transparent mode: needs root, iproute2, iptables, setpriv and {PY} (transparent capture needs CAP_NET_ADMIN)");
+        distro_testsupport::missing("transparent_redirect_recovers_original_destination", &format!("needs root, iproute2, iptables, setpriv and {PY} (transparent capture needs CAP_NET_ADMIN)"), "run as root with scripts/install-deps.sh done (iproute2 iptables util-linux python3)");
         return;
     }
     let ns = format!("mp-transp-{}", std::process::id());
@@ -82,7 +82,11 @@ fn transparent_redirect_recovers_original_destination() {
         .map(|s| s.success())
         .unwrap_or(false);
     if !made {
-        eprintln!("SKIP transparent mode: cannot create a network namespace here");
+        distro_testsupport::missing(
+            "transparent_redirect_recovers_original_destination",
+            "cannot create a network namespace here (ip netns add failed)",
+            "run as root on a kernel with network namespaces",
+        );
         return;
     }
     let _ns = Netns(ns.clone());

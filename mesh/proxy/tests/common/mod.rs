@@ -332,7 +332,11 @@ pub fn check_prometheus_text(text: &str) {
         .map(|o| o.status.success())
         .unwrap_or(false);
     if !ok {
-        eprintln!("SKIP prometheus format check: python3 module prometheus_client not installed (pip install prometheus-client)");
+        distro_testsupport::missing(
+            "prometheus format check",
+            "python3 module prometheus_client is not installed",
+            "pip install prometheus-client (scripts/install-deps.sh)",
+        );
         return;
     }
     let mut child = Command::new("python3")
