@@ -176,8 +176,8 @@ pub fn export(line: &Line, dest: &Path, sources: &Path) -> Result<ExportedSource
         tree: dest.to_path_buf(),
         message: format!("cannot encode the record of applied patches: {e}"),
     })?;
-    fsutil::write_atomic(&dest.join(PATCHES_RECORD), &record)?;
-    fsutil::write_atomic(&marker, key.as_bytes())?;
+    distro_hostio::write_atomic(&dest.join(PATCHES_RECORD), &record, distro_hostio::PUBLIC)?;
+    distro_hostio::write_atomic(&marker, key.as_bytes(), distro_hostio::PUBLIC)?;
     Ok(ExportedSource {
         tree: dest.to_path_buf(),
         repository: source_repository(line, dest),

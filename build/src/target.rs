@@ -157,6 +157,7 @@ mod tests {
             repository: "file:///x".into(),
             source_date_epoch: 0,
             patches: Vec::new(),
+            fetched: None,
         }
     }
 

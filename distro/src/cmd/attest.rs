@@ -141,6 +141,7 @@ pub fn predicates(args: &Args) -> anyhow::Result<Vec<Predicate>> {
         provenance: provenance.as_deref(),
         vex: vex.as_deref(),
         evidence: evidence.as_deref(),
+        test_result: args.test_result.as_deref(),
     })
 }
 
@@ -155,6 +156,8 @@ pub struct Documents<'a> {
     pub vex: Option<&'a Path>,
     /// FIPS evidence.
     pub evidence: Option<&'a Path>,
+    /// A conformance summary (`summary.json` or its report directory), as a test-result.
+    pub test_result: Option<&'a Path>,
 }
 
 /// The predicates of the attest stage, one per document, each document's kind checked so a
@@ -224,7 +227,7 @@ pub fn documents(d: &Documents<'_>) -> anyhow::Result<Vec<Predicate>> {
             body: v,
         });
     }
-    if let Some(p) = &args.test_result {
+    if let Some(p) = d.test_result {
         let summary = distro_images::testresult::read_summary(p)?;
         out.push(distro_images::testresult::predicate(&summary)?);
     }

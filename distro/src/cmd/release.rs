@@ -925,6 +925,8 @@ impl Run<'_> {
                 provenance: Some(Path::new(&c.provenance.path)),
                 vex: vex.as_ref().map(|a| Path::new(&a.path)),
                 evidence: Some(Path::new(&c.evidence.path)),
+                // The test result is attested after the conformance stage, below.
+                test_result: None,
             })?;
             let mut store = self.store(p)?;
             let (_, outs) = cosign::attest(
