@@ -359,7 +359,12 @@ pub fn verify(
     let mut layers: Vec<(Descriptor, Vec<u8>)> = Vec::new();
     let content = (|| -> Result<String> {
         let m = Manifest::parse(&format!("manifest {}", image.digest), &image.bytes)?;
-        let declared: u64 = m.layers.iter().map(|l| l.size).sum::<u64>() + m.config.size;
+        // Checked: sizes come from the manifest, and a sum that wraps must not pass the limit.
+        let declared = m
+            .layers
+            .iter()
+            .try_fold(m.config.size, |total, l| total.checked_add(l.size))
+            .unwrap_or(u64::MAX);
         if declared > MAX_BLOB_BYTES {
             return Err(Error::invalid(
                 format!("manifest {}", image.digest),
