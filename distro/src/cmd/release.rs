@@ -937,23 +937,8 @@ impl Run<'_> {
                 &preds,
             )
             .with_context(|| format!("attesting {}", p.by_digest))?;
-            for o in outs {
-                record_check(
-                    &mut record.checks,
-                    &format!("attest {}", c.name),
-                    &o.predicate_type,
-                    true,
-                    format!(
-                        "{} ({}: {})",
-                        if o.added {
-                            "attested"
-                        } else {
-                            "already attested"
-                        },
-                        o.layer_digest,
-                        o.note
-                    ),
-                );
+            for o in &outs {
+                record_attested(&mut record.checks, &c.name, o);
             }
             kill_point("attest", Some(&c.name));
         }
@@ -990,22 +975,7 @@ impl Run<'_> {
                         summary,
                     )
                     .with_context(|| format!("attesting the test result to {}", p.by_digest))?;
-                    record_check(
-                        &mut record.checks,
-                        &format!("attest {}", c.name),
-                        &o.predicate_type,
-                        true,
-                        format!(
-                            "{} ({}: {})",
-                            if o.added {
-                                "attested"
-                            } else {
-                                "already attested"
-                            },
-                            o.layer_digest,
-                            o.note
-                        ),
-                    );
+                    record_attested(&mut record.checks, &c.name, &o);
                 }
                 record.conformance = Some(summary.clone());
             }
@@ -1145,6 +1115,26 @@ fn record_check(
         },
         detail,
     });
+}
+
+/// Records one attestation of a component (added, or already there from an earlier run).
+fn record_attested(checks: &mut Vec<schema::Check>, component: &str, o: &cosign::AttestOutcome) {
+    record_check(
+        checks,
+        &format!("attest {component}"),
+        &o.predicate_type,
+        true,
+        format!(
+            "{} ({}: {})",
+            if o.added {
+                "attested"
+            } else {
+                "already attested"
+            },
+            o.layer_digest,
+            o.note
+        ),
+    );
 }
 
 /// `REGISTRY/REPO` → (`REGISTRY`, `REPO`).
