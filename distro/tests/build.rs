@@ -8,8 +8,6 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-mod image_support;
-
 use distro_schema::intoto::Provenance;
 use distro_schema::{BuildRecord, CmvpStatus, FipsEvidence, Statement};
 
@@ -62,86 +60,56 @@ fn sha256(path: &str) -> String {
 }
 
 /// The built-in distribution builds; every component carries FIPS evidence naming the validated
-/// module and its certificate; provenance names the outputs; a second independent build in
-/// another directory is bit-identical.
+/// module and its certificate; provenance names the outputs; an independent build in another
+/// directory is bit-identical to the shared one.
+///
+/// The first build is the shared FIPS build of the built-in distribution
+/// (`distro_testsupport::release_out`: CI's quickstart release, or `target/test-release`); the
+/// second is this test's own, from the same commit in a temporary directory. Releasing that
+/// build (push, sign, attest, verify, tag, resume, the no-op rerun) is `release_publish.rs`'s
+/// and the quickstart's.
 #[test]
 fn builtin_distribution_builds_fips_with_evidence_and_reproducibly() {
-    let a = tempfile::tempdir().unwrap();
-    let (out, record) = build_json(None, a.path());
+    let shared = distro_testsupport::release_out(Path::new(env!("CARGO_BIN_EXE_distro")), false);
+    let line = distro_testsupport::release_lines()
+        .pop()
+        .expect("the built-in distribution has a line");
+    let b = tempfile::tempdir().unwrap();
+    let (out, record) = build_json(None, b.path());
     assert!(out.status.success(), "distro build failed");
     let record = record.expect("build --format json prints a BuildRecord");
+    assert_eq!(record.line, line, "`distro build` builds the newest line");
+    let shared_record: BuildRecord = read(
+        shared
+            .join(&line)
+            .join("build.json")
+            .to_str()
+            .expect("UTF-8 path"),
+    );
+    assert_eq!(
+        shared_record.source.commit,
+        record.source.commit,
+        "the shared build in {} is of another commit: remove it or point DISTRO_TEST_OUT at a current one",
+        shared.display()
+    );
     assert_eq!(record.distribution, "fips-mesh");
     let names: Vec<&str> = record.components.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["mesh-proxy", "mesh-control"]);
     assert_eq!(record.source.commit.len(), 40);
 
-    for c in &record.components {
-        assert!(c.fips.mode, "{} not in FIPS mode", c.name);
-        assert!(
-            c.fips.module_version.starts_with("AWS-LC FIPS 3."),
-            "{}",
-            c.fips.module_version
-        );
-        assert_eq!(c.fips.cmvp_certificate, Some(5314));
-        assert_eq!(c.fips.cmvp_status, CmvpStatus::Validated);
-        assert_eq!(
-            sha256(&c.binary),
-            c.sha256,
-            "recorded sha256 is the binary's"
-        );
-
-        let ev: FipsEvidence = read(&c.evidence);
-        assert!(ev.mode && ev.failures.is_empty(), "{:?}", ev.failures);
-        assert_eq!(ev.binary_sha256, c.sha256);
-        assert!(ev.symbols.fips_module_symbols > 100, "{:?}", ev.symbols);
-        assert!(
-            ev.symbols.forbidden.is_empty(),
-            "{:?}",
-            ev.symbols.forbidden
-        );
-        assert_eq!(
-            ev.symbols.fips_module_prefix.as_deref(),
-            Some(&*format!(
-                "aws_lc_fips_{}_",
-                ev.module.crate_version.replace('.', "_")
-            ))
-        );
-        let sc = ev.self_check.expect("self-check ran");
-        assert!(sc.fips_mode && sc.self_tests_passed && sc.provider_fips);
-        assert!(sc.tls_configs.iter().all(|t| t.fips));
-        assert!(sc
-            .tls_configs
-            .iter()
-            .all(|t| !t.cipher_suites.iter().any(|s| s.contains("CHACHA"))));
-        assert!(sc
-            .tls_configs
-            .iter()
-            .all(|t| !t.kx_groups.iter().any(|g| g.contains("25519"))));
-
-        let st: Statement<Provenance> = read(&c.provenance);
-        assert_eq!(st.statement_type, "https://in-toto.io/Statement/v1");
-        assert_eq!(st.predicate_type, "https://slsa.dev/provenance/v1");
-        assert!(st.subject.iter().any(|s| s.digest["sha256"] == c.sha256));
-        let deps = &st.predicate.build_definition.resolved_dependencies;
-        assert_eq!(deps[0].digest["gitCommit"], record.source.commit);
-        assert!(deps.iter().any(|d| d.name.as_deref() == Some("Cargo.lock")
-            && d.digest["sha256"] == record.cargo_lock_sha256));
-        let tools = &st.predicate.run_details.builder.version;
-        assert!(tools.contains_key("rustc") && tools.contains_key("cargo"));
-        let text = std::fs::read_to_string(&c.provenance).unwrap();
-        assert!(
-            !text.contains(a.path().to_str().unwrap()),
-            "provenance leaks the output path"
-        );
+    for (dir, rec) in [(b.path(), &record), (shared.as_path(), &shared_record)] {
+        for c in &rec.components {
+            check_component(dir, rec, c);
+        }
     }
 
     // The SBOM stage documents every built component; the documents validate with an
     // independent validator, and the dependency list embedded in each binary recovers an SBOM.
-    let out_dir = a.path().to_str().unwrap();
+    let out_dir = b.path().to_str().unwrap();
     let sbom = distro(&["sbom", "--out", out_dir, "--spdx"]);
     assert!(sbom.status.success(), "distro sbom failed");
     for c in &record.components {
-        let cdx = a
+        let cdx = b
             .path()
             .join(format!("{}/sbom/{}.cdx.json", record.line, c.name));
         let bom: serde_json::Value = read(cdx.to_str().unwrap());
@@ -161,27 +129,26 @@ fn builtin_distribution_builds_fips_with_evidence_and_reproducibly() {
             "{} SBOM names the CMVP certificate",
             c.name
         );
-        assert!(a
+        assert!(b
             .path()
             .join(format!("{}/sbom/{}.spdx.json", record.line, c.name))
             .exists());
-        let validator = Command::new("python3")
-            .args(["-c", "import sys\nfrom cyclonedx.validation.json import JsonStrictValidator\nfrom cyclonedx.schema import SchemaVersion\ne = JsonStrictValidator(SchemaVersion.V1_6).validate_str(open(sys.argv[1]).read())\nprint(e or 'valid')\nsys.exit(1 if e else 0)\n"])
-            .arg(&cdx)
-            .output()
-            .unwrap();
-        let verdict = String::from_utf8_lossy(&validator.stdout);
-        if String::from_utf8_lossy(&validator.stderr).contains("ModuleNotFoundError") {
-            distro_testsupport::missing(
-                "independent CycloneDX validation",
-                "python3 module cyclonedx (cyclonedx-python-lib) is not installed",
-                "pip install 'cyclonedx-python-lib[json-validation]' (scripts/install-deps.sh)",
-            );
-        } else {
+        if distro_testsupport::require_python(
+            "builtin_distribution_builds_fips_with_evidence_and_reproducibly",
+            "cyclonedx",
+            "pip install 'cyclonedx-python-lib[json-validation]' (scripts/install-deps.sh)",
+        ) {
+            let validator = Command::new("python3")
+                .args(["-c", "import sys\nfrom cyclonedx.validation.json import JsonStrictValidator\nfrom cyclonedx.schema import SchemaVersion\ne = JsonStrictValidator(SchemaVersion.V1_6).validate_str(open(sys.argv[1]).read())\nprint(e or 'valid')\nsys.exit(1 if e else 0)\n"])
+                .arg(&cdx)
+                .output()
+                .unwrap();
             assert!(
                 validator.status.success(),
-                "{} SBOM invalid: {verdict}",
-                c.name
+                "{} SBOM invalid: {}{}",
+                c.name,
+                String::from_utf8_lossy(&validator.stdout),
+                String::from_utf8_lossy(&validator.stderr)
             );
         }
         let recovered = distro(&["sbom", "--from-binary", &c.binary]);
@@ -198,120 +165,21 @@ fn builtin_distribution_builds_fips_with_evidence_and_reproducibly() {
         );
     }
 
-    // A full release from the same output directory (the build is reused): images pushed to a
-    // real registry on loopback, signed, attested and verified; then run again to show that an
-    // interrupted or repeated release resumes without redoing finished work.
-    if let Some(registry) = image_support::TestRegistry::start(Default::default(), "release") {
-        let to = format!("{}/fips-mesh", registry.addr);
-        let key = a.path().join("release.key");
-        let release = |label: &str| {
-            let out = distro(&[
-                "--format",
-                "json",
-                "release",
-                "--out",
-                out_dir,
-                "--to",
-                &to,
-                "--plain-http",
-                "--key",
-                key.to_str().unwrap(),
-            ]);
-            assert!(out.status.success(), "{label} release failed");
-            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
-        };
-        let first = release("first");
-        let first = &first[0];
-        assert_eq!(first["state"], "published", "{first}");
-        let images: Vec<&serde_json::Value> = first["components"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| &c["pushed"])
-            .collect();
-        assert_eq!(images.len(), 2, "{first}");
-        for check in first["checks"].as_array().unwrap() {
-            assert_ne!(check["result"], "failed", "{check}");
-        }
-        let stage_names: Vec<&str> = first["stages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["stage"].as_str().unwrap())
-            .collect();
+    // The independent build gives the same bytes as the shared one.
+    for (x, y) in shared_record.components.iter().zip(&record.components) {
+        assert_eq!(x.name, y.name);
         assert_eq!(
-            stage_names,
-            ["build", "sbom", "vex", "image", "push", "sign", "attest", "verify", "tag"]
+            x.sha256,
+            y.sha256,
+            "{} is not reproducible ({} vs {})",
+            x.name,
+            shared.display(),
+            b.path().display()
         );
-        // skopeo, an independent client, finds each image and its cosign signature tag.
-        for image in &images {
-            assert_eq!(image["tagged"], true, "{image}");
-            let reference = format!(
-                "{}:{}",
-                image["repository"].as_str().unwrap(),
-                image["tag"].as_str().unwrap()
-            );
-            let inspect = Command::new("skopeo")
-                .args([
-                    "inspect",
-                    "--tls-verify=false",
-                    &format!("docker://{reference}"),
-                ])
-                .output();
-            if let Ok(inspect) = inspect {
-                assert!(
-                    inspect.status.success(),
-                    "skopeo inspect {reference}: {}",
-                    String::from_utf8_lossy(&inspect.stderr)
-                );
-                let repo = image["repository"].as_str().unwrap();
-                let tags = Command::new("skopeo")
-                    .args([
-                        "list-tags",
-                        "--tls-verify=false",
-                        &format!("docker://{repo}"),
-                    ])
-                    .output()
-                    .unwrap();
-                let tags = String::from_utf8_lossy(&tags.stdout);
-                assert!(tags.contains(".sig") && tags.contains(".att"), "{tags}");
-            } else {
-                distro_testsupport::missing(
-                    "skopeo check of the release",
-                    "`skopeo` is not installed",
-                    "apt-get install skopeo (scripts/install-deps.sh)",
-                );
-            }
-        }
-        assert!(a.path().join(&record.line).join("release.json").exists());
-        let second = release("second");
-        let second = &second[0];
-        assert_eq!(
-            second["components"], first["components"],
-            "a rerun releases the same images"
-        );
-        assert!(
-            second["stages"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|s| s["skipped"] == true),
-            "nothing changed, nothing redone: {}",
-            second["stages"]
-        );
-    }
-
-    // An independent build elsewhere gives the same bytes.
-    let b = tempfile::tempdir().unwrap();
-    let (out_b, record_b) = build_json(None, b.path());
-    assert!(out_b.status.success());
-    let record_b = record_b.unwrap();
-    for (x, y) in record.components.iter().zip(&record_b.components) {
-        assert_eq!(x.sha256, y.sha256, "{} is not reproducible", x.name);
         assert_eq!(sha256(&y.binary), x.sha256);
     }
     // The binaries carry no trace of where they were built.
-    for c in &record_b.components {
+    for c in &record.components {
         let bytes = std::fs::read(&c.binary).unwrap();
         let needle = b.path().to_str().unwrap().as_bytes();
         assert!(
@@ -320,6 +188,68 @@ fn builtin_distribution_builds_fips_with_evidence_and_reproducibly() {
             c.name
         );
     }
+}
+
+/// One built component of `record` (built into `out`): FIPS mode and the validated module read
+/// from the binary, evidence that matches it, provenance that names it and not the output path.
+fn check_component(out: &Path, record: &BuildRecord, c: &distro_schema::ComponentRecord) {
+    assert!(c.fips.mode, "{} not in FIPS mode", c.name);
+    assert!(
+        c.fips.module_version.starts_with("AWS-LC FIPS 3."),
+        "{}",
+        c.fips.module_version
+    );
+    assert_eq!(c.fips.cmvp_certificate, Some(5314));
+    assert_eq!(c.fips.cmvp_status, CmvpStatus::Validated);
+    assert_eq!(
+        sha256(&c.binary),
+        c.sha256,
+        "recorded sha256 is the binary's"
+    );
+
+    let ev: FipsEvidence = read(&c.evidence);
+    assert!(ev.mode && ev.failures.is_empty(), "{:?}", ev.failures);
+    assert_eq!(ev.binary_sha256, c.sha256);
+    assert!(ev.symbols.fips_module_symbols > 100, "{:?}", ev.symbols);
+    assert!(
+        ev.symbols.forbidden.is_empty(),
+        "{:?}",
+        ev.symbols.forbidden
+    );
+    assert_eq!(
+        ev.symbols.fips_module_prefix.as_deref(),
+        Some(&*format!(
+            "aws_lc_fips_{}_",
+            ev.module.crate_version.replace('.', "_")
+        ))
+    );
+    let sc = ev.self_check.expect("self-check ran");
+    assert!(sc.fips_mode && sc.self_tests_passed && sc.provider_fips);
+    assert!(sc.tls_configs.iter().all(|t| t.fips));
+    assert!(sc
+        .tls_configs
+        .iter()
+        .all(|t| !t.cipher_suites.iter().any(|s| s.contains("CHACHA"))));
+    assert!(sc
+        .tls_configs
+        .iter()
+        .all(|t| !t.kx_groups.iter().any(|g| g.contains("25519"))));
+
+    let st: Statement<Provenance> = read(&c.provenance);
+    assert_eq!(st.statement_type, "https://in-toto.io/Statement/v1");
+    assert_eq!(st.predicate_type, "https://slsa.dev/provenance/v1");
+    assert!(st.subject.iter().any(|s| s.digest["sha256"] == c.sha256));
+    let deps = &st.predicate.build_definition.resolved_dependencies;
+    assert_eq!(deps[0].digest["gitCommit"], record.source.commit);
+    assert!(deps.iter().any(|d| d.name.as_deref() == Some("Cargo.lock")
+        && d.digest["sha256"] == record.cargo_lock_sha256));
+    let tools = &st.predicate.run_details.builder.version;
+    assert!(tools.contains_key("rustc") && tools.contains_key("cargo"));
+    let text = std::fs::read_to_string(&c.provenance).unwrap();
+    assert!(
+        !text.contains(out.to_str().unwrap()),
+        "provenance leaks the output path"
+    );
 }
 
 fn write_config(dir: &Path, body: &str) -> PathBuf {
