@@ -51,12 +51,7 @@ fn read<T: serde::de::DeserializeOwned>(path: &str) -> T {
 }
 
 fn sha256(path: &str) -> String {
-    let out = Command::new("sha256sum").arg(path).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
+    distro_hostio::sha256_file(Path::new(path)).unwrap_or_else(|e| panic!("hashing {path}: {e}"))
 }
 
 /// The built-in distribution builds; every component carries FIPS evidence naming the validated

@@ -363,6 +363,41 @@ fn killed_release_never_tags_an_unsigned_image_and_resumes_without_duplicates() 
             &digest[7..]
         );
     }
+    // skopeo, an independent client, reads each released tag and sees the cosign signature and
+    // attestation tags beside it.
+    if distro_testsupport::require_tool(test, "skopeo") {
+        for c in r["components"].as_array().unwrap() {
+            let p = &c["pushed"];
+            let repo = p["repository"].as_str().unwrap();
+            let reference = format!("docker://{repo}:{}", p["tag"].as_str().unwrap());
+            let inspect = Command::new("skopeo")
+                .args(["inspect", "--tls-verify=false", &reference])
+                .output()
+                .unwrap();
+            assert!(
+                inspect.status.success(),
+                "skopeo inspect {reference}: {}",
+                String::from_utf8_lossy(&inspect.stderr)
+            );
+            let seen: Value = serde_json::from_slice(&inspect.stdout).unwrap();
+            assert_eq!(
+                seen["Digest"], p["digest"],
+                "skopeo sees the released digest"
+            );
+            let tags = Command::new("skopeo")
+                .args([
+                    "list-tags",
+                    "--tls-verify=false",
+                    &format!("docker://{repo}"),
+                ])
+                .output()
+                .unwrap();
+            let tags = String::from_utf8_lossy(&tags.stdout);
+            let sig = format!("{}.sig", p["digest"].as_str().unwrap().replace(':', "-"));
+            let att = format!("{}.att", p["digest"].as_str().unwrap().replace(':', "-"));
+            assert!(tags.contains(&sig) && tags.contains(&att), "{repo}: {tags}");
+        }
+    }
     let on_disk: Value =
         serde_json::from_slice(&std::fs::read(s.out.join(&s.line).join("release.json")).unwrap())
             .unwrap();
