@@ -24,8 +24,10 @@
 //! seed that reproduces the run. Copy such a file into the target's corpus folder to keep it as a
 //! regression input: every corpus file runs first, unmutated, on every run.
 //!
-//! Environment: `FUZZ_SECONDS` (per target, default 4), `FUZZ_SEED` (default: from the clock,
-//! printed), `FUZZ_INPUT_TIMEOUT_MS` (default 5000), `FUZZ_ARTIFACTS`.
+//! Environment: `FUZZ_SECONDS` (per target, default 4), `FUZZ_SEED` (default: fixed per target,
+//! so `cargo test` is reproducible; a number reruns a printed seed; `random` explores from the
+//! clock, as `scripts/fuzz-explore.sh` does), `FUZZ_INPUT_TIMEOUT_MS` (default 5000),
+//! `FUZZ_ARTIFACTS`.
 #![allow(clippy::print_stderr)] // the harness reports on stderr, as the test harness does
 
 pub mod meter;
@@ -288,6 +290,27 @@ where
     }
 }
 
+/// The seed of a run: `FUZZ_SEED` when it is a number; a fresh one from the clock when it is
+/// `random` (exploration: `scripts/fuzz-explore.sh`); otherwise one fixed per target, so that
+/// the test suite is reproducible: the same inputs run in CI as on a developer's machine, and
+/// a failure there is a regression, not a new find of a luckier seed.
+fn run_seed(name: &str) -> u64 {
+    match std::env::var("FUZZ_SEED").ok().as_deref().map(str::trim) {
+        Some("random") => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1),
+        Some(n) if n.parse::<u64>().is_ok() => n.parse::<u64>().unwrap_or(1),
+        Some(other) if !other.is_empty() => {
+            panic!("FUZZ_SEED=`{other}`: give a number (the seed a failure printed) or `random`")
+        }
+        // FNV-1a of the target's name.
+        _ => name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        }),
+    }
+}
+
 /// Fuzzes `target` with `opts`; panics (failing the test) with the saved input on the first
 /// crash, hang or memory overrun. `target` returns a description of the outcome (the error, or
 /// what was parsed) that guides the mutation; it asserts its properties by panicking.
@@ -296,15 +319,7 @@ where
     F: Fn(&[u8]) -> String + Send + Sync + 'static,
 {
     install_panic_hook();
-    let seed = std::env::var("FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
+    let seed = run_seed(opts.name);
     let mut initial: Vec<Vec<u8>> = read_corpus(&corpus_dir(opts.name))
         .into_iter()
         .map(|(_, b)| b)

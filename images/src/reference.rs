@@ -39,26 +39,49 @@ pub enum ImageRef {
     },
 }
 
-fn split_tag(rest: &str) -> (PathBuf, Option<String>) {
-    // A tag follows the last ':' only when that ':' comes after the last '/'.
+/// Splits `DIR[:TAG]`. A tag follows the last ':' only when that ':' comes after the last '/';
+/// what follows it must then be a tag (OCI's `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`), so that every
+/// accepted reference prints as itself: `oci:DIR:` or `oci:DIR:not a tag` would otherwise be read
+/// as a directory named `DIR:` that prints back as `DIR` with a tag.
+fn split_tag(whole: &str, rest: &str) -> Result<(PathBuf, Option<String>)> {
     match rest.rfind(':') {
-        Some(i) if rest[i..].find('/').is_none() && i > 0 => (
-            PathBuf::from(&rest[..i]),
-            Some(rest[i + 1..].to_string()).filter(|t| !t.is_empty()),
-        ),
-        _ => (PathBuf::from(rest), None),
+        Some(i) if rest[i..].find('/').is_none() && i > 0 => {
+            let tag = &rest[i + 1..];
+            if !is_tag(tag) {
+                return Err(Error::Reference {
+                    reference: whole.to_string(),
+                    reason: format!(
+                        "`{tag}` after the last ':' is not a tag (letters, digits, '_', '.', '-', \
+                         at most 128, not starting with '.' or '-'); name the directory without \
+                         a ':' in its last component, or add the tag: DIR:TAG"
+                    ),
+                });
+            }
+            Ok((PathBuf::from(&rest[..i]), Some(tag.to_string())))
+        }
+        _ => Ok((PathBuf::from(rest), None)),
     }
+}
+
+/// An OCI tag: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
+fn is_tag(t: &str) -> bool {
+    let b = t.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
 impl ImageRef {
     /// Parses a reference.
     pub fn parse(s: &str) -> Result<Self> {
         if let Some(rest) = s.strip_prefix("oci:") {
-            let (path, tag) = split_tag(rest);
+            let (path, tag) = split_tag(s, rest)?;
             return Ok(ImageRef::Layout { path, tag });
         }
         if let Some(rest) = s.strip_prefix("oci-archive:") {
-            let (path, tag) = split_tag(rest);
+            let (path, tag) = split_tag(s, rest)?;
             return Ok(ImageRef::Archive { path, tag });
         }
         let r: oci_client::Reference = s.parse().map_err(|e| Error::Reference {

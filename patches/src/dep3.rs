@@ -364,6 +364,11 @@ pub fn parse(path: &Path, text: &str) -> Result<PatchMeta, PatchError> {
     Ok(meta)
 }
 
+/// `text` as one line: words joined by single spaces.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 fn header_err(path: &Path, line: usize, message: String, help: &str) -> PatchError {
     PatchError::Header {
         path: path.to_path_buf(),
@@ -399,7 +404,9 @@ fn build(path: &Path, fields: Vec<Field>, free_text: Vec<String>) -> Result<Patc
         match name.as_str() {
             "description" => {
                 let mut parts = value.splitn(2, '\n');
-                meta.description = parts.next().unwrap_or_default().trim().to_string();
+                // The synopsis is one line of words, as a mail Subject reads once unfolded:
+                // a run of blanks inside it is one space, so it renders and reads back the same.
+                meta.description = one_line(parts.next().unwrap_or_default());
                 if let Some(rest) = parts.next() {
                     long.push(rest.trim().to_string());
                 }
@@ -470,11 +477,7 @@ fn build(path: &Path, fields: Vec<Field>, free_text: Vec<String>) -> Result<Patc
     }
     if meta.description.is_empty() {
         // A folded Subject is one line, as mail unfolds it.
-        meta.description = subject
-            .unwrap_or_default()
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ");
+        meta.description = one_line(&subject.unwrap_or_default());
     }
     if meta.author.is_none() {
         meta.author = from;

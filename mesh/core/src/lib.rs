@@ -5,7 +5,9 @@
 //! use from that provider, and [`fips`] lets a binary prove at run time what it links and
 //! negotiates (the `fips-check` command and the admin `/fips` endpoint), and refuse to start when
 //! it is not in FIPS mode. [`api`] is the control-plane ↔ proxy contract and [`identity`] holds
-//! SPIFFE IDs and workload-side CSR generation.
+//! SPIFFE IDs and workload-side CSR generation. [`path`] is the request-path normal form every
+//! route and authorization rule matches: the proxy normalises requests with it and the control
+//! plane refuses rule paths not in that form.
 #![deny(unsafe_code)]
 
 #[cfg(not(any(feature = "fips", feature = "non-fips")))]
@@ -17,4 +19,5 @@ pub mod api;
 pub mod crypto;
 pub mod fips;
 pub mod identity;
+pub mod path;
 pub mod tls;

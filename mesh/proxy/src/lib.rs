@@ -20,7 +20,8 @@ pub mod inbound;
 pub mod io;
 pub mod metrics;
 pub mod outbound;
-pub mod path;
+/// Request-path normalisation lives in mesh-core: the control plane checks rule paths with it.
+pub use mesh_core::path;
 pub mod policy;
 pub mod state;
 pub mod tls;

@@ -39,6 +39,9 @@ pub(super) fn parse(
                 "authorization.paths",
                 format!("{:?} must start with '/'", p.get_ref()),
             );
+        } else if let Err(m) = mesh_core::path::check_rule_path(p.get_ref()) {
+            // The proxy refuses such a rule too: refused here, the file and line are named.
+            cx.err(p.span(), "authorization.paths", m);
         }
     }
     (

@@ -328,6 +328,52 @@ sources = ["spiffe://example.org/ns/default/sa/frontend"]
         assert_eq!(legacy.inbound.authorization[0].action, Action::Deny);
     }
 
+    /// A rule path the proxy could never match (not in its normal form) is refused with the
+    /// file, the line and the form to write, not pushed for the proxy to refuse.
+    #[test]
+    fn rule_paths_not_in_normal_form_are_refused() {
+        let rule = |path: &str| {
+            format!(
+                "[[authorization]]\nname = \"r\"\nworkload = \"spiffe://example.org/ns/a/sa/b\"\n\
+                 action = \"DENY\"\npaths = [{path:?}]\n"
+            )
+        };
+        for (path, write) in [
+            ("/a/../b", "\"/b\""),
+            ("//admin", "\"/admin\""),
+            ("/%61dmin*", "\"/admin*\""),
+            ("/revi\u{fffd}ws", "\"/revi%EF%BF%BDws\""),
+        ] {
+            let err = parse(&rule(path))
+                .err()
+                .unwrap_or_else(|| panic!("accepted rule path {path:?}"))
+                .to_string();
+            assert!(
+                err.contains("mesh.toml:5: field `authorization.paths`"),
+                "{err}"
+            );
+            assert!(err.contains(&format!("write {write}")), "{path:?}: {err}");
+        }
+        let err = parse(&rule("/../etc")).err().map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("cannot be matched")),
+            "{err:?}"
+        );
+        let route = "[[services]]\nname = \"s\"\nprotocol = \"http\"\n\
+                     [[routes]]\nname = \"r\"\nservice = \"s\"\nmatch = { path_prefix = \"/x/./y\" }\n\
+                     destinations = [{ labels = {}, weight = 1 }]\n";
+        let err = parse(route)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("routes.match.path_prefix") && err.contains("write \"/x/y\""),
+            "{err}"
+        );
+        assert!(parse(&rule("/reviews/*")).is_ok());
+    }
+
     /// Errors name the file, the line and the field.
     #[test]
     fn errors_name_file_line_field() {

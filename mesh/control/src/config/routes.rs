@@ -68,6 +68,8 @@ pub(super) fn parse(
                     "routes.match.path_prefix",
                     format!("{p:?} must start with '/'"),
                 );
+            } else if let Err(msg) = mesh_core::path::check_rule_path(p) {
+                cx.err(span.clone(), "routes.match.path_prefix", msg);
             }
         }
         RouteMatch {

@@ -357,6 +357,33 @@ pub fn rule_path_is_normal(p: &str) -> bool {
     normalize(p, None, keep).is_ok_and(|n| n.path == p)
 }
 
+/// Why a rule's path is refused, for a configuration error: what it is not, and the normal form
+/// to write instead when there is one (`/a/../b` → `/b`, `/%61` → `/a`). `Ok` when
+/// [`rule_path_is_normal`].
+pub fn check_rule_path(p: &str) -> Result<(), String> {
+    if rule_path_is_normal(p) {
+        return Ok(());
+    }
+    let (body, star) = match p.strip_suffix('*') {
+        Some(b) => (b, "*"),
+        None => (p, ""),
+    };
+    let keep = PathSettings {
+        escaped_slashes: EscapedSlashes::Keep,
+        backslashes: Backslashes::Reject,
+    };
+    let why = "requests are matched after normalisation (no `.`/`..` segments, no `//`, \
+               unreserved characters not percent-encoded, other bytes percent-encoded with \
+               upper-case hex), so this rule could never match";
+    Err(match normalize(body, None, keep) {
+        Ok(n) => format!(
+            "path {p:?} is not in normal form: {why}; write {:?}",
+            format!("{}{star}", n.path)
+        ),
+        Err(e) => format!("path {p:?} cannot be matched: {e}"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
