@@ -208,3 +208,48 @@ impl fmt::Display for ImageRef {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(path: &str, tag: Option<&str>) -> ImageRef {
+        ImageRef::Layout {
+            path: PathBuf::from(path),
+            tag: tag.map(str::to_string),
+        }
+    }
+
+    /// `DIR:TAG` splits at the last ':' after the last '/'; what follows must be a tag, so every
+    /// accepted reference prints as itself (found by the `image-reference` fuzz target).
+    #[test]
+    fn layout_tags_are_tags_and_print_back() {
+        for (text, want) in [
+            ("oci:/tmp/a/b:1.0", layout("/tmp/a/b", Some("1.0"))),
+            ("oci:/tmp/a:b/c", layout("/tmp/a:b/c", None)),
+            ("oci::x", layout(":x", None)),
+            ("oci:dir:_v1.2-rc", layout("dir", Some("_v1.2-rc"))),
+        ] {
+            let r = ImageRef::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(r, want, "{text}");
+            assert_eq!(r.to_string(), text);
+        }
+        let long = format!("oci:d:{}", "t".repeat(129));
+        for text in [
+            "oci:/tmp/a:",
+            "oci-archive:/tmp/a.tar:",
+            "oci:/tmp/a:b c",
+            "oci:/tmp/a:.x",
+            "oci:/tmp/a:-x",
+            "oci:x:\r",
+            long.as_str(),
+        ] {
+            let err = ImageRef::parse(text).err().map(|e| e.to_string());
+            assert!(
+                err.as_deref().is_some_and(|e| e.contains("is not a tag")),
+                "{text:?}: {err:?}"
+            );
+        }
+        assert!(ImageRef::parse(&format!("oci:d:{}", "t".repeat(128))).is_ok());
+    }
+}

@@ -656,6 +656,18 @@ mod tests {
         assert!(m.long_description.contains("more text"));
     }
 
+    /// The synopsis is one line of words: blanks inside a Description collapse as a folded
+    /// Subject's do, so a header `render_header` writes reads back the same (a fuzz find).
+    #[test]
+    fn description_synopsis_is_one_line_of_words() {
+        let t = "Description: Reject \t  empty   CRL bits \nOrigin: upstream\n---\n";
+        let m = parse(Path::new("p"), t).unwrap();
+        assert_eq!(m.description, "Reject empty CRL bits");
+        let d = NaiveDate::from_ymd_opt(2026, 11, 2).unwrap();
+        let again = parse(Path::new("p"), &render_header(&m, d)).unwrap();
+        assert_eq!(again.description, m.description);
+    }
+
     /// Strict fields: a bad advisory id, date, origin or range is an error naming the line.
     #[test]
     fn strict_fields_fail_with_line_numbers() {
