@@ -323,8 +323,8 @@ fn wait_until(within: Duration, what: impl Fn() -> String, cond: impl Fn() -> bo
 /// all three. While one thread pushes a configuration change every 250 ms and three clients
 /// send requests through A to B (two keep-alive, one connection per request), the replicas A
 /// and B are connected to are killed with SIGKILL. Every data-path request succeeds, both
-/// proxies move to a surviving replica (and say so on `/ready` and in their metrics), and a
-/// change made after the kill reaches both.
+/// proxies move to a surviving replica (and say so on `/ready` and in their metrics), a
+/// change made after the kill reaches both, and both renew their 10 s certificates there.
 #[test]
 fn proxies_fail_over_with_zero_failed_requests() {
     if !have_etcd("proxies_fail_over_with_zero_failed_requests") {
@@ -344,6 +344,9 @@ fn proxies_fail_over_with_zero_failed_requests() {
         "100ms",
         "--long-poll",
         "3s",
+        // Renewal every ~5 s: the proxies must renew through a survivor too.
+        "--svid-ttl",
+        "10s",
     ];
     let mut replicas: Vec<ControlPlane> = (0..3)
         .map(|_| ControlPlane::start_replica(dir.path(), &eps, "failover", &args))
@@ -451,6 +454,11 @@ fn proxies_fail_over_with_zero_failed_requests() {
         v
     };
     let ok_before = ok.load(Ordering::Relaxed);
+    let serial = |p: &Proxy| -> String {
+        let c: Value = serde_json::from_str(&p.get("/certs").1).unwrap_or_default();
+        c["serial"].as_str().unwrap_or_default().to_string()
+    };
+    let serials_at_kill = [serial(&a), serial(&b)];
     for r in replicas.iter_mut() {
         if victims.contains(&r.api.to_string()) {
             r.kill9();
@@ -551,6 +559,15 @@ fn proxies_fail_over_with_zero_failed_requests() {
             )),
             "{}: {m}",
             p.name
+        );
+    }
+    // Renewal goes on through the survivors: both proxies hold a certificate issued after the
+    // kill, and the data path still works with it.
+    for (p, before) in [&a, &b].into_iter().zip(&serials_at_kill) {
+        wait_until(
+            Duration::from_secs(20),
+            || format!("{} did not renew after the kill: {}", p.name, p.log()),
+            || serial(p) != *before,
         );
     }
     assert_eq!(http_get(a_out, "/last").unwrap().0, 200);
