@@ -148,6 +148,34 @@ pub enum ControlError {
     /// Local failure (files, CSR).
     #[error("{0}")]
     Local(String),
+    /// A replica offered an older configuration than the one in force: it has not yet seen
+    /// the newer one (its store watch lags, or it is cut off from the store).
+    #[error(
+        "control plane {addr} is behind: it offers configuration version {offered}, version \
+         {in_force} is in force; keeping it and trying another replica"
+    )]
+    Behind {
+        /// Address.
+        addr: String,
+        /// The version it offered.
+        offered: u64,
+        /// The version in force here.
+        in_force: u64,
+    },
+}
+
+/// Whether to refuse a configuration `offered` by a replica, with `in_force` the version from
+/// the control plane in force (0: none yet) and `behind_in_row` older offers refused in a row.
+///
+/// With several replicas, an older version means that replica is behind: applying it would
+/// undo changes (an authorization rule removed, say) until it caught up. It is refused and
+/// another replica asked, until `replicas` older offers came in a row: then the control plane
+/// as a whole went back (its state restored from a backup) and the proxy follows. A single
+/// control plane is followed at once, as it always was.
+fn refuse_older(in_force: u64, offered: u64, behind_in_row: u32, replicas: usize) -> bool {
+    replicas > 1
+        && offered < in_force
+        && usize::try_from(behind_in_row).unwrap_or(usize::MAX) < replicas
 }
 
 impl ControlError {
@@ -159,6 +187,7 @@ impl ControlError {
         match self {
             ControlError::Transport { .. } => true,
             ControlError::Refused { status, .. } => *status >= 500 || *status == 408,
+            ControlError::Behind { .. } => true,
             ControlError::Local(_) => false,
         }
     }
@@ -417,6 +446,8 @@ impl Client {
 
     async fn config_loop(self: Arc<Self>) {
         let mut failures = 0u32;
+        // Consecutive answers that offered an older version than the one in force.
+        let mut behind = 0u32;
         loop {
             let since = self
                 .proxy
@@ -427,19 +458,33 @@ impl Client {
             let path = format!("{}?since={since}", api::PATH_CONFIG);
             let timeout = Duration::from_secs(api::LONG_POLL_SECS + 10);
             let at = self.target();
-            match self.call(at, Method::GET, &path, None, true, timeout).await {
-                Ok((StatusCode::NOT_MODIFIED, _)) => {
+            let answer = self.call(at, Method::GET, &path, None, true, timeout).await;
+            let answer = match answer {
+                Ok((StatusCode::NOT_MODIFIED, _)) => Ok(None),
+                Ok((_, bytes)) => match serde_json::from_slice::<ConfigResponse>(&bytes) {
+                    Ok(c) if refuse_older(since, c.version, behind, self.replicas.len()) => {
+                        behind += 1;
+                        Err(ControlError::Behind {
+                            addr: at.addr.to_string(),
+                            offered: c.version,
+                            in_force: since,
+                        })
+                    }
+                    Ok(c) => Ok(Some(c)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "control plane sent a configuration that does not parse; keeping the current one");
+                        Ok(None)
+                    }
+                },
+                Err(e) => Err(e),
+            };
+            match answer {
+                Ok(c) => {
                     failures = 0;
+                    behind = 0;
                     self.record(at, &Ok(()));
-                }
-                Ok((_, bytes)) => {
-                    failures = 0;
-                    self.record(at, &Ok(()));
-                    match serde_json::from_slice::<ConfigResponse>(&bytes) {
-                        Ok(c) => self.apply(at, c).await,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "control plane sent a configuration that does not parse; keeping the current one")
-                        }
+                    if let Some(c) = c {
+                        self.apply(at, c).await;
                     }
                 }
                 Err(e) => {
@@ -649,6 +694,34 @@ mod tests {
             after_0[1] > first[0] / 4 && after_0[2] > first[0] / 4,
             "{after_0:?}"
         );
+    }
+
+    /// An older version than the one in force is refused from a replica (it is behind) until
+    /// as many older offers as there are replicas came in a row; a single control plane is
+    /// followed at once; a newer one, or the first, is always taken.
+    #[test]
+    fn older_versions_from_a_replica_are_refused_for_one_round() {
+        assert!(refuse_older(10, 9, 0, 3));
+        assert!(refuse_older(10, 9, 2, 3));
+        assert!(
+            !refuse_older(10, 9, 3, 3),
+            "every replica went back: follow"
+        );
+        assert!(
+            !refuse_older(10, 9, 0, 1),
+            "a single control plane is followed"
+        );
+        assert!(!refuse_older(10, 11, 0, 3));
+        assert!(
+            !refuse_older(0, 4, 0, 3),
+            "nothing from the control plane in force yet"
+        );
+        assert!(ControlError::Behind {
+            addr: "a".into(),
+            offered: 9,
+            in_force: 10
+        }
+        .replica_at_fault());
     }
 
     /// A replica is left for transport failures and 5xx answers, not for refusals of the
