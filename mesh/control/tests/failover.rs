@@ -497,7 +497,10 @@ fn proxies_fail_over_with_zero_failed_requests() {
     wait_until(
         Duration::from_secs(10),
         || "the pusher stalled".into(),
-        || pushed.load(Ordering::Relaxed) >= pushed_at_kill + 8,
+        || {
+            pushed.load(Ordering::Relaxed) >= pushed_at_kill + 8
+                && killed_at.elapsed() > Duration::from_secs(3)
+        },
     );
     stop.store(true, Ordering::Relaxed);
     pusher.join().unwrap();
@@ -517,7 +520,7 @@ fn proxies_fail_over_with_zero_failed_requests() {
         b.log()
     );
     assert!(
-        ok > ok_before + 100,
+        ok >= ok_before + 50,
         "too little load after the kill: {ok_before} before, {ok} in all"
     );
 
