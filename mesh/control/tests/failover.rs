@@ -234,6 +234,68 @@ impl KeepAlive {
     }
 }
 
+/// Requests through `addr` from three clients until stopped: two keep-alive, one connection
+/// per request.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    clients: Vec<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl Load {
+    fn start(addr: SocketAddr) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let clients = (0..3)
+            .map(|kind| {
+                let (stop, ok) = (stop.clone(), ok.clone());
+                std::thread::spawn(move || {
+                    let mut keep = KeepAlive {
+                        addr,
+                        s: None,
+                        buf: Vec::new(),
+                    };
+                    let mut failed = Vec::new();
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        n += 1;
+                        let r = if kind < 2 {
+                            keep.get(&format!("/steady/{n}"))
+                        } else {
+                            http_get(addr, &format!("/fresh/{n}")).map(|(s, _)| s)
+                        };
+                        match r {
+                            Ok(200) => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            other => failed.push(format!("client {kind} request {n}: {other:?}")),
+                        }
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    failed
+                })
+            })
+            .collect();
+        Load { stop, ok, clients }
+    }
+
+    /// Requests that succeeded so far.
+    fn ok(&self) -> u64 {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    /// Stops the clients: (requests that succeeded, what failed).
+    fn stop(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let failed = self
+            .clients
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect();
+        (self.ok.load(Ordering::Relaxed), failed)
+    }
+}
+
 /// The application behind proxy B: answers every request `200 ok` (keep-alive).
 fn backend() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -319,6 +381,42 @@ fn wait_until(within: Duration, what: impl Fn() -> String, cond: impl Fn() -> bo
     }
 }
 
+/// Proxy B (inbound on `b_in`, in front of a [`backend`]) and proxy A (outbound listener for
+/// service `b`, returned), both bootstrapped with join tokens made through `tokens` and
+/// listing `addresses` as their control plane.
+fn start_pair(
+    dir: &Path,
+    tokens: &ControlPlane,
+    addresses: &[String],
+    b_in: SocketAddr,
+) -> (Proxy, Proxy, SocketAddr) {
+    let bundle = dir.join("bundle.pem");
+    std::fs::write(&bundle, tokens.bundle()).unwrap();
+    let cp_section = |who: &str| {
+        let token = dir.join(format!("{who}.token"));
+        std::fs::write(&token, tokens.join_token(&id(who, who), "10m")).unwrap();
+        json!({
+            "addresses": addresses,
+            "ca_bundle": bundle,
+            "token_file": token,
+            "backoff_max_ms": 1000,
+        })
+    };
+    let app = backend();
+    let b = Proxy::start(
+        dir,
+        "b",
+        json!({"inbound": {"listen": b_in, "app": app, "protocol": "http"}, "control_plane": cp_section("b")}),
+    );
+    let a_out = loopback();
+    let a = Proxy::start(
+        dir,
+        "a",
+        json!({"outbound": [{"service": "b", "listen": a_out}], "control_plane": cp_section("a")}),
+    );
+    (a, b, a_out)
+}
+
 /// Three replicas over etcd, each watching the same configuration files; proxies A and B list
 /// all three. While one thread pushes a configuration change every 250 ms and three clients
 /// send requests through A to B (two keep-alive, one connection per request), the replicas A
@@ -351,31 +449,8 @@ fn proxies_fail_over_with_zero_failed_requests() {
     let mut replicas: Vec<ControlPlane> = (0..3)
         .map(|_| ControlPlane::start_replica(dir.path(), &eps, "failover", &args))
         .collect();
-    let bundle = dir.path().join("bundle.pem");
-    std::fs::write(&bundle, replicas[0].bundle()).unwrap();
     let addresses: Vec<String> = replicas.iter().map(|r| r.api.to_string()).collect();
-    let cp_section = |who: &str| {
-        let token = dir.path().join(format!("{who}.token"));
-        std::fs::write(&token, replicas[0].join_token(&id(who, who), "10m")).unwrap();
-        json!({
-            "addresses": addresses,
-            "ca_bundle": bundle,
-            "token_file": token,
-            "backoff_max_ms": 1000,
-        })
-    };
-    let app = backend();
-    let b = Proxy::start(
-        dir.path(),
-        "b",
-        json!({"inbound": {"listen": b_in, "app": app, "protocol": "http"}, "control_plane": cp_section("b")}),
-    );
-    let a_out = loopback();
-    let a = Proxy::start(
-        dir.path(),
-        "a",
-        json!({"outbound": [{"service": "b", "listen": a_out}], "control_plane": cp_section("a")}),
-    );
+    let (a, b, a_out) = start_pair(dir.path(), &replicas[0], &addresses, b_in);
     let (st, body) = http_get(a_out, "/first").unwrap();
     assert_eq!(st, 200, "{body}\nA:\n{}\nB:\n{}", a.log(), b.log());
     for p in [&a, &b] {
@@ -389,37 +464,8 @@ fn proxies_fail_over_with_zero_failed_requests() {
         assert!(p.replica().is_some_and(|r| addresses.contains(&r)), "{r}");
     }
 
+    let load = Load::start(a_out);
     let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicU64::new(0));
-    let mut clients = Vec::new();
-    for kind in 0..3 {
-        let (stop, ok) = (stop.clone(), ok.clone());
-        clients.push(std::thread::spawn(move || {
-            let mut keep = KeepAlive {
-                addr: a_out,
-                s: None,
-                buf: Vec::new(),
-            };
-            let mut failed = Vec::new();
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                let r = if kind < 2 {
-                    keep.get(&format!("/steady/{n}"))
-                } else {
-                    http_get(a_out, &format!("/fresh/{n}")).map(|(s, _)| s)
-                };
-                match r {
-                    Ok(200) => {
-                        ok.fetch_add(1, Ordering::Relaxed);
-                    }
-                    other => failed.push(format!("client {kind} request {n}: {other:?}")),
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            failed
-        }));
-    }
     let pushed = Arc::new(AtomicU64::new(0));
     let pusher = {
         let (stop, pushed, cfg) = (stop.clone(), pushed.clone(), cfg.clone());
@@ -453,7 +499,7 @@ fn proxies_fail_over_with_zero_failed_requests() {
         v.dedup();
         v
     };
-    let ok_before = ok.load(Ordering::Relaxed);
+    let ok_before = load.ok();
     let serial = |p: &Proxy| -> String {
         let c: Value = serde_json::from_str(&p.get("/certs").1).unwrap_or_default();
         c["serial"].as_str().unwrap_or_default().to_string()
@@ -504,11 +550,7 @@ fn proxies_fail_over_with_zero_failed_requests() {
     );
     stop.store(true, Ordering::Relaxed);
     pusher.join().unwrap();
-    let mut failed = Vec::new();
-    for c in clients {
-        failed.extend(c.join().unwrap());
-    }
-    let ok = ok.load(Ordering::Relaxed);
+    let (ok, failed) = load.stop();
     eprintln!(
         "data path: {ok} requests succeeded, {} failed",
         failed.len()
@@ -574,4 +616,79 @@ fn proxies_fail_over_with_zero_failed_requests() {
         );
     }
     assert_eq!(http_get(a_out, "/last").unwrap().0, 200);
+}
+
+/// A replica cut off from etcd (its only member stopped) answers its proxies
+/// `503 store_unavailable` once it must read the store: they move to the replica that sees
+/// the store, with no failed data-path request, and a change made meanwhile reaches them.
+/// (The proxies start while the healthy replica is down, so both begin on the one cut off.)
+#[test]
+fn proxies_leave_a_replica_cut_off_from_the_store() {
+    if !have_etcd("proxies_leave_a_replica_cut_off_from_the_store") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("mesh");
+    std::fs::create_dir_all(&cfg).unwrap();
+    let b_in = loopback();
+    write_config(&cfg, &mesh_toml(b_in, &[]));
+    let mut cluster = Cluster::start(dir.path());
+    let args = [
+        "--config",
+        cfg.to_str().unwrap(),
+        "--watch-interval",
+        "100ms",
+        "--long-poll",
+        "3s",
+    ];
+    let mut good = ControlPlane::start_replica(dir.path(), &cluster.endpoints(), "cut", &args);
+    let cut = ControlPlane::start_replica(dir.path(), &cluster.endpoint(2), "cut", &args);
+    let addresses = vec![good.api.to_string(), cut.api.to_string()];
+    good.kill9();
+    let (a, b, a_out) = start_pair(dir.path(), &cut, &addresses, b_in);
+    for p in [&a, &b] {
+        assert_eq!(p.replica(), Some(cut.api.to_string()), "{}", p.name);
+    }
+    good.restart();
+    let load = Load::start(a_out);
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.stop_member(2);
+    write_config(&cfg, &mesh_toml(b_in, &["while-cut-off".to_string()]));
+    let moved_at = Instant::now();
+    for p in [&a, &b] {
+        wait_until(
+            Duration::from_secs(30),
+            || {
+                format!(
+                    "{} stayed on the cut-off replica: {}\n{}",
+                    p.name,
+                    p.ready(),
+                    p.log()
+                )
+            },
+            || {
+                p.replica() == Some(good.api.to_string())
+                    && p.services().contains(&"while-cut-off".to_string())
+            },
+        );
+        eprintln!(
+            "{} on the healthy replica with the change after {:?}",
+            p.name,
+            moved_at.elapsed()
+        );
+        assert!(
+            p.log().contains("store_unavailable"),
+            "{} moved for another reason:\n{}",
+            p.name,
+            p.log()
+        );
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let (ok, failed) = load.stop();
+    eprintln!(
+        "data path: {ok} requests succeeded, {} failed",
+        failed.len()
+    );
+    assert!(failed.is_empty(), "failed data-path requests: {failed:?}");
+    assert!(ok >= 50, "too little load: {ok}");
 }
