@@ -94,20 +94,81 @@ pub struct IdentityFiles {
 }
 
 /// Where and how to reach the control plane.
+///
+/// In the file, `addresses` lists the replicas; the older single `address` is still read (as
+/// a list of one). Giving both, neither, an empty list or one address twice is refused.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "ControlPlaneFile")]
 pub struct ControlPlaneSettings {
-    /// `host:port` of its TLS port.
-    pub address: SocketAddr,
+    /// `host:port` of each replica's TLS port; never empty, no address twice. The proxy talks
+    /// to one at a time (see [`crate::control`]: where it starts, and how it moves on).
+    pub addresses: Vec<SocketAddr>,
     /// PEM bundle to authenticate the control plane before the proxy has its own bundle.
     pub ca_bundle: PathBuf,
     /// File holding the join token or service-account JWT.
     pub token_file: PathBuf,
     /// Cap of the reconnect backoff.
-    #[serde(default = "default_backoff")]
     pub backoff_max_ms: u64,
     /// Renew when this fraction of the lifetime has passed.
-    #[serde(default = "default_renew")]
     pub renew_fraction: f64,
+}
+
+/// `control_plane` as written in the file, before the replica list is checked.
+#[derive(Deserialize)]
+struct ControlPlaneFile {
+    #[serde(default)]
+    address: Option<SocketAddr>,
+    #[serde(default)]
+    addresses: Option<Vec<SocketAddr>>,
+    ca_bundle: PathBuf,
+    token_file: PathBuf,
+    #[serde(default = "default_backoff")]
+    backoff_max_ms: u64,
+    #[serde(default = "default_renew")]
+    renew_fraction: f64,
+}
+
+impl TryFrom<ControlPlaneFile> for ControlPlaneSettings {
+    type Error = String;
+
+    fn try_from(f: ControlPlaneFile) -> Result<Self, String> {
+        let addresses = match (f.address, f.addresses) {
+            (Some(_), Some(_)) => {
+                return Err(
+                    "control_plane: give `addresses` (the list of replicas) or the older \
+                            single `address`, not both"
+                        .into(),
+                )
+            }
+            (None, None) => {
+                return Err("control_plane: `addresses` is required: the control-plane \
+                            replicas' TLS ports, e.g. [\"10.0.0.1:15012\", \"10.0.0.2:15012\"]"
+                    .into())
+            }
+            (Some(one), None) => vec![one],
+            (None, Some(list)) => list,
+        };
+        if addresses.is_empty() {
+            return Err(
+                "control_plane: `addresses` is empty; list at least one control-plane \
+                        replica (host:port of its TLS port)"
+                    .into(),
+            );
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(twice) = addresses.iter().find(|a| !seen.insert(**a)) {
+            return Err(format!(
+                "control_plane: `addresses` lists {twice} twice; list each replica once"
+            ));
+        }
+        Ok(ControlPlaneSettings {
+            addresses,
+            ca_bundle: f.ca_bundle,
+            token_file: f.token_file,
+            backoff_max_ms: f.backoff_max_ms,
+            renew_fraction: f.renew_fraction,
+        })
+    }
 }
 
 fn default_backoff() -> u64 {
@@ -369,5 +430,62 @@ mod tests {
         );
         cfg.services[1].endpoints[0].identity = "not-a-spiffe-id".into();
         assert!(validate(&cfg).is_err_and(|e| e.contains("not a SPIFFE ID")));
+    }
+
+    fn control_plane(section: &str) -> Result<LocalConfig, String> {
+        let text = format!(
+            r#"{{"outbound": [], "control_plane": {{"ca_bundle": "b.pem", "token_file": "t", {section}}}}}"#
+        );
+        LocalConfig::parse(Path::new("proxy.json"), &text).map_err(|e| e.to_string())
+    }
+
+    /// `addresses` is a list of replicas; the older single `address` is read as a list of
+    /// one; both, neither, an empty list or an address listed twice are refused, naming the
+    /// file and what to write instead.
+    #[test]
+    fn control_plane_addresses() {
+        let addrs = |r: Result<LocalConfig, String>| {
+            r.map(|c| c.control_plane.map(|cp| cp.addresses).unwrap_or_default())
+        };
+        let two: Vec<SocketAddr> = vec![
+            SocketAddr::from(([127, 0, 0, 1], 15012)),
+            SocketAddr::from(([127, 0, 0, 2], 15012)),
+        ];
+        assert_eq!(
+            addrs(control_plane(
+                r#""addresses": ["127.0.0.1:15012", "127.0.0.2:15012"]"#
+            )),
+            Ok(two.clone())
+        );
+        assert_eq!(
+            addrs(control_plane(r#""address": "127.0.0.1:15012""#)),
+            Ok(two[..1].to_vec()),
+            "the older single address still works"
+        );
+        for (section, says) in [
+            (
+                r#""address": "127.0.0.1:1", "addresses": ["127.0.0.2:1"]"#,
+                "not both",
+            ),
+            (r#""backoff_max_ms": 10"#, "`addresses` is required"),
+            (r#""addresses": []"#, "`addresses` is empty"),
+            (
+                r#""addresses": ["127.0.0.1:1", "127.0.0.2:1", "127.0.0.1:1"]"#,
+                "lists 127.0.0.1:1 twice",
+            ),
+            (r#""addresses": ["localhost:1"]"#, "invalid socket address"),
+        ] {
+            let e = control_plane(section).err().unwrap_or_default();
+            assert!(
+                e.contains("proxy.json:") && e.contains(says),
+                "{section}: {e}"
+            );
+        }
+        // What the proxy reports (`/config`) is the list, whichever key the file used.
+        let cp = control_plane(r#""address": "127.0.0.1:15012""#)
+            .ok()
+            .and_then(|c| c.control_plane);
+        let v = serde_json::to_value(cp).unwrap_or_default();
+        assert_eq!(v["addresses"], serde_json::json!(["127.0.0.1:15012"]));
     }
 }

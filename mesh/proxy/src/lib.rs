@@ -7,7 +7,8 @@
 //!   authorization by SPIFFE ID, method and path, forwarding to the local application.
 //! - [`outbound`]: explicit and transparent listeners, routing, weighted splits, retries with a
 //!   budget, timeouts, outlier ejection, mTLS origination that checks the server's SPIFFE ID.
-//! - [`control`]: bootstrap, renewal and configuration long-poll against `mesh-control`.
+//! - [`control`]: bootstrap, renewal and configuration long-poll against `mesh-control`, and
+//!   failover across its replicas.
 //! - [`admin`] and [`metrics`]: `/ready`, `/config`, `/certs`, `/fips`, `/metrics`.
 //! - [`path`]: request-path normalisation, applied before any route or rule matches.
 //! - [`state`]: the shared state they all read.

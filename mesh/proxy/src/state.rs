@@ -84,6 +84,13 @@ pub struct ControlPlaneStatus {
     pub last_error: Option<String>,
     /// Consecutive failed attempts.
     pub failures: u64,
+    /// Every configured replica (`host:port`), in the order of the file.
+    pub replicas: Vec<String>,
+    /// The replica of the last successful exchange: the one the proxy is connected to while
+    /// `connected` is true.
+    pub replica: Option<String>,
+    /// Times the proxy moved on to another replica after one failed.
+    pub failovers: u64,
 }
 
 /// Outlier detection of one endpoint address, in atomics (updated on every request).
@@ -170,6 +177,11 @@ impl Proxy {
         let seed = (chrono::Utc::now().timestamp_nanos_opt().unwrap_or(1) as u64) | 1;
         let cp = ControlPlaneStatus {
             configured: local.control_plane.is_some(),
+            replicas: local
+                .control_plane
+                .iter()
+                .flat_map(|c| c.addresses.iter().map(|a| a.to_string()))
+                .collect(),
             ..Default::default()
         };
         Arc::new(Proxy {
@@ -247,29 +259,57 @@ impl Proxy {
         lock(&self.cp).clone()
     }
 
-    /// Records the result of an exchange with the control plane.
-    pub fn control_plane_result(&self, result: Result<(), String>) {
+    /// Records the result of an exchange with the control-plane replica `replica`.
+    pub fn control_plane_result(&self, replica: &str, result: Result<(), String>) {
         let mut cp = lock(&self.cp);
-        match result {
+        let changed = match result {
             Ok(()) => {
                 cp.connected = true;
                 cp.last_contact = Some(now_unix());
                 cp.last_error = None;
                 cp.failures = 0;
+                let changed = cp.replica.as_deref() != Some(replica);
+                cp.replica = Some(replica.to_string());
+                changed
             }
             Err(e) => {
                 cp.connected = false;
                 cp.last_error = Some(e);
                 cp.failures += 1;
+                false
             }
-        }
+        };
         let connected = if cp.connected { 1.0 } else { 0.0 };
+        let replicas = changed.then(|| cp.replicas.clone());
         drop(cp);
         self.metrics.set(
             "mesh_proxy_control_plane_connected",
             "1 when the last exchange with the control plane succeeded; 0 while running on the last known configuration.",
             &[],
             connected,
+        );
+        for r in replicas.iter().flatten() {
+            self.metrics.set(
+                "mesh_proxy_control_plane_replica",
+                "1 for the control-plane replica of the last successful exchange, 0 for the other configured ones.",
+                &[("address", r)],
+                if r == replica { 1.0 } else { 0.0 },
+            );
+        }
+    }
+
+    /// Records that the proxy moved from one control-plane replica to the next.
+    pub fn control_plane_failover(&self, from: &str, to: &str) {
+        lock(&self.cp).failovers += 1;
+        tracing::warn!(
+            from,
+            to,
+            "control-plane replica failed; moving to the next one"
+        );
+        self.metrics.inc(
+            "mesh_proxy_control_plane_failovers_total",
+            "Moves to another control-plane replica after one failed.",
+            &[],
         );
     }
 

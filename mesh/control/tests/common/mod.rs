@@ -21,6 +21,8 @@ use mesh_core::identity::{self, CsrAndKey, SpiffeId};
 use mesh_core::tls::{self, ExpectedPeer};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
+pub mod etcd;
+
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_mesh-control");
 /// Trust domain used by the tests.
