@@ -18,6 +18,6 @@ pub mod atomic;
 pub mod cmd;
 pub mod digest;
 
-pub use atomic::{write_atomic, write_output, StagedFile, WriteError, PRIVATE, PUBLIC};
+pub use atomic::{create_new, write_atomic, write_output, StagedFile, WriteError, PRIVATE, PUBLIC};
 pub use cmd::{Cmd, CmdError};
 pub use digest::{sha256_file, sha256_hex, sha256_oci, sha256_reader, Sha256};
