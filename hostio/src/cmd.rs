@@ -5,6 +5,8 @@
 //! threads, stdin is fed on another), and a failure is a [`CmdError`] that shows the reason, the
 //! command line (shell-quoted, so it can be pasted), the working directory, the exit status and
 //! the last [`STDERR_TAIL_LINES`] lines of stderr (each cut at [`STDERR_TAIL_LINE_BYTES`]).
+//! A long-running process (a server under test, a relay) is started with [`Cmd::spawn`] or
+//! [`Cmd::spawn_logged`], whose log's tail ([`log_tail`]) reads like a failure's stderr tail.
 //!
 //! git always runs through [`Cmd::git`]: no system or global configuration, a fixed author and
 //! committer, the C locale, no pager, no prompts, no inherited `GIT_DIR`-style variables and no
@@ -386,7 +388,10 @@ impl Cmd {
     /// failure is [`CmdError::Spawn`], as for a run to completion.
     pub fn spawn(&mut self, stdout: Stdio, stderr: Stdio) -> Result<Child, CmdError> {
         tracing::debug!("{} (background): {}", self.why, self.display());
-        self.inner.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
+        self.inner
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr);
         self.inner.spawn().map_err(|source| CmdError::Spawn {
             why: self.why.clone(),
             command: self.display(),
