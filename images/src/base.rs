@@ -560,6 +560,34 @@ impl DebianBase {
 mod tests {
     use super::*;
 
+    /// A package the build host lacks is an error that says why dpkg-query ran, shows the
+    /// command and its stderr, and says what to install.
+    #[test]
+    fn missing_package_names_the_command_and_the_install() {
+        let test = "missing_package_names_the_command_and_the_install";
+        if !distro_testsupport::require_tool(test, "dpkg-query") {
+            return;
+        }
+        let msg = installed("distro-no-such-package")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            msg.starts_with(
+                "find the installed version the binaries were linked against: `dpkg-query -W -f "
+            ),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("  | dpkg-query: no packages found matching distro-no-such-package"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("help: install it: apt-get install distro-no-such-package"),
+            "{msg}"
+        );
+    }
+
     /// The purl follows the purl spec for Debian (`+` percent-encoded) and carries arch/distro.
     #[test]
     fn deb_purl_encodes_version() {
