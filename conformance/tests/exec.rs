@@ -27,13 +27,16 @@ impl Drop for Netns {
     }
 }
 
+/// Root and `ip` (a failure under CI=true, a loud skip elsewhere).
+fn can_make_namespaces(test: &str) -> bool {
+    distro_testsupport::require_root(test, "creates a network namespace")
+        && distro_testsupport::require_tool(test, "ip")
+}
+
 /// A command run with `in_ns` sees the namespace's links (only its loopback), not the host's.
 #[test]
 fn commands_run_inside_the_namespace() {
-    let test = "commands_run_inside_the_namespace";
-    if !distro_testsupport::require_root(test, "creates a network namespace")
-        || !distro_testsupport::require_tool(test, "ip")
-    {
+    if !can_make_namespaces("commands_run_inside_the_namespace") {
         return;
     }
     let ns = Netns::new("links");
@@ -49,10 +52,7 @@ fn commands_run_inside_the_namespace() {
 /// namespace) and the end of its stderr.
 #[test]
 fn failures_show_the_namespace_and_stderr() {
-    let test = "failures_show_the_namespace_and_stderr";
-    if !distro_testsupport::require_root(test, "creates a network namespace")
-        || !distro_testsupport::require_tool(test, "ip")
-    {
+    if !can_make_namespaces("failures_show_the_namespace_and_stderr") {
         return;
     }
     let ns = Netns::new("fail");
