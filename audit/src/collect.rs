@@ -15,7 +15,7 @@ use distro_images::registry::RegistryOptions;
 use distro_images::store::{Layout, Store};
 use distro_images::verify::{self, Policy};
 use distro_images::ImageRef;
-use distro_schema::{cmvp_certificate_url, cmvp_security_policy_url, FipsEvidence};
+use distro_schema::{cmvp_certificate_url, cmvp_security_policy_url, FactSource, FipsEvidence};
 use serde_json::Value;
 
 use crate::error::AuditError;
@@ -502,19 +502,9 @@ fn fips(p: &Value) -> FipsFacts {
     let m = &ev.module;
     let v = ev.validation.as_ref();
     let certificate = v.map_or(m.cmvp_certificate, |v| v.certificate);
-    let mut fact_sources: Vec<FactLine> = v
-        .map(|v| {
-            v.sources
-                .iter()
-                .map(|f| FactLine {
-                    fact: f.fact.clone(),
-                    source: f.source.clone(),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut fact_sources: Vec<FactSource> = v.map(|v| v.sources.clone()).unwrap_or_default();
     if v.is_none() {
-        fact_sources.push(FactLine {
+        fact_sources.push(FactSource {
             fact: "certificate and status".into(),
             source: format!(
                 "the evidence's module identity ({}); the evidence carries no validation section",

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use distro_schema::FactSource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -185,8 +186,8 @@ pub struct FipsFacts {
     pub tested_operational_environment: String,
     /// The module is validated, not the product.
     pub scope: String,
-    /// Where each fact comes from.
-    pub fact_sources: Vec<FactLine>,
+    /// Where each fact comes from, as the evidence lists them.
+    pub fact_sources: Vec<FactSource>,
     /// Whether the facts above were attested in the evidence (`true`) or derived from the
     /// certificate number because the evidence predates them (`false`).
     pub validation_attested: bool,
@@ -210,15 +211,6 @@ pub struct FipsFacts {
     pub tls_configs: Vec<TlsFacts>,
     /// Why the evidence says mode = false.
     pub failures: Vec<String>,
-}
-
-/// One fact and its source.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct FactLine {
-    /// The fact.
-    pub fact: String,
-    /// Its source.
-    pub source: String,
 }
 
 /// One TLS configuration of the binary.

@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use distro_config::Component;
 
 use crate::fsutil;
-use crate::process::Cmd;
 use crate::source::ExportedSource;
 use crate::target::Target;
 use crate::BuildError;
+use distro_hostio::Cmd;
 
 /// Versions of the tools that take part in a build (recorded in provenance).
 #[derive(Debug, Clone, Default)]
@@ -168,7 +168,7 @@ pub fn build_component(
     let dest = line_dir.join("bin").join(&component.binary);
     fsutil::copy_atomic(&built, &dest)?;
     embed_dependency_list(tree, component, &dest)?;
-    let sha256 = fsutil::sha256_file(&dest)?;
+    let sha256 = distro_hostio::sha256_file(&dest).map_err(fsutil::io("hashing", &dest))?;
     Ok(Built {
         binary: dest,
         sha256,

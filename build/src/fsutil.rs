@@ -1,11 +1,10 @@
-//! File operations of the build stage, with errors that name the path. Atomic writes and digests
-//! are [`distro_hostio`]'s; this module only maps them to [`BuildError`].
+//! File operations of the build stage, with errors that name the path. Atomic writes, digests
+//! and subprocesses are [`distro_hostio`]'s, called directly; this module only adds the JSON
+//! and copy conventions of a build's outputs.
 
 use std::path::{Path, PathBuf};
 
 use crate::BuildError;
-
-pub(crate) use distro_hostio::sha256_hex;
 
 pub(crate) fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BuildError {
     let path = path.to_path_buf();
@@ -50,11 +49,6 @@ pub(crate) fn copy_atomic(from: &Path, to: &Path) -> Result<(), BuildError> {
         .mode()
         & 0o7777;
     Ok(distro_hostio::write_atomic(to, &bytes, mode)?)
-}
-
-/// Hex sha256 of a file, streamed.
-pub(crate) fn sha256_file(path: &Path) -> Result<String, BuildError> {
-    distro_hostio::sha256_file(path).map_err(io("reading", path))
 }
 
 #[cfg(test)]

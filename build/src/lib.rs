@@ -31,9 +31,6 @@ pub mod target;
 
 pub use error::BuildError;
 
-/// Subprocesses run through the one runner (`crate::process::Cmd` in this crate's modules).
-use distro_hostio::cmd as process;
-
 use std::path::{Path, PathBuf};
 
 use distro_config::{Distribution, Line};
@@ -156,7 +153,8 @@ pub fn build_line(
     // Every component built from the tree as it is: the next build of it can reuse the objects.
     target.finish()?;
 
-    let cargo_lock_sha256 = fsutil::sha256_file(&lock_path)?;
+    let cargo_lock_sha256 =
+        distro_hostio::sha256_file(&lock_path).map_err(fsutil::io("hashing", &lock_path))?;
     let mut records = Vec::new();
     for (component, built, evidence_path, fips) in components {
         let prov_path = line_dir
@@ -174,7 +172,8 @@ pub fn build_line(
                 (component.binary.clone(), built.sha256.clone()),
                 (
                     file_name(&evidence_path),
-                    fsutil::sha256_file(&evidence_path)?,
+                    distro_hostio::sha256_file(&evidence_path)
+                        .map_err(fsutil::io("hashing", &evidence_path))?,
                 ),
             ],
             patches: &src.patches,

@@ -19,8 +19,8 @@ use distro_schema::{ResourceDescriptor, Statement, Subject};
 use serde_json::json;
 
 use crate::cargo::Toolchain;
-use crate::fsutil::sha256_hex;
 use crate::source::{AppliedPatch, ExportedSource};
+use distro_hostio::sha256_hex;
 
 /// The build type URI.
 pub const BUILD_TYPE: &str = "https://fips-mesh.invalid/distro-build/v1";

@@ -13,8 +13,8 @@ pub use distro_patches::source::Mirrored;
 pub use distro_patches::AppliedPatch;
 
 use crate::fsutil;
-use crate::process::Cmd;
 use crate::BuildError;
+use distro_hostio::Cmd;
 
 /// Marker written into an exported tree: which commit and queue it holds.
 const MARKER: &str = ".distro-source";
@@ -57,10 +57,14 @@ fn queue_digest(dir: &Path) -> Result<String, BuildError> {
                 .unwrap_or_default(),
         );
         all.push(0);
-        all.extend_from_slice(fsutil::sha256_file(&p)?.as_bytes());
+        all.extend_from_slice(
+            distro_hostio::sha256_file(&p)
+                .map_err(fsutil::io("hashing", &p))?
+                .as_bytes(),
+        );
         all.push(b'\n');
     }
-    Ok(fsutil::sha256_hex(&all))
+    Ok(distro_hostio::sha256_hex(&all))
 }
 
 fn source_error(line: &Line, message: String, help: &str) -> BuildError {
@@ -120,8 +124,7 @@ pub fn export(line: &Line, dest: &Path, sources: &Path) -> Result<ExportedSource
         .as_ref()
         .map(|m| m.mirror.to_string_lossy().into_owned())
         .unwrap_or_else(|| line.source.git.clone());
-    let commit = Cmd::new("git", "resolve the line's source ref")
-        .help("install git")
+    let commit = Cmd::git("resolve the line's source ref")
         .args(["-C", &repo, "rev-parse", "--verify", "--end-of-options"])
         .arg(format!("{}^{{commit}}", line.source.git_ref))
         .stdout_text()
@@ -132,7 +135,7 @@ pub fn export(line: &Line, dest: &Path, sources: &Path) -> Result<ExportedSource
                 "check `source.git` and `source.ref` of this line in distro.toml",
             )
         })?;
-    let epoch_text = Cmd::new("git", "read the commit time for SOURCE_DATE_EPOCH")
+    let epoch_text = Cmd::git("read the commit time for SOURCE_DATE_EPOCH")
         .args(["-C", &repo, "show", "-s", "--format=%ct", &commit])
         .stdout_text()?;
     let source_date_epoch: i64 = epoch_text.parse().map_err(|_| {

@@ -5,8 +5,9 @@
 
 use std::path::Path;
 
-use crate::env::{write_atomic, Env, EnvError, HostRt, LineArtifacts, Proc};
-use crate::exec::Cmd;
+use distro_hostio::{write_atomic, Cmd, PUBLIC};
+
+use crate::env::{Env, EnvError, HostRt, LineArtifacts, Proc};
 
 /// The user the released images run as (their `User`).
 pub const CONTAINER_UID: u32 = 65532;
@@ -143,6 +144,7 @@ pub fn start(
         serde_json::to_string_pretty(&cfg)
             .unwrap_or_default()
             .as_bytes(),
+        PUBLIC,
     )?;
     let root = env.runc_root();
     env.record_container(&id)?;

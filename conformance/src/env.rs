@@ -14,7 +14,9 @@ use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::exec::{log_tail, Cmd, CmdError};
+use distro_hostio::{write_atomic, Cmd, CmdError, PRIVATE, PUBLIC};
+
+use crate::exec::in_ns;
 use crate::ledger::{Ledger, LedgerError};
 use crate::profile::{prefix_v4, prefix_v6, Family, Host, Kind, Line, Profile, Role};
 
@@ -38,9 +40,12 @@ pub const RELAY_BASE: u16 = 20000;
 /// Why an environment could not be brought up.
 #[derive(Debug, thiserror::Error)]
 pub enum EnvError {
-    /// A command failed.
+    /// A command failed, or could not be started.
     #[error(transparent)]
-    Cmd(#[from] CmdError),
+    Cmd(Box<CmdError>),
+    /// A file of the environment could not be written atomically.
+    #[error(transparent)]
+    Write(#[from] distro_hostio::WriteError),
     /// The ledger could not be written.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
@@ -67,18 +72,17 @@ pub enum EnvError {
     Artifact(String),
 }
 
+impl From<CmdError> for EnvError {
+    fn from(e: CmdError) -> Self {
+        EnvError::Cmd(Box::new(e))
+    }
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> EnvError + '_ {
     move |source| EnvError::Io {
         path: path.to_path_buf(),
         source,
     }
-}
-
-/// Writes `text` to `path` atomically (temp file + rename).
-pub fn write_atomic(path: &Path, text: &[u8]) -> Result<(), EnvError> {
-    let tmp = path.with_extension("tmp~");
-    std::fs::write(&tmp, text).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
 }
 
 /// The released artifacts of one line: `<out>/<line>/bin/*` and `<out>/<line>/images/*/oci`.
@@ -259,9 +263,14 @@ impl Proc {
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
-    /// The tail of its log.
+    /// The tail of its log, newline-first (empty when the log is).
     pub fn log_tail(&self) -> String {
-        log_tail(&self.log)
+        let tail = distro_hostio::cmd::log_tail(&self.log);
+        if tail.is_empty() {
+            tail
+        } else {
+            format!("\n{tail}")
+        }
     }
 }
 
@@ -411,7 +420,7 @@ impl Env {
 
     /// Runs a command in a host namespace (for scenarios).
     pub fn exec(&self, h: &HostRt, program: &str, why: &str) -> Cmd {
-        Cmd::in_ns(&h.ns, program, why)
+        in_ns(&h.ns, program, why)
     }
 
     /// Brings the environment up: namespaces, links, impairments, the control plane, every
@@ -465,7 +474,7 @@ impl Env {
         Cmd::new("ip", format!("create network namespace {name}"))
             .args(["netns", "add", name])
             .run()?;
-        Cmd::in_ns(name, "ip", "bring up loopback")
+        in_ns(name, "ip", "bring up loopback")
             .args(["link", "set", "lo", "up"])
             .run()?;
         Ok(())
@@ -476,26 +485,26 @@ impl Env {
         self.netns_add(&gw)?;
         let p = &self.profile;
         for key in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
-            Cmd::in_ns(&gw, "sysctl", "let the gateway route between the subnets")
+            in_ns(&gw, "sysctl", "let the gateway route between the subnets")
                 .args(["-qw", key])
                 .run()?;
         }
         for (ni, n) in p.networks.iter().enumerate() {
             let br = format!("br{ni}");
-            Cmd::in_ns(&gw, "ip", format!("bridge for network {}", n.name))
+            in_ns(&gw, "ip", format!("bridge for network {}", n.name))
                 .args(["link", "add", &br, "type", "bridge"])
                 .run()?;
             if let Some(pre) = n.ipv4.as_deref().and_then(prefix_v4) {
-                Cmd::in_ns(&gw, "ip", "gateway address on the bridge")
+                in_ns(&gw, "ip", "gateway address on the bridge")
                     .args(["addr", "add", &format!("{pre}1/24"), "dev", &br])
                     .run()?;
             }
             if let Some(pre) = n.ipv6.as_deref().and_then(prefix_v6) {
-                Cmd::in_ns(&gw, "ip", "gateway IPv6 address on the bridge")
+                in_ns(&gw, "ip", "gateway IPv6 address on the bridge")
                     .args(["addr", "add", &format!("{pre}1/64"), "dev", &br, "nodad"])
                     .run()?;
             }
-            Cmd::in_ns(&gw, "ip", "bring the bridge up")
+            in_ns(&gw, "ip", "bring the bridge up")
                 .args(["link", "set", &br, "up"])
                 .run()?;
         }
@@ -513,7 +522,7 @@ impl Env {
             let idx = index_in_net.entry(net.name.clone()).or_insert(9);
             *idx += 1;
             let veth = format!("h{hi}");
-            Cmd::in_ns(
+            in_ns(
                 &gw,
                 "ip",
                 format!("link host {} to network {}", h.name, net.name),
@@ -522,7 +531,7 @@ impl Env {
                 "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
             ])
             .run()?;
-            Cmd::in_ns(&gw, "ip", "attach the host's link to its bridge")
+            in_ns(&gw, "ip", "attach the host's link to its bridge")
                 .args(["link", "set", &veth, "master", &format!("br{ni}"), "up"])
                 .run()?;
             let v4 = net
@@ -536,15 +545,15 @@ impl Env {
                 .and_then(prefix_v6)
                 .and_then(|pre| format!("{pre}{idx:x}").parse::<Ipv6Addr>().ok());
             if let (Some(a), Some(pre)) = (v4, net.ipv4.as_deref().and_then(prefix_v4)) {
-                Cmd::in_ns(&ns, "ip", "host address")
+                in_ns(&ns, "ip", "host address")
                     .args(["addr", "add", &format!("{a}/24"), "dev", "eth0"])
                     .run()?;
-                Cmd::in_ns(&ns, "ip", "host link up")
+                in_ns(&ns, "ip", "host link up")
                     .args(["link", "set", "eth0", "up"])
                     .run()?;
                 for other in p.networks.iter().filter(|o| o.name != net.name) {
                     if let Some(sub) = &other.ipv4 {
-                        Cmd::in_ns(
+                        in_ns(
                             &ns,
                             "ip",
                             format!("route to network {} via the gateway", other.name),
@@ -555,15 +564,15 @@ impl Env {
                 }
             }
             if let (Some(a), Some(pre)) = (v6, net.ipv6.as_deref().and_then(prefix_v6)) {
-                Cmd::in_ns(&ns, "ip", "host IPv6 address")
+                in_ns(&ns, "ip", "host IPv6 address")
                     .args(["addr", "add", &format!("{a}/64"), "dev", "eth0", "nodad"])
                     .run()?;
-                Cmd::in_ns(&ns, "ip", "host link up")
+                in_ns(&ns, "ip", "host link up")
                     .args(["link", "set", "eth0", "up"])
                     .run()?;
                 for other in p.networks.iter().filter(|o| o.name != net.name) {
                     if let Some(sub) = &other.ipv6 {
-                        Cmd::in_ns(
+                        in_ns(
                             &ns,
                             "ip",
                             format!("IPv6 route to network {} via the gateway", other.name),
@@ -576,16 +585,16 @@ impl Env {
             if let Some(link) = p.link_of(&net.name) {
                 if let Some(mtu) = link.mtu {
                     let mtu = mtu.to_string();
-                    Cmd::in_ns(&gw, "ip", "link MTU (gateway side)")
+                    in_ns(&gw, "ip", "link MTU (gateway side)")
                         .args(["link", "set", &veth, "mtu", &mtu])
                         .run()?;
-                    Cmd::in_ns(&ns, "ip", "link MTU (host side)")
+                    in_ns(&ns, "ip", "link MTU (host side)")
                         .args(["link", "set", "eth0", "mtu", &mtu])
                         .run()?;
                 }
                 if let Some(rate) = &link.rate {
                     for (where_, dev) in [(&gw, veth.as_str()), (&ns, "eth0")] {
-                        Cmd::in_ns(where_, "tc", "bandwidth limit (tbf)")
+                        in_ns(where_, "tc", "bandwidth limit (tbf)")
                             .args([
                                 "qdisc", "add", "dev", dev, "root", "tbf", "rate", rate, "burst",
                                 "32kbit", "latency", "400ms",
@@ -596,7 +605,7 @@ impl Env {
                 if let Some(loss) = link.loss_percent {
                     let prob = format!("{:.4}", loss / 100.0);
                     for tool in ["iptables", "ip6tables"] {
-                        Cmd::in_ns(&ns, tool, "random packet loss (iptables statistic)")
+                        in_ns(&ns, tool, "random packet loss (iptables statistic)")
                             .args([
                                 "-A",
                                 "INPUT",
@@ -639,7 +648,7 @@ impl Env {
         what: &str,
         log: &Path,
     ) -> Result<Proc, EnvError> {
-        let mut c = Cmd::in_ns(ns, program, what.to_string());
+        let mut c = in_ns(ns, program, what.to_string());
         c.args(args);
         let mut child = c.spawn_logged(log)?;
         // A ledger closed by a signal's cleanup: nobody would remove this process later.
@@ -852,10 +861,11 @@ impl Env {
 
     /// Rewrites the control plane's configuration (atomically; it watches the directory).
     pub fn push_mesh(&self) -> Result<(), EnvError> {
-        write_atomic(
+        Ok(write_atomic(
             &self.mesh_dir.join("mesh.toml"),
             self.mesh_toml().as_bytes(),
-        )
+            PUBLIC,
+        )?)
     }
 
     fn start_control(&mut self) -> Result<(), EnvError> {
@@ -1067,7 +1077,8 @@ impl Env {
             }
             let id = h.spiffe_id.clone().unwrap_or_default();
             let token_file = h.dir.join("join.token");
-            write_atomic(&token_file, self.join_token(&id)?.as_bytes())?;
+            // A secret: the proxy's user alone reads it (a container's after its chown).
+            write_atomic(&token_file, self.join_token(&id)?.as_bytes(), PRIVATE)?;
             let any = if h.v6.is_some() { "[::]" } else { "0.0.0.0" };
             let outbound: Vec<serde_json::Value> = self
                 .services
@@ -1096,6 +1107,7 @@ impl Env {
                 serde_json::to_string_pretty(&cfg)
                     .unwrap_or_default()
                     .as_bytes(),
+                PUBLIC,
             )?;
             let args: Vec<String> = vec![
                 "run".into(),
@@ -1118,7 +1130,7 @@ impl Env {
 
     /// GET `path` on `127.0.0.1:port` inside `h`'s namespace with curl: (status, body).
     pub fn http_local(&self, h: &HostRt, port: u16, path: &str) -> (u16, String) {
-        let out = Cmd::in_ns(&h.ns, "curl", format!("ask {} for {path}", h.spec.name))
+        let out = in_ns(&h.ns, "curl", format!("ask {} for {path}", h.spec.name))
             .args(["-s", "-m", "5", "-w", "\n%{http_code}"])
             .arg(format!("http://127.0.0.1:{port}{path}"))
             .output();

@@ -13,7 +13,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::exec::Cmd;
+use distro_hostio::Cmd;
 
 /// The ledger of one run.
 #[derive(Debug)]
@@ -151,8 +151,10 @@ fn clean_file(path: &Path) -> Vec<String> {
                 .args(["--root", root, "delete", "--force", id])
                 .run()
             {
-                if !e.tail.contains("does not exist") && !e.tail.contains("not exist") {
-                    problems.push(e.to_string());
+                // Already gone is what was wanted; runc says so on stderr, which the message ends with.
+                let msg = e.to_string();
+                if !msg.contains("not exist") {
+                    problems.push(msg);
                 }
             }
         }

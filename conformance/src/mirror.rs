@@ -9,8 +9,10 @@
 
 use std::path::PathBuf;
 
-use crate::env::{write_atomic, Env, EnvError, HostRt};
-use crate::exec::Cmd;
+use distro_hostio::{write_atomic, Cmd, PUBLIC};
+
+use crate::env::{Env, EnvError, HostRt};
+use crate::exec::in_ns;
 use crate::profile::{Kind, Role};
 
 /// The mirror's port.
@@ -43,6 +45,7 @@ pub fn prepare(env: &Env) -> Result<Pulled, EnvError> {
             if mirror.v6.is_some() { format!("[::]:{MIRROR_PORT}") } else { format!("0.0.0.0:{MIRROR_PORT}") }
         )
         .as_bytes(),
+        PUBLIC,
     )?;
     let p = env.spawn_in(
         mirror,
@@ -57,7 +60,7 @@ pub fn prepare(env: &Env) -> Result<Pulled, EnvError> {
     env.wait_ready(mirror, MIRROR_PORT, "/v2/", "the mirror registry")?;
     let (key, public) = (dir.join("mirror.key"), dir.join("mirror.pub"));
     let policy = dir.join("policy.toml");
-    write_atomic(&policy, POLICY.as_bytes())?;
+    write_atomic(&policy, POLICY.as_bytes(), PUBLIC)?;
     Cmd::new(&env.inputs.fixture_bin, "make the mirror's signing key")
         .arg("keygen")
         .arg("--private")
@@ -80,7 +83,7 @@ pub fn prepare(env: &Env) -> Result<Pulled, EnvError> {
         let repo = repo(&format!("{}-{component}", line.name));
         let reference = format!("{repo}:{tag}");
         if pushed.insert(reference.clone()) {
-            Cmd::in_ns(
+            in_ns(
                 &mirror.ns,
                 &distro,
                 format!("push {component} into the mirror"),
@@ -92,7 +95,7 @@ pub fn prepare(env: &Env) -> Result<Pulled, EnvError> {
                 "--plain-http",
             ])
             .run()?;
-            Cmd::in_ns(
+            in_ns(
                 &mirror.ns,
                 &distro,
                 format!("sign {component} in the mirror"),
@@ -103,7 +106,7 @@ pub fn prepare(env: &Env) -> Result<Pulled, EnvError> {
         }
         relay_to_mirror(env, h, mirror)?;
         let dest = h.dir.join(format!("{component}-pulled"));
-        Cmd::in_ns(
+        in_ns(
             &h.ns,
             &distro,
             format!(

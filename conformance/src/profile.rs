@@ -408,12 +408,8 @@ impl Profile {
         [self.path.clone(), tpath]
             .iter()
             .filter_map(|p| {
-                let bytes = std::fs::read(p).ok()?;
-                let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes);
-                Some((
-                    p.file_name()?.to_string_lossy().into_owned(),
-                    hex::encode(d.as_ref()),
-                ))
+                let digest = distro_hostio::sha256_file(p).ok()?;
+                Some((p.file_name()?.to_string_lossy().into_owned(), digest))
             })
             .collect()
     }

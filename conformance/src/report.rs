@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use distro_hostio::{write_atomic, PUBLIC};
 use distro_schema::{ConformanceSummary, Outcome};
 use serde::Serialize;
 
@@ -21,8 +22,11 @@ pub enum ReportError {
         /// The template error.
         source: minijinja::Error,
     },
-    /// A file could not be written.
-    #[error("writing {path}: {source}")]
+    /// A report file could not be written atomically.
+    #[error(transparent)]
+    Write(#[from] distro_hostio::WriteError),
+    /// The report directory could not be created.
+    #[error("creating {path}: {source}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -203,16 +207,6 @@ pub fn html(s: &ConformanceSummary) -> Result<String, ReportError> {
     )
 }
 
-fn write(path: &Path, text: &str) -> Result<(), ReportError> {
-    let tmp = path.with_extension("tmp~");
-    std::fs::write(&tmp, text)
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|source| ReportError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
-}
-
 /// The files [`write_all`] writes.
 pub const FILES: &[&str] = &["summary.json", "junit.xml", "report.md", "report.html"];
 
@@ -223,9 +217,10 @@ pub fn write_all(s: &ConformanceSummary, dir: &Path) -> Result<(), ReportError> 
         source,
     })?;
     let json = serde_json::to_string_pretty(s).unwrap_or_default() + "\n";
-    write(&dir.join("summary.json"), &json)?;
-    write(&dir.join("junit.xml"), &junit(s))?;
-    write(&dir.join("report.md"), &markdown(s)?)?;
-    write(&dir.join("report.html"), &html(s)?)?;
+    // Reports are published: readable by everyone.
+    write_atomic(&dir.join("summary.json"), json.as_bytes(), PUBLIC)?;
+    write_atomic(&dir.join("junit.xml"), junit(s).as_bytes(), PUBLIC)?;
+    write_atomic(&dir.join("report.md"), markdown(s)?.as_bytes(), PUBLIC)?;
+    write_atomic(&dir.join("report.html"), html(s)?.as_bytes(), PUBLIC)?;
     Ok(())
 }

@@ -7,10 +7,13 @@
 //! environment and scenario names).
 
 use std::collections::BTreeMap;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use distro_hostio::Cmd;
+
 use crate::env::{spiffe_id, Env, HostRt, ADMIN_PORT, CP_OPS_PORT, INBOUND_PORT};
-use crate::exec::Cmd;
+use crate::exec::in_ns;
 use crate::fixture::LoadReport;
 use crate::profile::Role;
 
@@ -139,7 +142,7 @@ fn load_cmd(
     let port = env
         .outbound_port(service)
         .ok_or_else(|| format!("no outbound listener for service `{service}`"))?;
-    let mut c = Cmd::in_ns(
+    let mut c = in_ns(
         &h.ns,
         &env.inputs.fixture_bin,
         format!("load {service} from {}", h.spec.name),
@@ -176,7 +179,7 @@ fn load(
         conc,
     )?;
     let out = c.run().map_err(|e| e.to_string())?;
-    parse_report(&out.stdout, c.line())
+    parse_report(&out.stdout, &c.display())
 }
 
 /// Load for `seconds` in the background.
@@ -194,8 +197,10 @@ fn background(env: &Env, h: &HostRt, service: &str, seconds: u64) -> Result<Back
         &format!("--seconds {seconds} --pause-ms 5"),
         2,
     )?;
-    let line = c.line().to_string();
-    let mut child = c.spawn_piped().map_err(|e| e.to_string())?;
+    let line = c.display();
+    let mut child = c
+        .spawn(Stdio::piped(), Stdio::null())
+        .map_err(|e| e.to_string())?;
     if let Err(e) = env.record_pid(child.id()) {
         let _ = child.kill();
         let _ = child.wait();
@@ -344,7 +349,7 @@ fn non_mesh_client_refused(env: &Env) -> Outcome {
     let c = client(env)?;
     let target = backend_inbound(env)?;
     let url = format!("http://{target}/api");
-    let out = Cmd::in_ns(&c.ns, "curl", "a plain-HTTP client without the mesh")
+    let out = in_ns(&c.ns, "curl", "a plain-HTTP client without the mesh")
         .args([
             "-s",
             "-m",
@@ -406,7 +411,7 @@ fn s_client(
         },
         extra.join(" ")
     );
-    let out = Cmd::in_ns(&h.ns, "sh", "an openssl client outside the mesh")
+    let out = in_ns(&h.ns, "sh", "an openssl client outside the mesh")
         .args(["-c", &script])
         .output()
         .map_err(|e| e.to_string())?;
@@ -611,7 +616,7 @@ fn no_route_out(env: &Env) -> Outcome {
     for (name, ns) in namespaces {
         // TEST-NET addresses: `ip route get` only asks the routing table, it sends nothing.
         for (fam, addr) in [("-4", "192.0.2.1"), ("-6", "2001:db8::1")] {
-            let out = Cmd::in_ns(ns, "ip", "look for a route out")
+            let out = in_ns(ns, "ip", "look for a route out")
                 .args([fam, "route", "get", addr])
                 .output()
                 .map_err(|e| e.to_string())?;

@@ -209,7 +209,12 @@ pub fn stage(
         keep_files: false,
         reproduce,
     })?;
-    write_atomic(&report_dir.join(INPUTS_FILE), &format!("{key}\n"))?;
+    distro_hostio::write_atomic(
+        &report_dir.join(INPUTS_FILE),
+        format!("{key}\n").as_bytes(),
+        distro_hostio::PUBLIC,
+    )
+    .map_err(crate::report::ReportError::from)?;
     Ok(StageOutcome::Ran {
         summary: Box::new(summary),
         report_dir,
@@ -228,18 +233,6 @@ fn reusable(dir: &Path, key: &str) -> Option<ConformanceSummary> {
     (s.totals.failed == 0 && s.profiles.iter().all(|p| p.setup_error.is_none())).then_some(s)
 }
 
-fn write_atomic(path: &Path, text: &str) -> Result<(), Error> {
-    let tmp = path.with_extension("tmp~");
-    std::fs::write(&tmp, text)
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|source| {
-            Error::Report(crate::report::ReportError::Io {
-                path: path.to_path_buf(),
-                source,
-            })
-        })
-}
-
 /// sha256 over everything a run depends on: the selection, both lines' `build.json` and image
 /// indexes (the images are content-addressed, so their index names every byte), and every
 /// profile file.
@@ -248,7 +241,7 @@ fn inputs_digest(
     previous: Option<&Path>,
     opts: &StageOptions,
 ) -> Result<String, Error> {
-    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    let mut ctx = distro_hostio::Sha256::new();
     let mut feed = |label: &str, bytes: &[u8]| {
         ctx.update(label.as_bytes());
         ctx.update(&(bytes.len() as u64).to_le_bytes());
@@ -286,5 +279,5 @@ fn inputs_digest(
             feed(&name, digest.as_bytes());
         }
     }
-    Ok(hex::encode(ctx.finish().as_ref()))
+    Ok(ctx.finish_hex())
 }

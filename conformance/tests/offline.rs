@@ -327,3 +327,32 @@ fn prometheus_checker_refuses_malformed_text() {
     assert!(scenarios::check_prometheus("a three\n").is_err());
     assert!(scenarios::check_prometheus("1a 3\n").is_err());
 }
+
+/// The report files are published: each is written whole with mode 0644 whatever the umask,
+/// a rewrite replaces it, and no temporary file is left beside them.
+#[test]
+fn report_files_are_world_readable_and_whole() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("report");
+    report::write_all(&sample("flat", false), &dir).unwrap();
+    report::write_all(&sample("flat", true), &dir).unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut want: Vec<String> = report::FILES.iter().map(|f| f.to_string()).collect();
+    want.sort();
+    assert_eq!(names, want, "only the report files, no temporary ones");
+    for f in report::FILES {
+        let mode = std::fs::metadata(dir.join(f)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644, "{f}");
+    }
+    let summary: ConformanceSummary =
+        serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(
+        summary.totals.failed, 1,
+        "the second write replaced the first"
+    );
+}

@@ -15,7 +15,9 @@
 //!
 //! On any failure the temporary file is removed and the destination is as it was.
 //! [`StagedFile`] exposes steps 2 and 3 separately, for writers that must place several files
-//! together (a key pair) or stream their content.
+//! together (a key pair) or stream their content. [`create_new`] (and
+//! [`StagedFile::commit_new`]) replace step 3's rename with a hard link, for an exclusive
+//! create: of several writers of an absent name exactly one wins, and nothing is replaced.
 
 use std::fs::File;
 use std::io::Write;
@@ -92,6 +94,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), WriteErr
     let mut staged = StagedFile::create(path, mode)?;
     staged.write_all(bytes)?;
     staged.commit()
+}
+
+/// Writes `bytes` to `path` with exactly `mode` unless something is already there (see
+/// [`StagedFile::commit_new`]): `Ok(true)` when this call created it, `Ok(false)` when the name
+/// was taken. The content appears whole or not at all.
+pub fn create_new(path: &Path, bytes: &[u8], mode: u32) -> Result<bool, WriteError> {
+    let mut staged = StagedFile::create_unchecked(path, mode)?;
+    staged.write_all(bytes)?;
+    staged.commit_new()
 }
 
 /// Writes a file the user named (`-o PATH`): a FIFO or character device there (`/dev/stdout`,
@@ -205,8 +216,14 @@ impl StagedFile {
     /// Checks the destination (see [`write_atomic`]), creates its directory and a fresh
     /// temporary file beside it.
     pub fn create(target: &Path, mode: u32) -> Result<Self, WriteError> {
-        use std::os::unix::fs::OpenOptionsExt as _;
         check_destination(target)?;
+        Self::create_unchecked(target, mode)
+    }
+
+    /// [`StagedFile::create`] without the check of what is at the destination, for
+    /// [`create_new`], which never replaces anything there.
+    fn create_unchecked(target: &Path, mode: u32) -> Result<Self, WriteError> {
+        use std::os::unix::fs::OpenOptionsExt as _;
         let dir = parent_dir(target);
         std::fs::create_dir_all(dir).map_err(|e| WriteError::io("creating directory", dir, e))?;
         let mut attempts = 0;
@@ -265,9 +282,8 @@ impl StagedFile {
         })
     }
 
-    /// Syncs the content, sets the exact mode, renames the file over the destination and
-    /// syncs the directory.
-    pub fn commit(mut self) -> Result<(), WriteError> {
+    /// Syncs the content and sets the exact mode: the temporary file is complete.
+    fn seal(&mut self) -> Result<(), WriteError> {
         use std::os::unix::fs::PermissionsExt as _;
         let file = self.file.take().ok_or_else(|| {
             WriteError::io(
@@ -279,8 +295,13 @@ impl StagedFile {
         file.sync_all()
             .map_err(|e| WriteError::io("syncing", &self.tmp, e))?;
         file.set_permissions(std::fs::Permissions::from_mode(self.mode))
-            .map_err(|e| WriteError::io("setting the mode of", &self.tmp, e))?;
-        drop(file);
+            .map_err(|e| WriteError::io("setting the mode of", &self.tmp, e))
+    }
+
+    /// Syncs the content, sets the exact mode, renames the file over the destination and
+    /// syncs the directory.
+    pub fn commit(mut self) -> Result<(), WriteError> {
+        self.seal()?;
         // Checked again: something may have appeared at the destination meanwhile.
         check_destination(&self.target)?;
         std::fs::rename(&self.tmp, &self.target)
@@ -288,6 +309,24 @@ impl StagedFile {
         // Renamed: nothing left to remove on drop.
         self.tmp = PathBuf::new();
         sync_dir(parent_dir(&self.target))
+    }
+
+    /// Like [`StagedFile::commit`], but only if nothing is at the destination: the complete
+    /// file is hard-linked there (`link(2)` fails when the name exists, whatever it is), so of
+    /// several creators, in this process or others, exactly one wins and readers never see
+    /// partial content. `Ok(false)` when the name was taken; the destination is then untouched.
+    pub fn commit_new(mut self) -> Result<bool, WriteError> {
+        self.seal()?;
+        let linked = std::fs::hard_link(&self.tmp, &self.target);
+        // Linked or not, the temporary name goes (on drop; done here so the directory sync
+        // below covers it).
+        let _ = std::fs::remove_file(&self.tmp);
+        self.tmp = PathBuf::new();
+        match linked {
+            Ok(()) => sync_dir(parent_dir(&self.target)).map(|()| true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(WriteError::io("linking into place", &self.target, e)),
+        }
     }
 }
 

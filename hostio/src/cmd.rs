@@ -5,6 +5,8 @@
 //! threads, stdin is fed on another), and a failure is a [`CmdError`] that shows the reason, the
 //! command line (shell-quoted, so it can be pasted), the working directory, the exit status and
 //! the last [`STDERR_TAIL_LINES`] lines of stderr (each cut at [`STDERR_TAIL_LINE_BYTES`]).
+//! A long-running process (a server under test, a relay) is started with [`Cmd::spawn`] or
+//! [`Cmd::spawn_logged`], whose log's tail ([`log_tail`]) reads like a failure's stderr tail.
 //!
 //! git always runs through [`Cmd::git`]: no system or global configuration, a fixed author and
 //! committer, the C locale, no pager, no prompts, no inherited `GIT_DIR`-style variables and no
@@ -87,6 +89,19 @@ pub enum CmdError {
         /// The last lines of its stderr.
         stderr_tail: String,
     },
+    /// The log file a background command was to write to could not be created.
+    #[error("{why}: cannot create the log {} for `{command}`: {source}", path.display())]
+    Log {
+        /// Why it was to run.
+        why: String,
+        /// The command line.
+        command: String,
+        /// The log file.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
     /// Waiting for it, or reading its output, failed.
     #[error("{why}: `{command}`: {source}")]
     Io {
@@ -146,6 +161,12 @@ pub fn tail(stderr: &[u8]) -> String {
         }
     }
     out.join("\n")
+}
+
+/// [`tail`] of a log file (a background command's, see [`Cmd::spawn_logged`]); empty when it
+/// cannot be read, since it only adds detail to a message about something else.
+pub fn log_tail(path: &Path) -> String {
+    std::fs::read(path).map(|b| tail(&b)).unwrap_or_default()
 }
 
 /// One argument as a POSIX shell would need it to read it back unchanged.
@@ -360,6 +381,37 @@ impl Cmd {
         let mode = if quiet { Stderr::Capture } else { Stderr::Tee };
         let out = self.exec(None, mode, None)?;
         self.check(out)
+    }
+
+    /// Starts it in the background (long-running servers, relays) with stdin empty, stdout and
+    /// stderr as given, and returns the child: the caller waits for it or kills it. A start
+    /// failure is [`CmdError::Spawn`], as for a run to completion.
+    pub fn spawn(&mut self, stdout: Stdio, stderr: Stdio) -> Result<Child, CmdError> {
+        tracing::debug!("{} (background): {}", self.why, self.display());
+        self.inner
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr);
+        self.inner.spawn().map_err(|source| CmdError::Spawn {
+            why: self.why.clone(),
+            command: self.display(),
+            source,
+            help: self.spawn_help(),
+        })
+    }
+
+    /// [`Cmd::spawn`] with stdout and stderr both going to `log` (created, or truncated), so
+    /// that a failure later can show its tail ([`log_tail`]).
+    pub fn spawn_logged(&mut self, log: &Path) -> Result<Child, CmdError> {
+        let log_error = |source| CmdError::Log {
+            why: self.why.clone(),
+            command: self.display(),
+            path: log.to_path_buf(),
+            source,
+        };
+        let out = std::fs::File::create(log).map_err(log_error)?;
+        let err = out.try_clone().map_err(log_error)?;
+        self.spawn(out.into(), err.into())
     }
 
     /// The error for a run that exited unsuccessfully.

@@ -2,11 +2,13 @@
 //!
 //! - [`cmd`]: the one subprocess runner. Every command says why it runs; a failure shows the
 //!   command line, its exit status and a bounded tail of its stderr, and git runs with one
-//!   fixed, configuration-free setup ([`Cmd::git`]).
+//!   fixed, configuration-free setup ([`Cmd::git`]); background processes start through it too
+//!   ([`Cmd::spawn_logged`]).
 //! - [`atomic`]: the one atomic write: a uniquely named temporary file in the destination's
 //!   directory, created with the final mode's owner bits and never wider than asked, fsynced,
 //!   renamed into place, and the directory fsynced; FIFOs, devices, sockets and directories at
-//!   the destination are refused (or, for a user-named output, written in place).
+//!   the destination are refused (or, for a user-named output, written in place); an exclusive
+//!   create ([`create_new`]) links the complete file into place only if the name is free.
 //! - [`digest`]: the one sha256 helper (AWS-LC), over bytes or streamed from a reader or file,
 //!   as lower-case hex or in OCI notation (`sha256:<hex>`).
 //!
@@ -18,6 +20,6 @@ pub mod atomic;
 pub mod cmd;
 pub mod digest;
 
-pub use atomic::{write_atomic, write_output, StagedFile, WriteError, PRIVATE, PUBLIC};
+pub use atomic::{create_new, write_atomic, write_output, StagedFile, WriteError, PRIVATE, PUBLIC};
 pub use cmd::{Cmd, CmdError};
 pub use digest::{sha256_file, sha256_hex, sha256_oci, sha256_reader, Sha256};

@@ -226,3 +226,51 @@ fn staged_file_streams() {
     s.commit().unwrap();
     assert_eq!(std::fs::read(&p).unwrap(), vec![7u8; 100_000]);
 }
+
+/// An exclusive create writes an absent file whole with exactly its mode, and leaves a taken
+/// name (a file, or anything else there) as it was; no temporary file is left either way.
+#[test]
+fn create_new_never_replaces() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("used/token");
+    assert!(distro_hostio::create_new(&p, b"first", PRIVATE).unwrap());
+    assert_eq!(std::fs::read(&p).unwrap(), b"first");
+    assert_eq!(mode(&p), 0o600);
+    assert!(!distro_hostio::create_new(&p, b"second", PUBLIC).unwrap());
+    assert_eq!(
+        std::fs::read(&p).unwrap(),
+        b"first",
+        "a taken name is untouched"
+    );
+    assert_eq!(mode(&p), 0o600);
+    let fifo = d.path().join("used/fifo");
+    mkfifo(&fifo);
+    assert!(!distro_hostio::create_new(&fifo, b"x", PUBLIC).unwrap());
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    assert_eq!(entries(&d.path().join("used")), ["fifo", "token"]);
+}
+
+/// Of many threads creating one absent name at once exactly one wins, and the file holds that
+/// winner's complete content.
+#[test]
+fn create_new_has_one_winner() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("claim");
+    let payload = |i: usize| vec![b'a' + i as u8; 64 * 1024];
+    let wins: Vec<usize> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..16)
+            .map(|i| {
+                let p = &p;
+                s.spawn(move || distro_hostio::create_new(p, &payload(i), PUBLIC).unwrap())
+            })
+            .collect();
+        handles
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, h)| h.join().unwrap().then_some(i))
+            .collect()
+    });
+    assert_eq!(wins.len(), 1, "winners: {wins:?}");
+    assert_eq!(std::fs::read(&p).unwrap(), payload(wins[0]));
+    assert_eq!(entries(d.path()), ["claim"], "no temporary file left");
+}

@@ -250,3 +250,55 @@ fn plain_tree_does_not_see_the_enclosing_repository() {
         .unwrap();
     assert!(!out.status.success(), "the enclosing repository was found");
 }
+
+/// A background command's stdout and stderr both go to its log, whose tail reads as a failure's
+/// stderr tail does; stdin is empty, so a reader of it does not wait.
+#[test]
+fn spawn_logged_writes_both_streams_to_the_log() {
+    let d = tempfile::tempdir().unwrap();
+    let log = d.path().join("server.log");
+    let mut child = sh("cat; echo to-stdout; echo to-stderr >&2", "serve")
+        .spawn_logged(&log)
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("to-stdout\n") && text.contains("to-stderr\n"),
+        "{text}"
+    );
+    let t = distro_hostio::cmd::log_tail(&log);
+    assert!(
+        t.contains("  | to-stdout") && t.contains("  | to-stderr"),
+        "{t}"
+    );
+    assert_eq!(distro_hostio::cmd::log_tail(&d.path().join("missing")), "");
+}
+
+/// A log that cannot be created is an error naming the log, the reason and the command, and
+/// nothing is started; a background program that is not installed says what to install.
+#[test]
+fn spawn_failures_name_the_log_or_the_program() {
+    let d = tempfile::tempdir().unwrap();
+    let log = d.path().join("no-such-dir/server.log");
+    let err = sh("touch started", "serve the mirror")
+        .cwd(d.path())
+        .spawn_logged(&log)
+        .unwrap_err();
+    assert!(matches!(err, CmdError::Log { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("serve the mirror: cannot create the log ")
+            && msg.contains(&log.display().to_string())
+            && msg.contains("`sh -c 'touch started'`"),
+        "{msg}"
+    );
+    assert!(!d.path().join("started").exists(), "nothing was started");
+    let err = Cmd::new("distro-no-such-server", "serve")
+        .spawn(std::process::Stdio::null(), std::process::Stdio::null())
+        .unwrap_err();
+    assert!(
+        matches!(err, CmdError::Spawn { .. })
+            && err.to_string().contains("install `distro-no-such-server`"),
+        "{err}"
+    );
+}

@@ -323,7 +323,7 @@ fn cached_gzip(cache: Option<&Path>, tar: &[u8], diff_id: &str) -> Result<Vec<u8
     }
     let gz = gzip(tar)?;
     if let Some(p) = &path {
-        crate::store::write_atomic(p, &gz)?;
+        distro_hostio::write_atomic(p, &gz, distro_hostio::PUBLIC)?;
     }
     Ok(gz)
 }

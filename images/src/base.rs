@@ -18,12 +18,11 @@
 //! [`DebianBase::prepare`] returns the files as layer entries, each tagged with the package it
 //! comes from, so the image SBOM can account for every file.
 
+use distro_hostio::Cmd;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-
-use serde::{Deserialize, Serialize};
 
 use crate::assemble::{EntryKind, LayerEntry};
 use crate::digest;
@@ -161,28 +160,6 @@ fn licence_of(package: &str) -> String {
     }
 }
 
-/// Runs a command and returns its stdout; its failure names the command and its stderr.
-fn run(cmd: &mut Command, why: &str, help: &str) -> Result<Vec<u8>> {
-    let shown = format!("{cmd:?}");
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| Error::invalid(format!("`{shown}` ({why})"), format!("{e}; {help}")))?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
-        return Err(Error::invalid(
-            format!("`{shown}` ({why})"),
-            format!(
-                "exited with {}: {}; {help}",
-                out.status,
-                tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
-            ),
-        ));
-    }
-    Ok(out.stdout)
-}
-
 /// `debian-12` from `/etc/os-release`.
 fn host_distro(os_release: &str) -> Result<String> {
     let field = |k: &str| {
@@ -203,16 +180,19 @@ fn host_distro(os_release: &str) -> Result<String> {
 
 /// Installed version, architecture and Depends of a package (`dpkg-query`).
 fn installed(name: &str) -> Result<(String, String, String)> {
-    let out = run(
-        Command::new("dpkg-query").args([
-            "-W",
-            "-f",
-            "${Version}\t${Architecture}\t${Depends}\t${db:Status-Status}",
-            name,
-        ]),
+    let out = Cmd::new(
+        "dpkg-query",
         "find the installed version the binaries were linked against",
-        &format!("install it: apt-get install {name}"),
-    )?;
+    )
+    .args([
+        "-W",
+        "-f",
+        "${Version}\t${Architecture}\t${Depends}\t${db:Status-Status}",
+        name,
+    ])
+    .help(format!("install it: apt-get install {name}"))
+    .run()?
+    .stdout;
     let text = String::from_utf8_lossy(&out);
     let f: Vec<&str> = text.trim_end_matches('\n').split('\t').collect();
     match f.as_slice() {
@@ -229,11 +209,11 @@ fn installed(name: &str) -> Result<(String, String, String)> {
 /// URL, file name, size and SHA256 that apt would download for `name=version`.
 fn print_uris(name: &str, version: &str) -> Result<(String, String, u64, String)> {
     let spec = format!("{name}={version}");
-    let out = run(
-        Command::new("apt-get").args(["download", "--print-uris", &spec]),
-        "ask apt where the package comes from",
-        "run `apt-get update` so apt knows the installed version's archive",
-    )?;
+    let out = Cmd::new("apt-get", "ask apt where the package comes from")
+        .args(["download", "--print-uris", &spec])
+        .help("run `apt-get update` so apt knows the installed version's archive")
+        .run()?
+        .stdout;
     let text = String::from_utf8_lossy(&out);
     for line in text.lines() {
         let parts: Vec<&str> = line.split_whitespace().collect();
@@ -256,11 +236,14 @@ fn print_uris(name: &str, version: &str) -> Result<(String, String, u64, String)
 /// The SHA256 apt's index records for `name=version` (`apt-cache show`).
 fn index_sha256(name: &str, version: &str) -> Result<String> {
     let spec = format!("{name}={version}");
-    let out = run(
-        Command::new("apt-cache").args(["show", &spec]),
+    let out = Cmd::new(
+        "apt-cache",
         "read the package's SHA256 from apt's signed index",
-        "run `apt-get update`",
-    )?;
+    )
+    .args(["show", &spec])
+    .help("run `apt-get update`")
+    .run()?
+    .stdout;
     let text = String::from_utf8_lossy(&out);
     for stanza in text.split("\n\n") {
         let field = |k: &str| {
@@ -334,18 +317,17 @@ fn fetch(name: &str, cache: &Path) -> Result<(DebPackage, PathBuf)> {
         .unwrap_or(false);
     if !cached_ok {
         std::fs::create_dir_all(cache).map_err(|e| Error::io("creating", cache, e))?;
-        // A private directory per download, renamed into place: parallel builds sharing the
-        // cache never see a partial .deb.
+        // apt downloads into a private directory; the checked content is then written into the
+        // cache atomically, so parallel builds sharing the cache never see a partial .deb.
         let tmp = cache.join(format!(".download-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&tmp).map_err(|e| Error::io("creating", &tmp, e))?;
         let spec = format!("{name}={version}");
-        let res = run(
-            Command::new("apt-get")
-                .args(["download", "-q", &spec])
-                .current_dir(&tmp),
-            "download the package the base is made from",
-            "check that the Debian archive is reachable and run `apt-get update`",
-        );
+        let res = Cmd::new("apt-get", "download the package the base is made from")
+            .args(["download", "-q", &spec])
+            .cwd(&tmp)
+            .help("check that the Debian archive is reachable and run `apt-get update`")
+            .run()
+            .map_err(Error::from);
         let downloaded = tmp.join(&filename);
         let data = res.and_then(|_| {
             std::fs::read(&downloaded).map_err(|e| Error::io("reading", &downloaded, e))
@@ -366,8 +348,9 @@ fn fetch(name: &str, cache: &Path) -> Result<(DebPackage, PathBuf)> {
                 actual,
             });
         }
-        std::fs::rename(&downloaded, &path).map_err(|e| Error::io("renaming into", &path, e))?;
+        let written = distro_hostio::write_atomic(&path, &data, distro_hostio::PUBLIC);
         let _ = std::fs::remove_dir_all(&tmp);
+        written?;
     }
     let pkg = DebPackage {
         licenses: licence_of(name),
@@ -380,17 +363,18 @@ fn fetch(name: &str, cache: &Path) -> Result<(DebPackage, PathBuf)> {
         size,
     };
     let rec = serde_json::to_vec_pretty(&pkg).map_err(|e| Error::json("package record", e))?;
-    crate::store::write_atomic(&record_path(cache, name), &rec)?;
+    distro_hostio::write_atomic(&record_path(cache, name), &rec, distro_hostio::PUBLIC)?;
     Ok((pkg, path))
 }
 
 /// The entries of a `.deb`'s data archive, by path without the leading `./`.
 fn deb_contents(deb: &Path) -> Result<BTreeMap<String, (EntryKind, u32)>> {
-    let tar = run(
-        Command::new("dpkg-deb").arg("--fsys-tarfile").arg(deb),
-        "unpack the package's files",
-        "install dpkg (Debian's dpkg-deb)",
-    )?;
+    let tar = Cmd::new("dpkg-deb", "unpack the package's files")
+        .arg("--fsys-tarfile")
+        .arg(deb)
+        .help("install dpkg (Debian's dpkg-deb)")
+        .run()?
+        .stdout;
     let mut out = BTreeMap::new();
     let mut archive = tar::Archive::new(tar.as_slice());
     let entries = archive
@@ -575,6 +559,34 @@ impl DebianBase {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A package the build host lacks is an error that says why dpkg-query ran, shows the
+    /// command and its stderr, and says what to install.
+    #[test]
+    fn missing_package_names_the_command_and_the_install() {
+        let test = "missing_package_names_the_command_and_the_install";
+        if !distro_testsupport::require_tool(test, "dpkg-query") {
+            return;
+        }
+        let msg = installed("distro-no-such-package")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            msg.starts_with(
+                "find the installed version the binaries were linked against: `dpkg-query -W -f "
+            ),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("  | dpkg-query: no packages found matching distro-no-such-package"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("help: install it: apt-get install distro-no-such-package"),
+            "{msg}"
+        );
+    }
 
     /// The purl follows the purl spec for Debian (`+` percent-encoded) and carries arch/distro.
     #[test]

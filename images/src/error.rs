@@ -19,6 +19,10 @@ pub enum Error {
     /// An atomic write was refused (the destination is a device, FIFO or directory) or failed.
     #[error(transparent)]
     Write(#[from] distro_hostio::WriteError),
+    /// A subprocess (apt, dpkg) could not be started or failed; the message says why it ran,
+    /// shows the command, its status and the end of its stderr.
+    #[error(transparent)]
+    Command(Box<distro_hostio::CmdError>),
     /// A JSON document could not be parsed.
     #[error("{what} is not valid JSON: {source}")]
     Json {
@@ -117,6 +121,12 @@ impl Error {
             what: what.into(),
             source,
         }
+    }
+}
+
+impl From<distro_hostio::CmdError> for Error {
+    fn from(e: distro_hostio::CmdError) -> Self {
+        Error::Command(Box::new(e))
     }
 }
 

@@ -8,6 +8,8 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use distro_hostio::PUBLIC;
+
 use crate::digest;
 use crate::error::{Error, Result};
 use crate::oci::{Descriptor, Index, ANNOTATION_REF_NAME};
@@ -136,16 +138,11 @@ pub fn read_regular(path: &Path, symlinks: Symlinks, limit: u64) -> std::io::Res
     Ok(data)
 }
 
-/// Writes `data` to `path` atomically ([`distro_hostio::write_atomic`]: unique temp file in the
-/// same directory, fsync of file and directory, rename), readable by everyone (0644) whatever
-/// the umask: images, their index and public keys are published. On failure `path` is as it
-/// was; a FIFO, device or directory at `path` is refused.
+/// [`distro_hostio::write_atomic`] with mode 0644 ([`PUBLIC`]: images are published), kept for
+/// the `distro` crate's callers (`cmd/image.rs`, `cmd/release.rs`) until they call
+/// `distro_hostio` themselves; nothing in this crate uses it.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    Ok(distro_hostio::write_atomic(
-        path,
-        data,
-        distro_hostio::PUBLIC,
-    )?)
+    Ok(distro_hostio::write_atomic(path, data, PUBLIC)?)
 }
 
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
@@ -177,7 +174,7 @@ impl Layout {
             }
             std::fs::create_dir_all(path.join("blobs/sha256"))
                 .map_err(|e| Error::io("creating layout", path, e))?;
-            write_atomic(&path.join("oci-layout"), OCI_LAYOUT)?;
+            distro_hostio::write_atomic(&path.join("oci-layout"), OCI_LAYOUT, PUBLIC)?;
             let layout = Layout {
                 backend: Backend::Dir(path.to_path_buf()),
                 index: Index::default(),
@@ -348,7 +345,11 @@ impl Layout {
             Backend::Dir(root) => {
                 let bytes =
                     serde_json::to_vec(&self.index).map_err(|e| Error::json("index.json", e))?;
-                write_atomic(&root.join("index.json"), &bytes)
+                Ok(distro_hostio::write_atomic(
+                    &root.join("index.json"),
+                    &bytes,
+                    PUBLIC,
+                )?)
             }
             Backend::Archive { path, .. } => Err(read_only(path)),
         }
@@ -389,7 +390,7 @@ impl Layout {
         let bytes = builder
             .into_inner()
             .map_err(|e| Error::io("finishing archive", out, e))?;
-        write_atomic(out, &bytes)
+        Ok(distro_hostio::write_atomic(out, &bytes, PUBLIC)?)
     }
 }
 
@@ -517,7 +518,7 @@ impl Store for Layout {
                 if present && self.blob_intact(root, digest)? {
                     return Ok(false);
                 }
-                write_atomic(&p, data)?;
+                distro_hostio::write_atomic(&p, data, PUBLIC)?;
                 if present {
                     tracing::warn!(
                         "repaired blob {digest} in {}: the copy there did not match its digest",

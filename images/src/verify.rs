@@ -753,8 +753,8 @@ fn file_digest(
             if p.to_string_lossy().trim_start_matches("./") != path {
                 continue;
             }
-            let (d, _) = digest::sha256_stream(e, u64::MAX).map_err(bad)?;
-            found = d.strip_prefix("sha256:").map(str::to_string);
+            let (hex, _) = distro_hostio::sha256_reader(e, u64::MAX).map_err(bad)?;
+            found = Some(hex);
         }
     }
     Ok(found)

@@ -5,11 +5,11 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cmd::Cmd;
 use crate::dep3;
 use crate::error::PatchError;
-use crate::fsutil::sha256_hex;
 use crate::series::Series;
+use distro_hostio::sha256_hex;
+use distro_hostio::Cmd;
 
 /// One patch that was applied, as the build's provenance lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,7 +99,7 @@ pub fn apply_series(tree: &Path, patches_dir: &Path) -> Result<Vec<AppliedPatch>
                 series: series.path.clone(),
                 series_line: entry.line,
                 tree: tree.clone(),
-                stderr: crate::cmd::tail(&out.stderr),
+                stderr: distro_hostio::cmd::tail(&out.stderr),
             });
         }
     }

@@ -28,11 +28,11 @@ use distro_config::Line;
 use serde::{Deserialize, Serialize};
 
 use crate::advisory::AdvisoryDb;
-use crate::cmd::Cmd;
 use crate::dep3::{self, Origin, OriginCategory, PatchMeta};
 use crate::error::PatchError;
 use crate::series::Series;
 use crate::source::LineSource;
+use distro_hostio::Cmd;
 
 /// What to backport.
 #[derive(Debug, Clone)]
@@ -663,7 +663,11 @@ pub fn backport_many(
                 match &line.patches {
                     Some(dir) => {
                         let dest = dir.join(&fix.name);
-                        crate::write_atomic(&dest, text.as_deref().unwrap_or(&fix.text).as_bytes())?;
+                        distro_hostio::write_atomic(
+                            &dest,
+                            text.as_deref().unwrap_or(&fix.text).as_bytes(),
+                            distro_hostio::PUBLIC,
+                        )?;
                         crate::series::append(dir, &fix.name)?;
                         result.added = Some(dest);
                     }
@@ -1083,7 +1087,11 @@ fn try_line(
                         "report this as a bug",
                     )
                 })?;
-                crate::write_atomic(&keep_dir.join(format!("{}.json", line.version)), &json)?;
+                distro_hostio::write_atomic(
+                    &keep_dir.join(format!("{}.json", line.version)),
+                    &json,
+                    distro_hostio::PUBLIC,
+                )?;
                 wt.keep();
                 kept = Some(wt.dir.clone());
                 Outcome::Conflict {
@@ -1623,7 +1631,7 @@ pub fn continue_backport(
     let meta = dep3::parse(&name, &state.fix_text)?;
     let text = backport_text(&meta, meta.commit.as_deref(), &diff, today);
     let added = queue.join(&state.patch);
-    crate::write_atomic(&added, text.as_bytes())?;
+    distro_hostio::write_atomic(&added, text.as_bytes(), distro_hostio::PUBLIC)?;
     let listed = Series::read(&queue).is_ok_and(|s| s.contains(&state.patch));
     if !listed {
         crate::series::append(&queue, &state.patch)?;

@@ -22,9 +22,9 @@ use serde::Serialize;
 
 use crate::advisory::{parse_lock, scan, AdvisoryDb, LockedPackage};
 use crate::apply::{read_queue, QueuedPatch};
-use crate::cmd::Cmd;
 use crate::error::PatchError;
 use crate::source::LineSource;
+use distro_hostio::Cmd;
 
 /// What an advisory means for a line (OpenVEX statuses).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

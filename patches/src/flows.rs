@@ -8,11 +8,11 @@ use distro_config::{Distribution, Line};
 
 use crate::advisory::{parse_lock, scan, AdvisoryDb, Finding};
 use crate::apply::{apply_series, AppliedPatch};
-use crate::cmd::Cmd;
 use crate::dep3::{self, Origin, OriginCategory, PatchMeta};
 use crate::error::PatchError;
 use crate::remediate::{self, Remediation};
 use crate::source::LineSource;
+use distro_hostio::Cmd;
 
 /// Writes the line's source at its ref with its series applied to `dest` (replaced
 /// atomically: built beside it, then renamed). A line without a queue gets its plain source.
@@ -144,7 +144,7 @@ pub fn remediate_line(
         }
         let text = format!("{}\n{diff}", dep3::render_header(&meta, today));
         let dest = queue.join(&name);
-        crate::write_atomic(&dest, text.as_bytes())?;
+        distro_hostio::write_atomic(&dest, text.as_bytes(), distro_hostio::PUBLIC)?;
         crate::series::append(&queue, &name)?;
         patch = Some(dest);
     }

@@ -1,14 +1,13 @@
-//! Atomic writes and digests of published files (patches, series, VEX documents), through
-//! [`distro_hostio`].
+//! The atomic write of the `distro` crate's patch commands, until they call [`distro_hostio`]
+//! themselves (this crate calls it directly).
 
 use std::path::Path;
 
 use crate::error::PatchError;
 
-pub use distro_hostio::sha256_hex;
-
-/// Writes `bytes` to `path` atomically ([`distro_hostio::write_atomic`]), readable by everyone
-/// (0644): patches, series and VEX documents are published.
+/// [`distro_hostio::write_atomic`] with mode 0644 ([`distro_hostio::PUBLIC`]: patches, series
+/// and VEX documents are published), kept for `distro/src/cmd/patches.rs`; nothing in this
+/// crate uses it.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PatchError> {
     Ok(distro_hostio::write_atomic(
         path,

@@ -32,13 +32,10 @@ pub mod vex;
 
 pub use apply::{apply_series, read_queue, AppliedPatch, QueuedPatch};
 pub use error::PatchError;
-pub use fsutil::{sha256_hex, write_atomic};
+pub use fsutil::write_atomic;
 
 /// The chrono the public API uses (dates of support windows), for callers without their own.
 pub use chrono;
-
-/// Subprocesses (git, cargo, tar) run through the one runner: `crate::cmd::Cmd`.
-use distro_hostio::cmd;
 
 /// Where the repository keeps its RustSec advisory database snapshot, relative to its root.
 pub const VENDORED_ADVISORY_DB: &str = "patches/advisory-db";

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::advisory::{parse_lock, scan, AdvisoryDb, Finding, LockedPackage};
-use crate::cmd::Cmd;
 use crate::dep3::matches_req;
 use crate::error::PatchError;
 use crate::index::LocalIndex;
+use distro_hostio::Cmd;
 
 /// One requirement on a crate, and who states it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -217,7 +217,7 @@ pub fn plan(tree: &Path, db: &AdvisoryDb, cargo_home: &Path) -> Result<Remediati
             .or_default()
             .push(f.advisory.clone());
     }
-    let digest = crate::sha256_hex(&before);
+    let digest = distro_hostio::sha256_hex(&before);
     let mut result = Remediation {
         lock_before: digest.clone(),
         lock_after: digest,
@@ -329,7 +329,7 @@ pub fn remediate_tree(
     }
     let lock_path = tree.join("Cargo.lock");
     let after = std::fs::read(&lock_path).map_err(|e| PatchError::io(&lock_path, e))?;
-    result.lock_after = crate::sha256_hex(&after);
+    result.lock_after = distro_hostio::sha256_hex(&after);
     let now = parse_lock(&lock_path, &String::from_utf8_lossy(&after))?;
     for b in &result.bumps {
         if !now

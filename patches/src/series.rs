@@ -116,7 +116,11 @@ pub fn append(dir: &Path, name: &str) -> Result<(), PatchError> {
     }
     text.push_str(name);
     text.push('\n');
-    crate::fsutil::write_atomic(&path, text.as_bytes())
+    Ok(distro_hostio::write_atomic(
+        &path,
+        text.as_bytes(),
+        distro_hostio::PUBLIC,
+    )?)
 }
 
 #[cfg(test)]

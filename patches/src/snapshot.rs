@@ -15,8 +15,8 @@ use chrono::NaiveDate;
 use serde::Serialize;
 
 use crate::advisory::AdvisoryDb;
-use crate::cmd::Cmd;
 use crate::error::PatchError;
+use distro_hostio::Cmd;
 
 /// The RustSec advisory database upstream (also what deny.toml's `db-urls` names).
 pub const UPSTREAM_URL: &str = "https://github.com/rustsec/advisory-db";

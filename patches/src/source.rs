@@ -2,8 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::cmd::Cmd;
 use crate::error::PatchError;
+use distro_hostio::Cmd;
 
 /// `git worktree add/remove` read and write the repository's shared worktree list and race
 /// when run concurrently on one repository; this serialises them within the process.
@@ -188,7 +188,10 @@ pub fn is_remote(git: &str) -> bool {
 
 /// The bare mirror of `url` in `cache`: `<cache>/<first 16 hex of sha256(url)>.git`.
 pub fn mirror_dir(cache: &Path, url: &str) -> PathBuf {
-    cache.join(format!("{}.git", &crate::sha256_hex(url.as_bytes())[..16]))
+    cache.join(format!(
+        "{}.git",
+        &distro_hostio::sha256_hex(url.as_bytes())[..16]
+    ))
 }
 
 /// A remote source brought into the cache.

@@ -226,7 +226,7 @@ pub fn document(
     let body = serde_json::to_vec(&statements).unwrap_or_default();
     let id = format!(
         "https://openvex.dev/docs/public/vex-{}",
-        crate::sha256_hex(&[eval.line.as_bytes(), &body].concat())
+        distro_hostio::sha256_hex(&[eval.line.as_bytes(), &body].concat())
     );
     Some(Document {
         context: CONTEXT.into(),

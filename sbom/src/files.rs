@@ -1,5 +1,6 @@
-//! Hashing and writing of the files this crate reads and produces, through [`distro_hostio`]
-//! (this module only names the file in [`SbomError`]s).
+//! Hashing and writing of SBOM files for the `distro` crate's callers (`cmd/sbom.rs`,
+//! `cmd/image.rs`, `cmd/release.rs`), through [`distro_hostio`], naming the file in
+//! [`SbomError`]s; this crate calls [`distro_hostio`] directly.
 
 use std::path::Path;
 
@@ -8,11 +9,6 @@ use crate::SbomError;
 /// Hex SHA-256 of a file's content (streamed; binaries can be large).
 pub fn sha256_file(path: &Path) -> Result<String, SbomError> {
     distro_hostio::sha256_file(path).map_err(|e| SbomError::io("reading", path, e))
-}
-
-/// Hex SHA-256 of bytes.
-pub fn sha256_bytes(bytes: &[u8]) -> String {
-    distro_hostio::sha256_hex(bytes)
 }
 
 /// Writes an SBOM document to `path` atomically, readable by everyone (0644: documents are

@@ -32,7 +32,7 @@ pub use graph::Graph;
 
 /// An RFC 4122-shaped UUID (version 5 layout, RFC variant) from the SHA-256 of `content`.
 pub(crate) fn uuid_from(content: &[u8]) -> String {
-    let d = files::sha256_bytes(content);
+    let d = distro_hostio::sha256_hex(content);
     let mut b: Vec<u8> = (0..16)
         .map(|i| u8::from_str_radix(&d[2 * i..2 * i + 2], 16).unwrap_or(0))
         .collect();

@@ -11,8 +11,8 @@ use distro_schema::{
 
 use crate::fips::{module, symbols};
 use crate::fsutil;
-use crate::process::Cmd;
 use crate::BuildError;
+use distro_hostio::Cmd;
 
 /// TLS 1.3 and 1.2 suites the FIPS policy allows (AES-GCM with ECDHE).
 pub const APPROVED_SUITES: &[&str] = &[
@@ -184,7 +184,7 @@ pub fn collect(
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
-        binary_sha256: fsutil::sha256_hex(&data),
+        binary_sha256: distro_hostio::sha256_hex(&data),
         mode: failures.is_empty(),
         module,
         symbols: scan,

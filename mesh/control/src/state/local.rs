@@ -1,15 +1,15 @@
 //! The local state directory: the embedded default, for one control-plane process.
 //!
-//! Every file is written atomically (temporary file in the same directory, fsync, rename, fsync
-//! of the directory), so a crash leaves either the old or the new content. One file per token
+//! Every file is written with the one atomic write ([`distro_hostio::write_atomic`]: temporary
+//! file in the same directory, fsync, rename, fsync of the directory), so a crash leaves either
+//! the old or the new content. One file per token
 //! and per certificate keeps writers from different processes (`token create` and the server)
-//! from racing. A conditional write of an absent key is an exclusive link of the fully written
-//! temporary file (`link(2)` fails if the name exists), so of two concurrent creators, in this
-//! process or another, exactly one wins; a conditional replace compares the content under a
+//! from racing. A conditional write of an absent key is [`distro_hostio::create_new`], an
+//! exclusive link of the fully written temporary file (`link(2)` fails if the name exists), so
+//! of two concurrent creators, in this process or another, exactly one wins; a conditional replace compares the content under a
 //! lock of this process.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -25,57 +25,43 @@ pub fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
 
 /// The revision of a file: the first 8 bytes of the SHA-256 of its content.
 fn rev_of(data: &[u8]) -> Rev {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&d.as_ref()[..8]);
-    Rev(u64::from_be_bytes(b))
+    let hex = distro_hostio::sha256_hex(data);
+    // Invariant: a sha256 hex digest is 64 hex digits, so its first 16 parse as a u64.
+    Rev(hex
+        .get(..16)
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+        .unwrap_or(0))
 }
 
-/// Writes `data` to a new temporary file beside `path` (mode 0600 or 0644 from its creation
-/// on), fsynced; returns its path.
-fn write_temp(path: &Path, data: &[u8], private: bool) -> Result<PathBuf, StateError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
-    let mut rnd = [0u8; 8];
-    let _ = aws_lc_rs::rand::fill(&mut rnd);
-    let tmp = dir.join(format!(".{name}.{}.tmp", hex::encode(rnd)));
-    let mut opts = fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(if private { 0o600 } else { 0o644 });
-    }
-    let result = (|| {
-        let mut f = opts.open(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(io_err(path)(e));
-    }
-    Ok(tmp)
-}
-
-fn sync_dir(path: &Path) {
-    if let Some(dir) = path.parent() {
-        if let Ok(d) = fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
+/// The mode of a state file: 0600 for secrets (keys, tokens), 0644 otherwise.
+fn mode(private: bool) -> u32 {
+    if private {
+        distro_hostio::PRIVATE
+    } else {
+        distro_hostio::PUBLIC
     }
 }
 
-/// Writes `data` to `path` atomically; `private` files get mode 0600 from their creation on.
-pub fn write_atomic(path: &Path, data: &[u8], private: bool) -> Result<(), StateError> {
-    let tmp = write_temp(path, data, private)?;
-    if let Err(e) = fs::rename(&tmp, path) {
-        let _ = fs::remove_file(&tmp);
-        return Err(io_err(path)(e));
+/// An atomic write's failure as a [`StateError::Io`] naming the file.
+fn write_err(e: distro_hostio::WriteError) -> StateError {
+    use distro_hostio::WriteError;
+    match e {
+        WriteError::Io {
+            action,
+            path,
+            source,
+        } => StateError::Io {
+            path: path.display().to_string(),
+            source: std::io::Error::new(source.kind(), format!("{action}: {source}")),
+        },
+        WriteError::Special { path, kind } => StateError::Io {
+            path: path.display().to_string(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("it is {kind}, not a regular file; remove it"),
+            ),
+        },
     }
-    sync_dir(path);
-    Ok(())
 }
 
 /// A state directory.
@@ -131,7 +117,7 @@ impl StateBackend for LocalDir {
     }
 
     fn put(&self, key: &str, data: &[u8], private: bool) -> Result<(), StateError> {
-        write_atomic(&self.path(key), data, private)
+        distro_hostio::write_atomic(&self.path(key), data, mode(private)).map_err(write_err)
     }
 
     fn put_if(
@@ -143,25 +129,13 @@ impl StateBackend for LocalDir {
     ) -> Result<bool, StateError> {
         let path = self.path(key);
         match expected {
-            None => {
-                // Exclusive create of fully written content: link(2) fails if the name exists.
-                let tmp = write_temp(&path, data, private)?;
-                let linked = fs::hard_link(&tmp, &path);
-                let _ = fs::remove_file(&tmp);
-                match linked {
-                    Ok(()) => {
-                        sync_dir(&path);
-                        Ok(true)
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-                    Err(e) => Err(io_err(&path)(e)),
-                }
-            }
+            None => distro_hostio::create_new(&path, data, mode(private)).map_err(write_err),
             Some(rev) => {
                 let _guard = self.cas.lock().unwrap_or_else(|p| p.into_inner());
                 match self.get(key)? {
                     Some(e) if e.rev == rev => {
-                        write_atomic(&path, data, private)?;
+                        distro_hostio::write_atomic(&path, data, mode(private))
+                            .map_err(write_err)?;
                         Ok(true)
                     }
                     _ => Ok(false),
@@ -223,24 +197,62 @@ impl StateBackend for LocalDir {
 mod tests {
     use super::*;
 
-    /// Atomic writes replace content and private files are 0600.
+    fn file_mode(p: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        fs::metadata(p)
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or(0)
+    }
+
+    /// Writes replace content; private files are 0600 and the others 0644, whichever way they
+    /// were written; no temporary file is left.
     #[test]
-    fn atomic_private_write() {
+    fn private_files_are_owner_only() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let p = dir.path().join("k.pem");
-        write_atomic(&p, b"one", true).unwrap_or_else(|e| panic!("{e}"));
-        write_atomic(&p, b"two", true).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(fs::read(&p).unwrap_or_default(), b"two");
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(&p)
-                .map(|m| m.permissions().mode())
-                .unwrap_or(0);
-            assert_eq!(mode & 0o777, 0o600);
-        }
-        let leftovers = fs::read_dir(dir.path()).map(|d| d.count()).unwrap_or(0);
-        assert_eq!(leftovers, 1, "temporary files left behind");
+        let d = LocalDir::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        d.put("ca/key.pem", b"one", true)
+            .unwrap_or_else(|e| panic!("{e}"));
+        d.put("ca/key.pem", b"two", true)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            fs::read(dir.path().join("ca/key.pem")).unwrap_or_default(),
+            b"two"
+        );
+        assert_eq!(file_mode(&dir.path().join("ca/key.pem")), 0o600);
+        d.put("ca/cert.pem", b"cert", false)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(file_mode(&dir.path().join("ca/cert.pem")), 0o644);
+        assert!(d.put_if("tokens/t", None, b"secret", true).unwrap_or(false));
+        assert_eq!(file_mode(&dir.path().join("tokens/t")), 0o600);
+        let r = d.get("tokens/t").ok().flatten().map(|e| e.rev);
+        assert!(d.put_if("tokens/t", r, b"rotated", true).unwrap_or(false));
+        assert_eq!(file_mode(&dir.path().join("tokens/t")), 0o600);
+        let leftovers: Vec<String> = ["ca", "tokens"]
+            .iter()
+            .flat_map(|sub| fs::read_dir(dir.path().join(sub)).into_iter().flatten())
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(
+            leftovers.is_empty(),
+            "temporary files left behind: {leftovers:?}"
+        );
+    }
+
+    /// A write that cannot be done names the file.
+    #[test]
+    fn a_failed_write_names_the_file() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let d = LocalDir::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        fs::create_dir_all(dir.path().join("ca/key.pem")).unwrap_or_else(|e| panic!("{e}"));
+        let err = d.put("ca/key.pem", b"k", true).err().map(|e| e.to_string());
+        let want = dir.path().join("ca/key.pem").display().to_string();
+        assert!(
+            err.as_deref()
+                .is_some_and(|m| m.contains(&want) && m.contains("directory")),
+            "{err:?}"
+        );
     }
 
     /// Of many threads creating one absent key, exactly one wins, and its content is whole.
