@@ -19,11 +19,15 @@ use std::time::Instant;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 /// Name of the etcd client configuration in the FIPS self-report.
 pub const REPORT_NAME: &str = "etcd-state-client";
+
+/// How long a new connection waits for etcd's first bytes (see [`Connector`]'s call).
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Marks every error of [`Connector`]: a request that failed this way was never sent.
 pub const CONNECT_ERROR_MARK: &str = "etcd member";
@@ -244,6 +248,8 @@ impl Connector {
 /// A TLS stream that records a TLS error on read (an alert from etcd) in the [`TlsNote`].
 pub struct Watched {
     inner: TlsStream<TcpStream>,
+    /// What the probe after the handshake read, handed out first.
+    pending: Vec<u8>,
     endpoint: String,
     host: String,
     tls: EtcdTls,
@@ -256,6 +262,12 @@ impl tokio::io::AsyncRead for Watched {
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        if !self.pending.is_empty() {
+            let n = buf.remaining().min(self.pending.len());
+            buf.put_slice(&self.pending[..n]);
+            self.pending.drain(..n);
+            return Poll::Ready(Ok(()));
+        }
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Err(e)) = &r {
             let is_tls = e
@@ -393,8 +405,34 @@ impl tower::Service<http::Uri> for Connector {
                 .connect(name, tcp)
                 .await
                 .map_err(|e| fail(explain(&e, &host, &tls)))?;
+            // In TLS 1.3 the client's side of the handshake ends before etcd has checked the
+            // client certificate; a refusal comes as an alert after it. etcd (an HTTP/2 server)
+            // speaks first, so wait briefly for its first bytes: an alert or a close here is
+            // this connection's failure, named, instead of "connection closed" on a request.
+            let mut stream = stream;
+            let mut first = vec![0u8; 4096];
+            let pending = match tokio::time::timeout(PROBE_TIMEOUT, stream.read(&mut first)).await {
+                Ok(Ok(0)) => {
+                    return Err(fail(format!(
+                        "TLS handshake failed: etcd closed the connection right after it{}",
+                        if tls.client_cert.is_none() {
+                            "; if etcd runs with --client-cert-auth, pass --state-cert FILE and \
+                             --state-key FILE"
+                        } else {
+                            ""
+                        }
+                    )))
+                }
+                Ok(Ok(n)) => {
+                    first.truncate(n);
+                    first
+                }
+                Ok(Err(e)) => return Err(fail(explain(&e, &host, &tls))),
+                Err(_) => Vec::new(),
+            };
             Ok(TokioIo::new(Watched {
                 inner: stream,
+                pending,
                 endpoint,
                 host,
                 tls,
