@@ -363,8 +363,10 @@ fn etcd_client_cert_auth_needs_the_client_certificate() {
         "connected to etcd --client-cert-auth without a client certificate"
     );
     assert!(
-        err.contains(&format!("etcd member {}: TLS handshake failed", etcd.endpoint()))
-            && err.contains("--state-cert"),
+        err.contains(&format!(
+            "etcd member {}: TLS handshake failed",
+            etcd.endpoint()
+        )) && err.contains("--state-cert"),
         "{err}"
     );
 
