@@ -312,9 +312,19 @@ fn replica_over_etcds_verifies_etcd_and_keeps_its_state_there() {
             && err.contains("not valid for localhost"),
         "{err}"
     );
-    // With the right CA the same command works (the refusals above are about the certificate).
+    // With the right CA the same command works (the refusals above are about the certificate),
+    // also with a member that is down listed first: requests go to the one that answers.
     let (ok, err) = ca_status(dir.path(), &url, &tls);
     assert!(ok, "{err}");
+    let with_dead = format!(
+        "etcds://127.0.0.1:{},127.0.0.1:{}/tls",
+        free_port(),
+        etcd.port
+    );
+    for _ in 0..3 {
+        let (ok, err) = ca_status(dir.path(), &with_dead, &tls);
+        assert!(ok, "{err}");
+    }
 
     // Ambiguous or incomplete TLS settings are refused before anything is dialled.
     let plain = format!("etcd://127.0.0.1:{}/tls", etcd.port);
