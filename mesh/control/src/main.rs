@@ -42,6 +42,12 @@ enum Command {
     /// Report what crypto module this binary links, whether it is in FIPS mode, and what every
     /// TLS configuration will negotiate. Exits non-zero when any of it is not FIPS.
     FipsCheck {
+        /// The state the control plane will run with; for etcds://... the etcd client's TLS
+        /// configuration is built from the files below and checked too (nothing is connected).
+        #[arg(long)]
+        state: Option<String>,
+        #[command(flatten)]
+        tls: StateTlsArgs,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
@@ -59,10 +65,12 @@ enum Command {
         /// The state directory of the single control plane (stop it first).
         #[arg(long)]
         from: PathBuf,
-        /// The etcd state the replicas will use: etcd://HOST:PORT[,HOST:PORT...]/PREFIX (the
-        /// prefix must be empty).
+        /// The etcd state the replicas will use: etcd://HOST:PORT[,HOST:PORT...]/PREFIX, or
+        /// etcds://... over TLS (the prefix must be empty).
         #[arg(long)]
         to: String,
+        #[command(flatten)]
+        tls: StateTlsArgs,
         /// File with the key (64 hex digits) that seals the CA private keys in etcd; without
         /// it, the MESH_CONTROL_STATE_KEY environment variable.
         #[arg(long)]
@@ -90,17 +98,57 @@ struct StateArgs {
     /// State directory (CA key, issued serials, config version, used tokens), for one process.
     #[arg(long, conflicts_with = "state", required_unless_present = "state")]
     state_dir: Option<PathBuf>,
-    /// Shared state for several replicas: etcd://HOST:PORT[,HOST:PORT...]/PREFIX.
+    /// Shared state for several replicas: etcd://HOST:PORT[,HOST:PORT...]/PREFIX, or
+    /// etcds://HOST:PORT[,HOST:PORT...]/PREFIX to reach every member over TLS (FIPS provider).
     #[arg(long)]
     state: Option<String>,
     /// File with the key (64 hex digits) that seals CA private keys in etcd; without it, the
     /// MESH_CONTROL_STATE_KEY environment variable. Not used for a state directory.
     #[arg(long)]
     state_key_file: Option<PathBuf>,
+    #[command(flatten)]
+    tls: StateTlsArgs,
+}
+
+/// TLS to etcd, for `--state etcds://...`.
+#[derive(Args, Clone, Default)]
+struct StateTlsArgs {
+    /// CA bundle (PEM) that etcd's server certificate must chain to; needed for etcds://.
+    #[arg(long)]
+    state_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd's --client-cert-auth; with --state-key.
+    #[arg(long)]
+    state_cert: Option<PathBuf>,
+    /// Private key (PEM, mode 0600) of --state-cert. Not the key that seals CA keys, which is
+    /// --state-key-file.
+    #[arg(long)]
+    state_key: Option<PathBuf>,
+}
+
+impl StateTlsArgs {
+    /// The TLS configuration for the state `url` (`None` for a state that is not etcds://).
+    fn load(&self, url: Option<&str>) -> anyhow::Result<Option<state::etcd_tls::EtcdTls>> {
+        let files = state::etcd_tls::TlsFiles {
+            ca: self.state_ca.clone(),
+            cert: self.state_cert.clone(),
+            key: self.state_key.clone(),
+        };
+        Ok(state::etcd_tls::EtcdTls::for_url(url, &files)?)
+    }
 }
 
 impl StateArgs {
+    fn etcd_tls(&self) -> anyhow::Result<Option<state::etcd_tls::EtcdTls>> {
+        self.tls.load(self.state.as_deref())
+    }
+
     fn open(&self) -> anyhow::Result<state::State> {
+        self.open_with(self.etcd_tls()?)
+    }
+
+    /// Opens the state with `tls`, the configuration [`Self::etcd_tls`] made (so the FIPS
+    /// report describes the object the connections use).
+    fn open_with(&self, tls: Option<state::etcd_tls::EtcdTls>) -> anyhow::Result<state::State> {
         let key = if self.state.is_some() {
             state::seal::SealKey::load(self.state_key_file.as_deref())?
         } else {
@@ -110,6 +158,7 @@ impl StateArgs {
             self.state_dir.as_deref(),
             self.state.as_deref(),
             key,
+            tls,
         )?)
     }
 }
@@ -236,9 +285,11 @@ enum Format {
     Json,
 }
 
-fn report() -> anyhow::Result<FipsSelfCheck> {
-    // Only the configuration mesh-control serves with: it originates no TLS.
-    let configs = vec![server::self_check_config()?];
+fn report(etcd_tls: Option<&state::etcd_tls::EtcdTls>) -> anyhow::Result<FipsSelfCheck> {
+    // The configuration mesh-control serves with, and the one it reaches etcd with (etcds://);
+    // it originates no other TLS.
+    let mut configs = vec![server::self_check_config()?];
+    configs.extend(etcd_tls.map(state::etcd_tls::EtcdTls::report));
     Ok(fips::self_check(
         COMPONENT,
         env!("CARGO_PKG_VERSION"),
@@ -250,7 +301,7 @@ fn report() -> anyhow::Result<FipsSelfCheck> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::FipsCheck { format } => fips_check(format),
+        Command::FipsCheck { state, tls, format } => fips_check(state.as_deref(), &tls, format),
         Command::Run(args) => run(args),
         Command::Token(TokenCmd::Create {
             state,
@@ -261,9 +312,10 @@ fn main() -> ExitCode {
         Command::MigrateState {
             from,
             to,
+            tls,
             state_key_file,
             format,
-        } => migrate_state(&from, &to, state_key_file.as_deref(), format),
+        } => migrate_state(&from, &to, &tls, state_key_file.as_deref(), format),
         Command::Ca(cmd) => ca_cmd(cmd),
         Command::CheckConfig {
             config,
@@ -281,8 +333,13 @@ fn main() -> ExitCode {
 }
 
 #[allow(clippy::print_stdout)]
-fn fips_check(format: Format) -> anyhow::Result<ExitCode> {
-    let r = report()?;
+fn fips_check(
+    state_url: Option<&str>,
+    tls: &StateTlsArgs,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    let etcd_tls = tls.load(state_url)?;
+    let r = report(etcd_tls.as_ref())?;
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&r)?),
         Format::Text => print!("{}", mesh_core::fips::render_text(&r)),
@@ -296,7 +353,8 @@ fn fips_check(format: Format) -> anyhow::Result<ExitCode> {
 
 #[allow(clippy::print_stderr)]
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let r = report()?;
+    let etcd_tls = args.state.etcd_tls()?;
+    let r = report(etcd_tls.as_ref())?;
     if let Err(e) = fips::ensure_fips(&r) {
         eprintln!("{COMPONENT}: refusing to start: {e}");
         return Ok(ExitCode::from(3));
@@ -314,7 +372,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         sa_issuers.push(tokens::load_sa_issuer(f, args.sa_issuer.clone())?);
     }
     let settings = server::Settings {
-        state: args.state.open()?,
+        state: args.state.open_with(etcd_tls)?,
         config: args.config,
         listen: args.listen,
         ops: args.ops,
@@ -479,12 +537,16 @@ fn check_config(
 fn migrate_state(
     from: &std::path::Path,
     to: &str,
+    tls: &StateTlsArgs,
     key_file: Option<&std::path::Path>,
     format: Format,
 ) -> anyhow::Result<ExitCode> {
-    if !to.starts_with("etcd://") {
-        anyhow::bail!("--to {to}: expected etcd://HOST:PORT[,HOST:PORT...]/PREFIX");
+    if !(to.starts_with(state::etcd::PLAIN_SCHEME) || to.starts_with(state::etcd::TLS_SCHEME)) {
+        anyhow::bail!(
+            "--to {to}: expected etcd://HOST:PORT[,HOST:PORT...]/PREFIX (etcds:// for TLS)"
+        );
     }
+    let etcd_tls = tls.load(Some(to))?;
     if !from.join(state::CA_STATE).is_file() {
         anyhow::bail!(
             "{}: no {} here; this is not a mesh-control state directory",
@@ -499,7 +561,7 @@ fn migrate_state(
             state::seal::ENV
         )
     })?;
-    let dst = state::open(None, Some(to), Some(key))?;
+    let dst = state::open(None, Some(to), Some(key), etcd_tls)?;
     if dst.get(state::CA_STATE)?.is_some() {
         anyhow::bail!(
             "{} already holds a control plane's state; choose an empty prefix",

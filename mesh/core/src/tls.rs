@@ -656,6 +656,27 @@ pub fn spiffe_bootstrap_client_config(
     Ok(config)
 }
 
+/// A client configuration for a server that is named by a DNS name or an IP address rather than
+/// a SPIFFE ID (the control plane's etcd cluster): webpki path validation to `roots` and the
+/// name check against the server name the connection is opened with, both with the FIPS
+/// provider's algorithms ([`crypto::provider`], TLS 1.2/1.3 FIPS suites, P-256/P-384), an
+/// optional client certificate, and `alpn` offered.
+pub fn webpki_client_config(
+    roots: Arc<RootCertStore>,
+    client_cert: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    alpn: &[&[u8]],
+) -> Result<ClientConfig, TlsError> {
+    let builder = ClientConfig::builder_with_provider(crypto::provider())
+        .with_protocol_versions(PROTOCOL_VERSIONS)?
+        .with_root_certificates(roots);
+    let mut config = match client_cert {
+        Some((chain, key)) => builder.with_client_auth_cert(chain, key)?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -700,6 +721,71 @@ mod tests {
     fn server_of(ident: &EphemeralIdentity, auth: ClientAuth) -> ServerConfig {
         spiffe_server_config(ident.roots.clone(), ident.chain.clone(), ident.key(), auth)
             .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A CA and a server certificate for `dns_name` signed by it: (CA roots, server config).
+    fn named_server(dns_name: &str) -> (Arc<RootCertStore>, ServerConfig) {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, PKCS_ECDSA_P256_SHA256};
+        let ca_key =
+            KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap_or_else(|e| panic!("{e}"));
+        let mut ca_params = CertificateParams::default();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // A name of its own: a client that trusts another test CA must see an unknown issuer.
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("test CA {n}"));
+        let ca = ca_params
+            .self_signed(&ca_key)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap_or_else(|e| panic!("{e}"));
+        let leaf = CertificateParams::new(vec![dns_name.to_string()])
+            .and_then(|p| p.signed_by(&key, &issuer))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(ca.der().clone())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let server = ServerConfig::builder_with_provider(crypto::provider())
+            .with_protocol_versions(PROTOCOL_VERSIONS)
+            .and_then(|b| {
+                b.with_no_client_auth().with_single_cert(
+                    vec![leaf.der().clone()],
+                    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+                )
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        (Arc::new(roots), server)
+    }
+
+    /// The webpki client configuration (etcd's) accepts a server whose certificate chains to its
+    /// roots and names the host it dialled, refuses another CA and another name, offers its
+    /// ALPN, and is FIPS in a FIPS build.
+    #[test]
+    fn webpki_client_checks_chain_and_name() {
+        let (roots, server) = named_server("workload");
+        let client =
+            |roots| webpki_client_config(roots, None, &[b"h2"]).unwrap_or_else(|e| panic!("{e}"));
+        let ok = client(roots.clone());
+        assert_eq!(ok.alpn_protocols, [b"h2".to_vec()]);
+        assert_eq!(ok.fips(), crypto::FIPS_BUILD);
+        assert!(handshake(ok, server.clone()).is_ok());
+
+        let (other_roots, _) = named_server("workload");
+        match handshake(client(other_roots), server) {
+            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)) => {}
+            other => panic!("another CA: {other:?}"),
+        }
+        let (roots, wrong_name) = named_server("other.test");
+        match handshake(client(roots), wrong_name) {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName
+                | rustls::CertificateError::NotValidForNameContext { .. },
+            )) => {}
+            other => panic!("another name: {other:?}"),
+        }
     }
 
     /// The SPIFFE verifier accepts the expected server identity (exact, by trust domain, from a

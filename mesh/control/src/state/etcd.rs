@@ -1,6 +1,8 @@
 //! The etcd backend: several control-plane replicas over one etcd cluster (v3 API).
 //!
-//! `--state etcd://HOST:PORT[,HOST:PORT...]/PREFIX` keeps every key under `/PREFIX/`. A write
+//! `--state etcd://HOST:PORT[,HOST:PORT...]/PREFIX` keeps every key under `/PREFIX/`;
+//! `etcds://` instead of `etcd://` speaks TLS to every member, on the FIPS provider
+//! ([`super::etcd_tls`]); one URL is all plain or all TLS. A write
 //! that must happen once is a transaction comparing the key's `mod_revision` (or, for a key
 //! that must still be absent, its `create_revision == 0`) before the put, so of replicas racing
 //! on one key exactly one commits. Reads are linearizable while the quorum answers; when it
@@ -25,6 +27,7 @@ use etcd_client::{
 };
 use tokio::sync::watch;
 
+use super::etcd_tls::{self, EtcdTls};
 use super::seal::{self, SealKey};
 use super::{ca_key, Entry, Health, Rev, StateBackend, StateError, CA_STATE, CONFIG};
 
@@ -36,6 +39,10 @@ pub struct Etcd {
     rt: Option<tokio::runtime::Runtime>,
     client: Client,
     endpoints: Vec<String>,
+    /// Whether the members are reached over TLS (`etcds://`).
+    tls: bool,
+    /// The last TLS failure after a handshake, for `etcds://`.
+    tls_note: etcd_tls::TlsNote,
     prefix: String,
     seal: Option<SealKey>,
     changes: watch::Receiver<u64>,
@@ -53,11 +60,41 @@ impl Drop for Etcd {
     }
 }
 
-/// Parses `etcd://h1:p1,h2:p2/prefix` into endpoints and the key prefix (`/prefix/`).
-pub fn parse_url(url: &str) -> Result<(Vec<String>, String), String> {
-    let rest = url
-        .strip_prefix("etcd://")
-        .ok_or_else(|| "an etcd state URL starts with etcd://".to_string())?;
+/// The scheme of a plain etcd state URL.
+pub const PLAIN_SCHEME: &str = "etcd://";
+/// The scheme of an etcd state URL whose members are reached over TLS.
+pub const TLS_SCHEME: &str = "etcds://";
+
+/// A parsed state URL.
+#[derive(Debug, PartialEq, Eq)]
+pub struct StateUrl {
+    /// Whether every member is reached over TLS (`etcds://`).
+    pub tls: bool,
+    /// `http://HOST:PORT` or `https://HOST:PORT`, one per member.
+    pub endpoints: Vec<String>,
+    /// The key prefix, `/PREFIX/`.
+    pub prefix: String,
+}
+
+/// Parses `etcd://h1:p1,h2:p2/prefix` (or `etcds://...`, TLS to every member) into endpoints
+/// and the key prefix (`/prefix/`).
+pub fn parse_url(url: &str) -> Result<StateUrl, String> {
+    let (tls, rest) = if let Some(r) = url.strip_prefix(PLAIN_SCHEME) {
+        (false, r)
+    } else if let Some(r) = url.strip_prefix(TLS_SCHEME) {
+        (true, r)
+    } else {
+        return Err(
+            "an etcd state URL starts with etcd:// (plain) or etcds:// (TLS to every member)"
+                .to_string(),
+        );
+    };
+    if rest.contains("://") {
+        return Err(format!(
+            "{url}: give every member as HOST:PORT; the URL's scheme applies to all of them \
+             (etcd:// plain, etcds:// TLS), so plain and TLS members cannot be mixed"
+        ));
+    }
     let (hosts, prefix) = rest
         .split_once('/')
         .ok_or_else(|| "no key prefix: use etcd://HOST:PORT[,HOST:PORT...]/PREFIX".to_string())?;
@@ -67,26 +104,43 @@ pub fn parse_url(url: &str) -> Result<(Vec<String>, String), String> {
     }
     let mut endpoints = Vec::new();
     for h in hosts.split(',') {
+        if h.contains("://") {
+            return Err(format!(
+                "endpoint {h:?}: give HOST:PORT only; the URL's scheme applies to every member \
+                 (etcd:// plain, etcds:// TLS), so plain and TLS members cannot be mixed"
+            ));
+        }
         let ok = h
             .rsplit_once(':')
             .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
         if !ok {
             return Err(format!("endpoint {h:?} is not HOST:PORT"));
         }
-        endpoints.push(format!("http://{h}"));
+        endpoints.push(format!("{}://{h}", if tls { "https" } else { "http" }));
     }
-    Ok((endpoints, format!("/{prefix}/")))
+    Ok(StateUrl {
+        tls,
+        endpoints,
+        prefix: format!("/{prefix}/"),
+    })
 }
 
-/// Whether a request failed before it was sent: the connection to the member could not be made.
 /// How long a quorum read may take before the member's own copy is read instead.
 const QUORUM_READ_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Whether a request failed before it was sent: the connection to the member could not be made
+/// (TCP, or the TLS handshake of `etcds://`).
 fn is_connect_error(e: &etcd_client::Error) -> bool {
     let m = e.to_string();
     m.contains("tcp connect error")
         || m.contains("Connection refused")
         || m.contains("connection refused")
+        || m.contains(etcd_tls::CONNECT_ERROR_MARK)
+}
+
+/// Whether a failure is the TLS handshake's (the quorum is then not the question).
+fn is_tls_error(m: &str) -> bool {
+    m.contains("TLS handshake failed")
 }
 
 fn key_is_watched(key: &[u8], prefix: &str) -> bool {
@@ -99,21 +153,36 @@ fn is_private_key(key: &str) -> bool {
 }
 
 impl Etcd {
-    /// Connects to the cluster named by `url` and starts watching the prefix.
-    pub fn connect(url: &str, seal: Option<SealKey>) -> Result<Self, StateError> {
+    /// Connects to the cluster named by `url` and starts watching the prefix. An `etcds://`
+    /// URL needs `tls` (and a plain one refuses it).
+    pub fn connect(
+        url: &str,
+        seal: Option<SealKey>,
+        tls: Option<EtcdTls>,
+    ) -> Result<Self, StateError> {
         let unavailable = |why: String| StateError::Unavailable {
             store: url.to_string(),
             why,
         };
-        if url.starts_with("etcds://") {
-            return Err(unavailable(
-                "TLS to etcd is not available in this build: etcd-client's TLS would bring a \
-                 second, non-FIPS TLS stack (ring); reach etcd over loopback or a private \
-                 network with etcd://, or put a FIPS TLS tunnel in front of it"
-                    .into(),
-            ));
-        }
-        let (endpoints, prefix) = parse_url(url).map_err(unavailable)?;
+        let StateUrl {
+            tls: want_tls,
+            endpoints,
+            prefix,
+        } = parse_url(url).map_err(unavailable)?;
+        let tls = match (want_tls, tls) {
+            (true, Some(t)) => Some(t),
+            (false, None) => None,
+            (true, None) => {
+                return Err(unavailable(
+                    "etcds:// needs --state-ca FILE (the CA of etcd's server certificate)".into(),
+                ))
+            }
+            (false, Some(_)) => {
+                return Err(unavailable(
+                    "TLS files are given but the URL is etcd:// (plain); use etcds://".into(),
+                ))
+            }
+        };
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("etcd-client")
@@ -125,9 +194,20 @@ impl Etcd {
             .with_timeout(OP_TIMEOUT)
             .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
         let eps = endpoints.clone();
+        let tls_note = etcd_tls::TlsNote::default();
+        let note = tls_note.clone();
         let client = rt
             .block_on(async move {
-                tokio::time::timeout(OP_TIMEOUT, Client::connect(eps, Some(opts))).await
+                let connect = async move {
+                    match tls {
+                        None => Client::connect(eps, Some(opts)).await,
+                        Some(t) => {
+                            let channel = tls_channel(&eps, t, note)?;
+                            Client::from_channel(channel, Some(opts)).await
+                        }
+                    }
+                };
+                tokio::time::timeout(OP_TIMEOUT, connect).await
             })
             .map_err(|_| unavailable(format!("no answer within {OP_TIMEOUT:?}")))?
             .map_err(|e| unavailable(format!("cannot connect: {e}")))?;
@@ -137,6 +217,8 @@ impl Etcd {
             rt: Some(rt),
             client,
             endpoints,
+            tls: want_tls,
+            tls_note,
             prefix,
             seal,
             changes,
@@ -201,9 +283,23 @@ impl Etcd {
         });
         let out = match rx.recv() {
             Ok(Ok(Ok(v))) => Ok(v),
-            Ok(Ok(Err(e))) => Err(self.unavailable(format!(
-                "{what} failed: {e} (is a quorum of etcd members up?)"
-            ))),
+            Ok(Ok(Err(e))) => {
+                let mut m = e.to_string();
+                let recent = self
+                    .tls_note
+                    .lock()
+                    .ok()
+                    .and_then(|n| n.clone())
+                    .filter(|(at, _)| at.elapsed() < 2 * OP_TIMEOUT);
+                if let Some((_, note)) = recent {
+                    m = format!("{m}; {note}");
+                }
+                Err(self.unavailable(if is_tls_error(&m) {
+                    format!("{what} failed: {m}")
+                } else {
+                    format!("{what} failed: {m} (is a quorum of etcd members up?)")
+                }))
+            }
             Ok(Err(_)) => Err(self.unavailable(format!(
                 "{what}: no answer within {limit:?} (etcd has no quorum, or no member is reachable); writes are refused until it recovers"
             ))),
@@ -212,6 +308,9 @@ impl Etcd {
         if out.is_ok() {
             if let Ok(mut e) = self.last_error.lock() {
                 *e = None;
+            }
+            if let Ok(mut n) = self.tls_note.lock() {
+                *n = None;
             }
         }
         out
@@ -295,6 +394,40 @@ impl Etcd {
     }
 }
 
+/// One lazy HTTP/2 channel per member, each connecting with the TLS [`etcd_tls::Connector`],
+/// balanced (power of two choices on pending requests) as etcd-client balances plain members.
+/// Must run inside the backend's runtime (the channels spawn their workers on it).
+fn tls_channel(
+    endpoints: &[String],
+    tls: EtcdTls,
+    note: etcd_tls::TlsNote,
+) -> Result<etcd_client::Channel, etcd_client::Error> {
+    use tower::load::{CompleteOnResponse, PendingRequestsDiscover};
+    let mut channels = Vec::new();
+    for e in endpoints {
+        let endpoint = tonic::transport::Endpoint::from_shared(e.clone())
+            .map_err(|err| etcd_client::Error::InvalidArgs(format!("{e}: {err}")))?
+            .connect_timeout(OP_TIMEOUT)
+            .timeout(OP_TIMEOUT)
+            .http2_keep_alive_interval(Duration::from_secs(2))
+            .keep_alive_timeout(Duration::from_secs(2))
+            .keep_alive_while_idle(true);
+        channels.push(
+            endpoint
+                .connect_with_connector_lazy(etcd_tls::Connector::new(tls.clone(), note.clone())),
+        );
+    }
+    let discover = PendingRequestsDiscover::new(
+        tower::discover::ServiceList::new(channels),
+        CompleteOnResponse::default(),
+    );
+    let balance = tower::balance::p2c::Balance::new(discover);
+    let buffered = tower::buffer::Buffer::new(balance, 1024);
+    Ok(etcd_client::Channel::Custom(
+        tower::util::BoxCloneSyncService::new(buffered),
+    ))
+}
+
 async fn watch_task(mut client: Client, prefix: String, tx: watch::Sender<u64>) {
     loop {
         let opts = WatchOptions::new().with_prefix();
@@ -323,10 +456,11 @@ impl StateBackend for Etcd {
         let hosts: Vec<&str> = self
             .endpoints
             .iter()
-            .map(|e| e.trim_start_matches("http://"))
+            .map(|e| e.split_once("://").map_or(e.as_str(), |(_, h)| h))
             .collect();
         format!(
-            "etcd://{}{}",
+            "{}{}{}",
+            if self.tls { TLS_SCHEME } else { PLAIN_SCHEME },
             hosts.join(","),
             self.prefix.trim_end_matches('/')
         )
@@ -450,11 +584,25 @@ mod tests {
     /// State URLs give endpoints and a prefix, or an error that shows the right form.
     #[test]
     fn urls_parse_or_say_the_form() {
-        let (eps, prefix) = parse_url("etcd://127.0.0.1:2379,127.0.0.1:2380/mesh/prod")
+        let u = parse_url("etcd://127.0.0.1:2379,127.0.0.1:2380/mesh/prod")
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(eps, ["http://127.0.0.1:2379", "http://127.0.0.1:2380"]);
-        assert_eq!(prefix, "/mesh/prod/");
+        assert_eq!(
+            u.endpoints,
+            ["http://127.0.0.1:2379", "http://127.0.0.1:2380"]
+        );
+        assert_eq!(u.prefix, "/mesh/prod/");
+        assert!(!u.tls);
+        let u = parse_url("etcds://etcd-0.example:2379,[::1]:2379/mesh")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            u.endpoints,
+            ["https://etcd-0.example:2379", "https://[::1]:2379"]
+        );
+        assert!(u.tls);
         for bad in [
+            "etcds://127.0.0.1:2379,http://127.0.0.1:2380/x",
+            "etcd://https://127.0.0.1:2379/x",
+            "etcds://127.0.0.1:2379",
             "etcd://127.0.0.1:2379",
             "etcd://127.0.0.1:2379/",
             "etcd://127.0.0.1/x",
@@ -463,7 +611,7 @@ mod tests {
         ] {
             let e = parse_url(bad).err().unwrap_or_default();
             assert!(
-                e.contains("HOST:PORT") || e.contains("etcd://"),
+                e.contains("HOST:PORT") || e.contains("etcd://") || e.contains("cannot be mixed"),
                 "{bad}: {e}"
             );
         }

@@ -4,6 +4,7 @@
 //! - [`local::LocalDir`] (the default, `--state-dir DIR`): one process, files in a directory.
 //! - [`etcd::Etcd`] (`--state etcd://HOST:PORT[,HOST:PORT...]/PREFIX`): several replicas over a
 //!   shared etcd cluster; once-only transitions are etcd transactions, changes are watched.
+//!   `etcds://` reaches the members over TLS on the FIPS provider ([`etcd_tls`]).
 //!
 //! Both hold the same keys (for the local directory, the key is the path inside it):
 //!
@@ -25,6 +26,7 @@
 //! writers, in one process or in two replicas, exactly one wins.
 
 pub mod etcd;
+pub mod etcd_tls;
 pub mod local;
 pub mod seal;
 
@@ -308,20 +310,22 @@ impl State {
 }
 
 /// Opens the state named on the command line: `--state-dir DIR`, or `--state URL` (a
-/// directory path or `etcd://...`), with the operator key that seals CA keys in etcd.
+/// directory path, `etcd://...` or `etcds://...`), with the operator key that seals CA keys in
+/// etcd and, for `etcds://`, the TLS configuration ([`etcd_tls::EtcdTls::for_url`]).
 pub fn open(
     state_dir: Option<&std::path::Path>,
     url: Option<&str>,
     seal_key: Option<seal::SealKey>,
+    tls: Option<etcd_tls::EtcdTls>,
 ) -> Result<State, StateError> {
     match (state_dir, url) {
         (Some(dir), None) => State::open_dir(dir),
-        (None, Some(u)) if u.starts_with("etcd://") || u.starts_with("etcds://") => {
-            Ok(State::new(Arc::new(etcd::Etcd::connect(u, seal_key)?)))
+        (None, Some(u)) if u.starts_with(etcd::PLAIN_SCHEME) || u.starts_with(etcd::TLS_SCHEME) => {
+            Ok(State::new(Arc::new(etcd::Etcd::connect(u, seal_key, tls)?)))
         }
         (None, Some(u)) if u.contains("://") => Err(StateError::Unavailable {
             store: u.to_string(),
-            why: "unknown state URL scheme; use etcd://HOST:PORT[,HOST:PORT...]/PREFIX or a directory path".into(),
+            why: "unknown state URL scheme; use etcd://HOST:PORT[,HOST:PORT...]/PREFIX (etcds:// for TLS) or a directory path".into(),
         }),
         (None, Some(u)) => State::open_dir(std::path::Path::new(u)),
         _ => Err(StateError::Unavailable {

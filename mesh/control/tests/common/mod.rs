@@ -49,6 +49,8 @@ pub struct ControlPlane {
     pub state_flags: Vec<String>,
     /// For a replica over etcd: the etcd endpoints (comma-separated) and the key prefix.
     pub etcd: Option<(String, String)>,
+    /// Extra etcdctl flags to reach that etcd (`--cacert ...` for TLS).
+    pub etcdctl_flags: Vec<String>,
 }
 
 impl ControlPlane {
@@ -67,6 +69,7 @@ impl ControlPlane {
                 dir.join("state").display().to_string(),
             ],
             etcd: None,
+            etcdctl_flags: Vec::new(),
             args,
         };
         cp.spawn();
@@ -80,6 +83,16 @@ impl ControlPlane {
         prefix: &str,
         extra: &[&str],
     ) -> ControlPlane {
+        let mut cp = Self::replica(dir, &format!("etcd://{endpoints}/{prefix}"), &[]);
+        cp.etcd = Some((endpoints.to_string(), prefix.to_string()));
+        cp.args = extra.iter().map(|s| s.to_string()).collect();
+        cp.spawn();
+        cp
+    }
+
+    /// A replica over the state `url` with the state flags `state_extra` (TLS files), not
+    /// started; `etcd`, `etcdctl_flags` and `args` are for the caller to fill in.
+    pub fn replica(dir: &Path, url: &str, state_extra: &[String]) -> ControlPlane {
         // The operator's key that seals CA keys in etcd (0600, as an operator would keep it).
         let key = dir.join("state.key");
         if !key.exists() {
@@ -92,23 +105,30 @@ impl ControlPlane {
                 std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
             }
         }
-        let mut cp = ControlPlane {
+        ControlPlane {
             child: None,
             api: SocketAddr::from(([127, 0, 0, 1], free_port())),
             ops: SocketAddr::from(([127, 0, 0, 1], free_port())),
             state: dir.join("unused-state-dir"),
             log: dir.join(format!("replica-{}.log", free_port())),
-            args: extra.iter().map(|s| s.to_string()).collect(),
-            state_flags: vec![
-                "--state".into(),
-                format!("etcd://{endpoints}/{prefix}"),
+            args: Vec::new(),
+            state_flags: [
+                "--state".to_string(),
+                url.to_string(),
                 "--state-key-file".into(),
                 key.display().to_string(),
-            ],
-            etcd: Some((endpoints.to_string(), prefix.to_string())),
-        };
-        cp.spawn();
-        cp
+            ]
+            .into_iter()
+            .chain(state_extra.iter().cloned())
+            .collect(),
+            etcd: None,
+            etcdctl_flags: Vec::new(),
+        }
+    }
+
+    /// Starts the process (and waits until healthy), for a control plane made by [`Self::replica`].
+    pub fn start_prepared(&mut self) {
+        self.spawn();
     }
 
     /// Kills the process at once (SIGKILL), as a machine failure would.
@@ -235,7 +255,9 @@ impl ControlPlane {
             Some((endpoints, prefix)) => {
                 let out = Command::new("etcdctl")
                     .env("ETCDCTL_API", "3")
-                    .args(["--endpoints", endpoints, "get", "--print-value-only"])
+                    .args(["--endpoints", endpoints])
+                    .args(&self.etcdctl_flags)
+                    .args(["get", "--print-value-only"])
                     .arg(format!("/{prefix}/bundle.pem"))
                     .output()
                     .unwrap();
