@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use aws_lc_rs::digest::{digest, SHA256};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
+use distro_hostio::sha256_hex;
 use mesh_core::api::{reason, JOIN_TOKEN_PREFIX};
 use mesh_core::identity::SpiffeId;
 use serde::{Deserialize, Serialize};
@@ -72,7 +72,7 @@ pub fn create_join_token(
     let rec = JoinToken {
         identity: identity.to_string(),
         expires_at: expires.format(&Rfc3339).unwrap_or_default(),
-        secret_sha256: hex::encode(digest(&SHA256, secret.as_bytes())),
+        secret_sha256: sha256_hex(secret.as_bytes()),
     };
     state.write_json(&token_key(&id), &rec)?;
     Ok(format!("{JOIN_TOKEN_PREFIX}{id}.{secret}"))
@@ -101,9 +101,14 @@ pub fn check_join_token(state: &State, token: &str) -> Result<ValidJoin, Refusal
         Ok(None) => return Err(invalid()),
         Err(e) => return Err(Refusal::new(e.reason(), e.to_string())),
     };
-    let got = digest(&SHA256, secret.as_bytes());
-    let want = hex::decode(&rec.secret_sha256).unwrap_or_default();
-    if aws_lc_rs::constant_time::verify_slices_are_equal(got.as_ref(), &want).is_err() {
+    // Compared in constant time, as hex: the record holds the lower-case hex digest.
+    let got = sha256_hex(secret.as_bytes());
+    if aws_lc_rs::constant_time::verify_slices_are_equal(
+        got.as_bytes(),
+        rec.secret_sha256.as_bytes(),
+    )
+    .is_err()
+    {
         return Err(invalid());
     }
     let used = state

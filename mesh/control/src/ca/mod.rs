@@ -173,14 +173,7 @@ fn read_state(state: &State) -> Result<(CaState, String, Option<Rev>), CaError> 
                     path: state.locate(CA_STATE),
                     why: err.to_string(),
                 })?;
-            Ok((
-                st,
-                hex::encode(aws_lc_rs::digest::digest(
-                    &aws_lc_rs::digest::SHA256,
-                    &e.data,
-                )),
-                Some(e.rev),
-            ))
+            Ok((st, distro_hostio::sha256_hex(&e.data), Some(e.rev)))
         }
         None => Ok((CaState::default(), String::new(), None)),
     }
@@ -199,10 +192,7 @@ pub fn status(state: &State) -> Result<CaState, CaError> {
 /// Digest of `ca/state.json` now (empty when absent or unreadable), to notice changes cheaply.
 pub fn state_digest(state: &State) -> String {
     match state.get(CA_STATE) {
-        Ok(Some(e)) => hex::encode(aws_lc_rs::digest::digest(
-            &aws_lc_rs::digest::SHA256,
-            &e.data,
-        )),
+        Ok(Some(e)) => distro_hostio::sha256_hex(&e.data),
         _ => String::new(),
     }
 }

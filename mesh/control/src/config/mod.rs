@@ -267,7 +267,7 @@ impl MeshConfig {
     /// A digest of the configuration, to tell whether a reload changed anything.
     pub fn digest(&self) -> String {
         let json = serde_json::to_vec(self).unwrap_or_default();
-        hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &json))
+        distro_hostio::sha256_hex(&json)
     }
 }
 

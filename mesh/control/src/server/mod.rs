@@ -103,10 +103,7 @@ struct Shared {
 }
 
 fn digest_str(s: &str) -> String {
-    hex::encode(aws_lc_rs::digest::digest(
-        &aws_lc_rs::digest::SHA256,
-        s.as_bytes(),
-    ))
+    distro_hostio::sha256_hex(s.as_bytes())
 }
 
 /// Issues the control plane's own serving SVID and builds the TLS server configuration.

@@ -32,7 +32,7 @@ fn files_digest(shared: &Shared) -> String {
     let Some(path) = &shared.settings.config else {
         return String::new();
     };
-    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    let mut ctx = distro_hostio::Sha256::new();
     let mut files = Vec::new();
     if path.is_dir() {
         if let Ok(rd) = std::fs::read_dir(path) {
@@ -51,7 +51,7 @@ fn files_digest(shared: &Shared) -> String {
         ctx.update(f.display().to_string().as_bytes());
         ctx.update(&std::fs::read(&f).unwrap_or_default());
     }
-    hex::encode(ctx.finish())
+    ctx.finish_hex()
 }
 
 /// Reloads configuration files and publishes a new version when something changed. Returns the
