@@ -398,20 +398,20 @@ impl Run<'_> {
         line: &distro_config::Line,
         line_dir: &Path,
     ) -> anyhow::Result<Option<String>> {
-        let commit = std::process::Command::new("git")
-            .args([
-                "-C",
-                &line.source.git,
-                "rev-parse",
-                "--verify",
-                "--end-of-options",
-            ])
-            .arg(format!("{}^{{commit}}", line.source.git_ref))
-            .stderr(std::process::Stdio::null())
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+        // A ref that does not resolve here (a remote source not yet mirrored) is no error:
+        // nothing is reused, and the build stage resolves it with a full diagnostic.
+        let commit =
+            distro_hostio::Cmd::git("resolve the line's source ref for the release fingerprint")
+                .args([
+                    "-C",
+                    &line.source.git,
+                    "rev-parse",
+                    "--verify",
+                    "--end-of-options",
+                ])
+                .arg(format!("{}^{{commit}}", line.source.git_ref))
+                .stdout_text()
+                .ok();
         let Some(commit) = commit else {
             return Ok(None);
         };
