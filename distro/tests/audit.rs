@@ -102,10 +102,7 @@ fn enrich(fx: &Fixture, component: &str) {
     ]);
     write_json(&sbom_path, &sbom);
 
-    let vex_path = fx
-        .line_dir
-        .join("sbom")
-        .join(format!("{component}.openvex.json"));
+    let vex_path = fx.vex_path();
     let mut vex: Value = serde_json::from_slice(&std::fs::read(&vex_path).unwrap()).unwrap();
     vex["statements"] = json!([
         {"vulnerability": {"name": "RUSTSEC-2024-0332", "aliases": ["CVE-2024-27316"]},
@@ -116,6 +113,8 @@ fn enrich(fx: &Fixture, component: &str) {
          "justification": "vulnerable_code_not_in_execute_path"}
     ]);
     write_json(&vex_path, &vex);
+    // The enriched documents are what the line's record names now.
+    fx.record();
 }
 
 /// Pushes, signs and attests the fixture's images the way `distro release` does; returns the

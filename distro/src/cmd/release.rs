@@ -913,21 +913,16 @@ impl Run<'_> {
         }
         self.step_done(record, "sign", t, record_path)?;
 
-        // Attest the documents the records name: SBOM (the image's), provenance, VEX, FIPS.
+        // Attest the documents the record names (the image's SBOM, provenance, VEX, FIPS
+        // evidence), each with the sha256 recorded for it, as `distro attest --build-dir` does.
+        // The test result is attested after the conformance stage, below.
         self.progress.start(&v, "attest");
         let t = Instant::now();
         let vex = record.vex.clone();
         for c in &record.components {
             let p = pushed(c)?;
-            let image_sbom = c.image.as_ref().map(|i| PathBuf::from(&i.sbom.path));
-            let preds = super::attest::documents(&super::attest::Documents {
-                sbom: image_sbom.as_deref(),
-                provenance: Some(Path::new(&c.provenance.path)),
-                vex: vex.as_ref().map(|a| Path::new(&a.path)),
-                evidence: Some(Path::new(&c.evidence.path)),
-                // The test result is attested after the conformance stage, below.
-                test_result: None,
-            })?;
+            let preds =
+                super::attest::documents(&super::attest::recorded(c, vex.as_ref(), record_path))?;
             let mut store = self.store(p)?;
             let (_, outs) = cosign::attest(
                 &mut store,
