@@ -130,10 +130,7 @@ fn push_release(args: &Args, line_dir: &Path, cx: &Context) -> anyhow::Result<Ex
             let mut s = String::new();
             for p in &pushed {
                 s.push_str(&format!(
-                    "{}
-  {}
-  blobs uploaded: {} (mounted: {}), already present: {}
-",
+                    "{}\n  {}\n  blobs uploaded: {} (mounted: {}), already present: {}\n",
                     p.by_digest,
                     if p.tagged {
                         format!("verified, tagged {}", p.reference)
