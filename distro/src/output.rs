@@ -154,7 +154,8 @@ impl Drop for Progress {
 }
 
 /// Exit code of a policy refusal: the command worked, and the policy said no (a FIPS policy the
-/// module does not meet, a line past its end of life, an image that does not verify).
+/// module does not meet, a line past its end of life, a licence, crate, source or advisory the
+/// policy denies, an image that does not verify).
 pub const EXIT_REFUSED: u8 = 3;
 
 /// A policy refusal, as opposed to an error: carried in an [`anyhow::Error`]'s chain and mapped

@@ -102,10 +102,7 @@ fn enrich(fx: &Fixture, component: &str) {
     ]);
     write_json(&sbom_path, &sbom);
 
-    let vex_path = fx
-        .line_dir
-        .join("sbom")
-        .join(format!("{component}.openvex.json"));
+    let vex_path = fx.vex_path();
     let mut vex: Value = serde_json::from_slice(&std::fs::read(&vex_path).unwrap()).unwrap();
     vex["statements"] = json!([
         {"vulnerability": {"name": "RUSTSEC-2024-0332", "aliases": ["CVE-2024-27316"]},
@@ -116,41 +113,58 @@ fn enrich(fx: &Fixture, component: &str) {
          "justification": "vulnerable_code_not_in_execute_path"}
     ]);
     write_json(&vex_path, &vex);
+    // The enriched documents are what the line's record names now.
+    fx.record();
 }
 
-/// Pushes, signs and attests the fixture's images the way `distro release` does; returns the
-/// pushed reference of `component`.
+/// Publishes the fixture's images in `distro release`'s order: pushed by digest (`push
+/// --release` leaves the unsigned images untagged and exits 3), signed and attested by digest,
+/// then pushed again, which verifies and moves the tags. Returns the tagged reference of
+/// `component`.
 fn release(fx: &Fixture, reg: &TestRegistry, key: &Path, component: &str) -> String {
     fx.assemble();
-    let pushed: Value = serde_json::from_str(&ok(&[
+    let public = key.with_extension("pub");
+    let push = [
         "push",
         "--release",
         fx.line_dir.to_str().unwrap(),
         "--to",
         &format!("{}/fips-mesh", reg.addr),
+        "--key",
+        public.to_str().unwrap(),
         "--plain-http",
         "--format",
         "json",
-    ]))
-    .unwrap();
-    let reference = pushed
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["component"] == component)
-        .and_then(|p| p["reference"].as_str())
-        .unwrap_or_else(|| panic!("{component} not pushed: {pushed}"))
-        .to_string();
+    ];
+    let out = run(distro().args(push));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "unsigned images are not tagged: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pushed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pick = |pushed: &Value, field: &str| -> String {
+        pushed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["component"] == component)
+            .and_then(|p| p[field].as_str())
+            .unwrap_or_else(|| panic!("{component} not pushed: {pushed}"))
+            .to_string()
+    };
+    let by_digest = pick(&pushed, "by_digest");
     ok(&[
         "sign",
-        &reference,
+        &by_digest,
         "--key",
         key.to_str().unwrap(),
         "--plain-http",
     ]);
     ok(&[
         "attest",
-        &reference,
+        &by_digest,
         "--key",
         key.to_str().unwrap(),
         "--plain-http",
@@ -160,7 +174,7 @@ fn release(fx: &Fixture, reg: &TestRegistry, key: &Path, component: &str) -> Str
         component,
     ]);
     // Conformance results as an in-toto test-result attestation (the suite's own attestation).
-    let r = ImageRef::parse(&reference).unwrap();
+    let r = ImageRef::parse(&by_digest).unwrap();
     let mut store = r
         .open(
             &RegistryOptions {
@@ -189,7 +203,17 @@ fn release(fx: &Fixture, reg: &TestRegistry, key: &Path, component: &str) -> Str
         }],
     )
     .unwrap();
-    reference
+    // Signed and attested: the same push verifies it and moves the tag.
+    let tagged: Value = serde_json::from_str(&ok(&push)).unwrap();
+    assert!(
+        tagged
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["tagged"] == true),
+        "{tagged}"
+    );
+    pick(&tagged, "reference")
 }
 
 fn audit(args: &[&str]) -> std::process::Output {

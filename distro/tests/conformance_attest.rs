@@ -265,24 +265,34 @@ fn stage_summary_attested_as_test_result_is_what_verify_requires() {
         public.to_str().unwrap(),
         other_key.to_str().unwrap(),
     );
-    let pushed: Value = serde_json::from_str(&ok(&[
+    // Unsigned, so pushed by digest and left untagged (exit 3): everything below names the
+    // images by digest, as a release does before its tags move.
+    let push = run(distro().args([
         "push",
         "--release",
         out.join("0.2").to_str().unwrap(),
         "--to",
         &format!("{}/fips-mesh", reg.addr),
+        "--key",
+        public,
         "--plain-http",
         "--format",
         "json",
-    ]))
-    .unwrap();
+    ]));
+    assert_eq!(
+        push.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&push.stderr)
+    );
+    let pushed: Value = serde_json::from_slice(&push.stdout).unwrap();
     let reference = |c: &str| -> String {
         pushed
             .as_array()
             .unwrap()
             .iter()
             .find(|p| p["component"] == c)
-            .and_then(|p| p["reference"].as_str())
+            .and_then(|p| p["by_digest"].as_str())
             .unwrap_or_else(|| panic!("{c} not pushed: {pushed}"))
             .to_string()
     };

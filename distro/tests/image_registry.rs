@@ -649,72 +649,175 @@ fn bearer_token_registry() {
     );
 }
 
-/// `push --release` pushes every component's image in one session: the base layer both images
-/// share is uploaded once and mounted into the second repository; skopeo reads both.
+/// skopeo's tags of `repo` in the test registry (independent of the code under test). The
+/// registry answers 404 for the tag list of a repository that holds manifests but no tag: that
+/// is no tags (the caller checks the repository holds the image by digest).
+fn skopeo_tags(repo: &str) -> Vec<String> {
+    let out = run(Command::new("skopeo")
+        .args(["list-tags", "--tls-verify=false"])
+        .arg(format!("docker://{repo}")));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() && stderr.contains("fetching tags list") && stderr.contains("404") {
+        return Vec::new();
+    }
+    assert!(
+        out.status.success(),
+        "skopeo list-tags {repo}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["Tags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// `push --release` publishes as `distro release` does: each image by digest, then its
+/// signatures and attestations, and the tag only once the image verifies in the registry. An
+/// unsigned image is pushed by digest and left untagged (skopeo sees no tag), and the command
+/// exits 3 naming it and what to run; once it is signed and attested by digest, the same push
+/// tags it. In one session the base layer both images share is uploaded once and mounted into
+/// the second repository, and a second push sends nothing.
 #[test]
-fn push_release_mounts_shared_base_layer() {
-    let Some(reg) = TestRegistry::start(
-        RegistryConfig::default(),
-        "push_release_mounts_shared_base_layer",
-    ) else {
+fn push_release_tags_only_signed_attested_verified_images() {
+    let test = "push_release_tags_only_signed_attested_verified_images";
+    let Some(reg) = TestRegistry::start(RegistryConfig::default(), test) else {
         return;
     };
     let t = tempfile::tempdir().unwrap();
     let fx = Fixture::write(t.path(), &["mesh-proxy", "mesh-control"], 64 * 1024);
     let images: Value = serde_json::from_str(&fx.assemble()).unwrap();
+    let (k, p) = keygen(t.path());
     let to = format!("{}/fips-mesh", reg.addr);
-    let pushed = json_of(&[
+    let line_dir = fx.line_dir.to_str().unwrap();
+    // mesh-control is signed and attested in its layout, for the repository it goes to;
+    // mesh-proxy is neither.
+    let control_repo = format!("{to}/mesh-control");
+    ok(&[
+        "sign",
+        &fx.image_ref("mesh-control"),
+        "--key",
+        &k,
+        "--identity",
+        &control_repo,
+    ]);
+    ok(&[
+        "attest",
+        &fx.image_ref("mesh-control"),
+        "--key",
+        &k,
+        "--identity",
+        &control_repo,
+        "--build-dir",
+        line_dir,
+        "--component",
+        "mesh-control",
+    ]);
+    let push = [
         "push",
         "--release",
-        fx.line_dir.to_str().unwrap(),
+        line_dir,
         "--to",
         &to,
+        "--key",
+        &p,
         "--plain-http",
-    ]);
+        "--format",
+        "json",
+    ];
+    let out = run(distro().args(push));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    let pushed: Value = serde_json::from_slice(&out.stdout).unwrap();
     let pushed = pushed.as_array().unwrap();
     assert_eq!(pushed.len(), 2, "{pushed:?}");
     // Components are pushed in name order: mesh-control first, then mesh-proxy.
-    assert_eq!(pushed[0]["component"], "mesh-control");
-    assert_eq!(pushed[0]["blobs_mounted"], 0);
-    assert_eq!(pushed[1]["component"], "mesh-proxy");
+    let (control, proxy) = (&pushed[0], &pushed[1]);
+    assert_eq!(control["component"], "mesh-control");
+    assert_eq!(control["blobs_mounted"], 0);
+    assert_eq!(proxy["component"], "mesh-proxy");
     assert_eq!(
-        pushed[1]["blobs_mounted"], 1,
+        proxy["blobs_mounted"], 1,
         "the shared base layer is mounted: {pushed:?}"
     );
-    assert_eq!(pushed[1]["blobs_copied"], 3);
-    for p in pushed {
-        let name = p["component"].as_str().unwrap();
-        let i = if name == "mesh-proxy" { 0 } else { 1 };
-        assert_eq!(p["digest"], images[i]["manifest_digest"]);
-        assert_eq!(p["reference"], format!("{to}/{name}:0.1.0"));
-        if have("skopeo", "push_release_mounts_shared_base_layer") {
-            let out = run(Command::new("skopeo")
-                .args(["inspect", "--tls-verify=false"])
-                .arg(format!("docker://{to}/{name}:0.1.0")));
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let inspect: Value = serde_json::from_slice(&out.stdout).unwrap();
-            assert_eq!(inspect["Digest"], images[i]["manifest_digest"]);
-        }
+    assert_eq!(proxy["blobs_copied"], 3);
+    assert_eq!(control["digest"], images[1]["manifest_digest"]);
+    assert_eq!(proxy["digest"], images[0]["manifest_digest"]);
+    assert_eq!(control["tagged"], true, "{control}");
+    assert_eq!(control["verification"]["passed"], true, "{control}");
+    assert_eq!(proxy["tagged"], false, "{proxy}");
+    let proxy_digest = proxy["digest"].as_str().unwrap();
+    let proxy_by_digest = format!("{to}/mesh-proxy@{proxy_digest}");
+    assert_eq!(proxy["by_digest"], proxy_by_digest.as_str());
+    assert!(
+        stderr.contains("refused: 1 of 2 image(s) do not verify")
+            && stderr.contains(&format!(
+                "mesh-proxy: {proxy_by_digest} is pushed by digest but not tagged 0.1.0"
+            ))
+            && stderr.contains("no signature for")
+            && stderr.contains(&format!("distro sign {proxy_by_digest} --key KEY"))
+            && stderr.contains(&format!(
+                "distro attest {proxy_by_digest} --key KEY --build-dir {line_dir} --component mesh-proxy"
+            )),
+        "{stderr}"
+    );
+    if have("skopeo", test) {
+        assert!(
+            !skopeo_tags(&format!("{to}/mesh-proxy")).contains(&"0.1.0".to_string()),
+            "the unsigned image has no tag"
+        );
+        assert!(skopeo_tags(&control_repo).contains(&"0.1.0".to_string()));
+        // Pushed by digest all the same: the registry serves the manifest with that digest.
+        let out = run(Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{proxy_by_digest}")));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let raw = t.path().join("proxy-manifest.json");
+        std::fs::write(&raw, &out.stdout).unwrap();
+        assert_eq!(format!("sha256:{}", sha256sum(&raw)), proxy_digest);
     }
-    // Again: nothing to send.
-    let again = json_of(&[
-        "push",
-        "--release",
-        fx.line_dir.to_str().unwrap(),
-        "--to",
-        &to,
+    let report = json_of(&[
+        "verify",
+        &format!("{control_repo}:0.1.0"),
+        "--key",
+        &p,
         "--plain-http",
     ]);
+    assert_eq!(report["passed"], true, "{report}");
+
+    // Signed and attested by digest, as the refusal says: the same push tags it, sending nothing.
+    ok(&["sign", &proxy_by_digest, "--key", &k, "--plain-http"]);
+    ok(&[
+        "attest",
+        &proxy_by_digest,
+        "--key",
+        &k,
+        "--plain-http",
+        "--build-dir",
+        line_dir,
+        "--component",
+        "mesh-proxy",
+    ]);
+    let again = json_of(&push[..push.len() - 2]);
+    let again = again.as_array().unwrap();
     assert!(
         again
-            .as_array()
-            .unwrap()
             .iter()
-            .all(|p| p["blobs_copied"] == 0),
-        "{again}"
+            .all(|p| p["tagged"] == true && p["blobs_copied"] == 0),
+        "{again:?}"
     );
+    if have("skopeo", test) {
+        assert!(skopeo_tags(&format!("{to}/mesh-proxy")).contains(&"0.1.0".to_string()));
+        let out = run(Command::new("skopeo")
+            .args(["inspect", "--tls-verify=false"])
+            .arg(format!("docker://{to}/mesh-proxy:0.1.0")));
+        let inspect: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(inspect["Digest"], proxy_digest);
+    }
 }

@@ -1321,3 +1321,110 @@ fn second_image_build_downloads_nothing() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `attest --build-dir` takes the documents the line's release record names and refuses one
+/// that changed after it was recorded (an SBOM edited after the build), naming the file, the
+/// recorded and the actual sha256, before anything is signed; once the record names the new
+/// content, the same command attests it.
+#[test]
+fn attest_build_dir_refuses_a_document_changed_after_it_was_recorded() {
+    let t = tempfile::tempdir().unwrap();
+    let fx = Fixture::write(t.path(), &["mesh-proxy"], 16 * 1024);
+    fx.assemble();
+    let (k, p) = keygen(t.path(), "release");
+    let img = fx.image_ref("mesh-proxy");
+    ok(&["sign", &img, "--key", k.to_str().unwrap(), "--identity", ID]);
+    let sbom = fx.line_dir.join("sbom/mesh-proxy.cdx.json");
+    let recorded = sha256sum(&sbom);
+    let mut doc: Value = serde_json::from_slice(&std::fs::read(&sbom).unwrap()).unwrap();
+    doc["components"][0]["version"] = json!("0.23.99");
+    write_json(&sbom, &doc);
+    let actual = sha256sum(&sbom);
+    assert_ne!(recorded, actual);
+    let attest = [
+        "attest",
+        img.as_str(),
+        "--key",
+        k.to_str().unwrap(),
+        "--identity",
+        ID,
+        "--build-dir",
+        fx.line_dir.to_str().unwrap(),
+        "--component",
+        "mesh-proxy",
+    ];
+    let err = fails(&attest);
+    let record = fx.line_dir.join("release.json");
+    assert!(
+        err.contains(&format!(
+            "{} has sha256 {actual}, but {} records {recorded}",
+            sbom.display(),
+            record.display()
+        )) && err.contains("help:"),
+        "{err}"
+    );
+    let digest = digest_of(&fx.layout("mesh-proxy"));
+    let mut layout = Layout::open_dir(&fx.layout("mesh-proxy"), false).unwrap();
+    assert!(
+        layout
+            .manifest(&format!("sha256-{}.att", hex(&digest)))
+            .unwrap()
+            .is_none(),
+        "nothing was attested"
+    );
+    // Recorded (as a rerun of the release's local stages would): attested, and it verifies.
+    fx.record();
+    ok(&attest);
+    let (passed, text) = verify_text(&img, &p, &[]);
+    assert!(passed, "{text}");
+}
+
+/// `attest --build-dir` on a directory without a release record says which record is missing,
+/// why build.json does not do, and what to run; nothing is guessed from file names.
+#[test]
+fn attest_build_dir_without_a_record_is_a_clear_error() {
+    let t = tempfile::tempdir().unwrap();
+    let fx = Fixture::write(t.path(), &["mesh-proxy"], 16 * 1024);
+    std::fs::remove_file(fx.line_dir.join("release.json")).unwrap();
+    let (k, _) = keygen(t.path(), "release");
+    let img = fx.image_ref("mesh-proxy");
+    let err = fails(&[
+        "attest",
+        &img,
+        "--key",
+        k.to_str().unwrap(),
+        "--identity",
+        ID,
+        "--build-dir",
+        fx.line_dir.to_str().unwrap(),
+        "--component",
+        "mesh-proxy",
+    ]);
+    assert!(
+        err.contains(&format!(
+            "has no release record {}",
+            fx.line_dir.join("release.json").display()
+        )) && err.contains("holds no digest")
+            && err.contains("run `distro release`")
+            && err.contains("--sbom, --vex, --evidence and --provenance"),
+        "{err}"
+    );
+    // A component the record does not have is named with the ones it has.
+    fx.record();
+    let err = fails(&[
+        "attest",
+        &img,
+        "--key",
+        k.to_str().unwrap(),
+        "--identity",
+        ID,
+        "--build-dir",
+        fx.line_dir.to_str().unwrap(),
+        "--component",
+        "mesh-sidecar",
+    ]);
+    assert!(
+        err.contains("has no component `mesh-sidecar`; its components are: mesh-proxy"),
+        "{err}"
+    );
+}

@@ -173,13 +173,19 @@ fn endoflife_export() {
     assert_eq!(v, expected);
 }
 
-/// Releasing an end-of-life line is refused (exit 1, with what to do), allowed with --force
-/// (with a warning); a line within warn_days of its end is released with a warning.
+/// Releasing an end-of-life line is a policy refusal (exit 3, with what to do), allowed with
+/// --force (with a warning); a line within warn_days of its end is released with a warning; an
+/// unknown line is an error (exit 1).
 #[test]
 fn release_gate() {
     let fx = Fixture::new();
     let eol = fx.run(&["matrix", "--check-release", "1.0", "--at", "2026-04-01"]);
-    assert_eq!(eol.status.code(), Some(1));
+    assert_eq!(
+        eol.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&eol.stderr)
+    );
     let err = String::from_utf8_lossy(&eol.stderr);
     assert!(
         err.contains("reached its end of life on 2026-03-31") && err.contains("--force"),
@@ -205,7 +211,7 @@ fn release_gate() {
     assert!(!String::from_utf8_lossy(&ok.stderr).contains("warning"));
     let unknown = fx.run(&["matrix", "--check-release", "9.9"]);
     assert!(
-        !unknown.status.success()
+        unknown.status.code() == Some(1)
             && String::from_utf8_lossy(&unknown.stderr).contains("lines: 1.0, 1.1, 1.2")
     );
 }

@@ -78,11 +78,11 @@ fn fixture(name: &str) -> String {
         .to_string()
 }
 
-/// The one error finding of a failing fixture.
+/// The one error finding of a failing fixture, whose denial is a policy refusal (exit 3).
 fn only_error(out: &Output) -> Value {
     assert_eq!(
         out.status.code(),
-        Some(1),
+        Some(3),
         "stderr: {}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -191,7 +191,8 @@ fn stale_advisory_database_is_refused() {
         "--max-db-staleness",
         "P1D",
     ]);
-    assert!(!out.status.success());
+    // Not a refusal: the check could not be made (exit 1).
+    assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("stale") && err.contains("help:"), "{err}");
 }
@@ -212,9 +213,15 @@ fn text_report_names_crate_rule_and_way_out() {
         ])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(3));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("banned-crypto: FAIL"), "{text}");
     assert!(text.contains("[bans/banned] ring 0.17.14"), "{text}");
     assert!(text.contains("way out:"), "{text}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refused: the policy denies 1 component(s)")
+            && err.contains("banned-crypto: bans/banned ring 0.17.14"),
+        "{err}"
+    );
 }

@@ -234,8 +234,10 @@ fn attest_on_resume_appends_no_duplicate_vex() {
     assert_eq!(n, 4, "fips, provenance, sbom, vex: {before}");
 
     // What a resumed release does: `distro patches vex` stamps the document again.
-    let vex_file = fx.line_dir.join("sbom").join("mesh-proxy.openvex.json");
+    // The resumed release records the re-stamped document.
+    let vex_file = fx.vex_path();
     write_json(&vex_file, &vex_doc("fixed", "2026-03-01T12:00:00Z"));
+    fx.record();
     let args = [
         "attest",
         &tagged,
@@ -263,6 +265,7 @@ fn attest_on_resume_appends_no_duplicate_vex() {
 
     // A VEX that says something else is attached.
     write_json(&vex_file, &vex_doc("not_affected", "2026-03-02T00:00:00Z"));
+    fx.record();
     let changed = json_of(&args);
     let added: Vec<&Value> = changed["attestations"]
         .as_array()

@@ -4,6 +4,11 @@
 //! Blobs go first and only the missing ones are sent; the manifest (and so the tag) moves only
 //! once every blob it references is present. The `.sig` and `.att` manifests follow the image;
 //! when the destination already has some, the new layers are appended rather than replacing them.
+//!
+//! A release is published in the order `distro release` uses: [`push_by_digest`] (no tag), the
+//! signatures and attestations, [`verify::verify`] of the pushed digest in the destination, and
+//! only then [`move_tag`]. [`push_release`] (`distro push --release`) does the same per image, so
+//! a tag never names an image that is unsigned, unattested or does not verify.
 
 use std::collections::BTreeSet;
 
@@ -22,8 +27,9 @@ use crate::verify::{self, Policy, Report};
 pub struct CopyOutcome {
     /// Image digest (the same on both sides).
     pub digest: String,
-    /// Tag set in the destination.
-    pub tag: String,
+    /// Tag set in the destination; none for a push by digest ([`push_by_digest`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
     /// Blobs sent.
     pub blobs_copied: u64,
     /// Blobs the destination already had.
@@ -130,20 +136,68 @@ pub fn copy(
     dest_tag: &str,
 ) -> Result<CopyOutcome> {
     let (_, image) = cosign::resolve(src, selector)?;
-    let mut out = CopyOutcome {
-        digest: image.digest.clone(),
-        tag: dest_tag.to_string(),
+    let mut out = outcome(&image.digest, Some(dest_tag));
+    copy_manifest(src, dest, &image, Some(dest_tag), &mut out)?;
+    merge_signatures(src, dest, &image.digest, &mut out)?;
+    Ok(out)
+}
+
+fn outcome(digest: &str, tag: Option<&str>) -> CopyOutcome {
+    CopyOutcome {
+        digest: digest.to_string(),
+        tag: tag.map(str::to_string),
         blobs_copied: 0,
         blobs_present: 0,
         blobs_mounted: 0,
         manifests: Vec::new(),
-    };
-    copy_manifest(src, dest, &image, Some(dest_tag), &mut out)?;
-    for suffix in ["sig", "att"] {
-        let tag = digest::cosign_tag(&image.digest, suffix)?;
-        merge_cosign(src, dest, &tag, &mut out)?;
     }
+}
+
+/// Merges the image's `.sig` and `.att` manifests (cosign's tags, named by the image digest)
+/// from `src` into `dest`.
+fn merge_signatures(
+    src: &mut dyn Store,
+    dest: &mut dyn Store,
+    image_digest: &str,
+    out: &mut CopyOutcome,
+) -> Result<()> {
+    for suffix in ["sig", "att"] {
+        let tag = digest::cosign_tag(image_digest, suffix)?;
+        merge_cosign(src, dest, &tag, out)?;
+    }
+    Ok(())
+}
+
+/// Pushes the image `selector` names in `src` to `dest` by digest: every blob `dest` lacks,
+/// then the manifest under its digest. No tag is written: nothing names the image until
+/// [`move_tag`], which a release calls only once the image is signed, attested and verified.
+pub fn push_by_digest(
+    src: &mut dyn Store,
+    selector: Option<&str>,
+    dest: &mut dyn Store,
+) -> Result<CopyOutcome> {
+    let (_, image) = cosign::resolve(src, selector)?;
+    let mut out = outcome(&image.digest, None);
+    copy_manifest(src, dest, &image, None, &mut out)?;
     Ok(out)
+}
+
+/// Points `tag` in `dest` at the manifest `dest` already holds under `digest` (the bytes it
+/// holds, so the tag names exactly what was verified). Call it only for a verified digest.
+pub fn move_tag(dest: &mut dyn Store, digest: &str, tag: &str) -> Result<()> {
+    let m = dest.manifest(digest)?.ok_or_else(|| Error::NotFound {
+        what: format!("manifest {digest} (pushed by digest before the tag moves)"),
+        store: dest.describe(),
+    })?;
+    let written = dest.put_manifest(Some(tag), &m.bytes, &m.media_type)?;
+    if written != digest {
+        return Err(Error::DigestMismatch {
+            what: format!("manifest tagged `{tag}` in {}", dest.describe()),
+            expected: digest.to_string(),
+            actual: written,
+        });
+    }
+    Ok(())
 }
 
 /// One image of a release pushed by [`push_release`].
@@ -151,22 +205,45 @@ pub fn copy(
 pub struct ReleasePush {
     /// Component (the layout's directory name).
     pub component: String,
-    /// Where it went (`REGISTRY/NAMESPACE/COMPONENT:TAG`).
+    /// `REGISTRY/NAMESPACE/COMPONENT@sha256:…`: what was pushed and verified.
+    pub by_digest: String,
+    /// `REGISTRY/NAMESPACE/COMPONENT:TAG`: the tag, which names the image only when `tagged`.
     pub reference: String,
-    /// What the copy did.
+    /// The image's tag in its layout.
+    pub tag: String,
+    /// Whether the tag was moved to the digest: only when the pushed image verified.
+    pub tagged: bool,
+    /// The verification of the pushed digest that decided it.
+    pub verification: Report,
+    /// What the push did.
     #[serde(flatten)]
     pub outcome: CopyOutcome,
 }
 
+/// What [`push_release`] checks a pushed image against before its tag moves: the check
+/// `distro release` makes before tagging.
+#[derive(Debug, Clone, Copy)]
+pub struct TagGate<'a> {
+    /// The public key its signature and attestations must verify with.
+    pub key: &'a VerifyingKey,
+    /// The policy (FIPS evidence, SBOM, provenance, VEX, ...).
+    pub policy: &'a Policy,
+}
+
 /// Pushes every image of a built release (`OUT/<line>/images/<component>/oci`, every image tag
-/// in each layout, with signatures and attestations) to `REGISTRY/NAMESPACE/<component>:<tag>`,
-/// in one session: one connection pool, one authentication, and a blob shared by several images
-/// (the base layer) is uploaded once and mounted into the other repositories.
+/// in each layout, with the signatures and attestations the layout holds) to
+/// `REGISTRY/NAMESPACE/<component>`, in one session: one connection pool, one authentication, and
+/// a blob shared by several images (the base layer) is uploaded once and mounted into the other
+/// repositories. Each image goes by digest, then its `.sig`/`.att`; it is verified in the
+/// registry against `gate`, and only an image that verifies gets its tag ([`move_tag`]). An
+/// image that does not stays pushed by digest, untagged; its [`ReleasePush::verification`] says
+/// what is missing.
 pub fn push_release(
     images_dir: &std::path::Path,
     registry: &str,
     namespace: &str,
     opts: &crate::registry::RegistryOptions,
+    gate: &TagGate<'_>,
 ) -> Result<Vec<ReleasePush>> {
     let mut components: Vec<(String, std::path::PathBuf)> = std::fs::read_dir(images_dir)
         .map_err(|e| Error::io("listing images", images_dir, e))?
@@ -199,12 +276,37 @@ pub fn push_release(
     for (component, layout_dir) in &components {
         let mut layout = crate::store::Layout::open_dir(layout_dir, false)?;
         let mut dest = first.sibling(&repo(component));
+        let repository = format!("{registry}/{}", repo(component));
         for tag in cosign::image_tags(&layout) {
-            let mut outcome = copy(&mut layout, Some(&tag), &mut dest, &tag)?;
+            let mut outcome = push_by_digest(&mut layout, Some(&tag), &mut dest)?;
+            merge_signatures(
+                &mut layout,
+                &mut dest,
+                &outcome.digest.clone(),
+                &mut outcome,
+            )?;
             outcome.blobs_mounted = std::mem::take(&mut dest.stats.blobs_mounted);
+            let by_digest = format!("{repository}@{}", outcome.digest);
+            let verification = verify::verify(
+                &mut dest,
+                &by_digest,
+                Some(&outcome.digest),
+                gate.key,
+                gate.policy,
+                Some(&repository),
+            );
+            let tagged = verification.passed;
+            if tagged {
+                move_tag(&mut dest, &outcome.digest, &tag)?;
+                outcome.manifests.push(tag.clone());
+            }
             out.push(ReleasePush {
                 component: component.clone(),
-                reference: format!("{registry}/{}:{tag}", repo(component)),
+                by_digest,
+                reference: format!("{repository}:{tag}"),
+                tag,
+                tagged,
+                verification,
                 outcome,
             });
         }

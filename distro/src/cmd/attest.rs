@@ -9,6 +9,7 @@ use distro_images::cosign::{
     self, Predicate, PREDICATE_CYCLONEDX, PREDICATE_FIPS, PREDICATE_OPENVEX, PREDICATE_SLSA,
 };
 use distro_images::ImageRef;
+use distro_schema::{Artifact, ComponentRelease, LineRelease};
 
 use super::push::RegistryArgs;
 use super::Context;
@@ -42,10 +43,12 @@ pub struct Args {
     /// attested as an in-toto test-result (`https://in-toto.io/attestation/test-result/v0.1`).
     #[arg(long, value_name = "FILE")]
     pub test_result: Option<PathBuf>,
-    /// A build output directory (`OUT/<line>`) to find the documents not given explicitly.
+    /// A line's output directory (`OUT/<line>`): the documents not given explicitly are the
+    /// ones its release record (`release.json`) names for --component, each checked against the
+    /// sha256 recorded there.
     #[arg(long, value_name = "DIR", requires = "component")]
     pub build_dir: Option<PathBuf>,
-    /// Component whose documents to find in --build-dir.
+    /// Component whose recorded documents --build-dir attests.
     #[arg(long, value_name = "NAME")]
     pub component: Option<String>,
     #[command(flatten)]
@@ -55,7 +58,38 @@ pub struct Args {
 /// Largest document attested (an SBOM of a large graph is a few MiB).
 const MAX_DOCUMENT: u64 = 256 << 20;
 
-fn read_json(path: &Path) -> anyhow::Result<serde_json::Value> {
+/// One document to attest: a file, and the sha256 the record that names it holds (none for a
+/// file given on the command line).
+#[derive(Debug, Clone, Copy)]
+pub struct Document<'a> {
+    /// The file.
+    pub path: &'a Path,
+    /// sha256 (hex) it must still have, and the record that says so.
+    pub recorded: Option<(&'a str, &'a Path)>,
+}
+
+impl<'a> Document<'a> {
+    /// A file named on the command line: attested as it is.
+    pub fn given(path: &'a Path) -> Self {
+        Document {
+            path,
+            recorded: None,
+        }
+    }
+
+    /// An artifact of the release record at `record`: attested only with the recorded content.
+    pub fn recorded(a: &'a Artifact, record: &'a Path) -> Self {
+        Document {
+            path: Path::new(&a.path),
+            recorded: Some((&a.sha256, record)),
+        }
+    }
+}
+
+/// Reads a document once: checks its sha256 against the record (on the very bytes that are
+/// then attested), then parses it.
+fn read_json(doc: &Document<'_>) -> anyhow::Result<serde_json::Value> {
+    let path = doc.path;
     // A regular file of bounded size: a FIFO or /dev/zero named by mistake fails at once.
     let text = distro_images::store::read_regular(
         path,
@@ -63,110 +97,135 @@ fn read_json(path: &Path) -> anyhow::Result<serde_json::Value> {
         MAX_DOCUMENT,
     )
     .with_context(|| format!("reading {}", path.display()))?;
+    if let Some((expected, record)) = doc.recorded {
+        let actual = distro_images::digest::sha256_hex(&text);
+        anyhow::ensure!(
+            actual == expected,
+            "{} has sha256 {actual}, but {} records {expected}: the file changed after it was recorded, so it is not attested\n  help: rerun `distro release` for the line (it redoes the stages whose output changed), or name the document explicitly if it is meant to differ",
+            path.display(),
+            record.display()
+        );
+    }
     serde_json::from_slice(&text).with_context(|| format!("{} is not valid JSON", path.display()))
 }
 
-/// The first existing file among `candidates`, or one in `dir` containing `name` and ending
-/// with one of `suffixes`.
-fn discover(dir: &Path, candidates: &[PathBuf], name: &str, suffixes: &[&str]) -> Option<PathBuf> {
-    if let Some(p) = candidates.iter().find(|p| p.is_file()) {
-        return Some(p.clone());
-    }
-    let mut found = Vec::new();
-    for sub in ["", "sbom", "vex"] {
-        let Ok(rd) = std::fs::read_dir(dir.join(sub)) else {
-            continue;
+/// The line's release record (`DIR/release.json`, which `distro release` writes after its local
+/// stages), read for `--build-dir`.
+fn read_record(dir: &Path) -> anyhow::Result<(PathBuf, LineRelease)> {
+    let path = dir.join("release.json");
+    if !path.is_file() {
+        let build = if dir.join("build.json").is_file() {
+            " (its build.json names the evidence and provenance but holds no digest of them, nor the SBOM or VEX)"
+        } else {
+            ""
         };
-        for e in rd.flatten() {
-            let f = e.file_name().to_string_lossy().into_owned();
-            if f.contains(name) && suffixes.iter().any(|s| f.ends_with(s)) {
-                found.push(e.path());
-            }
-        }
+        anyhow::bail!(
+            "{} has no release record {}{build}: --build-dir takes each document and its sha256 from that record, which `distro release` writes after the build, SBOM, VEX and image stages\n  help: run `distro release` for the line, or name the documents with --sbom, --vex, --evidence and --provenance",
+            dir.display(),
+            path.display()
+        );
     }
-    found.sort();
-    found.into_iter().next()
+    let bytes = distro_images::store::read_regular(
+        &path,
+        distro_images::store::Symlinks::Follow,
+        MAX_DOCUMENT,
+    )
+    .with_context(|| format!("reading {}", path.display()))?;
+    let record = serde_json::from_slice(&bytes).with_context(|| {
+        format!(
+            "{} is not a release record this distro reads (`distro_schema::LineRelease`); rerun `distro release` for the line",
+            path.display()
+        )
+    })?;
+    Ok((path, record))
 }
 
-/// Builds the predicate list from explicit files and discovered ones, checking each document's
-/// kind so a mixed-up file is refused before anything is signed.
+/// The documents a release record names for one component, each with its recorded sha256:
+/// the image's SBOM (every file of every layer) once the image stage ran, else the binary's;
+/// the provenance; the line's VEX, when it has one; the FIPS evidence. `distro release` and
+/// `distro attest --build-dir` attest exactly these.
+pub fn recorded<'a>(
+    c: &'a ComponentRelease,
+    vex: Option<&'a Artifact>,
+    record: &'a Path,
+) -> Documents<'a> {
+    let sbom = c.image.as_ref().map(|i| &i.sbom).or(c.sbom.as_ref());
+    Documents {
+        sbom: sbom.map(|a| Document::recorded(a, record)),
+        provenance: Some(Document::recorded(&c.provenance, record)),
+        vex: vex.map(|a| Document::recorded(a, record)),
+        evidence: Some(Document::recorded(&c.evidence, record)),
+        test_result: None,
+    }
+}
+
+/// Builds the predicate list from the files given and, for the others, the documents the
+/// release record in `--build-dir` names for `--component` (checked against its sha256s), each
+/// document's kind checked so a mixed-up file is refused before anything is signed.
 pub fn predicates(args: &Args) -> anyhow::Result<Vec<Predicate>> {
-    let mut sbom = args.sbom.clone();
-    let mut vex = args.vex.clone();
-    let mut evidence = args.evidence.clone();
-    let mut provenance = args.provenance.clone();
-    if let (Some(dir), Some(c)) = (&args.build_dir, &args.component) {
-        evidence = evidence.or_else(|| {
-            discover(
-                dir,
-                &[dir.join("evidence").join(format!("{c}.fips.json"))],
-                c,
-                &[".fips.json"],
-            )
-        });
-        provenance = provenance.or_else(|| {
-            discover(
-                dir,
-                &[dir.join("provenance").join(format!("{c}.intoto.json"))],
-                c,
-                &[".intoto.json"],
-            )
-        });
-        sbom = sbom.or_else(|| {
-            discover(
-                dir,
-                &[
-                    dir.join("sbom").join(format!("{c}.cdx.json")),
-                    dir.join("sbom").join(format!("{c}.cyclonedx.json")),
-                ],
-                c,
-                &[".cdx.json", ".cyclonedx.json", ".bom.json"],
-            )
-        });
-        vex = vex.or_else(|| {
-            discover(
-                dir,
-                &[
-                    dir.join("vex").join(format!("{c}.openvex.json")),
-                    dir.join("sbom").join(format!("{c}.openvex.json")),
-                    dir.join("vex.openvex.json"),
-                ],
-                c,
-                &[".openvex.json", ".vex.json"],
-            )
-        });
+    fn given(p: &Option<PathBuf>) -> Option<Document<'_>> {
+        p.as_deref().map(Document::given)
     }
-    documents(&Documents {
-        sbom: sbom.as_deref(),
-        provenance: provenance.as_deref(),
-        vex: vex.as_deref(),
-        evidence: evidence.as_deref(),
+    let mut docs = Documents {
+        sbom: given(&args.sbom),
+        provenance: given(&args.provenance),
+        vex: given(&args.vex),
+        evidence: given(&args.evidence),
         test_result: args.test_result.as_deref(),
-    })
+    };
+    let Some(dir) = &args.build_dir else {
+        return documents(&docs);
+    };
+    let (record_path, record) = read_record(dir)?;
+    let component = args
+        .component
+        .as_deref()
+        .context("--build-dir needs --component NAME")?;
+    let c = record
+        .components
+        .iter()
+        .find(|c| c.name == component)
+        .with_context(|| {
+            let known: Vec<&str> = record.components.iter().map(|c| c.name.as_str()).collect();
+            format!(
+                "{} has no component `{component}`; its components are: {}",
+                record_path.display(),
+                known.join(", ")
+            )
+        })?;
+    let found = recorded(c, record.vex.as_ref(), &record_path);
+    docs.sbom = docs.sbom.or(found.sbom);
+    docs.provenance = docs.provenance.or(found.provenance);
+    docs.vex = docs.vex.or(found.vex);
+    docs.evidence = docs.evidence.or(found.evidence);
+    documents(&docs)
 }
 
-/// The documents to attest on one image, by path.
+/// The documents to attest on one image.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Documents<'a> {
     /// CycloneDX SBOM.
-    pub sbom: Option<&'a Path>,
+    pub sbom: Option<Document<'a>>,
     /// SLSA provenance statement (or bare predicate).
-    pub provenance: Option<&'a Path>,
+    pub provenance: Option<Document<'a>>,
     /// OpenVEX document.
-    pub vex: Option<&'a Path>,
+    pub vex: Option<Document<'a>>,
     /// FIPS evidence.
-    pub evidence: Option<&'a Path>,
+    pub evidence: Option<Document<'a>>,
     /// A conformance summary (`summary.json` or its report directory), as a test-result.
     pub test_result: Option<&'a Path>,
 }
 
 /// The predicates of the attest stage, one per document, each document's kind checked so a
-/// mixed-up file is refused before anything is signed. `distro release` passes the documents
-/// its records name; `distro attest` the files given or found in `--build-dir`.
+/// mixed-up file is refused before anything is signed, and a recorded one's sha256 checked so
+/// a file changed since it was recorded is refused. `distro release` passes the documents its
+/// record names ([`recorded`]); `distro attest` the files given or named by `--build-dir`'s
+/// record.
 pub fn documents(d: &Documents<'_>) -> anyhow::Result<Vec<Predicate>> {
     let mut out = Vec::new();
-    if let Some(p) = d.sbom {
-        let v = read_json(p)?;
+    if let Some(doc) = &d.sbom {
+        let p = doc.path;
+        let v = read_json(doc)?;
         anyhow::ensure!(
             v.get("bomFormat").and_then(|f| f.as_str()) == Some("CycloneDX"),
             "{} is not a CycloneDX SBOM (bomFormat is not \"CycloneDX\")",
@@ -177,8 +236,9 @@ pub fn documents(d: &Documents<'_>) -> anyhow::Result<Vec<Predicate>> {
             body: v,
         });
     }
-    if let Some(p) = d.provenance {
-        let v = read_json(p)?;
+    if let Some(doc) = &d.provenance {
+        let p = doc.path;
+        let v = read_json(doc)?;
         let body = match (v.get("_type"), v.get("predicate")) {
             (Some(_), Some(pred)) => {
                 anyhow::ensure!(
@@ -200,8 +260,9 @@ pub fn documents(d: &Documents<'_>) -> anyhow::Result<Vec<Predicate>> {
             body,
         });
     }
-    if let Some(p) = d.vex {
-        let v = read_json(p)?;
+    if let Some(doc) = &d.vex {
+        let p = doc.path;
+        let v = read_json(doc)?;
         anyhow::ensure!(
             v.get("@context")
                 .and_then(|c| c.as_str())
@@ -214,8 +275,9 @@ pub fn documents(d: &Documents<'_>) -> anyhow::Result<Vec<Predicate>> {
             body: v,
         });
     }
-    if let Some(p) = d.evidence {
-        let v = read_json(p)?;
+    if let Some(doc) = &d.evidence {
+        let p = doc.path;
+        let v = read_json(doc)?;
         serde_json::from_value::<distro_schema::FipsEvidence>(v.clone()).with_context(|| {
             format!(
                 "{} is not FIPS evidence written by `distro build`",

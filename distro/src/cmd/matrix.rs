@@ -9,7 +9,7 @@ use distro_patches::chrono::{self, NaiveDate};
 use distro_patches::matrix::{self, ReleaseCheck};
 
 use super::Context;
-use crate::output::{self, Format};
+use crate::output::{self, Format, Refusal};
 
 /// Arguments of `distro matrix`.
 #[derive(clap::Args)]
@@ -28,7 +28,7 @@ pub struct Args {
     /// evaluations that `distro patches scan` and the VEX documents report too.
     #[arg(long)]
     pub no_advisories: bool,
-    /// Check whether LINE may be released at the date: refused when end of life (exit 1),
+    /// Check whether LINE may be released at the date: refused when end of life (exit 3),
     /// warned when ending within the support policy's warn_days.
     #[arg(long, value_name = "LINE")]
     pub check_release: Option<String>,
@@ -62,9 +62,15 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
                 versions(&dist)
             )
         })?;
-        match matrix::check_release(&dist, line, at, args.force)? {
-            ReleaseCheck::Ok => cx.status(&format!("line {version} may be released on {at}")),
-            ReleaseCheck::Warn(w) => cx.status(&format!("warning: {w}")),
+        // An end-of-life line is the policy saying no (exit 3), not an error: the check ran.
+        let (_, _, status) = matrix::line_status(&dist, line, at);
+        match matrix::check_release(&dist, line, at, args.force) {
+            Ok(ReleaseCheck::Ok) => cx.status(&format!("line {version} may be released on {at}")),
+            Ok(ReleaseCheck::Warn(w)) => cx.status(&format!("warning: {w}")),
+            Err(e) if status == matrix::Status::EndOfLife => {
+                return Err(anyhow::Error::new(Refusal(e.to_string())))
+            }
+            Err(e) => return Err(e.into()),
         }
         return Ok(ExitCode::SUCCESS);
     }

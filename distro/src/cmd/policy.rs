@@ -2,8 +2,9 @@
 //!
 //! By default every component of the distribution is checked in the repository that holds
 //! distro.toml (or `--source DIR`, e.g. a line's patched tree `OUT/<line>/src`), with that
-//! repository's `deny.toml`. `--manifest-path` checks any other package instead. The exit status
-//! is non-zero when any component fails; every finding names the crate, the rule and the way out.
+//! repository's `deny.toml`. `--manifest-path` checks any other package instead. A component
+//! the policy denies (a licence, a banned crate, a source, an advisory) is a policy refusal,
+//! exit 3; every finding names the crate, the rule and the way out.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,7 +13,7 @@ use anyhow::Context as _;
 use distro_sbom::policy::{self, AdvisoryDb, PolicyOptions, PolicyReport};
 
 use super::Context;
-use crate::output::{self, Format};
+use crate::output::{self, Format, Refusal};
 
 /// Arguments of `distro policy`.
 #[derive(clap::Args)]
@@ -175,9 +176,45 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
         }
         output::data(&s);
     }
-    Ok(if reports.iter().all(|r| r.passed) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    refusal(&reports)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A licence, ban, source or advisory denial is the policy saying no (exit 3, after the report
+/// on stdout), not an error: cargo-deny ran and judged. What could not be checked at all (no
+/// deny.toml, a stale advisory database, cargo-deny missing) stays an error (exit 1).
+fn refusal(reports: &[PolicyReport]) -> anyhow::Result<()> {
+    let denied: Vec<String> = reports
+        .iter()
+        .filter(|r| !r.passed)
+        .map(|r| {
+            let findings: Vec<String> = r
+                .findings
+                .iter()
+                .filter(|f| f.severity == "error")
+                .map(|f| {
+                    format!(
+                        "{}/{} {} {}{}",
+                        f.check,
+                        f.code,
+                        f.crate_name,
+                        f.version,
+                        f.advisory
+                            .as_ref()
+                            .map(|a| format!(" ({a})"))
+                            .unwrap_or_default()
+                    )
+                })
+                .collect();
+            format!("{}: {}", r.component, findings.join(", "))
+        })
+        .collect();
+    if denied.is_empty() {
+        return Ok(());
+    }
+    Err(anyhow::Error::new(Refusal(format!(
+        "the policy denies {} component(s):\n  {}\n  help: each finding's way out is in the report above (with --format json, its `way_out`)",
+        denied.len(),
+        denied.join("\n  ")
+    ))))
 }

@@ -1,15 +1,17 @@
 //! `distro push`: copy an image with its signatures and attestations to a registry (or any store).
 
 use std::io::Read as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use distro_images::keys::VerifyingKey;
 use distro_images::registry::{Auth, RegistryOptions};
+use distro_images::verify::Policy;
 use distro_images::{transfer, ImageRef};
 
 use super::Context;
-use crate::output::{self, Format};
+use crate::output::{self, Format, Refusal};
 
 /// How to reach a registry; shared by every image subcommand.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -75,38 +77,66 @@ pub struct Args {
     #[arg(required_unless_present = "release")]
     pub destination: Option<String>,
     /// Push every image of a built release instead: each `OUT/<line>/images/<component>/oci`
-    /// to `<--to>/<component>:<tag>`, in one session (shared layers are mounted, not re-sent).
-    #[arg(long, value_name = "OUT/LINE", conflicts_with_all = ["source", "destination"], requires = "to")]
+    /// by digest to `<--to>/<component>`, with the signatures and attestations its layout holds,
+    /// in one session (shared layers are mounted, not re-sent); the tag moves only for an image
+    /// that then verifies in the registry (exit 3 naming the others).
+    #[arg(long, value_name = "OUT/LINE", conflicts_with_all = ["source", "destination"], requires_all = ["to", "key"])]
     pub release: Option<PathBuf>,
     /// Where --release pushes: REGISTRY/NAMESPACE.
     #[arg(long, value_name = "REGISTRY/NAMESPACE")]
     pub to: Option<String>,
+    /// Public key a pushed image's signature and attestations must verify with before --release
+    /// moves its tag (the check `distro release` makes before tagging).
+    #[arg(long, value_name = "PATH", requires = "release")]
+    pub key: Option<PathBuf>,
     #[command(flatten)]
     pub registry: RegistryArgs,
 }
 
-fn push_release(args: &Args, line_dir: &std::path::Path, cx: &Context) -> anyhow::Result<ExitCode> {
+/// `--release`: every image of the line by digest, then the tag for each one that verifies, as
+/// `distro release` publishes; an image that does not verify stays untagged and is refused
+/// (exit 3) with what to run.
+fn push_release(args: &Args, line_dir: &Path, cx: &Context) -> anyhow::Result<ExitCode> {
     let opts = args.registry.options()?;
     let to = args
         .to
         .as_deref()
         .context("--release needs --to REGISTRY/NAMESPACE")?;
+    let key_path = args
+        .key
+        .as_deref()
+        .context("--release needs --key PATH (the public key the images must verify with)")?;
+    let key = VerifyingKey::load(key_path)?;
+    let policy = tag_policy(line_dir)?;
     let (registry, namespace) = to.split_once('/').unwrap_or((to, ""));
     cx.status(&format!(
-        "pushing the images of {} to {to}",
+        "pushing the images of {} to {to} by digest; each tag moves only once its image verifies",
         line_dir.display()
     ));
-    let pushed = transfer::push_release(&line_dir.join("images"), registry, namespace, &opts)
-        .with_context(|| format!("pushing the images of {} to {to}", line_dir.display()))?;
+    let pushed = transfer::push_release(
+        &line_dir.join("images"),
+        registry,
+        namespace,
+        &opts,
+        &transfer::TagGate {
+            key: &key,
+            policy: &policy,
+        },
+    )
+    .with_context(|| format!("pushing the images of {} to {to}", line_dir.display()))?;
     match cx.format {
         Format::Json => output::json(&pushed)?,
         Format::Text => {
             let mut s = String::new();
             for p in &pushed {
                 s.push_str(&format!(
-                    "{}@{}\n  blobs uploaded: {} (mounted: {}), already present: {}\n",
-                    p.reference,
-                    p.outcome.digest,
+                    "{}\n  {}\n  blobs uploaded: {} (mounted: {}), already present: {}\n",
+                    p.by_digest,
+                    if p.tagged {
+                        format!("verified, tagged {}", p.reference)
+                    } else {
+                        format!("NOT tagged {} (it does not verify)", p.tag)
+                    },
                     p.outcome.blobs_copied,
                     p.outcome.blobs_mounted,
                     p.outcome.blobs_present
@@ -115,7 +145,57 @@ fn push_release(args: &Args, line_dir: &std::path::Path, cx: &Context) -> anyhow
             output::data(&s);
         }
     }
+    let untagged: Vec<String> = pushed
+        .iter()
+        .filter(|p| !p.tagged)
+        .map(|p| {
+            let failed: Vec<String> = p
+                .verification
+                .checks
+                .iter()
+                .filter(|c| !c.ok)
+                .map(|c| format!("{}: {}", c.name, c.detail))
+                .collect();
+            format!(
+                "{}: {} is pushed by digest but not tagged {}: {}\n    help: sign it with `distro sign {} --key KEY` and attest it with `distro attest {} --key KEY --build-dir {} --component {}`, then run this push again",
+                p.component,
+                p.by_digest,
+                p.tag,
+                failed.join("; "),
+                p.by_digest,
+                p.by_digest,
+                line_dir.display(),
+                p.component
+            )
+        })
+        .collect();
+    if !untagged.is_empty() {
+        return Err(anyhow::Error::new(Refusal(format!(
+            "{} of {} image(s) do not verify with {}, so their tags were not moved:\n  {}",
+            untagged.len(),
+            pushed.len(),
+            key_path.display(),
+            untagged.join("\n  ")
+        ))));
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The policy a pushed image must meet before its tag moves: the line's, from its release
+/// record when there is one (as `distro release` decides it), else every requirement.
+fn tag_policy(line_dir: &Path) -> anyhow::Result<Policy> {
+    let path = line_dir.join("release.json");
+    if !path.exists() {
+        return Ok(Policy::default());
+    }
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let record: distro_schema::LineRelease = serde_json::from_slice(&bytes).with_context(|| {
+        format!(
+            "{} is not a release record this distro reads; rerun `distro release` for the line, or move it away to push under the default policy",
+            path.display()
+        )
+    })?;
+    Ok(super::release::tag_policy(&record))
 }
 
 /// Runs `distro push`.

@@ -34,10 +34,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use distro_images::keys::{SigningKey, VerifyingKey};
-use distro_images::oci::Manifest;
 use distro_images::registry::{Registry, RegistryOptions};
 use distro_images::store::{Layout, Store};
-use distro_images::{cosign, verify};
+use distro_images::{cosign, transfer, verify};
 use distro_patches::advisory::AdvisoryDb;
 use distro_patches::matrix::{self, ReleaseCheck, Status};
 use distro_patches::snapshot::Snapshot;
@@ -398,20 +397,20 @@ impl Run<'_> {
         line: &distro_config::Line,
         line_dir: &Path,
     ) -> anyhow::Result<Option<String>> {
-        let commit = std::process::Command::new("git")
-            .args([
-                "-C",
-                &line.source.git,
-                "rev-parse",
-                "--verify",
-                "--end-of-options",
-            ])
-            .arg(format!("{}^{{commit}}", line.source.git_ref))
-            .stderr(std::process::Stdio::null())
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+        // A ref that does not resolve here (a remote source not yet mirrored) is no error:
+        // nothing is reused, and the build stage resolves it with a full diagnostic.
+        let commit =
+            distro_hostio::Cmd::git("resolve the line's source ref for the release fingerprint")
+                .args([
+                    "-C",
+                    &line.source.git,
+                    "rev-parse",
+                    "--verify",
+                    "--end-of-options",
+                ])
+                .arg(format!("{}^{{commit}}", line.source.git_ref))
+                .stdout_text()
+                .ok();
         let Some(commit) = commit else {
             return Ok(None);
         };
@@ -819,7 +818,7 @@ impl Run<'_> {
                 &p.by_digest,
                 Some(&p.digest),
                 &self.public_key,
-                &self.policy(record),
+                &tag_policy(record),
                 Some(&p.repository),
             );
             if !report.passed {
@@ -827,15 +826,6 @@ impl Run<'_> {
             }
         }
         Ok(true)
-    }
-
-    /// The verify policy of a release: every requirement on (a VEX only when the line has one).
-    fn policy(&self, record: &LineRelease) -> verify::Policy {
-        verify::Policy {
-            require_vex: record.vex.is_some(),
-            require_test_result: record.conformance.is_some(),
-            ..verify::Policy::default()
-        }
     }
 
     /// Push by digest → sign → attest → [conformance] → verify → tag, each step recorded.
@@ -872,8 +862,10 @@ impl Run<'_> {
                     s
                 }
             };
-            let digest = push_by_digest(Path::new(&img.layout.path), &img.tag, &mut dest)
-                .with_context(|| format!("pushing {} to {registry}/{repo}", c.name))?;
+            let mut layout = Layout::open_dir(Path::new(&img.layout.path), false)?;
+            let digest = transfer::push_by_digest(&mut layout, Some(&img.tag), &mut dest)
+                .with_context(|| format!("pushing {} to {registry}/{repo}", c.name))?
+                .digest;
             let repository = format!("{registry}/{repo}");
             c.pushed = Some(Pushed {
                 by_digest: format!("{repository}@{digest}"),
@@ -913,21 +905,16 @@ impl Run<'_> {
         }
         self.step_done(record, "sign", t, record_path)?;
 
-        // Attest the documents the records name: SBOM (the image's), provenance, VEX, FIPS.
+        // Attest the documents the record names (the image's SBOM, provenance, VEX, FIPS
+        // evidence), each with the sha256 recorded for it, as `distro attest --build-dir` does.
+        // The test result is attested after the conformance stage, below.
         self.progress.start(&v, "attest");
         let t = Instant::now();
         let vex = record.vex.clone();
         for c in &record.components {
             let p = pushed(c)?;
-            let image_sbom = c.image.as_ref().map(|i| PathBuf::from(&i.sbom.path));
-            let preds = super::attest::documents(&super::attest::Documents {
-                sbom: image_sbom.as_deref(),
-                provenance: Some(Path::new(&c.provenance.path)),
-                vex: vex.as_ref().map(|a| Path::new(&a.path)),
-                evidence: Some(Path::new(&c.evidence.path)),
-                // The test result is attested after the conformance stage, below.
-                test_result: None,
-            })?;
+            let preds =
+                super::attest::documents(&super::attest::recorded(c, vex.as_ref(), record_path))?;
             let mut store = self.store(p)?;
             let (_, outs) = cosign::attest(
                 &mut store,
@@ -998,7 +985,7 @@ impl Run<'_> {
         // Verify each image by digest, as an operator would, before its tag moves.
         self.progress.start(&v, "verify");
         let t = Instant::now();
-        let policy = self.policy(record);
+        let policy = tag_policy(record);
         let mut refused = Vec::new();
         for c in &record.components {
             let p = pushed(c)?;
@@ -1049,11 +1036,7 @@ impl Run<'_> {
             let Some(p) = c.pushed.as_mut() else { continue };
             let (registry, repo) = split_repository(&p.repository)?;
             let mut store = Registry::connect(registry, repo, &self.registry)?;
-            let m = store
-                .manifest(&p.digest)?
-                .with_context(|| format!("{} vanished from the registry", p.by_digest))?;
-            store
-                .put_manifest(Some(&p.tag), &m.bytes, &m.media_type)
+            transfer::move_tag(&mut store, &p.digest, &p.tag)
                 .with_context(|| format!("tagging {} as {}", p.by_digest, p.tag))?;
             p.tagged = true;
             kill_point("tag", Some(&c.name));
@@ -1088,6 +1071,17 @@ impl Run<'_> {
         let (registry, repo) = split_repository(&p.repository)?;
         Registry::connect(registry, repo, &self.registry)
             .with_context(|| format!("connecting to {registry} for {repo}"))
+    }
+}
+
+/// The policy a line's pushed image must meet before its tag moves (`distro release` and
+/// `distro push --release`): every requirement on, a VEX only when the line has one, the
+/// conformance test result when the suite ran.
+pub fn tag_policy(record: &LineRelease) -> verify::Policy {
+    verify::Policy {
+        require_vex: record.vex.is_some(),
+        require_test_result: record.conformance.is_some(),
+        ..verify::Policy::default()
     }
 }
 
@@ -1142,33 +1136,6 @@ fn split_repository(repository: &str) -> anyhow::Result<(&str, &str)> {
     repository
         .split_once('/')
         .with_context(|| format!("`{repository}` is not REGISTRY/REPOSITORY"))
-}
-
-/// Pushes the image `tag` names in the layout at `dir` by digest: every blob the registry
-/// lacks, then the manifest under its digest (no tag). Returns the digest.
-fn push_by_digest(dir: &Path, tag: &str, dest: &mut Registry) -> anyhow::Result<String> {
-    let mut layout = Layout::open_dir(dir, false)?;
-    let (_, m) = cosign::resolve(&mut layout, Some(tag))?;
-    let manifest = Manifest::parse(
-        &format!("manifest {} in {}", m.digest, dir.display()),
-        &m.bytes,
-    )?;
-    let mut blobs = vec![(manifest.config.digest.clone(), manifest.config.size)];
-    blobs.extend(manifest.layers.iter().map(|l| (l.digest.clone(), l.size)));
-    for (d, size) in blobs {
-        if dest.has_blob(&d)? {
-            continue;
-        }
-        let data = layout.blob_sized(&d, size)?;
-        dest.upload_blob(&d, &data)?;
-    }
-    let written = dest.put_manifest(None, &m.bytes, &m.media_type)?;
-    anyhow::ensure!(
-        written == m.digest,
-        "the registry stored manifest {written}, not {}",
-        m.digest
-    );
-    Ok(m.digest)
 }
 
 /// The previous record, if it parses (one that does not is ignored with a warning: the run

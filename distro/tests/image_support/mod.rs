@@ -80,13 +80,17 @@ pub fn have_python(module: &str, test: &str) -> bool {
     )
 }
 
-/// A fixture build output: `OUT/0.1/{build.json,bin,evidence,provenance,sbom}` for one or two
-/// components with fake binaries, FIPS evidence about them, provenance, an SBOM and a VEX.
+/// A fixture build output: `OUT/0.1/{build.json,bin,evidence,provenance,sbom,vex}` for one or
+/// two components with fake binaries, FIPS evidence about them, provenance, an SBOM each and
+/// the line's VEX, and the line's release record `release.json` naming every document by path
+/// and sha256 (what `distro attest --build-dir` reads).
 pub struct Fixture {
     /// The output directory (`OUT`).
     pub out: PathBuf,
     /// `OUT/0.1`.
     pub line_dir: PathBuf,
+    /// The components, in order.
+    pub components: Vec<String>,
 }
 
 /// sha256 hex via sha256sum (independent of the code under test).
@@ -142,10 +146,6 @@ impl Fixture {
                 &line_dir.join("sbom").join(format!("{c}.cdx.json")),
                 &sbom(c),
             );
-            write_json(
-                &line_dir.join("sbom").join(format!("{c}.openvex.json")),
-                &vex(c, "fixed"),
-            );
             records.push(json!({
                 "name": c, "package": c, "binary": format!("bin/{c}"), "sha256": sha,
                 "fips": {"mode": true, "module_version": "AWS-LC FIPS 3.0.0", "cmvp_certificate": 5314, "cmvp_status": "validated"},
@@ -160,7 +160,88 @@ impl Fixture {
                 "cargo_lock_sha256": "00", "patches": [], "components": records
             }),
         );
-        Fixture { out, line_dir }
+        let fx = Fixture {
+            out,
+            line_dir,
+            components: components.iter().map(|c| c.to_string()).collect(),
+        };
+        write_json(&fx.vex_path(), &line_vex(components, "fixed"));
+        fx.record();
+        fx
+    }
+
+    /// The line's OpenVEX document (`OUT/0.1/vex/fips-mesh-0.1.openvex.json`, where `distro
+    /// release` writes it), about every component.
+    pub fn vex_path(&self) -> PathBuf {
+        self.line_dir.join("vex").join("fips-mesh-0.1.openvex.json")
+    }
+
+    /// (Re)writes `OUT/0.1/release.json` with the current sha256 of every document, as the
+    /// release's local stages do: call it after changing a document on purpose.
+    pub fn record(&self) {
+        use distro_schema::{Artifact, CmvpStatus, ComponentRelease, FipsFacts, LineRelease};
+        let artifact = |p: PathBuf| Artifact {
+            sha256: sha256sum(&p),
+            path: p.display().to_string(),
+        };
+        let build: distro_schema::BuildRecord =
+            serde_json::from_slice(&std::fs::read(self.line_dir.join("build.json")).unwrap())
+                .unwrap();
+        let record = LineRelease {
+            schema_version: distro_schema::SCHEMA_VERSION.into(),
+            distribution: "fips-mesh".into(),
+            line: "0.1".into(),
+            version: "0.1.0".into(),
+            state: distro_schema::ReleaseState::Built,
+            fingerprint: "fixture".into(),
+            source: build.source.clone(),
+            build_record: artifact(self.line_dir.join("build.json")),
+            patches: Vec::new(),
+            components: self
+                .components
+                .iter()
+                .map(|c| ComponentRelease {
+                    name: c.clone(),
+                    package: c.clone(),
+                    features: Vec::new(),
+                    binary: artifact(self.line_dir.join("bin").join(c)),
+                    fips: FipsFacts {
+                        mode: true,
+                        module_version: "AWS-LC FIPS 3.0.0".into(),
+                        cmvp_certificate: Some(5314),
+                        cmvp_status: CmvpStatus::Validated,
+                    },
+                    evidence: artifact(
+                        self.line_dir
+                            .join("evidence")
+                            .join(format!("{c}.fips.json")),
+                    ),
+                    provenance: artifact(
+                        self.line_dir
+                            .join("provenance")
+                            .join(format!("{c}.intoto.json")),
+                    ),
+                    sbom: Some(artifact(
+                        self.line_dir.join("sbom").join(format!("{c}.cdx.json")),
+                    )),
+                    spdx: None,
+                    image: None,
+                    pushed: None,
+                })
+                .collect(),
+            vex: Some(artifact(self.vex_path())),
+            vex_note: None,
+            registry: None,
+            public_key: None,
+            conformance: None,
+            checks: Vec::new(),
+            stages: Vec::new(),
+        };
+        std::fs::write(
+            self.line_dir.join("release.json"),
+            serde_json::to_vec_pretty(&record).unwrap(),
+        )
+        .unwrap();
     }
 
     /// `oci:` reference of a component's assembled image.
@@ -245,8 +326,21 @@ pub fn vex(component: &str, status: &str) -> serde_json::Value {
     })
 }
 
-/// Writes pretty JSON.
+/// The line's OpenVEX 0.2.0 document: one statement of `status` about every component.
+pub fn line_vex(components: &[&str], status: &str) -> serde_json::Value {
+    let mut v = vex(components[0], status);
+    v["statements"][0]["products"] = components
+        .iter()
+        .map(|c| json!({"@id": format!("pkg:cargo/{c}@0.1.0")}))
+        .collect();
+    v
+}
+
+/// Writes pretty JSON (creating its directory).
 pub fn write_json(path: &Path, v: &serde_json::Value) {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).unwrap();
+    }
     std::fs::write(path, serde_json::to_vec_pretty(v).unwrap()).unwrap();
 }
 
