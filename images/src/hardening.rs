@@ -74,14 +74,6 @@ fn valid_name(n: &str) -> bool {
         })
 }
 
-fn valid_tag(t: &str) -> bool {
-    !t.is_empty()
-        && t.len() <= 128
-        && (t.as_bytes()[0].is_ascii_alphanumeric() || t.as_bytes()[0] == b'_')
-        && t.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
-}
-
 fn printable(s: &str) -> bool {
     !s.trim().is_empty() && s.chars().all(|c| (' '..='~').contains(&c))
 }
@@ -110,7 +102,7 @@ impl HardeningManifest {
             _ => {}
         }
         for t in &self.tags {
-            if !valid_tag(t) {
+            if !crate::reference::is_tag(t) {
                 p.push(format!("tag `{t}` is not a valid tag"));
             }
         }

@@ -63,8 +63,9 @@ fn split_tag(whole: &str, rest: &str) -> Result<(PathBuf, Option<String>)> {
     }
 }
 
-/// An OCI tag: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
-fn is_tag(t: &str) -> bool {
+/// An OCI tag: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}` (references and the hardening manifest's
+/// tags).
+pub(crate) fn is_tag(t: &str) -> bool {
     let b = t.as_bytes();
     !b.is_empty()
         && b.len() <= 128
