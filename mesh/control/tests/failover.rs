@@ -366,12 +366,6 @@ identity = "{id}"
 }
 
 /// Replaces the watched configuration file atomically (as an operator's tooling would).
-fn write_config(dir: &Path, text: &str) {
-    let tmp = dir.join(".mesh.toml.tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, dir.join("mesh.toml")).unwrap();
-}
-
 /// Waits until `cond` holds, or fails with `what` after `within`.
 fn wait_until(within: Duration, what: impl Fn() -> String, cond: impl Fn() -> bool) {
     let deadline = Instant::now() + within;
@@ -429,10 +423,8 @@ fn proxies_fail_over_with_zero_failed_requests() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("mesh");
-    std::fs::create_dir_all(&cfg).unwrap();
     let b_in = loopback();
-    write_config(&cfg, &mesh_toml(b_in, &[]));
+    let cfg = config_dir(dir.path(), &mesh_toml(b_in, &[]));
     let cluster = Cluster::start(dir.path());
     let eps = cluster.endpoints();
     let args = [
@@ -628,10 +620,8 @@ fn proxies_leave_a_replica_cut_off_from_the_store() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("mesh");
-    std::fs::create_dir_all(&cfg).unwrap();
     let b_in = loopback();
-    write_config(&cfg, &mesh_toml(b_in, &[]));
+    let cfg = config_dir(dir.path(), &mesh_toml(b_in, &[]));
     let mut cluster = Cluster::start(dir.path());
     let args = [
         "--config",

@@ -39,9 +39,7 @@ fn migrated_state_serves_the_same_ca_serials_and_tokens() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("mesh");
-    std::fs::create_dir_all(&cfg).unwrap();
-    std::fs::write(cfg.join("mesh.toml"), MESH).unwrap();
+    let cfg = config_dir(dir.path(), MESH);
     let config_args = ["--config", cfg.to_str().unwrap()];
 
     // The single control plane: a few workloads, one token used, one left for later.

@@ -274,9 +274,7 @@ fn config_change_reaches_proxies_on_every_replica() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("mesh");
-    std::fs::create_dir_all(&cfg).unwrap();
-    std::fs::write(cfg.join("mesh.toml"), MESH).unwrap();
+    let cfg = config_dir(dir.path(), MESH);
     let (_cluster, replicas) = replicated(
         dir.path(),
         "push",

@@ -29,6 +29,22 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_mesh-control");
 pub const TD: &str = "example.org";
 
 /// A free TCP port on 127.0.0.1.
+/// A configuration folder `root/mesh` holding `mesh.toml` with `text`, as `--config` takes it.
+pub fn config_dir(root: &Path, text: &str) -> PathBuf {
+    let cfg = root.join("mesh");
+    std::fs::create_dir_all(&cfg).unwrap();
+    write_config(&cfg, text);
+    cfg
+}
+
+/// Replaces `dir/mesh.toml` with `text` in one rename, as an operator's tool would: the
+/// watching control plane never reads half a file.
+pub fn write_config(dir: &Path, text: &str) {
+    let tmp = dir.join(".mesh.toml.tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, dir.join("mesh.toml")).unwrap();
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
