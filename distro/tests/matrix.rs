@@ -216,6 +216,51 @@ fn release_gate() {
     );
 }
 
+/// `--format json` of the release gate: one document with the decision and the facts it was made
+/// on, for pipelines; a refusal still exits 3 (after the document), a forced one says so.
+#[test]
+fn release_gate_json() {
+    let fx = Fixture::new();
+    let gate = |args: &[&str]| {
+        let mut all = vec!["--format", "json", "matrix", "--check-release"];
+        all.extend_from_slice(args);
+        let out = fx.run(&all);
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{all:?}: stdout is not JSON ({e}): {}\nstderr: {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out.status.code(), doc)
+    };
+    let (code, eol) = gate(&["1.0", "--at", "2026-04-01"]);
+    assert_eq!(code, Some(3), "{eol}");
+    assert_eq!(eol["decision"], "refuse", "{eol}");
+    assert_eq!(eol["status"], "end-of-life", "{eol}");
+    assert_eq!(eol["eol"], "2026-03-31", "{eol}");
+    assert_eq!(eol["days_left"], -1, "{eol}");
+    assert!(
+        eol["message"].as_str().unwrap().contains("--force"),
+        "{eol}"
+    );
+    let (code, forced) = gate(&["1.0", "--at", "2026-04-01", "--force"]);
+    assert_eq!(code, Some(0), "{forced}");
+    assert_eq!(forced["decision"], "warn", "{forced}");
+    assert_eq!(forced["forced"], true, "{forced}");
+    let (code, soon) = gate(&["1.0", "--at", "2026-03-31"]);
+    assert_eq!(
+        (code, &soon["decision"], &soon["status"]),
+        (Some(0), &"warn".into(), &"ending-soon".into()),
+        "{soon}"
+    );
+    let (code, ok) = gate(&["1.1", "--at", "2026-03-31"]);
+    assert_eq!(code, Some(0), "{ok}");
+    assert_eq!(ok["decision"], "allow", "{ok}");
+    assert_eq!(ok["line"], "1.1", "{ok}");
+    assert_eq!(ok["status"], "supported", "{ok}");
+}
+
 /// Advisory columns: the fixture advisory affects every line's Cargo.lock; 1.1's queue names
 /// its CVE alias, so it is fixed there (listed once, under its RustSec id) and open elsewhere;
 /// informational notices are not listed.

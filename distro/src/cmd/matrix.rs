@@ -63,13 +63,32 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
             )
         })?;
         // An end-of-life line is the policy saying no (exit 3), not an error: the check ran.
-        let (_, _, status) = matrix::line_status(&dist, line, at);
-        match matrix::check_release(&dist, line, at, args.force) {
-            Ok(ReleaseCheck::Ok) => cx.status(&format!("line {version} may be released on {at}")),
-            Ok(ReleaseCheck::Warn(w)) => cx.status(&format!("warning: {w}")),
-            Err(e) if status == matrix::Status::EndOfLife => {
-                return Err(anyhow::Error::new(Refusal(e.to_string())))
-            }
+        let (eol, days_left, status) = matrix::line_status(&dist, line, at);
+        let check = matrix::check_release(&dist, line, at, args.force);
+        let (decision, message) = match &check {
+            Ok(ReleaseCheck::Ok) => ("allow", format!("line {version} may be released on {at}")),
+            Ok(ReleaseCheck::Warn(w)) => ("warn", w.clone()),
+            Err(e) if status == matrix::Status::EndOfLife => ("refuse", e.to_string()),
+            Err(e) => ("error", e.to_string()),
+        };
+        if cx.format == Format::Json && decision != "error" {
+            // What a pipeline reads: the decision and the facts it was made on. A refusal still
+            // exits 3 after the document.
+            output::json(&serde_json::json!({
+                "line": version,
+                "at": at,
+                "status": status,
+                "eol": eol,
+                "days_left": days_left,
+                "forced": args.force,
+                "decision": decision,
+                "message": message,
+            }))?;
+        }
+        match check {
+            Ok(ReleaseCheck::Ok) => cx.status(&message),
+            Ok(ReleaseCheck::Warn(_)) => cx.status(&format!("warning: {message}")),
+            Err(_) if decision == "refuse" => return Err(anyhow::Error::new(Refusal(message))),
             Err(e) => return Err(e.into()),
         }
         return Ok(ExitCode::SUCCESS);
