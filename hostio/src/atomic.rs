@@ -127,7 +127,7 @@ pub fn write_output(path: &Path, bytes: &[u8], mode: u32) -> Result<(), WriteErr
 }
 
 /// What a non-regular file is, for messages; `None` for a regular file.
-fn special_kind(ft: std::fs::FileType) -> Option<&'static str> {
+pub(crate) fn special_kind(ft: std::fs::FileType) -> Option<&'static str> {
     use std::os::unix::fs::FileTypeExt as _;
     if ft.is_file() {
         None

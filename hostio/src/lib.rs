@@ -9,6 +9,8 @@
 //!   renamed into place, and the directory fsynced; FIFOs, devices, sockets and directories at
 //!   the destination are refused (or, for a user-named output, written in place); an exclusive
 //!   create ([`create_new`]) links the complete file into place only if the name is free.
+//! - [`read`]: the one careful read of a file put on the host by someone else: regular files
+//!   only (a FIFO does not stall it), bounded, and for private keys owner-only (`chmod 600`).
 //! - [`digest`]: the one sha256 helper (AWS-LC), over bytes or streamed from a reader or file,
 //!   as lower-case hex or in OCI notation (`sha256:<hex>`).
 //!
@@ -19,7 +21,9 @@
 pub mod atomic;
 pub mod cmd;
 pub mod digest;
+pub mod read;
 
 pub use atomic::{create_new, write_atomic, write_output, StagedFile, WriteError, PRIVATE, PUBLIC};
 pub use cmd::{Cmd, CmdError};
 pub use digest::{sha256_file, sha256_hex, sha256_oci, sha256_reader, Sha256};
+pub use read::{read_regular, Access, ReadError};

@@ -56,16 +56,6 @@ pub enum TlsSetupError {
     /// A flag is missing, or given where it has no use.
     #[error("{0}")]
     Usage(String),
-    /// A file could not be read.
-    #[error("{path}: cannot read the {what}: {source}")]
-    Read {
-        /// The file.
-        path: String,
-        /// What it should hold.
-        what: &'static str,
-        /// The OS error.
-        source: std::io::Error,
-    },
     /// A file does not hold what it should.
     #[error("{path}: {why}")]
     Bad {
@@ -96,37 +86,20 @@ impl std::fmt::Debug for EtcdTls {
     }
 }
 
-fn read(path: &Path, what: &'static str) -> Result<String, TlsSetupError> {
-    std::fs::read_to_string(path).map_err(|source| TlsSetupError::Read {
+/// Reads a TLS file: a regular file of at most 1 MiB; the client key (`private`) only when other
+/// users have no access to it (the message then says `chmod 600 FILE`).
+fn read(path: &Path, what: &'static str, private: bool) -> Result<String, TlsSetupError> {
+    let access = if private {
+        distro_hostio::Access::OwnerOnly
+    } else {
+        distro_hostio::Access::Any
+    };
+    let bad = |why: String| TlsSetupError::Bad {
         path: path.display().to_string(),
-        what,
-        source,
-    })
-}
-
-/// Refuses a private key file that other users may read.
-fn check_private(path: &Path) -> Result<(), TlsSetupError> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let meta = std::fs::metadata(path).map_err(|source| TlsSetupError::Read {
-            path: path.display().to_string(),
-            what: "etcd client key",
-            source,
-        })?;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(TlsSetupError::Bad {
-                path: path.display().to_string(),
-                why: format!(
-                    "the etcd client key is readable by other users (mode {mode:04o}); refusing \
-                     to use it: run `chmod 600 {}`",
-                    path.display()
-                ),
-            });
-        }
-    }
-    Ok(())
+        why: format!("the {what}: {why}"),
+    };
+    let bytes = distro_hostio::read_regular(path, 1 << 20, access).map_err(|e| bad(e.why))?;
+    String::from_utf8(bytes).map_err(|_| bad("not text (expected PEM)".into()))
 }
 
 impl EtcdTls {
@@ -166,18 +139,24 @@ impl EtcdTls {
             path: path.display().to_string(),
             why,
         };
-        let roots = mesh_core::tls::roots_from_pem(&read(&ca, "etcd CA bundle")?).map_err(|e| {
-            bad(
-                &ca,
-                format!("{e} (expected the PEM CA certificate(s) of etcd's server certificate)"),
-            )
-        })?;
+        let roots =
+            mesh_core::tls::roots_from_pem(&read(&ca, "etcd CA bundle", false)?).map_err(|e| {
+                bad(
+                    &ca,
+                    format!(
+                        "{e} (expected the PEM CA certificate(s) of etcd's server certificate)"
+                    ),
+                )
+            })?;
         let client = match (&files.cert, &files.key) {
             (None, None) => None,
             (Some(cert), Some(key)) => {
-                let chain =
-                    mesh_core::identity::certs_from_pem(&read(cert, "etcd client certificate")?)
-                        .map_err(|e| bad(cert, e.to_string()))?;
+                let chain = mesh_core::identity::certs_from_pem(&read(
+                    cert,
+                    "etcd client certificate",
+                    false,
+                )?)
+                .map_err(|e| bad(cert, e.to_string()))?;
                 if chain.is_empty() {
                     return Err(bad(
                         cert,
@@ -185,15 +164,14 @@ impl EtcdTls {
                             .into(),
                     ));
                 }
-                check_private(key)?;
                 // The key's text is never part of a message.
-                let der = mesh_core::identity::key_from_pem(&read(key, "etcd client key")?)
+                let der = mesh_core::identity::key_from_pem(&read(key, "etcd client key", true)?)
                     .map_err(|_| {
-                        bad(
-                            key,
-                            "no PEM private key (PKCS#8, SEC1 or PKCS#1) here".into(),
-                        )
-                    })?;
+                    bad(
+                        key,
+                        "no PEM private key (PKCS#8, SEC1 or PKCS#1) here".into(),
+                    )
+                })?;
                 Some((chain, der))
             }
             _ => {

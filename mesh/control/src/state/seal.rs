@@ -41,34 +41,6 @@ pub struct KeyError {
     pub why: String,
 }
 
-/// Refuses a key file that is not a regular file or that other users may read or write.
-fn check_private(path: &std::path::Path, name: &str) -> Result<(), KeyError> {
-    let bad = |why: String| KeyError {
-        source_name: name.to_string(),
-        why,
-    };
-    let meta =
-        std::fs::metadata(path).map_err(|e| bad(format!("cannot read the state key: {e}")))?;
-    if !meta.is_file() {
-        return Err(bad(format!(
-            "the state key is not a regular file; refusing to use it: put the key in a file \
-             and run `chmod 600 {name}`"
-        )));
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(bad(format!(
-                "the state key is accessible to other users (mode {mode:04o}); refusing to use \
-                 it: run `chmod 600 {name}`"
-            )));
-        }
-    }
-    Ok(())
-}
-
 impl SealKey {
     /// Parses 64 hex digits (surrounding whitespace ignored).
     pub fn from_hex(text: &str, source: &str) -> Result<Self, KeyError> {
@@ -96,10 +68,16 @@ impl SealKey {
     pub fn load(file: Option<&std::path::Path>) -> Result<Option<Self>, KeyError> {
         if let Some(f) = file {
             let name = f.display().to_string();
-            check_private(f, &name)?;
-            let text = std::fs::read_to_string(f).map_err(|e| KeyError {
+            // A sealing key other users may read is no secret: refused, as is anything but a
+            // regular file (64 hex digits need no more than a few hundred bytes).
+            let bytes = distro_hostio::read_regular(f, 4096, distro_hostio::Access::OwnerOnly)
+                .map_err(|e| KeyError {
+                    source_name: name.clone(),
+                    why: format!("the state key: {}", e.why),
+                })?;
+            let text = String::from_utf8(bytes).map_err(|_| KeyError {
                 source_name: name.clone(),
-                why: format!("cannot read the state key: {e}"),
+                why: "the state key is not text (expected 64 hex digits)".into(),
             })?;
             return Self::from_hex(&text, &name).map(Some);
         }
