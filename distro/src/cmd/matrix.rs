@@ -64,14 +64,13 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
         })?;
         // An end-of-life line is the policy saying no (exit 3), not an error: the check ran.
         let (eol, days_left, status) = matrix::line_status(&dist, line, at);
-        let check = matrix::check_release(&dist, line, at, args.force);
-        let (decision, message) = match &check {
+        let (decision, message) = match matrix::check_release(&dist, line, at, args.force) {
             Ok(ReleaseCheck::Ok) => ("allow", format!("line {version} may be released on {at}")),
-            Ok(ReleaseCheck::Warn(w)) => ("warn", w.clone()),
+            Ok(ReleaseCheck::Warn(w)) => ("warn", w),
             Err(e) if status == matrix::Status::EndOfLife => ("refuse", e.to_string()),
-            Err(e) => ("error", e.to_string()),
+            Err(e) => return Err(e.into()),
         };
-        if cx.format == Format::Json && decision != "error" {
+        if cx.format == Format::Json {
             // What a pipeline reads: the decision and the facts it was made on. A refusal still
             // exits 3 after the document.
             output::json(&serde_json::json!({
@@ -85,11 +84,10 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
                 "message": message,
             }))?;
         }
-        match check {
-            Ok(ReleaseCheck::Ok) => cx.status(&message),
-            Ok(ReleaseCheck::Warn(_)) => cx.status(&format!("warning: {message}")),
-            Err(_) if decision == "refuse" => return Err(anyhow::Error::new(Refusal(message))),
-            Err(e) => return Err(e.into()),
+        match decision {
+            "allow" => cx.status(&message),
+            "warn" => cx.status(&format!("warning: {message}")),
+            _ => return Err(anyhow::Error::new(Refusal(message))),
         }
         return Ok(ExitCode::SUCCESS);
     }
