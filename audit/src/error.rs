@@ -35,9 +35,6 @@ pub enum AuditError {
         /// The template engine's error.
         source: minijinja::Error,
     },
-    /// Writing the report was refused or failed.
-    #[error(transparent)]
-    Write(#[from] distro_hostio::WriteError),
     /// Writing the report failed.
     #[error("{action} {path}: {source}")]
     Io {

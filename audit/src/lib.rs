@@ -19,5 +19,5 @@ pub mod report;
 
 pub use collect::{audit, Options, Target};
 pub use error::AuditError;
-pub use render::{render, write_atomic, ReportFormat};
+pub use render::{render, ReportFormat};
 pub use report::AuditReport;

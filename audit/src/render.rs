@@ -4,8 +4,6 @@
 //! and the details folded in `<details>`; minijinja escapes every value (`.html` templates are
 //! autoescaped), so nothing from an attestation can inject markup.
 
-use std::path::Path;
-
 use minijinja::{Environment, Value};
 
 use crate::error::AuditError;
@@ -103,18 +101,6 @@ pub fn render(report: &AuditReport, format: ReportFormat) -> Result<String, Audi
             format: label,
             source,
         })
-}
-
-/// Writes `bytes` to `path` atomically ([`distro_hostio::write_output`]: unique temp file,
-/// fsync of file and directory, rename), readable by everyone (0644): a report is a public
-/// artifact. A stream the user named (`-o /dev/stdout`) is written in place. Kept for
-/// `distro/src/cmd/audit.rs` until it calls [`distro_hostio::write_output`] itself.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), AuditError> {
-    Ok(distro_hostio::write_output(
-        path,
-        bytes,
-        distro_hostio::PUBLIC,
-    )?)
 }
 
 #[cfg(test)]

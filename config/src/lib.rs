@@ -29,7 +29,8 @@ pub fn load(path: &Path) -> Result<Distribution, ConfigError> {
         path: path.to_path_buf(),
         message,
     };
-    let bytes = read_bounded(path, MAX_CONFIG_BYTES).map_err(|e| io(e.to_string()))?;
+    let bytes = distro_hostio::read_regular(path, MAX_CONFIG_BYTES, distro_hostio::Access::Any)
+        .map_err(|e| io(e.why))?;
     let text = String::from_utf8(bytes).map_err(|e| {
         io(format!(
             "not UTF-8 text (invalid byte at offset {})",
@@ -37,51 +38,6 @@ pub fn load(path: &Path) -> Result<Distribution, ConfigError> {
         ))
     })?;
     parse(path, &text)
-}
-
-/// Opens with `O_NONBLOCK` (a FIFO does not stall the open), checks the type with `fstat` on
-/// the open descriptor, and reads at most `limit` bytes.
-fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::Read as _;
-    use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)?;
-    let meta = f.metadata()?;
-    let ft = meta.file_type();
-    if !ft.is_file() {
-        let kind = if ft.is_fifo() {
-            "a FIFO"
-        } else if ft.is_char_device() || ft.is_block_device() {
-            "a device"
-        } else if ft.is_dir() {
-            "a directory"
-        } else {
-            "not a regular file"
-        };
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("it is {kind}, not a regular file"),
-        ));
-    }
-    let too_big = |n: u64| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!(
-                "it is {n} bytes, more than the {limit} bytes a distribution definition may have"
-            ),
-        )
-    };
-    if meta.len() > limit {
-        return Err(too_big(meta.len()));
-    }
-    let mut out = Vec::new();
-    f.take(limit + 1).read_to_end(&mut out)?;
-    if out.len() as u64 > limit {
-        return Err(too_big(out.len() as u64));
-    }
-    Ok(out)
 }
 
 /// Validates a distribution definition held in memory; `path` is used for messages and to

@@ -104,6 +104,14 @@ pub enum Error {
     /// The containers' user could not reach the working directory.
     #[error("the images' user (uid 65532) cannot reach {0}: make it and its parents world-searchable (chmod o+x) or use the default --work-dir")]
     WorkDirNotReachable(PathBuf),
+    /// An input of the run (a build record, an image index) exists but cannot be read.
+    #[error("reading {}: {source}\n  help: make it readable, or rebuild the line", path.display())]
+    Input {
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// Leftovers of an earlier run could not be removed.
     #[error("leftovers of an earlier run could not be removed: {0}")]
     Leftovers(String),

@@ -242,6 +242,10 @@ pub struct Profile {
     /// From `<name>.thresholds.toml` (defaults where absent).
     #[serde(skip)]
     pub thresholds: Thresholds,
+    /// File name → hex sha256 of the bytes [`Profile::load`] read and parsed (the profile and,
+    /// when present, its thresholds file): what a result records is what was run.
+    #[serde(skip)]
+    definition: std::collections::BTreeMap<String, String>,
 }
 
 /// Every capability a profile may declare; a typo is an error, not a silently unsupported
@@ -276,6 +280,7 @@ impl Profile {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         p.path = path.to_path_buf();
+        p.record_definition(path, &text);
         let tpath = path.with_file_name(format!("{}.thresholds.toml", p.name));
         if tpath.exists() {
             let t = std::fs::read_to_string(&tpath).map_err(|source| ProfileError::Read {
@@ -283,9 +288,19 @@ impl Profile {
                 source,
             })?;
             p.thresholds = parse(&tpath, &t)?;
+            p.record_definition(&tpath, &t);
         }
         p.validate()?;
         Ok(p)
+    }
+
+    fn record_definition(&mut self, file: &Path, text: &str) {
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.definition
+            .insert(name, distro_hostio::sha256_hex(text.as_bytes()));
     }
 
     fn invalid(&self, message: String) -> ProfileError {
@@ -399,19 +414,9 @@ impl Profile {
     }
 
     /// The files that define this profile (`<name>.toml` and, when present,
-    /// `<name>.thresholds.toml`) → hex sha256 of their contents; a file that cannot be read
-    /// (removed since loading) is left out.
+    /// `<name>.thresholds.toml`) → hex sha256 of the contents that were loaded.
     pub fn definition_sha256(&self) -> std::collections::BTreeMap<String, String> {
-        let tpath = self
-            .path
-            .with_file_name(format!("{}.thresholds.toml", self.name));
-        [self.path.clone(), tpath]
-            .iter()
-            .filter_map(|p| {
-                let digest = distro_hostio::sha256_file(p).ok()?;
-                Some((p.file_name()?.to_string_lossy().into_owned(), digest))
-            })
-            .collect()
+        self.definition.clone()
     }
 
     /// Whether any host runs the previous line.
@@ -492,4 +497,30 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Profile>, ProfileError> {
         .collect();
     paths.sort();
     paths.iter().map(|p| Profile::load(p)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The digests a result records are of the bytes that were loaded (both files), and a
+    /// thresholds file that is changed afterwards does not change them: what ran is recorded.
+    #[test]
+    fn definition_digests_are_of_what_was_loaded() {
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles");
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        for f in ["flat.toml", "flat.thresholds.toml"] {
+            std::fs::copy(shipped.join(f), dir.path().join(f)).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let p = Profile::load(&dir.path().join("flat.toml")).unwrap_or_else(|e| panic!("{e}"));
+        let d = p.definition_sha256();
+        assert_eq!(d.len(), 2, "{d:?}");
+        for (name, digest) in &d {
+            let bytes = std::fs::read(dir.path().join(name)).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(digest, &distro_hostio::sha256_hex(&bytes), "{name}");
+        }
+        std::fs::write(dir.path().join("flat.thresholds.toml"), "# changed\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.definition_sha256(), d);
+    }
 }

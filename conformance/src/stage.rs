@@ -233,6 +233,19 @@ fn reusable(dir: &Path, key: &str) -> Option<ConformanceSummary> {
     (s.totals.failed == 0 && s.profiles.iter().all(|p| p.setup_error.is_none())).then_some(s)
 }
 
+/// A file's bytes for the inputs digest: `None` when it is absent (a line not yet built); one
+/// that exists but cannot be read is an error, never an empty input.
+fn present(path: &Path) -> Result<Option<Vec<u8>>, Error> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(Error::Input {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
 /// sha256 over everything a run depends on: the selection, both lines' `build.json` and image
 /// indexes (the images are content-addressed, so their index names every byte), and every
 /// profile file.
@@ -242,41 +255,50 @@ fn inputs_digest(
     opts: &StageOptions,
 ) -> Result<String, Error> {
     let mut ctx = distro_hostio::Sha256::new();
-    let mut feed = |label: &str, bytes: &[u8]| {
+    let mut feed = |label: &str, bytes: Option<&[u8]>| {
+        let (label, bytes) = match bytes {
+            Some(b) => (label.to_string(), b),
+            None => (format!("{label} (absent)"), &[][..]),
+        };
         ctx.update(label.as_bytes());
         ctx.update(&(bytes.len() as u64).to_le_bytes());
         ctx.update(bytes);
     };
-    feed("profiles", opts.profiles.join(",").as_bytes());
-    feed("scenarios", opts.scenarios.join(",").as_bytes());
+    feed("profiles", Some(opts.profiles.join(",").as_bytes()));
+    feed("scenarios", Some(opts.scenarios.join(",").as_bytes()));
     for (side, dir) in [("line", Some(line)), ("previous", previous)] {
         let Some(dir) = dir else {
-            feed(side, b"none");
+            feed(side, Some(b"none"));
             continue;
         };
-        feed(side, dir.display().to_string().as_bytes());
-        feed(
-            "build.json",
-            &std::fs::read(dir.join("build.json")).unwrap_or_default(),
-        );
-        let mut images: Vec<PathBuf> = std::fs::read_dir(dir.join("images"))
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.path().join("oci/index.json"))
-                    .collect()
-            })
-            .unwrap_or_default();
+        feed(side, Some(dir.display().to_string().as_bytes()));
+        let record = dir.join("build.json");
+        feed("build.json", present(&record)?.as_deref());
+        let images_dir = dir.join("images");
+        let mut images: Vec<PathBuf> = match std::fs::read_dir(&images_dir) {
+            Ok(d) => d
+                .map(|e| e.map(|e| e.path().join("oci/index.json")))
+                .collect::<Result<_, _>>()
+                .map_err(|source| Error::Input {
+                    path: images_dir.clone(),
+                    source,
+                })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(source) => {
+                return Err(Error::Input {
+                    path: images_dir,
+                    source,
+                })
+            }
+        };
         images.sort();
         for i in images {
-            feed(
-                &i.display().to_string(),
-                &std::fs::read(&i).unwrap_or_default(),
-            );
+            feed(&i.display().to_string(), present(&i)?.as_deref());
         }
     }
     for p in profile::load_dir(&opts.profiles_dir)? {
         for (name, digest) in p.definition_sha256() {
-            feed(&name, digest.as_bytes());
+            feed(&name, Some(digest.as_bytes()));
         }
     }
     Ok(ctx.finish_hex())

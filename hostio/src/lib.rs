@@ -26,4 +26,4 @@ pub mod read;
 pub use atomic::{create_new, write_atomic, write_output, StagedFile, WriteError, PRIVATE, PUBLIC};
 pub use cmd::{Cmd, CmdError};
 pub use digest::{sha256_file, sha256_hex, sha256_oci, sha256_reader, Sha256};
-pub use read::{read_regular, Access, ReadError};
+pub use read::{open_regular, read_bounded, read_regular, Access, ReadError, Symlinks};

@@ -1,7 +1,14 @@
 //! The one careful read of a file someone else put on the host: opened with `O_NONBLOCK` (a FIFO
-//! does not stall the open), its type and mode checked with `fstat` on the open descriptor (no
-//! window between the check and the read), and at most `limit` bytes read.
+//! does not stall the open) and, when asked, `O_NOFOLLOW`; its type and mode checked with
+//! `fstat` on the open descriptor (no window between the check and the read); at most `limit`
+//! bytes read, and a file that grows while being read is seen to.
+//!
+//! Three levels, one implementation: [`open_regular`] (an open file and its size, for streaming),
+//! [`read_bounded`] (its bytes, up to a limit) and [`read_regular`] (the same with an optional
+//! owner-only check, the error naming the file). The first two return `std::io::Error`s whose
+//! message says what the file is, for callers whose own errors name the path.
 
+use std::fs::File;
 use std::io::Read as _;
 use std::path::Path;
 
@@ -14,6 +21,15 @@ pub enum Access {
     OwnerOnly,
 }
 
+/// Whether a symbolic link in the last component of the path is followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Symlinks {
+    /// Follow it (a `distro.toml` or a policy may be a link to a regular file).
+    Follow,
+    /// Refuse it (`O_NOFOLLOW`): a layout's blobs are content-addressed regular files.
+    Refuse,
+}
+
 /// Why a file could not be read; the message names the file and says what to do.
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {why}")]
@@ -24,50 +40,95 @@ pub struct ReadError {
     pub why: String,
 }
 
-/// Reads `path` whole: refused when it is not a regular file (after following symlinks), when
+/// Opens `path` for reading only if it is a regular file, and returns it with its size.
+///
+/// FIFOs, devices (`/dev/zero`), sockets and directories are refused (`InvalidInput`) with a
+/// message that says what the file is; with [`Symlinks::Refuse`] so is a symbolic link. A
+/// missing file keeps its `NotFound` kind.
+pub fn open_regular(path: &Path, symlinks: Symlinks) -> std::io::Result<(File, u64)> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut flags = libc::O_NONBLOCK;
+    if symlinks == Symlinks::Refuse {
+        flags |= libc::O_NOFOLLOW;
+    }
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(path)
+        .map_err(|e| {
+            if symlinks == Symlinks::Refuse && e.raw_os_error() == Some(libc::ELOOP) {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "it is a symbolic link; refusing to follow it (it must be a regular file)",
+                )
+            } else {
+                e
+            }
+        })?;
+    let meta = f.metadata()?;
+    if let Some(kind) = crate::atomic::special_kind(meta.file_type()) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("it is {kind}, not a regular file; refusing to read it"),
+        ));
+    }
+    Ok((f, meta.len()))
+}
+
+/// Reads a regular file ([`open_regular`]) of at most `limit` bytes: a larger one is refused
+/// (`InvalidData`) before anything is read, and one that grows while being read is cut at
+/// `limit + 1` bytes and refused.
+pub fn read_bounded(path: &Path, symlinks: Symlinks, limit: u64) -> std::io::Result<Vec<u8>> {
+    let (f, len) = open_regular(path, symlinks)?;
+    read_open(f, len, limit)
+}
+
+fn read_open(f: File, len: u64, limit: u64) -> std::io::Result<Vec<u8>> {
+    let too_big = |n: u64, when: &str| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "it is {n} bytes{when}, more than the {limit} bytes expected; refusing to read it"
+            ),
+        )
+    };
+    if len > limit {
+        return Err(too_big(len, ""));
+    }
+    let mut data = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    f.take(limit.saturating_add(1)).read_to_end(&mut data)?;
+    if data.len() as u64 > limit {
+        return Err(too_big(data.len() as u64, " (it grew while being read)"));
+    }
+    Ok(data)
+}
+
+/// Reads `path` whole (following symbolic links): refused when it is not a regular file, when
 /// it is larger than `limit` bytes, or, with [`Access::OwnerOnly`], when other users may read or
-/// write it (the message says `chmod 600 FILE`).
+/// write it (the message says `chmod 600 FILE`). The error names the file.
 pub fn read_regular(path: &Path, limit: u64, access: Access) -> Result<Vec<u8>, ReadError> {
-    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    use std::os::unix::fs::PermissionsExt as _;
     let name = path.display().to_string();
     let bad = |why: String| ReadError {
         path: name.clone(),
         why,
     };
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| bad(format!("cannot open it: {e}")))?;
-    let meta = f
-        .metadata()
-        .map_err(|e| bad(format!("cannot read its metadata: {e}")))?;
-    if let Some(kind) = crate::atomic::special_kind(meta.file_type()) {
-        return Err(bad(format!(
-            "it is {kind}, not a regular file; refusing to read it: put the content in a file"
-        )));
+    let (f, len) = open_regular(path, Symlinks::Follow).map_err(|e| bad(e.to_string()))?;
+    if access == Access::OwnerOnly {
+        let mode = f
+            .metadata()
+            .map_err(|e| bad(format!("cannot read its metadata: {e}")))?
+            .permissions()
+            .mode()
+            & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(bad(format!(
+                "other users may read or write it (mode {mode:04o}); refusing to use a private \
+                 key there: run `chmod 600 {name}`"
+            )));
+        }
     }
-    let mode = meta.permissions().mode() & 0o777;
-    if access == Access::OwnerOnly && mode & 0o077 != 0 {
-        return Err(bad(format!(
-            "other users may read or write it (mode {mode:04o}); refusing to use a private key \
-             there: run `chmod 600 {name}`"
-        )));
-    }
-    if meta.len() > limit {
-        return Err(bad(format!(
-            "it is {} bytes, more than the {limit} bytes expected",
-            meta.len()
-        )));
-    }
-    let mut out = Vec::new();
-    f.take(limit + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| bad(format!("cannot read it: {e}")))?;
-    if out.len() as u64 > limit {
-        return Err(bad(format!("it grew past {limit} bytes while being read")));
-    }
-    Ok(out)
+    read_open(f, len, limit).map_err(|e| bad(e.to_string()))
 }
 
 #[cfg(test)]

@@ -84,7 +84,7 @@ impl SigningKey {
     pub fn load(path: &Path, password: Option<&[u8]>) -> Result<Self> {
         let what = path.display().to_string();
         let text = Zeroizing::new(
-            crate::store::read_regular(path, crate::store::Symlinks::Follow, MAX_KEY_FILE)
+            distro_hostio::read_bounded(path, distro_hostio::Symlinks::Follow, MAX_KEY_FILE)
                 .map_err(|e| Error::io("reading key", path, e))?,
         );
         Self::from_pem(&what, &text, password)
@@ -162,7 +162,7 @@ pub struct VerifyingKey {
 impl VerifyingKey {
     /// Reads an SPKI PEM (`PUBLIC KEY`) file such as `distro keygen`'s or `cosign.pub`.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = crate::store::read_regular(path, crate::store::Symlinks::Follow, MAX_KEY_FILE)
+        let text = distro_hostio::read_bounded(path, distro_hostio::Symlinks::Follow, MAX_KEY_FILE)
             .map_err(|e| Error::io("reading public key", path, e))?;
         Self::from_pem(&path.display().to_string(), &text)
     }

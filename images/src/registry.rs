@@ -150,7 +150,7 @@ impl Registry {
             ..ClientConfig::default()
         };
         if let Some(ca) = &opts.ca_file {
-            let data = crate::store::read_regular(ca, crate::store::Symlinks::Follow, 16 << 20)
+            let data = distro_hostio::read_bounded(ca, distro_hostio::Symlinks::Follow, 16 << 20)
                 .map_err(|e| Error::io("reading CA certificates", ca, e))?;
             if !String::from_utf8_lossy(&data).contains("-----BEGIN CERTIFICATE-----") {
                 return Err(Error::invalid(

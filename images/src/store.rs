@@ -4,11 +4,10 @@
 //! operator (layout or archive).
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use distro_hostio::PUBLIC;
+use distro_hostio::{open_regular, read_bounded, Symlinks, PUBLIC};
 
 use crate::digest;
 use crate::error::{Error, Result};
@@ -57,94 +56,6 @@ pub const MAX_BLOB_BYTES: u64 = 4 << 30;
 /// Largest `index.json` or manifest read from a layout (16 MiB; registries cap manifests at 4).
 pub const MAX_DOCUMENT_BYTES: u64 = 16 << 20;
 
-/// Whether [`open_regular`] follows a symbolic link in the last component of the path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Symlinks {
-    /// Follow it (a `distro.toml` or a policy may be a link to a regular file).
-    Follow,
-    /// Refuse it (`O_NOFOLLOW`): a layout's blobs are content-addressed regular files.
-    Refuse,
-}
-
-/// Opens `path` for reading only if it is a regular file, and returns it with its size.
-///
-/// The open uses `O_NONBLOCK`, so a FIFO cannot stall it, and with [`Symlinks::Refuse`]
-/// `O_NOFOLLOW`; the type is then checked with `fstat` on the open descriptor, so nothing can be
-/// swapped in between the check and the read. FIFOs, devices (`/dev/zero`), sockets and
-/// directories are refused with an error that says what the file is.
-pub fn open_regular(path: &Path, symlinks: Symlinks) -> std::io::Result<(File, u64)> {
-    use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
-    let mut flags = libc::O_NONBLOCK;
-    if symlinks == Symlinks::Refuse {
-        flags |= libc::O_NOFOLLOW;
-    }
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(flags)
-        .open(path)
-        .map_err(|e| {
-            if symlinks == Symlinks::Refuse && e.raw_os_error() == Some(libc::ELOOP) {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    "is a symbolic link; refusing to follow it (a layout's blobs must be regular files)",
-                )
-            } else {
-                e
-            }
-        })?;
-    let meta = f.metadata()?;
-    let ft = meta.file_type();
-    if !ft.is_file() {
-        let kind = if ft.is_fifo() {
-            "a FIFO"
-        } else if ft.is_char_device() {
-            "a character device"
-        } else if ft.is_block_device() {
-            "a block device"
-        } else if ft.is_socket() {
-            "a socket"
-        } else if ft.is_dir() {
-            "a directory"
-        } else {
-            "not a regular file"
-        };
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("is {kind}, not a regular file; refusing to read it"),
-        ));
-    }
-    Ok((f, meta.len()))
-}
-
-/// Reads a regular file ([`open_regular`]) of at most `limit` bytes; a larger one is refused
-/// before anything is read, and one that grows while being read is cut at `limit + 1` bytes
-/// and refused.
-pub fn read_regular(path: &Path, symlinks: Symlinks, limit: u64) -> std::io::Result<Vec<u8>> {
-    let too_big = |n: u64| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("is {n} bytes, more than the {limit} bytes expected; refusing to read it"),
-        )
-    };
-    let (f, len) = open_regular(path, symlinks)?;
-    if len > limit {
-        return Err(too_big(len));
-    }
-    let mut data = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-    f.take(limit.saturating_add(1)).read_to_end(&mut data)?;
-    if data.len() as u64 > limit {
-        return Err(too_big(data.len() as u64));
-    }
-    Ok(data)
-}
-
-/// [`distro_hostio::write_atomic`] with mode 0644 ([`PUBLIC`]: images are published), kept for
-/// the `distro` crate's callers (`cmd/image.rs`, `cmd/release.rs`) until they call
-/// `distro_hostio` themselves; nothing in this crate uses it.
-pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    Ok(distro_hostio::write_atomic(path, data, PUBLIC)?)
-}
-
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
 enum Backend {
@@ -182,7 +93,7 @@ impl Layout {
             layout.write_index()?;
             return Ok(layout);
         }
-        let bytes = read_regular(&index_path, Symlinks::Follow, MAX_DOCUMENT_BYTES)
+        let bytes = read_bounded(&index_path, Symlinks::Follow, MAX_DOCUMENT_BYTES)
             .map_err(|e| Error::io("reading", &index_path, e))?;
         let index = parse_index(&index_path.display().to_string(), &bytes)?;
         Ok(Layout {
@@ -374,7 +285,7 @@ impl Layout {
         let mut builder = tar::Builder::new(Vec::new());
         for name in names {
             let p = root.join(&name);
-            let data = read_regular(&p, Symlinks::Refuse, MAX_BLOB_BYTES)
+            let data = read_bounded(&p, Symlinks::Refuse, MAX_BLOB_BYTES)
                 .map_err(|e| Error::io("reading", &p, e))?;
             let mut h = tar::Header::new_ustar();
             h.set_size(data.len() as u64);

@@ -39,7 +39,7 @@ pub fn read_summary(path: &Path) -> Result<ConformanceSummary> {
         path.to_path_buf()
     };
     let bytes =
-        crate::store::read_regular(&file, crate::store::Symlinks::Follow, MAX_SUMMARY_BYTES)
+        distro_hostio::read_bounded(&file, distro_hostio::Symlinks::Follow, MAX_SUMMARY_BYTES)
             .map_err(|e| Error::io("reading the conformance summary", &file, e))?;
     serde_json::from_slice(&bytes).map_err(|e| {
         Error::invalid(

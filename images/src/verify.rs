@@ -102,7 +102,7 @@ impl Default for Policy {
 impl Policy {
     /// Reads a policy from a TOML file.
     pub fn load(path: &Path) -> Result<Self> {
-        let bytes = crate::store::read_regular(path, crate::store::Symlinks::Follow, 1 << 20)
+        let bytes = distro_hostio::read_bounded(path, distro_hostio::Symlinks::Follow, 1 << 20)
             .map_err(|e| Error::io("reading policy", path, e))?;
         let text = String::from_utf8(bytes)
             .map_err(|_| Error::invalid(path.display().to_string(), "not UTF-8 text"))?;

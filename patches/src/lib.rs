@@ -21,7 +21,6 @@ pub mod dep3;
 mod error;
 pub mod evaluate;
 pub mod flows;
-mod fsutil;
 pub mod index;
 pub mod matrix;
 pub mod remediate;
@@ -32,7 +31,6 @@ pub mod vex;
 
 pub use apply::{apply_series, read_queue, AppliedPatch, QueuedPatch};
 pub use error::PatchError;
-pub use fsutil::write_atomic;
 
 /// The chrono the public API uses (dates of support windows), for callers without their own.
 pub use chrono;

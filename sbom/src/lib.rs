@@ -17,7 +17,6 @@ pub mod auditable;
 pub mod crypto;
 pub mod cyclonedx;
 mod error;
-pub mod files;
 pub mod graph;
 pub mod image;
 pub mod licence;

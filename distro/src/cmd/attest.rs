@@ -91,12 +91,8 @@ impl<'a> Document<'a> {
 fn read_json(doc: &Document<'_>) -> anyhow::Result<serde_json::Value> {
     let path = doc.path;
     // A regular file of bounded size: a FIFO or /dev/zero named by mistake fails at once.
-    let text = distro_images::store::read_regular(
-        path,
-        distro_images::store::Symlinks::Follow,
-        MAX_DOCUMENT,
-    )
-    .with_context(|| format!("reading {}", path.display()))?;
+    let text = distro_hostio::read_bounded(path, distro_hostio::Symlinks::Follow, MAX_DOCUMENT)
+        .with_context(|| format!("reading {}", path.display()))?;
     if let Some((expected, record)) = doc.recorded {
         let actual = distro_images::digest::sha256_hex(&text);
         anyhow::ensure!(
@@ -125,12 +121,8 @@ fn read_record(dir: &Path) -> anyhow::Result<(PathBuf, LineRelease)> {
             path.display()
         );
     }
-    let bytes = distro_images::store::read_regular(
-        &path,
-        distro_images::store::Symlinks::Follow,
-        MAX_DOCUMENT,
-    )
-    .with_context(|| format!("reading {}", path.display()))?;
+    let bytes = distro_hostio::read_bounded(&path, distro_hostio::Symlinks::Follow, MAX_DOCUMENT)
+        .with_context(|| format!("reading {}", path.display()))?;
     let record = serde_json::from_slice(&bytes).with_context(|| {
         format!(
             "{} is not a release record this distro reads (`distro_schema::LineRelease`); rerun `distro release` for the line",

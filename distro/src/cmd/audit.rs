@@ -70,7 +70,7 @@ pub fn run(args: Args, cx: &Context, format: FormatArg) -> anyhow::Result<ExitCo
     let text = distro_audit::render(&report, format)?;
     match &args.output {
         Some(path) => {
-            distro_audit::write_atomic(path, text.as_bytes())?;
+            distro_hostio::write_output(path, text.as_bytes(), distro_hostio::PUBLIC)?;
             cx.status(&format!(
                 "audit report of {} ({} images, {}) written to {}",
                 args.image,

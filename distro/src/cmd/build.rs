@@ -5,8 +5,6 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context as _;
-
 use super::Context;
 use crate::output::{self, Format};
 
@@ -24,19 +22,7 @@ pub struct Args {
 /// Runs `distro build`.
 pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
     let dist = cx.distribution()?;
-    let line = match &args.line {
-        Some(v) => dist.line(v).with_context(|| {
-            let known: Vec<&str> = dist.lines.iter().map(|l| l.version.as_str()).collect();
-            format!(
-                "no line `{v}` in {}; its lines are: {}",
-                dist.path.display(),
-                known.join(", ")
-            )
-        })?,
-        None => dist
-            .newest_line()
-            .context("the distribution has no release lines")?,
-    };
+    let line = super::select_line(&dist, args.line.as_deref())?;
     let out = args.out.unwrap_or_else(|| cx.default_out());
     let record = build(cx, &dist, line, &out, !cx.quiet)?;
     match cx.format {

@@ -101,12 +101,7 @@ fn resolve_path(line_dir: &Path, p: &str, fallback_dir: &str) -> PathBuf {
 /// Runs `distro image`.
 pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
     let dist = cx.distribution()?;
-    let line = match &args.line {
-        Some(v) => dist
-            .line(v)
-            .with_context(|| format!("line {v} is not in {}", cx.config_path.display()))?,
-        None => dist.newest_line().context("distro.toml defines no line")?,
-    };
+    let line = super::select_line(&dist, args.line.as_deref())?;
     let out = args.out.clone().unwrap_or_else(|| cx.default_out());
     let line_dir = out.join(&line.version);
     let record_path = line_dir.join("build.json");
@@ -325,7 +320,7 @@ pub fn image(
             problems.join("; ")
         );
         let hm_path = image_dir.join("hardening_manifest.yaml");
-        distro_images::store::write_atomic(&hm_path, hm.to_yaml().as_bytes())?;
+        distro_hostio::write_atomic(&hm_path, hm.to_yaml().as_bytes(), distro_hostio::PUBLIC)?;
 
         let binary_bom = binary_sbom(
             binary_sboms.get(&c.name).map(PathBuf::as_path),
@@ -346,7 +341,7 @@ pub fn image(
         let (_, sbom_bytes) = distro_sbom::image::for_image(&sbom_input)
             .with_context(|| format!("writing the image SBOM of {}", c.name))?;
         let sbom_path = image_dir.join("sbom.cdx.json");
-        distro_images::store::write_atomic(&sbom_path, &sbom_bytes)?;
+        distro_hostio::write_atomic(&sbom_path, &sbom_bytes, distro_hostio::PUBLIC)?;
         written.push(Written {
             reference: format!("oci:{}:{}", layout.display(), version),
             component: c.name.clone(),
@@ -534,7 +529,7 @@ fn binary_sbom(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| component.to_string());
     let graph = list.to_graph(&name);
-    let sha = distro_sbom::files::sha256_file(binary)?;
+    let sha = super::sha256_of(binary)?;
     let bom = distro_sbom::cyclonedx::for_binary(&distro_sbom::BinaryInput {
         graph: &graph,
         binary_sha256: &sha,

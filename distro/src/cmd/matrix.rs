@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use distro_patches::chrono::{self, NaiveDate};
 use distro_patches::matrix::{self, ReleaseCheck};
 
@@ -42,26 +41,12 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
     let mut dist = cx.distribution()?;
     if !args.no_advisories && !args.endoflife && args.check_release.is_none() {
         // The advisory columns read every line's source: remote ones come from the cache.
-        let cache = cx.default_out().join("sources");
-        for m in distro_patches::source::localise(&mut dist, &cache)? {
-            cx.status(&format!(
-                "source {} {} ({})",
-                m.url,
-                m.action,
-                m.mirror.display()
-            ));
-        }
+        cx.localise_sources(&mut dist)?;
     }
     let dist = dist;
     let at = args.at.unwrap_or_else(|| chrono::Utc::now().date_naive());
     if let Some(version) = &args.check_release {
-        let line = dist.line(version).with_context(|| {
-            format!(
-                "no line {version} in {}; lines: {}",
-                dist.path.display(),
-                versions(&dist)
-            )
-        })?;
+        let line = super::select_line(&dist, Some(version))?;
         // An end-of-life line is the policy saying no (exit 3), not an error: the check ran.
         let (eol, days_left, status) = matrix::line_status(&dist, line, at);
         let (decision, message) = match matrix::check_release(&dist, line, at, args.force) {
@@ -123,14 +108,6 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
         Format::Text => output::data(&table(&rows)),
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn versions(dist: &distro_config::Distribution) -> String {
-    dist.lines
-        .iter()
-        .map(|l| l.version.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 fn table(rows: &[matrix::MatrixRow]) -> String {

@@ -197,6 +197,21 @@ impl Context {
         dir.join("..").join("out")
     }
 
+    /// Points every line with a remote source at its mirror under `<out>/sources` (cloned or
+    /// fetched as needed), saying so on stderr for each.
+    pub fn localise_sources(&self, dist: &mut distro_config::Distribution) -> anyhow::Result<()> {
+        let cache = self.default_out().join("sources");
+        for m in distro_patches::source::localise(dist, &cache)? {
+            self.status(&format!(
+                "source {} {} ({})",
+                m.url,
+                m.action,
+                m.mirror.display()
+            ));
+        }
+        Ok(())
+    }
+
     /// Prints a warning on stderr unless `--quiet`.
     pub fn warn(&self, text: &str) {
         crate::output::status(self.quiet, &format!("warning: {text}"));
@@ -221,4 +236,30 @@ pub fn max_age(dist: Option<&distro_config::Distribution>) -> u32 {
     dist.map_or(distro_config::Advisories::DEFAULT_MAX_AGE_DAYS, |d| {
         d.advisories.max_age_days
     })
+}
+
+/// Hex sha256 of a file ([`distro_hostio::sha256_file`]), the error naming the file.
+pub fn sha256_of(path: &Path) -> anyhow::Result<String> {
+    distro_hostio::sha256_file(path).with_context(|| format!("hashing {}", path.display()))
+}
+
+/// The line `version` names (`--line`), or the newest when none is given; an unknown one is an
+/// error naming the definition and listing its lines.
+pub fn select_line<'d>(
+    dist: &'d distro_config::Distribution,
+    version: Option<&str>,
+) -> anyhow::Result<&'d distro_config::Line> {
+    match version {
+        Some(v) => dist.line(v).with_context(|| {
+            let known: Vec<&str> = dist.lines.iter().map(|l| l.version.as_str()).collect();
+            format!(
+                "no line `{v}` in {}; lines: {}",
+                dist.path.display(),
+                known.join(", ")
+            )
+        }),
+        None => dist
+            .newest_line()
+            .with_context(|| format!("{} defines no release lines", dist.path.display())),
+    }
 }

@@ -145,26 +145,9 @@ pub enum Command {
 /// Runs `distro patches`.
 pub fn run(command: Command, cx: &Context) -> anyhow::Result<ExitCode> {
     let mut dist = cx.distribution()?;
-    let cache = cx.default_out().join("sources");
-    for m in distro_patches::source::localise(&mut dist, &cache)? {
-        cx.status(&format!(
-            "source {} {} ({})",
-            m.url,
-            m.action,
-            m.mirror.display()
-        ));
-    }
+    cx.localise_sources(&mut dist)?;
     let dist = dist;
-    let line_of = |v: &str| -> anyhow::Result<&distro_config::Line> {
-        dist.line(v).with_context(|| {
-            let all: Vec<&str> = dist.lines.iter().map(|l| l.version.as_str()).collect();
-            format!(
-                "no line {v} in {}; lines: {}",
-                dist.path.display(),
-                all.join(", ")
-            )
-        })
-    };
+    let line_of = |v: &str| super::select_line(&dist, Some(v));
     // Names the snapshot on stderr and warns when it is stale.
     let db_at = |p: Option<PathBuf>| -> anyhow::Result<(AdvisoryDb, Snapshot)> {
         cx.advisory_db(p.as_deref(), Some(&dist))
@@ -548,7 +531,7 @@ pub fn run(command: Command, cx: &Context) -> anyhow::Result<ExitCode> {
             match (&out, &vex.document) {
                 (Some(path), Some(doc)) => {
                     let text = serde_json::to_string_pretty(doc)? + "\n";
-                    distro_patches::write_atomic(path, text.as_bytes())?;
+                    distro_hostio::write_atomic(path, text.as_bytes(), distro_hostio::PUBLIC)?;
                     cx.status(&format!(
                         "wrote {} ({} statements{})",
                         path.display(),

@@ -179,7 +179,7 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
             ..RegistryOptions::default()
         },
         progress: Progress::new((lines.len() * STAGES.len()) as u64, cx.quiet),
-        tool_sha256: distro_sbom::files::sha256_file(&exe)?,
+        tool_sha256: super::sha256_of(&exe)?,
     };
 
     let mut records = Vec::new();
@@ -258,19 +258,7 @@ fn select_lines<'d>(
         );
         return Ok(lines);
     }
-    let line = match &args.line {
-        Some(v) => dist.line(v).with_context(|| {
-            let known: Vec<&str> = dist.lines.iter().map(|l| l.version.as_str()).collect();
-            format!(
-                "no line `{v}` in {}; its lines are: {}",
-                dist.path.display(),
-                known.join(", ")
-            )
-        })?,
-        None => dist
-            .newest_line()
-            .context("the distribution has no release lines")?,
-    };
+    let line = super::select_line(dist, args.line.as_deref())?;
     Ok(vec![line])
 }
 
@@ -316,13 +304,13 @@ fn at(line_dir: &Path, p: &str) -> PathBuf {
 fn artifact(path: &Path) -> anyhow::Result<Artifact> {
     Ok(Artifact {
         path: path.display().to_string(),
-        sha256: distro_sbom::files::sha256_file(path)?,
+        sha256: super::sha256_of(path)?,
     })
 }
 
 /// Whether a file still has the recorded content.
 fn intact(a: &Artifact) -> bool {
-    distro_sbom::files::sha256_file(Path::new(&a.path)).is_ok_and(|s| s == a.sha256)
+    super::sha256_of(Path::new(&a.path)).is_ok_and(|s| s == a.sha256)
 }
 
 /// The manifest digest (hex) of `tag` in the layout at `dir`.
@@ -336,7 +324,7 @@ fn layout_digest(dir: &Path, tag: &str) -> anyhow::Result<String> {
 fn write_record(path: &Path, record: &LineRelease) -> anyhow::Result<()> {
     let mut text = serde_json::to_vec_pretty(record)?;
     text.push(b'\n');
-    distro_images::store::write_atomic(path, &text)
+    distro_hostio::write_atomic(path, &text, distro_hostio::PUBLIC)
         .with_context(|| format!("writing the release record {}", path.display()))
 }
 
@@ -353,9 +341,10 @@ fn kill_point(step: &str, component: Option<&str>) {
     };
     if here {
         let pid = std::process::id().to_string();
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", &pid])
-            .status();
+        let _ =
+            distro_hostio::Cmd::new("kill", "the test-only crash hook (DISTRO_TEST_KILL_AFTER)")
+                .args(["-KILL", &pid])
+                .output();
         // Should kill(1) be missing, abort: still no unwinding, no cleanup.
         std::process::abort();
     }
@@ -383,7 +372,7 @@ fn tree_digest(dir: &Path, into: &mut Vec<u8>) -> anyhow::Result<()> {
         let rel = f.strip_prefix(dir).unwrap_or(&f);
         into.extend_from_slice(rel.to_string_lossy().as_bytes());
         into.push(0);
-        into.extend_from_slice(distro_sbom::files::sha256_file(&f)?.as_bytes());
+        into.extend_from_slice(super::sha256_of(&f)?.as_bytes());
         into.push(b'\n');
     }
     Ok(())
@@ -558,7 +547,7 @@ impl Run<'_> {
             let b = super::sbom::read_build_record(&build_path)?;
             for c in &b.components {
                 let bin = &at(line_dir, &c.binary);
-                let sha = distro_sbom::files::sha256_file(bin)?;
+                let sha = super::sha256_of(bin)?;
                 anyhow::ensure!(
                     sha == c.sha256,
                     "{} has sha256 {sha} but {} records {}: the binary changed after the build; rebuild the line (without --reuse-build)",
@@ -778,7 +767,7 @@ impl Run<'_> {
             Some(mut doc) => {
                 doc.tooling = format!("{}; advisories: {}", doc.tooling, self.snapshot.label());
                 let text = serde_json::to_string_pretty(&doc)? + "\n";
-                distro_images::store::write_atomic(&path, text.as_bytes())?;
+                distro_hostio::write_atomic(&path, text.as_bytes(), distro_hostio::PUBLIC)?;
                 Ok((Some(artifact(&path)?), None))
             }
             None => {

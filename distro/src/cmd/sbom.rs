@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
-use distro_sbom::{auditable, files, graph, BinaryInput};
+use distro_sbom::{auditable, graph, BinaryInput};
 use distro_schema::{BuildRecord, FipsEvidence};
 use serde::Serialize;
 
@@ -169,7 +169,7 @@ fn single(
         }
     };
     let evidence = args.evidence.as_deref().map(read_evidence).transpose()?;
-    let sha = files::sha256_file(bin)?;
+    let sha = super::sha256_of(bin)?;
     if let Some(ev) = &evidence {
         if ev.binary_sha256 != sha {
             cx.status(&format!(
@@ -196,7 +196,7 @@ fn single(
     let mut w = summary(&g, &docs.bom, bin, &sha, &g.binary);
     match &args.output {
         Some(p) => {
-            files::write_atomic(p, &docs.cyclonedx_json)?;
+            distro_hostio::write_output(p, &docs.cyclonedx_json, distro_hostio::PUBLIC)?;
             w.cyclonedx = Some(p.display().to_string());
         }
         None => output::data(&String::from_utf8_lossy(&docs.cyclonedx_json)),
@@ -208,7 +208,7 @@ fn single(
         (None, false, _) => None,
     };
     if let Some(p) = spdx_path {
-        files::write_atomic(&p, &docs.spdx_json)?;
+        distro_hostio::write_output(&p, &docs.spdx_json, distro_hostio::PUBLIC)?;
         w.spdx = Some(p.display().to_string());
     }
     if args.output.is_some() {
@@ -454,7 +454,7 @@ pub fn sbom(
         };
         let evidence = read_evidence(&evidence_path)
             .with_context(|| format!("component {} of {}", c.name, record_path.display()))?;
-        let sha = files::sha256_file(&bin)?;
+        let sha = super::sha256_of(&bin)?;
         let docs = distro_sbom::documents(&BinaryInput {
             graph: &g,
             binary_sha256: &sha,
@@ -465,15 +465,15 @@ pub fn sbom(
         .with_context(|| format!("component {} of line {}", c.name, record.line))?;
         let dir = line_dir.join("sbom");
         let cdx = dir.join(format!("{}.cdx.json", c.name));
-        files::write_atomic(&cdx, &docs.cyclonedx_json)?;
+        distro_hostio::write_atomic(&cdx, &docs.cyclonedx_json, distro_hostio::PUBLIC)?;
         let mut w = summary(&g, &docs.bom, &bin, &sha, &c.name);
         w.cyclonedx = Some(cdx.display().to_string());
-        w.cyclonedx_sha256 = Some(files::sha256_file(&cdx)?);
+        w.cyclonedx_sha256 = Some(super::sha256_of(&cdx)?);
         if opts.spdx {
             let p = dir.join(format!("{}.spdx.json", c.name));
-            files::write_atomic(&p, &docs.spdx_json)?;
+            distro_hostio::write_atomic(&p, &docs.spdx_json, distro_hostio::PUBLIC)?;
             w.spdx = Some(p.display().to_string());
-            w.spdx_sha256 = Some(files::sha256_file(&p)?);
+            w.spdx_sha256 = Some(super::sha256_of(&p)?);
         }
         w.features = features;
         written.push(w);

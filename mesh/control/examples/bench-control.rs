@@ -13,7 +13,6 @@
 )]
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -22,6 +21,7 @@ use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNIN
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use bytes::Bytes;
+use distro_hostio::Cmd;
 use http_body_util::{BodyExt, Full};
 use mesh_core::api::{self, BootstrapRequest, ConfigResponse, SvidResponse};
 use mesh_core::identity::{self, SpiffeId};
@@ -157,8 +157,7 @@ fn main() {
 
     let api_addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let ops_addr = format!("127.0.0.1:{}", free_port());
-    let log = std::fs::File::create(dir.path().join("control.log")).unwrap();
-    let mut child = Command::new(&o.bin)
+    let mut child = Cmd::new(&o.bin, "the control plane under benchmark")
         .args([
             "run",
             "--trust-domain",
@@ -184,10 +183,8 @@ fn main() {
         .args(["--max-connections", &(o.proxies + 256).to_string()])
         .args(["--max-connections-per-peer", &(o.proxies + 256).to_string()])
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start mesh-control");
+        .spawn_logged(&dir.path().join("control.log"))
+        .unwrap_or_else(|e| panic!("{e}"));
     let pid = child.id();
     let bundle_path = dir.path().join("state/bundle.pem");
     let t = Instant::now();
@@ -278,10 +275,13 @@ fn main() {
         eprintln!("{n} proxies connected and waiting; control plane RSS {rss_connected} KiB");
 
         // 3. One change.
-        let tmp = cfg_dir.join(".mesh.toml.tmp");
-        std::fs::write(&tmp, mesh_toml(50)).unwrap();
         let t0 = Instant::now();
-        std::fs::rename(&tmp, cfg_dir.join("mesh.toml")).unwrap();
+        distro_hostio::write_atomic(
+            &cfg_dir.join("mesh.toml"),
+            mesh_toml(50).as_bytes(),
+            distro_hostio::PUBLIC,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         let mut lat = Vec::new();
         for p in polls {
             lat.push(p.await.unwrap().duration_since(t0).as_secs_f64() * 1000.0);
@@ -292,10 +292,9 @@ fn main() {
     });
     let (bootstrap_secs, rss_connected, p50, p99, max) = result;
     let rss_peak = rss_kib(pid, "VmHWM:");
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status();
+    let _ = Cmd::new("kill", "stopping the control plane under benchmark")
+        .args(["-TERM", &pid.to_string()])
+        .output();
     let _ = child.wait();
     let out = serde_json::json!({
         "proxies": n,
