@@ -179,3 +179,103 @@ fn control_sa_jwt() {
         }
     });
 }
+
+/// `--state etcd://…` URLs: never a panic; an accepted URL is one no URL parser reads another
+/// way: each endpoint parses (`http::Uri`) back to exactly the member given, with the URL's
+/// scheme, no user information, path, query or fragment; a TLS member's host is a valid TLS
+/// server name; the prefix is `/`-delimited with no empty, `.` or `..` segment; and printing
+/// the parsed URL again parses to the same thing.
+#[test]
+fn control_state_url() {
+    use crate::state::etcd::{parse_url, PLAIN_SCHEME, TLS_SCHEME};
+    let opts = Options::new("control-state-url").max_len(512).dictionary(&[
+        "etcd://",
+        "etcds://",
+        ":2379",
+        ",",
+        "/",
+        "[::1]",
+        "[",
+        "]",
+        "@",
+        "#",
+        "?",
+        "%",
+        "..",
+        ".",
+        "-",
+        ":",
+        "+",
+        "0",
+        "65535",
+        "65536",
+        "127.0.0.1",
+        "http://",
+    ]);
+    fuzz(opts, |input| {
+        let text = String::from_utf8_lossy(input).into_owned();
+        let u = match parse_url(&text) {
+            Err(e) => {
+                assert!(!e.is_empty(), "an empty error for {text:?}");
+                return e;
+            }
+            Ok(u) => u,
+        };
+        let scheme = if u.tls { "https" } else { "http" };
+        let mut members = Vec::new();
+        for e in &u.endpoints {
+            let uri: http::Uri = e
+                .parse()
+                .unwrap_or_else(|err| panic!("{text:?}: endpoint {e} does not parse: {err}"));
+            assert_eq!(uri.scheme_str(), Some(scheme), "{text:?}: {e}");
+            let auth = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+            assert!(!auth.contains('@'), "{text:?}: user information in {e}");
+            assert!(
+                uri.path() == "/" && uri.query().is_none(),
+                "{text:?}: {e} has a path or query"
+            );
+            let port = uri
+                .port_u16()
+                .unwrap_or_else(|| panic!("{text:?}: {e} has no port"));
+            let host = uri.host().unwrap_or_default();
+            assert_eq!(
+                format!("{scheme}://{host}:{port}"),
+                *e,
+                "{text:?}: the endpoint is read as another host or port"
+            );
+            if u.tls {
+                let name = host.trim_start_matches('[').trim_end_matches(']');
+                assert!(
+                    rustls::pki_types::ServerName::try_from(name.to_string()).is_ok(),
+                    "{text:?}: {name} is not a TLS server name"
+                );
+            }
+            members.push(auth.to_string());
+        }
+        assert!(
+            u.prefix.starts_with('/') && u.prefix.ends_with('/') && u.prefix.len() > 2,
+            "{text:?}: prefix {}",
+            u.prefix
+        );
+        let inner = &u.prefix[1..u.prefix.len() - 1];
+        assert!(
+            inner
+                .split('/')
+                .all(|s| !s.is_empty() && s != "." && s != ".."),
+            "{text:?}: prefix {}",
+            u.prefix
+        );
+        let again = format!(
+            "{}{}{}",
+            if u.tls { TLS_SCHEME } else { PLAIN_SCHEME },
+            members.join(","),
+            u.prefix
+        );
+        assert_eq!(
+            parse_url(&again).as_ref(),
+            Ok(&u),
+            "{text:?} printed as {again}"
+        );
+        format!("{} members, prefix {}", u.endpoints.len(), u.prefix)
+    });
+}

@@ -78,7 +78,15 @@ pub struct StateUrl {
 
 /// Parses `etcd://h1:p1,h2:p2/prefix` (or `etcds://...`, TLS to every member) into endpoints
 /// and the key prefix (`/prefix/`).
+///
+/// It fails closed on anything a URL parser could read another way: a member is a DNS name
+/// (letters, digits, `-` and `.`, not ending in a numeric label), a dotted-quad IPv4 address
+/// (no leading zeros), or an IPv6 address in brackets, then `:` and a
+/// port of 1 to 65535 in plain digits (no sign, no leading zero); no user information, query, fragment or percent
+/// escapes, and no member twice. The prefix is one or more `/`-separated segments of letters,
+/// digits, `.`, `_` and `-` (not `.` or `..`).
 pub fn parse_url(url: &str) -> Result<StateUrl, String> {
+    const FORM: &str = "use etcd://HOST:PORT[,HOST:PORT...]/PREFIX";
     let (tls, rest) = if let Some(r) = url.strip_prefix(PLAIN_SCHEME) {
         (false, r)
     } else if let Some(r) = url.strip_prefix(TLS_SCHEME) {
@@ -97,10 +105,24 @@ pub fn parse_url(url: &str) -> Result<StateUrl, String> {
     }
     let (hosts, prefix) = rest
         .split_once('/')
-        .ok_or_else(|| "no key prefix: use etcd://HOST:PORT[,HOST:PORT...]/PREFIX".to_string())?;
+        .ok_or_else(|| format!("no key prefix: {FORM}"))?;
     let prefix = prefix.trim_matches('/');
     if prefix.is_empty() {
-        return Err("empty key prefix: use etcd://HOST:PORT[,HOST:PORT...]/PREFIX".into());
+        return Err(format!("empty key prefix: {FORM}"));
+    }
+    for seg in prefix.split('/') {
+        let ok = !seg.is_empty()
+            && seg != "."
+            && seg != ".."
+            && seg
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !ok {
+            return Err(format!(
+                "key prefix {prefix:?}: segments are letters, digits, '.', '_' and '-', \
+                 separated by single '/' (not '.' or '..'); {FORM}"
+            ));
+        }
     }
     let mut endpoints = Vec::new();
     for h in hosts.split(',') {
@@ -110,19 +132,58 @@ pub fn parse_url(url: &str) -> Result<StateUrl, String> {
                  (etcd:// plain, etcds:// TLS), so plain and TLS members cannot be mixed"
             ));
         }
-        let ok = h
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-        if !ok {
-            return Err(format!("endpoint {h:?} is not HOST:PORT"));
+        if !is_member(h) {
+            return Err(format!(
+                "endpoint {h:?} is not HOST:PORT (a DNS name, an IPv4 address or a bracketed \
+                 IPv6 address, and a port of 1 to 65535); {FORM}"
+            ));
         }
-        endpoints.push(format!("{}://{h}", if tls { "https" } else { "http" }));
+        let endpoint = format!("{}://{h}", if tls { "https" } else { "http" });
+        if endpoints.contains(&endpoint) {
+            return Err(format!("endpoint {h:?} is given twice"));
+        }
+        endpoints.push(endpoint);
     }
     Ok(StateUrl {
         tls,
         endpoints,
         prefix: format!("/{prefix}/"),
     })
+}
+
+/// `HOST:PORT` as [`parse_url`] accepts it.
+fn is_member(h: &str) -> bool {
+    let Some((host, port)) = h.rsplit_once(':') else {
+        return false;
+    };
+    let port_ok = !port.is_empty()
+        && !port.starts_with('0')
+        && port.len() <= 5
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && port.parse::<u16>().is_ok_and(|p| p != 0);
+    let host_ok = if let Some(v6) = host.strip_prefix('[').and_then(|x| x.strip_suffix(']')) {
+        v6.parse::<std::net::Ipv6Addr>().is_ok()
+    } else if host
+        .rsplit('.')
+        .next()
+        .is_some_and(|last| !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()))
+    {
+        // A name ending in digits is an IPv4 address or nothing: URL parsers read `12` or
+        // `1.2.3` as IPv4 addresses (0.0.0.12), and a DNS name never has a numeric last label.
+        host.parse::<std::net::Ipv4Addr>().is_ok()
+    } else {
+        host.len() <= 253
+            && host.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            })
+    };
+    port_ok && host_ok
 }
 
 /// How long a quorum read may take before the member's own copy is read instead.
@@ -608,10 +669,29 @@ mod tests {
             "etcd://127.0.0.1/x",
             "etcd://:2379/x",
             "http://127.0.0.1:2379/x",
+            // What a URL parser would read another way: user information, a fragment or
+            // query in the host, a signed or zero port, an unbracketed IPv6 address, percent
+            // escapes, a member twice.
+            "etcd://user@127.0.0.1:2379/x",
+            "etcd://h#:2379/x",
+            "etcd://h?:2379/x",
+            "etcd://h:+2379/x",
+            "etcd://h:0/x",
+            "etcd://h:65536/x",
+            "etcd://::1:2379/x",
+            "etcd://h%41:2379/x",
+            "etcd://h:2379,h:2379/x",
+            "etcd://h:2379/a//b",
+            "etcd://h:2379/a/../b",
+            "etcd://h:2379/a?b",
+            "etcd://12:2379/x",
+            "etcd://1.2.3:2379/x",
+            "etcd://010.0.0.1:2379/x",
+            "etcd://h:02379/x",
         ] {
             let e = parse_url(bad).err().unwrap_or_default();
             assert!(
-                e.contains("HOST:PORT") || e.contains("etcd://") || e.contains("cannot be mixed"),
+                e.contains("HOST:PORT") || e.contains("etcd://") || e.contains("twice"),
                 "{bad}: {e}"
             );
         }
