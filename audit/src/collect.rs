@@ -15,7 +15,9 @@ use distro_images::registry::RegistryOptions;
 use distro_images::store::{Layout, Store};
 use distro_images::verify::{self, Policy};
 use distro_images::ImageRef;
-use distro_schema::{cmvp_certificate_url, cmvp_security_policy_url, FactSource, FipsEvidence};
+use distro_schema::{
+    cmvp_certificate_url, cmvp_security_policy_url, FactSource, FipsEvidence, ModuleValidation,
+};
 use serde_json::Value;
 
 use crate::error::AuditError;
@@ -473,18 +475,9 @@ fn fips(p: &Value) -> FipsFacts {
         Err(e) => {
             return FipsFacts {
                 mode: false,
-                module_name: "unknown".into(),
                 module_version: "unknown".into(),
                 module_crate: "unknown".into(),
-                standard: "unknown".into(),
-                status: "unknown".into(),
-                certificate: None,
-                certificate_url: None,
-                security_policy_url: None,
-                sunset_date: "unconfirmed".into(),
-                tested_operational_environment: "unknown".into(),
-                scope: distro_schema::MODULE_NOT_PRODUCT.into(),
-                fact_sources: Vec::new(),
+                validation: not_attested_validation(None, "the evidence does not parse"),
                 validation_attested: false,
                 binary: String::new(),
                 binary_sha256: String::new(),
@@ -500,52 +493,24 @@ fn fips(p: &Value) -> FipsFacts {
         }
     };
     let m = &ev.module;
-    let v = ev.validation.as_ref();
-    let certificate = v.map_or(m.cmvp_certificate, |v| v.certificate);
-    let mut fact_sources: Vec<FactSource> = v.map(|v| v.sources.clone()).unwrap_or_default();
-    if v.is_none() {
-        fact_sources.push(FactSource {
-            fact: "certificate and status".into(),
-            source: format!(
-                "the evidence's module identity ({}); the evidence carries no validation section",
-                m.source
-            ),
-        });
-    }
     let enforcement = ev.enforcement.as_ref();
     FipsFacts {
         mode: ev.mode,
-        module_name: v.map_or_else(|| m.module_name.clone(), |v| v.module_name.clone()),
         module_version: m
             .version_in_binary
             .clone()
             .unwrap_or_else(|| format!("AWS-LC FIPS {}", m.module_line)),
         module_crate: format!("{} {}", m.crate_name, m.crate_version),
-        standard: v.map_or_else(
-            || "FIPS 140-3 (not attested)".into(),
-            |v| v.standard.clone(),
-        ),
-        status: m.cmvp_status.as_str().into(),
-        certificate,
-        certificate_url: v
-            .and_then(|v| v.certificate_url.clone())
-            .or_else(|| certificate.map(cmvp_certificate_url)),
-        security_policy_url: v
-            .and_then(|v| v.security_policy_url.clone())
-            .or_else(|| certificate.map(cmvp_security_policy_url)),
-        sunset_date: v
-            .and_then(|v| v.sunset_date.clone())
-            .unwrap_or_else(|| "unconfirmed".into()),
-        tested_operational_environment: v.map_or_else(
-            || "not attested".into(),
-            |v| v.tested_operational_environment.clone(),
-        ),
-        scope: v.map_or_else(
-            || distro_schema::MODULE_NOT_PRODUCT.into(),
-            |v| v.scope.clone(),
-        ),
-        fact_sources,
-        validation_attested: v.is_some(),
+        validation: ev.validation.clone().unwrap_or_else(|| {
+            not_attested_validation(
+                Some(m),
+                &format!(
+                    "the evidence's module identity ({}); the evidence carries no validation section",
+                    m.source
+                ),
+            )
+        }),
+        validation_attested: ev.validation.is_some(),
         binary: ev.binary.clone(),
         binary_sha256: ev.binary_sha256.clone(),
         fips_module_symbols: ev.symbols.fips_module_symbols,
@@ -568,21 +533,38 @@ fn fips(p: &Value) -> FipsFacts {
         tls_configs: ev
             .self_check
             .as_ref()
-            .map(|c| {
-                c.tls_configs
-                    .iter()
-                    .map(|t| TlsFacts {
-                        name: t.name.clone(),
-                        role: t.role.clone(),
-                        fips: t.fips,
-                        protocol_versions: t.protocol_versions.clone(),
-                        cipher_suites: t.cipher_suites.clone(),
-                        kx_groups: t.kx_groups.clone(),
-                    })
-                    .collect()
-            })
+            .map(|c| c.tls_configs.clone())
             .unwrap_or_default(),
         failures: ev.failures.clone(),
+    }
+}
+
+/// The validation facts of evidence that carries no validation section (it predates it, or
+/// does not parse): what the module identity says, everything else "not attested"; the
+/// certificate's pages follow from its number.
+fn not_attested_validation(
+    m: Option<&distro_schema::ModuleIdentity>,
+    source: &str,
+) -> ModuleValidation {
+    let certificate = m.and_then(|m| m.cmvp_certificate);
+    ModuleValidation {
+        module_name: m.map_or_else(|| "unknown".into(), |m| m.module_name.clone()),
+        module_version: m.map_or_else(
+            || "unknown".into(),
+            |m| format!("AWS-LC FIPS {}", m.module_line),
+        ),
+        standard: "FIPS 140-3 (not attested)".into(),
+        status: m.map_or(distro_schema::CmvpStatus::NotValidated, |m| m.cmvp_status),
+        certificate,
+        certificate_url: certificate.map(cmvp_certificate_url),
+        security_policy_url: certificate.map(cmvp_security_policy_url),
+        sunset_date: None,
+        tested_operational_environment: "not attested".into(),
+        scope: distro_schema::MODULE_NOT_PRODUCT.into(),
+        sources: vec![FactSource {
+            fact: "certificate and status".into(),
+            source: source.into(),
+        }],
     }
 }
 

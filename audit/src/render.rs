@@ -54,6 +54,9 @@ fn environment() -> Result<Environment<'static>, AuditError> {
             source,
         })?;
     env.set_syntax(syntax);
+    // A template naming a field the report does not have is an error, not an empty cell: the
+    // report's facts and the templates cannot drift apart silently.
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     env.add_filter("md", |v: Value| -> String {
         match v.as_str() {
             Some(s) => md_escape(s),

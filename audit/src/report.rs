@@ -4,12 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use distro_schema::FactSource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Version of the report's schema; bumped on any incompatible change.
-pub const REPORT_SCHEMA_VERSION: &str = "1";
+pub const REPORT_SCHEMA_VERSION: &str = "2";
 
 /// in-toto test-result predicate (conformance results), when attached.
 pub const PREDICATE_TEST_RESULT: &str = "https://in-toto.io/attestation/test-result/v0.1";
@@ -164,32 +163,18 @@ pub struct SbomInfo {
 pub struct FipsFacts {
     /// Overall verdict of the evidence.
     pub mode: bool,
-    /// Module name as validated.
-    pub module_name: String,
-    /// Module version: the string in the binary, else the table's line.
+    /// Module version: the string in the binary, else the module line.
     pub module_version: String,
     /// Crate that builds it, with version (`aws-lc-fips-sys 0.13.17`).
     pub module_crate: String,
-    /// The standard (`FIPS 140-3`).
-    pub standard: String,
-    /// CMVP status (`validated`, `in-process`, `not-validated`).
-    pub status: String,
-    /// CMVP certificate number.
-    pub certificate: Option<u32>,
-    /// Its page at NIST.
-    pub certificate_url: Option<String>,
-    /// The security policy.
-    pub security_policy_url: Option<String>,
-    /// Sunset date, or `unconfirmed`.
-    pub sunset_date: String,
-    /// Tested operational environment.
-    pub tested_operational_environment: String,
-    /// The module is validated, not the product.
-    pub scope: String,
-    /// Where each fact comes from, as the evidence lists them.
-    pub fact_sources: Vec<FactSource>,
-    /// Whether the facts above were attested in the evidence (`true`) or derived from the
-    /// certificate number because the evidence predates them (`false`).
+    /// The module's validation as the evidence attests it (name, standard, CMVP status,
+    /// certificate and its page, security policy, sunset date — `null` when unconfirmed —,
+    /// tested operational environment, scope, and where each fact comes from); for evidence
+    /// that predates the validation section, the facts its module identity gives, marked
+    /// "not attested".
+    pub validation: distro_schema::ModuleValidation,
+    /// Whether the validation above was attested in the evidence (`true`) or derived from the
+    /// module identity because the evidence predates it (`false`).
     pub validation_attested: bool,
     /// Binary file name the evidence is about.
     pub binary: String,
@@ -208,26 +193,9 @@ pub struct FipsFacts {
     /// How approved mode is enforced.
     pub enforcement: Vec<String>,
     /// Every TLS configuration and what it negotiates.
-    pub tls_configs: Vec<TlsFacts>,
+    pub tls_configs: Vec<distro_schema::TlsConfigReport>,
     /// Why the evidence says mode = false.
     pub failures: Vec<String>,
-}
-
-/// One TLS configuration of the binary.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct TlsFacts {
-    /// Name.
-    pub name: String,
-    /// `server` or `client`.
-    pub role: String,
-    /// `fips()` of the configuration.
-    pub fips: bool,
-    /// Protocol versions.
-    pub protocol_versions: Vec<String>,
-    /// Negotiated suites, in preference order.
-    pub cipher_suites: Vec<String>,
-    /// Key-exchange groups.
-    pub kx_groups: Vec<String>,
 }
 
 /// One VEX statement.

