@@ -180,8 +180,6 @@ fn endpoint_address_with_two_identities_is_refused() {
 /// A static mesh configuration naming a non-FIPS suite is refused before anything listens.
 #[test]
 fn non_fips_tls_policy_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path(), "mesh");
     let mut m = mesh(
         &id("a", "a"),
         "STRICT",
@@ -190,19 +188,7 @@ fn non_fips_tls_policy_is_refused() {
         serde_json::json!([]),
     );
     m["tls"]["cipher_suites"] = serde_json::json!(["TLS13_CHACHA20_POLY1305_SHA256"]);
-    let cfg = dir.path().join("proxy.json");
-    std::fs::write(
-        &cfg,
-        serde_json::json!({"admin": "127.0.0.1:0", "identity": identity_files(&pki, &id("a", "a"), "a"), "mesh": m}).to_string(),
-    )
-    .unwrap();
-    let out = Command::new(proxy_bin())
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_at_load(m);
     assert!(
         err.contains("TLS13_CHACHA20_POLY1305_SHA256") && err.contains("not a FIPS-approved"),
         "{err}"

@@ -31,22 +31,13 @@ fn target() -> Option<Target> {
 }
 
 fn target_with(tls: serde_json::Value) -> Option<Target> {
-    if !have("openssl") {
-        distro_testsupport::missing(
-            "fips_tls",
-            "openssl is not installed",
-            "apt-get install openssl (scripts/install-deps.sh)",
-        );
+    if !distro_testsupport::require_tool("fips_tls", "openssl") {
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path(), "mesh");
-    let backend = http_backend(BackendSpec {
-        name: "b".into(),
-        version: "v1".into(),
-        ..Default::default()
-    });
-    let addr = free_port();
+    let backend = named_backend("b");
+    let addr = free_addr();
     let mut m = mesh(&id("b", "b"), "STRICT", json!([]), json!([]), json!([]));
     m["tls"] = tls;
     let proxy = start_proxy(
