@@ -393,8 +393,8 @@ fn tls_and_basic_auth_registry() {
         &["--username", "alice", "--ca-file", ca_s],
     );
     // The password is read from stdin too, and never echoed.
-    let mut child = distro()
-        .args([
+    let out = distro_testsupport::bin::run_with_input(
+        distro().args([
             "verify",
             &tagged,
             "--key",
@@ -404,20 +404,9 @@ fn tls_and_basic_auth_registry() {
             "--password-stdin",
             "--ca-file",
             ca_s,
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"s3cret pass\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+        ]),
+        b"s3cret pass\n",
+    );
     let all = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

@@ -87,6 +87,24 @@ fn text(out: &Output) -> String {
     )
 }
 
+/// A plain registry (`None` after a SKIP line when docker-registry is missing: a failure under
+/// CI) and [`pushed_signed_attested`] to it.
+#[allow(clippy::type_complexity)]
+fn released(
+    test: &str,
+) -> Option<(
+    TestRegistry,
+    Fixture,
+    String,
+    String,
+    String,
+    tempfile::TempDir,
+)> {
+    let reg = TestRegistry::plain(test)?;
+    let (fx, tagged, k, p, t) = pushed_signed_attested(&reg);
+    Some((reg, fx, tagged, k, p, t))
+}
+
 /// A fixture image pushed to `reg`, signed and attested from the fixture's build directory.
 /// Returns (fixture, tagged reference, key, public key, tempdir).
 fn pushed_signed_attested(
@@ -121,10 +139,9 @@ fn attest_vex(image: &str, key: &str, file: &Path) -> Value {
 #[test]
 fn verify_lets_the_newest_vex_decide_not_the_oldest() {
     let test = "verify_lets_the_newest_vex_decide_not_the_oldest";
-    let Some(reg) = TestRegistry::plain(test) else {
+    let Some((_reg, _fx, tagged, k, p, t)) = released(test) else {
         return;
     };
-    let (_fx, tagged, k, p, t) = pushed_signed_attested(&reg);
     let (passed, report) = verify_json(&[&tagged, "--key", &p, "--plain-http"]);
     assert!(passed, "{report}");
 
@@ -185,10 +202,9 @@ fn verify_lets_the_newest_vex_decide_not_the_oldest() {
 #[test]
 fn attest_on_resume_appends_no_duplicate_vex() {
     let test = "attest_on_resume_appends_no_duplicate_vex";
-    let Some(reg) = TestRegistry::plain(test) else {
+    let Some((_reg, fx, tagged, k, p, _t)) = released(test) else {
         return;
     };
-    let (fx, tagged, k, p, _t) = pushed_signed_attested(&reg);
     let (_, before) = verify_json(&[&tagged, "--key", &p, "--plain-http"]);
     let n = attestation_count(&before);
     assert_eq!(n, 4, "fips, provenance, sbom, vex: {before}");
@@ -243,10 +259,9 @@ fn attest_on_resume_appends_no_duplicate_vex() {
 #[test]
 fn pull_repairs_a_blob_corrupted_in_place() {
     let test = "pull_repairs_a_blob_corrupted_in_place";
-    let Some(reg) = TestRegistry::plain(test) else {
+    let Some((_reg, _fx, tagged, _k, p, t)) = released(test) else {
         return;
     };
-    let (_fx, tagged, _k, p, t) = pushed_signed_attested(&reg);
     let dir = t.path().join("pulled");
     let dest = format!("oci:{}:0.1.0", dir.display());
     ok(&["pull", &tagged, "--out", &dest, "--key", &p, "--plain-http"]);
@@ -682,10 +697,9 @@ fn containers_policy_in_verifying_md_loads_in_skopeo() {
     if !have("skopeo", test) {
         return;
     }
-    let Some(reg) = TestRegistry::plain(test) else {
+    let Some((reg, fx, tagged, _k, p, t)) = released(test) else {
         return;
     };
-    let (fx, tagged, _k, p, t) = pushed_signed_attested(&reg);
     let elsewhere = format!("{}/elsewhere/mesh-proxy:0.1.0", reg.addr);
     ok(&[
         "push",

@@ -124,6 +124,26 @@ pub fn run(cmd: &mut Command) -> Output {
         .unwrap_or_else(|e| panic!("starting {:?}: {e}", cmd.get_program()))
 }
 
+/// Runs `cmd` with `input` written to its stdin (then closed) and returns its output whatever
+/// the exit status; panics only when it cannot be started or fed.
+pub fn run_with_input(cmd: &mut Command, input: &[u8]) -> Output {
+    use std::io::Write as _;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {:?}: {e}", cmd.get_program()));
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(input)
+            .unwrap_or_else(|e| panic!("writing the stdin of {:?}: {e}", cmd.get_program()));
+    }
+    child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("waiting for {:?}: {e}", cmd.get_program()))
+}
+
 /// Runs `cmd`, asserting success (the message shows the command, status, stdout and stderr);
 /// returns its output.
 pub fn ok(cmd: &mut Command) -> Output {

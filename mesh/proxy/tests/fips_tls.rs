@@ -9,10 +9,9 @@
 
 mod common;
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::*;
 use serde_json::json;
@@ -63,34 +62,25 @@ fn target_with(tls: serde_json::Value) -> Option<Target> {
 
 /// Runs `openssl s_client` with extra arguments, sending one HTTP request; returns (success, output).
 fn s_client(t: &Target, extra: &[&str]) -> (bool, String) {
-    let mut child = Command::new("openssl")
-        .args([
-            "s_client",
-            "-connect",
-            &t.addr.to_string(),
-            "-servername",
-            "b",
-            "-ign_eof",
-        ])
-        .arg("-cert")
-        .arg(&t.cert)
-        .arg("-key")
-        .arg(&t.key)
-        .arg("-CAfile")
-        .arg(&t.bundle)
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"GET /hello HTTP/1.1\r\nhost: b\r\nconnection: close\r\n\r\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = distro_testsupport::bin::run_with_input(
+        Command::new("openssl")
+            .args([
+                "s_client",
+                "-connect",
+                &t.addr.to_string(),
+                "-servername",
+                "b",
+                "-ign_eof",
+            ])
+            .arg("-cert")
+            .arg(&t.cert)
+            .arg("-key")
+            .arg(&t.key)
+            .arg("-CAfile")
+            .arg(&t.bundle)
+            .args(extra),
+        b"GET /hello HTTP/1.1\r\nhost: b\r\nconnection: close\r\n\r\n",
+    );
     let text = format!(
         "{}\n{}",
         String::from_utf8_lossy(&out.stdout),

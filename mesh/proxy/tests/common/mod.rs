@@ -331,23 +331,15 @@ pub fn check_prometheus_text(text: &str) {
     ) {
         return;
     }
-    let mut child = Command::new("python3")
+    let out = distro_testsupport::bin::run_with_input(
+        Command::new("python3")
         .args([
             "-c",
             "import sys\nfrom prometheus_client.parser import text_string_to_metric_families\nn=0\nfor f in text_string_to_metric_families(sys.stdin.read()):\n    n+=len(f.samples)\nprint(n)",
         ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+,
+        text.as_bytes(),
+    );
     assert!(
         out.status.success(),
         "prometheus_client rejected the metrics: {}\n{text}",
