@@ -96,30 +96,12 @@ fn signature_only_policy(dir: &Path) -> String {
     p.display().to_string()
 }
 
-/// `distro verify ... --format json`, whatever its exit status: (exit ok, report).
+/// `distro verify ARGS --plain-http --format json` ([`verify_json`] against the test's
+/// plain-HTTP registry).
 fn verify(args: &[&str]) -> (bool, Value) {
-    let mut a = vec!["verify"];
-    a.extend_from_slice(args);
-    a.extend(["--plain-http", "--format", "json"]);
-    let out = run(distro().args(&a));
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "verify printed no JSON ({e}):\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    assert_eq!(out.status.success(), report["passed"] == true, "{report}");
-    (out.status.success(), report)
-}
-
-fn check<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no check `{name}` in {report}"))
+    let mut a = args.to_vec();
+    a.push("--plain-http");
+    verify_json(&a)
 }
 
 fn test_result_attestations(report: &Value) -> Vec<&Value> {

@@ -15,36 +15,6 @@ use distro_images::store::{Layout, Store};
 use image_support::*;
 use serde_json::{json, Value};
 
-/// `distro verify ... --format json`, whatever its exit status; (exit ok, report).
-fn verify_json(args: &[&str]) -> (bool, Value) {
-    let mut a = vec!["verify"];
-    a.extend_from_slice(args);
-    a.extend(["--format", "json"]);
-    let out = run(distro().args(&a));
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "verify printed no JSON ({e}):\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    assert_eq!(
-        out.status.success(),
-        report["passed"] == true,
-        "exit status agrees with the report: {report}"
-    );
-    (out.status.success(), report)
-}
-
-fn check<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no check `{name}` in {report}"))
-}
-
 fn attestation_count(report: &Value) -> usize {
     report["checks"]
         .as_array()

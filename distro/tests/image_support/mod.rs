@@ -90,6 +90,38 @@ pub fn keygen_strings(dir: &Path) -> (String, String) {
     )
 }
 
+/// `distro verify ARGS --format json`, whatever its exit status: (exit ok, report). The exit
+/// status must agree with the report's `passed`.
+pub fn verify_json(args: &[&str]) -> (bool, Value) {
+    let mut a = vec!["verify"];
+    a.extend_from_slice(args);
+    a.extend(["--format", "json"]);
+    let out = run(distro().args(&a));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "verify printed no JSON ({e}):\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(
+        out.status.success(),
+        report["passed"] == true,
+        "exit status agrees with the report: {report}"
+    );
+    (out.status.success(), report)
+}
+
+/// The check `name` of a `distro verify` JSON report (panics naming it when absent).
+pub fn check<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check `{name}` in {report}"))
+}
+
 /// Requires `tool` on PATH: a failure naming the install step under CI, a loud SKIP elsewhere.
 pub fn have(tool: &str, test: &str) -> bool {
     distro_testsupport::require_tool(test, tool)
