@@ -5,6 +5,7 @@
 
 mod image_support;
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -12,6 +13,15 @@ use distro_images::oci::Manifest;
 use distro_images::store::{Layout, Store};
 use image_support::*;
 use serde_json::Value;
+
+/// A fixture of mesh-proxy and mesh-control (`binary_size` bytes each) under `root`, its images
+/// assembled, and a key pair there: (fixture, `distro image` report, private key, public key).
+fn assembled_pair(root: &Path, binary_size: usize) -> (Fixture, Value, String, String) {
+    let fx = Fixture::write(root, &["mesh-proxy", "mesh-control"], binary_size);
+    let images: Value = serde_json::from_str(&fx.assemble()).unwrap();
+    let (k, p) = keygen_strings(root);
+    (fx, images, k, p)
+}
 
 /// `distro push SRC TAGGED`, `sign`, `attest` (the fixture's build) and `verify` against an
 /// authenticating registry, each with `DISTRO_REGISTRY_PASSWORD=password` and `extra`
@@ -63,9 +73,7 @@ fn push_sign_attest_verify_pull_against_local_registry() {
         return;
     };
     let t = tempfile::tempdir().unwrap();
-    let fx = Fixture::write(t.path(), &["mesh-proxy", "mesh-control"], 512 * 1024);
-    let images: Value = serde_json::from_str(&fx.assemble()).unwrap();
-    let (k, p) = keygen_strings(t.path());
+    let (fx, images, k, p) = assembled_pair(t.path(), 512 * 1024);
     let repo = format!("{}/fips-mesh/mesh-proxy", reg.addr);
     let tagged = format!("{repo}:0.1.0");
 
@@ -639,9 +647,7 @@ fn push_release_tags_only_signed_attested_verified_images() {
         return;
     };
     let t = tempfile::tempdir().unwrap();
-    let fx = Fixture::write(t.path(), &["mesh-proxy", "mesh-control"], 64 * 1024);
-    let images: Value = serde_json::from_str(&fx.assemble()).unwrap();
-    let (k, p) = keygen_strings(t.path());
+    let (fx, images, k, p) = assembled_pair(t.path(), 64 * 1024);
     let to = format!("{}/fips-mesh", reg.addr);
     let line_dir = fx.line_dir.to_str().unwrap();
     // mesh-control is signed and attested in its layout, for the repository it goes to;

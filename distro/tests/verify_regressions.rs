@@ -288,45 +288,31 @@ fn pull_repairs_a_blob_corrupted_in_place() {
 fn keygen_refuses_one_file_for_both_keys() {
     let t = tempfile::tempdir().unwrap();
     let x = t.path().join("key.pem");
-    let err = fails(&[
-        "keygen",
-        "--private",
-        x.to_str().unwrap(),
-        "--public",
-        x.to_str().unwrap(),
-    ]);
+    let err = keygen_fails(false, x.to_str().unwrap(), x.to_str().unwrap());
     assert!(err.contains("are the same file"), "{err}");
     assert!(!x.exists(), "nothing written");
 
     let dotted = t.path().join(".").join("key.pem");
-    let err = fails(&[
-        "keygen",
-        "--private",
-        x.to_str().unwrap(),
-        "--public",
-        dotted.to_str().unwrap(),
-    ]);
+    let err = keygen_fails(false, x.to_str().unwrap(), dotted.to_str().unwrap());
     assert!(err.contains("are the same file"), "{err}");
 
     let (k, _) = keygen_strings(t.path());
     let before = std::fs::read(&k).unwrap();
     let link = t.path().join("hardlink.pub");
     std::fs::hard_link(&k, &link).unwrap();
-    let err = keygen_force_fails(&k, link.to_str().unwrap());
+    let err = keygen_fails(true, &k, link.to_str().unwrap());
     assert!(err.contains("are the same file"), "{err}");
     assert_eq!(std::fs::read(&k).unwrap(), before, "private key untouched");
 }
 
-/// `distro keygen --force --private PRIVATE --public PUBLIC`, asserting failure; its output.
-fn keygen_force_fails(private: &str, public: &str) -> String {
-    fails(&[
-        "keygen",
-        "--force",
-        "--private",
-        private,
-        "--public",
-        public,
-    ])
+/// `distro keygen [--force] --private PRIVATE --public PUBLIC`, asserting failure; its output.
+fn keygen_fails(force: bool, private: &str, public: &str) -> String {
+    let mut args = vec!["keygen"];
+    if force {
+        args.push("--force");
+    }
+    args.extend(["--private", private, "--public", public]);
+    fails(&args)
 }
 
 /// The SPKI PEM openssl derives from a private key file, without line breaks.
@@ -372,7 +358,7 @@ fn keygen_force_with_unwritable_public_keeps_the_old_pair() {
     let blocker = t.path().join("not-a-dir");
     std::fs::write(&blocker, b"x").unwrap();
     let unwritable = blocker.join("release.pub");
-    let err = keygen_force_fails(&k, unwritable.to_str().unwrap());
+    let err = keygen_fails(true, &k, unwritable.to_str().unwrap());
     assert!(err.contains("not-a-dir"), "the error names the path: {err}");
     assert_eq!(std::fs::read(&k).unwrap(), old_k, "private key untouched");
     assert_eq!(std::fs::read(&p).unwrap(), old_p);

@@ -352,6 +352,21 @@ fn start_pair(
     (a, b, a_out)
 }
 
+/// A replica's arguments: the configuration folder `cfg` watched every 100 ms, 3 s long polls,
+/// and `extra`.
+fn replica_args<'a>(cfg: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--config",
+        cfg.to_str().unwrap(),
+        "--watch-interval",
+        "100ms",
+        "--long-poll",
+        "3s",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 /// What the etcd failover tests start from: a temporary directory, B's application address,
 /// the configuration folder (no extra services) and a 3-member etcd cluster. `None` after a
 /// SKIP line (a failure under CI) when etcd is not installed.
@@ -379,17 +394,8 @@ fn proxies_fail_over_with_zero_failed_requests() {
         return;
     };
     let eps = cluster.endpoints();
-    let args = [
-        "--config",
-        cfg.to_str().unwrap(),
-        "--watch-interval",
-        "100ms",
-        "--long-poll",
-        "3s",
-        // Renewal every ~5 s: the proxies must renew through a survivor too.
-        "--svid-ttl",
-        "10s",
-    ];
+    // Renewal every ~5 s: the proxies must renew through a survivor too.
+    let args = replica_args(&cfg, &["--svid-ttl", "10s"]);
     let mut replicas: Vec<ControlPlane> = (0..3)
         .map(|_| ControlPlane::start_replica(dir.path(), &eps, "failover", &args))
         .collect();
@@ -573,14 +579,7 @@ fn proxies_leave_a_replica_cut_off_from_the_store() {
     else {
         return;
     };
-    let args = [
-        "--config",
-        cfg.to_str().unwrap(),
-        "--watch-interval",
-        "100ms",
-        "--long-poll",
-        "3s",
-    ];
+    let args = replica_args(&cfg, &[]);
     let mut good = ControlPlane::start_replica(dir.path(), &cluster.endpoints(), "cut", &args);
     let cut = ControlPlane::start_replica(dir.path(), &cluster.endpoint(2), "cut", &args);
     let addresses = vec![good.api.to_string(), cut.api.to_string()];
