@@ -6,23 +6,13 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use distro_build::cargo::Toolchain;
 use distro_build::{provenance, source};
+use distro_testsupport::git;
 
-fn git(dir: &Path, args: &[&str]) {
-    let ok = Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@invalid"])
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_DATE", "2026-11-28T00:00:00Z")
-        .env("GIT_COMMITTER_DATE", "2026-11-28T00:00:00Z")
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "git {args:?}");
-}
+/// The date of every fixture commit.
+const DATE: &str = "2026-11-28T00:00:00Z";
 
 /// An upstream repository whose Cargo.toml has `cargo_toml` and a bare clone of it to clone from.
 fn upstream(dir: &Path, cargo_toml: &str) -> PathBuf {
@@ -30,22 +20,22 @@ fn upstream(dir: &Path, cargo_toml: &str) -> PathBuf {
     std::fs::create_dir_all(&repo).unwrap();
     std::fs::write(repo.join("Cargo.toml"), cargo_toml).unwrap();
     std::fs::write(repo.join("Cargo.lock"), "version = 4\n").unwrap();
-    git(&repo, &["init", "-q"]);
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "initial"]);
+    git::init(&repo);
+    git::commit_all_at(&repo, "initial", DATE);
     repo
 }
 
 fn clone(from: &Path, to: &Path) -> PathBuf {
     std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-    let ok = Command::new("git")
-        .args(["clone", "-q"])
-        .arg(from)
-        .arg(to)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
+    git::run(
+        to.parent().unwrap(),
+        &[
+            "clone",
+            "-q",
+            &from.display().to_string(),
+            &to.display().to_string(),
+        ],
+    );
     to.to_path_buf()
 }
 

@@ -3,29 +3,17 @@
 #![allow(clippy::unwrap_used)] // a panic is how a test fails
 
 use std::path::Path;
-use std::process::Command;
 
 use distro_build::source;
 use distro_config::Line;
-
-fn git(repo: &Path, args: &[&str]) {
-    let ok = Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@invalid"])
-        .args(args)
-        .current_dir(repo)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "git {args:?}");
-}
+use distro_testsupport::git;
 
 fn upstream(dir: &Path) -> std::path::PathBuf {
     let repo = dir.join("upstream");
     std::fs::create_dir_all(&repo).unwrap();
     std::fs::write(repo.join("README"), "upstream\n").unwrap();
-    git(&repo, &["init", "-q"]);
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "initial"]);
+    git::init(&repo);
+    git::commit_all(&repo, "initial");
     repo
 }
 
@@ -44,16 +32,22 @@ fn line(repo: &Path, queue: &Path) -> Line {
 
 const PATCH: &str = "Description: Add a marker file\nOrigin: vendor\nAuthor: Test <t@invalid>\nAdvisories: RUSTSEC-2026-0049\nLast-Update: 2026-11-28\n---\ndiff --git a/PATCHED.txt b/PATCHED.txt\nnew file mode 100644\n--- /dev/null\n+++ b/PATCHED.txt\n@@ -0,0 +1 @@\n+patched\n";
 
+/// `dir/queue` holding [`PATCH`] as its one patch.
+fn marker_queue(dir: &Path) -> std::path::PathBuf {
+    let queue = dir.join("queue");
+    std::fs::create_dir_all(&queue).unwrap();
+    std::fs::write(queue.join("0001-marker.patch"), PATCH).unwrap();
+    std::fs::write(queue.join("series"), "0001-marker.patch\n").unwrap();
+    queue
+}
+
 /// The queue is applied to the exported tree and recorded; a rerun reuses the tree; a change to
 /// the queue makes the next export start again from the commit.
 #[test]
 fn export_applies_the_queue_once() {
     let dir = tempfile::tempdir().unwrap();
     let repo = upstream(dir.path());
-    let queue = dir.path().join("queue");
-    std::fs::create_dir_all(&queue).unwrap();
-    std::fs::write(queue.join("0001-marker.patch"), PATCH).unwrap();
-    std::fs::write(queue.join("series"), "0001-marker.patch\n").unwrap();
+    let queue = marker_queue(dir.path());
     let src = line(&repo, &queue);
     let dest = dir.path().join("out/src");
 
@@ -112,10 +106,7 @@ fn failing_patch_is_named_and_nothing_is_left() {
 fn corrupt_patch_record_is_an_error_not_no_patches() {
     let dir = tempfile::tempdir().unwrap();
     let repo = upstream(dir.path());
-    let queue = dir.path().join("queue");
-    std::fs::create_dir_all(&queue).unwrap();
-    std::fs::write(queue.join("0001-marker.patch"), PATCH).unwrap();
-    std::fs::write(queue.join("series"), "0001-marker.patch\n").unwrap();
+    let queue = marker_queue(dir.path());
     let src = line(&repo, &queue);
     let dest = dir.path().join("out/src");
     let sources = dir.path().join("out/sources");
@@ -156,10 +147,7 @@ fn corrupt_patch_record_is_an_error_not_no_patches() {
 fn remote_source_is_exported_from_its_mirror() {
     let dir = tempfile::tempdir().unwrap();
     let repo = upstream(dir.path());
-    let queue = dir.path().join("queue");
-    std::fs::create_dir_all(&queue).unwrap();
-    std::fs::write(queue.join("0001-marker.patch"), PATCH).unwrap();
-    std::fs::write(queue.join("series"), "0001-marker.patch\n").unwrap();
+    let queue = marker_queue(dir.path());
     let url = format!("file://{}", repo.display());
     let mut src = line(&repo, &queue);
     src.source.git = url.clone();
@@ -173,12 +161,8 @@ fn remote_source_is_exported_from_its_mirror() {
         fetched.mirror,
         distro_patches::source::mirror_dir(&sources, &url)
     );
-    let bare = Command::new("git")
-        .args(["rev-parse", "--is-bare-repository"])
-        .current_dir(&fetched.mirror)
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&bare.stdout).trim(), "true");
+    let bare = git::run(&fetched.mirror, &["rev-parse", "--is-bare-repository"]);
+    assert_eq!(bare, "true");
     assert_eq!(first.repository, url);
     assert_eq!(
         std::fs::read_to_string(dest.join("README")).unwrap(),
@@ -189,15 +173,11 @@ fn remote_source_is_exported_from_its_mirror() {
 
     // Upstream moves on: the next export fetches and builds the new commit.
     std::fs::write(repo.join("README"), "upstream, later\n").unwrap();
-    git(&repo, &["commit", "-q", "-am", "later"]);
-    let head = Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .current_dir(&repo)
-        .output()
-        .unwrap();
+    git::run(&repo, &["commit", "-q", "-am", "later"]);
+    let head = git::run(&repo, &["rev-parse", "HEAD"]);
     let second = source::export(&src, &dest, &sources).unwrap();
     assert_eq!(second.fetched.unwrap().action, "updated");
-    assert_eq!(second.commit, String::from_utf8_lossy(&head.stdout).trim());
+    assert_eq!(second.commit, head);
     assert_ne!(second.commit, first.commit);
     assert_eq!(
         std::fs::read_to_string(dest.join("README")).unwrap(),

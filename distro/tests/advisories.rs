@@ -8,6 +8,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use distro_testsupport::bin::{stderr, Bin};
+use distro_testsupport::git;
 use serde_json::Value;
 
 fn repo() -> PathBuf {
@@ -15,39 +17,16 @@ fn repo() -> PathBuf {
 }
 
 fn distro(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_distro"))
-        .args(args)
+    Bin::new(env!("CARGO_BIN_EXE_distro"))
         .current_dir(cwd)
         .env_remove("DISTRO_CONFIG")
-        .output()
-        .unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+        .run(args)
 }
 
 fn json(o: &Output) -> Value {
     assert!(o.status.success(), "failed: {}", stderr(o));
     serde_json::from_slice(&o.stdout)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)))
-}
-
-fn git(dir: &Path, args: &[&str], date: &str) {
-    let out = Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@invalid"])
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_DATE", date)
-        .env("GIT_COMMITTER_DATE", date)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn advisory(id: &str, package: &str) -> String {
@@ -85,15 +64,8 @@ fn git_mirror(dir: &Path, n: usize) -> String {
         .unwrap();
     }
     let date = "2026-11-30T12:00:00Z";
-    git(dir, &["init", "-q", "-b", "main"], date);
-    git(dir, &["add", "-A"], date);
-    git(dir, &["commit", "-q", "-m", "advisories"], date);
-    let head = Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&head.stdout).trim().to_string()
+    git::run_at(dir, &["init", "-q", "-b", "main"], date);
+    git::commit_all_at(dir, "advisories", date)
 }
 
 /// Every file under `dir` with its contents, to compare a database before and after.
@@ -320,17 +292,17 @@ fn update_from_broken_source_keeps_the_old_database() {
         "```toml\n[advisory]\nid = \"RUSTSEC-2026-9000\"\n", // cut short: no package, no end
     )
     .unwrap();
-    git(
+    git::run_at(
         &broken,
         &["commit", "-qam", "half-written"],
         "2026-11-30T13:00:00Z",
     );
     let not_a_db = t.path().join("empty");
     fs::create_dir_all(&not_a_db).unwrap();
-    git(&not_a_db, &["init", "-q"], "2026-11-30T13:00:00Z");
+    git::run_at(&not_a_db, &["init", "-q"], "2026-11-30T13:00:00Z");
     fs::write(not_a_db.join("README"), "nothing").unwrap();
-    git(&not_a_db, &["add", "-A"], "2026-11-30T13:00:00Z");
-    git(&not_a_db, &["commit", "-qm", "x"], "2026-11-30T13:00:00Z");
+    git::run_at(&not_a_db, &["add", "-A"], "2026-11-30T13:00:00Z");
+    git::run_at(&not_a_db, &["commit", "-qm", "x"], "2026-11-30T13:00:00Z");
 
     for (from, why) in [
         (format!("file://{}", broken.display()), "does not parse"),

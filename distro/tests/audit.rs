@@ -9,7 +9,7 @@
 mod image_support;
 
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use distro_images::cosign::{self, Predicate};
@@ -21,19 +21,6 @@ use serde_json::{json, Value};
 
 const TEST_RESULT: &str = "https://in-toto.io/attestation/test-result/v0.1";
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
-
-fn keygen(dir: &Path) -> (PathBuf, PathBuf) {
-    std::fs::create_dir_all(dir).unwrap();
-    let (k, p) = (dir.join("release.key"), dir.join("release.pub"));
-    ok(&[
-        "keygen",
-        "--private",
-        k.to_str().unwrap(),
-        "--public",
-        p.to_str().unwrap(),
-    ]);
-    (k, p)
-}
 
 /// Makes the fixture's documents as rich as a real build's: FIPS evidence with the validation
 /// and enforcement sections and a self-report, provenance with a patch and the toolchain, an
@@ -162,17 +149,12 @@ fn release(fx: &Fixture, reg: &TestRegistry, key: &Path, component: &str) -> Str
         key.to_str().unwrap(),
         "--plain-http",
     ]);
-    ok(&[
-        "attest",
+    fx.attest(
         &by_digest,
-        "--key",
         key.to_str().unwrap(),
-        "--plain-http",
-        "--build-dir",
-        fx.line_dir.to_str().unwrap(),
-        "--component",
         component,
-    ]);
+        &["--plain-http"],
+    );
     // Conformance results as an in-toto test-result attestation (the suite's own attestation).
     let r = ImageRef::parse(&by_digest).unwrap();
     let mut store = r
@@ -243,10 +225,7 @@ fn mode(path: &Path) -> u32 {
 #[test]
 fn audit_of_a_released_image_reports_verified_facts_in_json_markdown_and_html() {
     let test = "audit_of_a_released_image_reports_verified_facts_in_json_markdown_and_html";
-    if !distro_testsupport::require(test, "docker-registry", "apt-get install docker-registry") {
-        return;
-    }
-    let Some(reg) = TestRegistry::start(RegistryConfig::default(), test) else {
+    let Some(reg) = TestRegistry::plain(test) else {
         return;
     };
     let t = tempfile::tempdir().unwrap();
@@ -529,10 +508,7 @@ fn screenshot(test: &str, html: &Path, png: &Path) {
 #[test]
 fn audit_refuses_unverified_input_unless_asked_and_then_says_so_first() {
     let test = "audit_refuses_unverified_input_unless_asked_and_then_says_so_first";
-    if !distro_testsupport::require(test, "docker-registry", "apt-get install docker-registry") {
-        return;
-    }
-    let Some(reg) = TestRegistry::start(RegistryConfig::default(), test) else {
+    let Some(reg) = TestRegistry::plain(test) else {
         return;
     };
     let t = tempfile::tempdir().unwrap();
@@ -616,10 +592,7 @@ fn audit_refuses_unverified_input_unless_asked_and_then_says_so_first() {
 #[test]
 fn audit_offline_refuses_an_unsigned_release_dir_and_reports_a_pulled_layout() {
     let test = "audit_offline_refuses_an_unsigned_release_dir_and_reports_a_pulled_layout";
-    if !distro_testsupport::require(test, "docker-registry", "apt-get install docker-registry") {
-        return;
-    }
-    let Some(reg) = TestRegistry::start(RegistryConfig::default(), test) else {
+    let Some(reg) = TestRegistry::plain(test) else {
         return;
     };
     let t = tempfile::tempdir().unwrap();

@@ -10,6 +10,8 @@ use std::process::{Command, Output};
 
 use distro_schema::intoto::Provenance;
 use distro_schema::{BuildRecord, CmvpStatus, FipsEvidence, Statement};
+use distro_testsupport::bin::{stderr, Bin};
+use distro_testsupport::{git, sha256_file};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -19,11 +21,8 @@ fn repo_root() -> PathBuf {
 }
 
 fn distro(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_distro"))
-        .args(args)
-        .output()
-        .expect("run distro");
-    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    let out = Bin::new(env!("CARGO_BIN_EXE_distro")).run(args);
+    eprintln!("{}", stderr(&out));
     out
 }
 
@@ -48,10 +47,6 @@ fn build_json(config: Option<&Path>, out_dir: &Path) -> (Output, Option<BuildRec
 
 fn read<T: serde::de::DeserializeOwned>(path: &str) -> T {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
-fn sha256(path: &str) -> String {
-    distro_hostio::sha256_file(Path::new(path)).unwrap_or_else(|e| panic!("hashing {path}: {e}"))
 }
 
 /// The built-in distribution builds; every component carries FIPS evidence naming the validated
@@ -171,7 +166,7 @@ fn builtin_distribution_builds_fips_with_evidence_and_reproducibly() {
             shared.display(),
             b.path().display()
         );
-        assert_eq!(sha256(&y.binary), x.sha256);
+        assert_eq!(sha256_file(Path::new(&y.binary)), x.sha256);
     }
     // The binaries carry no trace of where they were built.
     for c in &record.components {
@@ -197,7 +192,7 @@ fn check_component(out: &Path, record: &BuildRecord, c: &distro_schema::Componen
     assert_eq!(c.fips.cmvp_certificate, Some(5314));
     assert_eq!(c.fips.cmvp_status, CmvpStatus::Validated);
     assert_eq!(
-        sha256(&c.binary),
+        sha256_file(Path::new(&c.binary)),
         c.sha256,
         "recorded sha256 is the binary's"
     );
@@ -324,20 +319,8 @@ fn fixture_repo(dir: &Path, fips_sys_version: &str) -> PathBuf {
         ),
     )
     .unwrap();
-    let git = |args: &[&str]| {
-        let ok = Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@invalid"])
-            .args(args)
-            .current_dir(&repo)
-            .output()
-            .unwrap()
-            .status
-            .success();
-        assert!(ok, "git {args:?}");
-    };
-    git(&["init", "-q"]);
-    git(&["add", "-A"]);
-    git(&["commit", "-q", "-m", "fixture"]);
+    git::init(&repo);
+    git::commit_all(&repo, "fixture");
     repo
 }
 

@@ -9,23 +9,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
-use std::time::{Duration, Instant};
+use std::process::Output;
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@invalid"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
+use distro_testsupport::bin::{stderr, Bin};
+use distro_testsupport::git;
 
 /// Commits a crate whose Cargo.lock resolves `aws-lc-fips-sys` at `fips_sys`.
 fn commit_fixture(repo: &Path, fips_sys: &str) {
@@ -41,8 +28,8 @@ fn commit_fixture(repo: &Path, fips_sys: &str) {
         format!("version = 4\n\n[[package]]\nname = \"aws-lc-fips-sys\"\nversion = \"{fips_sys}\"\nsource = \"registry+https://github.com/rust-lang/crates.io-index\"\n\n[[package]]\nname = \"fixture\"\nversion = \"0.1.0\"\n"),
     )
     .unwrap();
-    git(repo, &["add", "-A"]);
-    git(repo, &["commit", "-q", "-m", &format!("lock {fips_sys}")]);
+    git::run(repo, &["add", "-A"]);
+    git::run(repo, &["commit", "-q", "-m", &format!("lock {fips_sys}")]);
 }
 
 fn config(dir: &Path, url: &str) -> PathBuf {
@@ -56,15 +43,18 @@ fn config(dir: &Path, url: &str) -> PathBuf {
 }
 
 fn build(config: &Path, out: &Path) -> (Output, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_distro"))
-        .arg("--config")
-        .arg(config)
-        .args(["build", "--line", "0.1", "--out"])
-        .arg(out)
+    let o = Bin::new(env!("CARGO_BIN_EXE_distro"))
         .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    let e = String::from_utf8_lossy(&o.stderr).into_owned();
+        .run(&[
+            "--config".as_ref(),
+            config.as_os_str(),
+            "build".as_ref(),
+            "--line".as_ref(),
+            "0.1".as_ref(),
+            "--out".as_ref(),
+            out.as_os_str(),
+        ]);
+    let e = stderr(&o);
     (o, e)
 }
 
@@ -80,15 +70,6 @@ fn mirrors(out: &Path) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
-/// Stops the daemon however the test ends.
-struct Daemon(Child);
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A line naming its upstream by a `git://` URL served by `git daemon` on loopback: `distro
 /// build` clones it into `OUT/sources/<hash>.git` (bare), exports the line's ref from there
 /// (the refusal names the module version of the fetched Cargo.lock), and on the next run
@@ -97,49 +78,17 @@ impl Drop for Daemon {
 #[test]
 fn build_fetches_a_url_source_into_the_cache() {
     let test = "build_fetches_a_url_source_into_the_cache";
-    let exec = PathBuf::from(git(Path::new("."), &["--exec-path"]));
-    let daemon_bin = exec.join("git-daemon");
-    if !daemon_bin.is_file()
-        && !distro_testsupport::missing(
-            test,
-            "`git daemon` is not installed",
-            "apt-get install git (scripts/install-deps.sh)",
-        )
-    {
-        return;
-    }
     let t = tempfile::tempdir().unwrap();
     let served = t.path().join("served");
     let upstream = served.join("upstream");
     std::fs::create_dir_all(&upstream).unwrap();
-    git(&upstream, &["init", "-q", "-b", "main"]);
+    git::run(&upstream, &["init", "-q", "-b", "main"]);
     commit_fixture(&upstream, "0.14.1");
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    // The daemon binary itself, not the `git daemon` wrapper: killing the wrapper would leave
-    // the daemon running.
-    let _daemon = Daemon(
-        Command::new(&daemon_bin)
-            .args(["--export-all", "--reuseaddr", "--listen=127.0.0.1"])
-            .arg(format!("--port={port}"))
-            .arg(format!("--base-path={}", served.display()))
-            .arg(&served)
-            .spawn()
-            .unwrap(),
-    );
-    let up = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            up.elapsed() < Duration::from_secs(10),
-            "git daemon did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let url = format!("git://127.0.0.1:{port}/upstream");
+    let Some(daemon) = git::Daemon::serve(test, &served) else {
+        return;
+    };
+    let url = daemon.url("upstream");
     let cfg = config(t.path(), &url);
     let out = t.path().join("out");
 
@@ -153,7 +102,10 @@ fn build_fetches_a_url_source_into_the_cache() {
         m[0],
         distro_patches::source::mirror_dir(&out.join("sources"), &url)
     );
-    assert_eq!(git(&m[0], &["rev-parse", "--is-bare-repository"]), "true");
+    assert_eq!(
+        git::run(&m[0], &["rev-parse", "--is-bare-repository"]),
+        "true"
+    );
     let lock = std::fs::read_to_string(out.join("0.1/src/Cargo.lock")).unwrap();
     assert!(lock.contains("0.14.1"), "{lock}");
     assert!(!out.join("0.1/src/.git").exists(), "an export, not a clone");
@@ -166,8 +118,8 @@ fn build_fetches_a_url_source_into_the_cache() {
     assert!(e.contains("aws-lc-fips-sys 0.14.2"), "{e}");
     assert_eq!(mirrors(&out).len(), 1);
     assert_eq!(
-        git(&m[0], &["rev-parse", "refs/heads/main"]),
-        git(&upstream, &["rev-parse", "HEAD"])
+        git::run(&m[0], &["rev-parse", "refs/heads/main"]),
+        git::run(&upstream, &["rev-parse", "HEAD"])
     );
 }
 
@@ -179,7 +131,7 @@ fn build_mirrors_file_urls_and_names_unreachable_ones() {
     let t = tempfile::tempdir().unwrap();
     let upstream = t.path().join("upstream");
     std::fs::create_dir_all(&upstream).unwrap();
-    git(&upstream, &["init", "-q", "-b", "main"]);
+    git::run(&upstream, &["init", "-q", "-b", "main"]);
     commit_fixture(&upstream, "0.14.1");
     let url = format!("file://{}", upstream.display());
     let out = t.path().join("out");

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use distro_schema::{BuildRecord, CmvpStatus, FipsEvidence};
+use distro_testsupport::bin::{stderr, Bin};
+use distro_testsupport::git;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_distro");
@@ -23,13 +25,11 @@ fn builtin() -> distro_config::Distribution {
 
 /// `distro ARGS` run in the repository (so it finds the built-in definition).
 fn distro(args: &[&str]) -> Output {
-    let out = Command::new(BIN)
-        .args(args)
+    let out = Bin::new(BIN)
         .current_dir(repo())
         .env_remove("DISTRO_CONFIG")
-        .output()
-        .unwrap();
-    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+        .run(args);
+    eprintln!("{}", stderr(&out));
     out
 }
 
@@ -43,23 +43,12 @@ fn json(out: &Output) -> Value {
     })
 }
 
-fn git(dir: &Path, args: &[&str]) -> Output {
-    Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 fn git_ok(dir: &Path, args: &[&str]) -> bool {
-    git(dir, args).status.success()
+    git::output(dir, args).status.success()
 }
 
 fn head() -> String {
-    String::from_utf8_lossy(&git(&repo(), &["rev-parse", "HEAD"]).stdout)
-        .trim()
-        .to_string()
+    git::run(&repo(), &["rev-parse", "HEAD"])
 }
 
 fn line_01() -> distro_config::Line {
@@ -149,16 +138,16 @@ fn matrix_shows_both_lines_supported() {
 fn fresh_clone_has_the_0_1_commit() {
     let t = tempfile::tempdir().unwrap();
     let clone = t.path().join("clone");
-    let out = Command::new("git")
-        .args(["clone", "--quiet", "--no-local", "--no-checkout"])
-        .arg(repo())
-        .arg(&clone)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    git::run(
+        t.path(),
+        &[
+            "clone",
+            "--quiet",
+            "--no-local",
+            "--no-checkout",
+            &repo().display().to_string(),
+            &clone.display().to_string(),
+        ],
     );
     let id = line_01().source.git_ref;
     assert!(

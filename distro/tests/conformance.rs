@@ -22,28 +22,20 @@ const BIN: &str = env!("CARGO_BIN_EXE_distro");
 static HEAVY: Mutex<()> = Mutex::new(());
 
 fn tools(test: &str) -> bool {
-    if !ts::require_root(test, "network namespaces, veth pairs, runc") {
-        return false;
-    }
-    for (tool, pkg) in [
-        ("ip", "iproute2"),
-        ("tc", "iproute2"),
-        ("iptables", "iptables"),
-        ("ip6tables", "iptables"),
-        ("curl", "curl"),
-        ("openssl", "openssl"),
-        ("runc", "runc"),
-        ("umoci", "umoci"),
-    ] {
-        if !ts::require(
+    ts::require_root(test, "network namespaces, veth pairs, runc")
+        && ts::require_tools(
             test,
-            tool,
-            &format!("apt-get install {pkg} (scripts/install-deps.sh)"),
-        ) {
-            return false;
-        }
-    }
-    true
+            &[
+                "ip",
+                "tc",
+                "iptables",
+                "ip6tables",
+                "curl",
+                "openssl",
+                "runc",
+                "umoci",
+            ],
+        )
 }
 
 fn release() -> PathBuf {
@@ -51,12 +43,9 @@ fn release() -> PathBuf {
 }
 
 fn run(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("conformance")
-        .args(args)
-        .env_remove("DISTRO_CONFIG")
-        .output()
-        .unwrap()
+    let mut all = vec!["conformance"];
+    all.extend_from_slice(args);
+    ts::bin::Bin::new(BIN).env_remove("DISTRO_CONFIG").run(&all)
 }
 
 fn summary(out: &Output) -> ConformanceSummary {

@@ -31,25 +31,8 @@ const TEST_RESULT: &str = "https://in-toto.io/attestation/test-result/v0.1";
 static HEAVY: Mutex<()> = Mutex::new(());
 
 fn tools(test: &str) -> bool {
-    if !ts::require_root(test, "network namespaces, veth pairs, runc") {
-        return false;
-    }
-    for (tool, pkg) in [
-        ("ip", "iproute2"),
-        ("iptables", "iptables"),
-        ("curl", "curl"),
-        ("runc", "runc"),
-        ("umoci", "umoci"),
-    ] {
-        if !ts::require(
-            test,
-            tool,
-            &format!("apt-get install {pkg} (scripts/install-deps.sh)"),
-        ) {
-            return false;
-        }
-    }
-    true
+    ts::require_root(test, "network namespaces, veth pairs, runc")
+        && ts::require_tools(test, &["ip", "iptables", "curl", "runc", "umoci"])
 }
 
 /// The release output's line directories (those with `bin/`), oldest first.
@@ -113,30 +96,12 @@ fn signature_only_policy(dir: &Path) -> String {
     p.display().to_string()
 }
 
-/// `distro verify ... --format json`, whatever its exit status: (exit ok, report).
+/// `distro verify ARGS --plain-http --format json` ([`verify_json`] against the test's
+/// plain-HTTP registry).
 fn verify(args: &[&str]) -> (bool, Value) {
-    let mut a = vec!["verify"];
-    a.extend_from_slice(args);
-    a.extend(["--plain-http", "--format", "json"]);
-    let out = run(distro().args(&a));
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "verify printed no JSON ({e}):\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    assert_eq!(out.status.success(), report["passed"] == true, "{report}");
-    (out.status.success(), report)
-}
-
-fn check<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no check `{name}` in {report}"))
+    let mut a = args.to_vec();
+    a.push("--plain-http");
+    verify_json(&a)
 }
 
 fn test_result_attestations(report: &Value) -> Vec<&Value> {
@@ -170,7 +135,7 @@ fn attest(reference: &str, key: &str, summary: &Path) -> Value {
 #[test]
 fn stage_summary_attested_as_test_result_is_what_verify_requires() {
     let test = "stage_summary_attested_as_test_result_is_what_verify_requires";
-    if !tools(test) || !ts::require(test, "docker-registry", "apt-get install docker-registry") {
+    if !tools(test) || !ts::require_tool(test, "docker-registry") {
         return;
     }
     let _g = HEAVY.lock().unwrap_or_else(|p| p.into_inner());
@@ -246,7 +211,7 @@ fn stage_summary_attested_as_test_result_is_what_verify_requires() {
     assert!(again.describe().contains("reused"), "{}", again.describe());
 
     // Push, sign; the test-result is what the verification turns on.
-    let reg = TestRegistry::start(RegistryConfig::default(), test).unwrap();
+    let reg = TestRegistry::plain(test).unwrap();
     let keys = tmp.path().join("keys");
     std::fs::create_dir_all(&keys).unwrap();
     let (key, public) = (keys.join("a.key"), keys.join("a.pub"));

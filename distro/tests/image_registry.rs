@@ -14,25 +14,53 @@ use distro_images::store::{Layout, Store};
 use image_support::*;
 use serde_json::Value;
 
-fn keygen(dir: &Path) -> (String, String) {
-    let (k, p) = (dir.join("release.key"), dir.join("release.pub"));
-    ok(&[
-        "keygen",
-        "--private",
-        k.to_str().unwrap(),
-        "--public",
-        p.to_str().unwrap(),
-    ]);
-    (
-        k.to_string_lossy().into_owned(),
-        p.to_string_lossy().into_owned(),
-    )
+/// A fixture of mesh-proxy and mesh-control (`binary_size` bytes each) under `root`, its images
+/// assembled, and a key pair there: (fixture, `distro image` report, private key, public key).
+fn assembled_pair(root: &Path, binary_size: usize) -> (Fixture, Value, String, String) {
+    let fx = Fixture::write(root, &["mesh-proxy", "mesh-control"], binary_size);
+    let images: Value = serde_json::from_str(&fx.assemble()).unwrap();
+    let (k, p) = keygen_strings(root);
+    (fx, images, k, p)
 }
 
-fn json_of(args: &[&str]) -> Value {
-    let mut a = args.to_vec();
-    a.extend(["--format", "json"]);
-    serde_json::from_str(&ok(&a)).unwrap()
+/// `distro push SRC TAGGED`, `sign`, `attest` (the fixture's build) and `verify` against an
+/// authenticating registry, each with `DISTRO_REGISTRY_PASSWORD=password` and `extra`
+/// (username, TLS or plain HTTP), each asserted to succeed.
+fn push_sign_attest_verify(
+    fx: &Fixture,
+    src: &str,
+    tagged: &str,
+    (k, p): (&str, &str),
+    password: &str,
+    extra: &[&str],
+) {
+    for args in [
+        vec!["push", src, tagged],
+        vec!["sign", tagged, "--key", k],
+        vec![
+            "attest",
+            tagged,
+            "--key",
+            k,
+            "--build-dir",
+            fx.line_dir.to_str().unwrap(),
+            "--component",
+            "mesh-proxy",
+        ],
+        vec!["verify", tagged, "--key", p],
+    ] {
+        let out = run(distro()
+            .env("DISTRO_REGISTRY_PASSWORD", password)
+            .args(&args)
+            .args(extra));
+        assert!(
+            out.status.success(),
+            "distro {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// Push (twice: the second sends no blob), sign and attest online, verify online, read back with
@@ -40,16 +68,12 @@ fn json_of(args: &[&str]) -> Value {
 /// verification writes nothing; a blob corrupted in the registry's storage is caught.
 #[test]
 fn push_sign_attest_verify_pull_against_local_registry() {
-    let Some(reg) = TestRegistry::start(
-        RegistryConfig::default(),
-        "push_sign_attest_verify_pull_against_local_registry",
-    ) else {
+    let Some(reg) = TestRegistry::plain("push_sign_attest_verify_pull_against_local_registry")
+    else {
         return;
     };
     let t = tempfile::tempdir().unwrap();
-    let fx = Fixture::write(t.path(), &["mesh-proxy", "mesh-control"], 512 * 1024);
-    let images: Value = serde_json::from_str(&fx.assemble()).unwrap();
-    let (k, p) = keygen(t.path());
+    let (fx, images, k, p) = assembled_pair(t.path(), 512 * 1024);
     let repo = format!("{}/fips-mesh/mesh-proxy", reg.addr);
     let tagged = format!("{repo}:0.1.0");
 
@@ -77,17 +101,7 @@ fn push_sign_attest_verify_pull_against_local_registry() {
     );
 
     ok(&["sign", &tagged, "--key", &k, "--plain-http"]);
-    ok(&[
-        "attest",
-        &tagged,
-        "--key",
-        &k,
-        "--plain-http",
-        "--build-dir",
-        fx.line_dir.to_str().unwrap(),
-        "--component",
-        "mesh-proxy",
-    ]);
+    fx.attest(&tagged, &k, "mesh-proxy", &["--plain-http"]);
     let report = json_of(&["verify", &tagged, "--key", &p, "--plain-http"]);
     assert_eq!(report["passed"], true, "{report}");
     let digest = report["digest"].as_str().unwrap().to_string();
@@ -97,7 +111,7 @@ fn push_sign_attest_verify_pull_against_local_registry() {
     let (k2, _) = {
         let d = t.path().join("second");
         std::fs::create_dir_all(&d).unwrap();
-        keygen(&d)
+        keygen_strings(&d)
     };
     ok(&[
         "sign",
@@ -116,20 +130,17 @@ fn push_sign_attest_verify_pull_against_local_registry() {
         "skopeo",
         "push_sign_attest_verify_pull_against_local_registry",
     ) {
-        let out = run(Command::new("skopeo")
-            .args(["inspect", "--tls-verify=false"])
-            .arg(format!("docker://{tagged}")));
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let inspect: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let inspect = skopeo_json(&[
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{tagged}"),
+        ]);
         assert_eq!(inspect["Digest"], digest.as_str());
-        let out = run(Command::new("skopeo")
-            .args(["list-tags", "--tls-verify=false"])
-            .arg(format!("docker://{repo}")));
-        let tags: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let tags = skopeo_json(&[
+            "list-tags",
+            "--tls-verify=false",
+            &format!("docker://{repo}"),
+        ]);
         let tags: Vec<&str> = tags["Tags"]
             .as_array()
             .unwrap()
@@ -144,21 +155,20 @@ fn push_sign_attest_verify_pull_against_local_registry() {
             assert!(tags.contains(&want.as_str()), "{want} not in {tags:?}");
         }
         // skopeo reads the signature manifest too: two simple-signing layers.
-        let out = run(Command::new("skopeo")
-            .args(["inspect", "--raw", "--tls-verify=false"])
-            .arg(format!("docker://{repo}:sha256-{hex}.sig")));
-        let sig: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let sig = skopeo_json(&[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{repo}:sha256-{hex}.sig"),
+        ]);
         assert_eq!(sig["layers"].as_array().unwrap().len(), 2, "{sig}");
         let copied = t.path().join("skopeo-copy");
-        let out = run(Command::new("skopeo")
-            .args(["copy", "--src-tls-verify=false"])
-            .arg(format!("docker://{tagged}"))
-            .arg(format!("oci:{}:0.1.0", copied.display())));
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        skopeo(&[
+            "copy",
+            "--src-tls-verify=false",
+            &format!("docker://{tagged}"),
+            &format!("oci:{}:0.1.0", copied.display()),
+        ]);
         if have(
             "umoci",
             "push_sign_attest_verify_pull_against_local_registry",
@@ -237,7 +247,7 @@ fn push_sign_attest_verify_pull_against_local_registry() {
     // A pull that does not verify writes nothing.
     let wrong_dir = t.path().join("wrong");
     std::fs::create_dir_all(&wrong_dir).unwrap();
-    let (_, wrong_pub) = keygen(&wrong_dir);
+    let (_, wrong_pub) = keygen_strings(&wrong_dir);
     let refused = t.path().join("refused");
     let err = fails(&[
         "pull",
@@ -325,7 +335,7 @@ fn tls_and_basic_auth_registry() {
     let t = tempfile::tempdir().unwrap();
     let fx = Fixture::write(t.path(), &["mesh-proxy"], 64 * 1024);
     fx.assemble();
-    let (k, p) = keygen(t.path());
+    let (k, p) = keygen_strings(t.path());
     let repo = format!("{}/fips-mesh/mesh-proxy", reg.addr);
     let tagged = format!("{repo}:0.1.0");
     let src = fx.image_ref("mesh-proxy");
@@ -382,36 +392,17 @@ fn tls_and_basic_auth_registry() {
         "no password given"
     );
 
-    for args in [
-        vec!["push", src.as_str(), tagged.as_str()],
-        vec!["sign", tagged.as_str(), "--key", k.as_str()],
-        vec![
-            "attest",
-            tagged.as_str(),
-            "--key",
-            k.as_str(),
-            "--build-dir",
-            fx.line_dir.to_str().unwrap(),
-            "--component",
-            "mesh-proxy",
-        ],
-        vec!["verify", tagged.as_str(), "--key", p.as_str()],
-    ] {
-        let out = run(distro()
-            .env("DISTRO_REGISTRY_PASSWORD", "s3cret pass")
-            .args(&args)
-            .args(["--username", "alice", "--ca-file", ca_s]));
-        assert!(
-            out.status.success(),
-            "distro {}: {}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    push_sign_attest_verify(
+        &fx,
+        &src,
+        &tagged,
+        (k.as_str(), p.as_str()),
+        "s3cret pass",
+        &["--username", "alice", "--ca-file", ca_s],
+    );
     // The password is read from stdin too, and never echoed.
-    let mut child = distro()
-        .args([
+    let out = distro_testsupport::bin::run_with_input(
+        distro().args([
             "verify",
             &tagged,
             "--key",
@@ -421,20 +412,9 @@ fn tls_and_basic_auth_registry() {
             "--password-stdin",
             "--ca-file",
             ca_s,
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"s3cret pass\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+        ]),
+        b"s3cret pass\n",
+    );
     let all = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -450,15 +430,14 @@ fn tls_and_basic_auth_registry() {
         let certs = t.path().join("certs");
         std::fs::create_dir_all(&certs).unwrap();
         std::fs::copy(&ca, certs.join("ca.crt")).unwrap();
-        let out = run(Command::new("skopeo")
-            .args(["inspect", "--creds", "alice:s3cret pass", "--cert-dir"])
-            .arg(&certs)
-            .arg(format!("docker://{tagged}")));
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        skopeo(&[
+            "inspect",
+            "--creds",
+            "alice:s3cret pass",
+            "--cert-dir",
+            certs.to_str().unwrap(),
+            &format!("docker://{tagged}"),
+        ]);
     }
 }
 
@@ -578,7 +557,7 @@ fn bearer_token_registry() {
     };
     let fx = Fixture::write(t.path(), &["mesh-proxy"], 32 * 1024);
     fx.assemble();
-    let (k, p) = keygen(t.path());
+    let (k, p) = keygen_strings(t.path());
     let tagged = format!("{}/fips-mesh/mesh-proxy:0.1.0", reg.addr);
     let src = fx.image_ref("mesh-proxy");
 
@@ -596,33 +575,14 @@ fn bearer_token_registry() {
     ]));
     assert!(!out.status.success(), "wrong password must be refused");
 
-    for args in [
-        vec!["push", src.as_str(), tagged.as_str()],
-        vec!["sign", tagged.as_str(), "--key", k.as_str()],
-        vec![
-            "attest",
-            tagged.as_str(),
-            "--key",
-            k.as_str(),
-            "--build-dir",
-            fx.line_dir.to_str().unwrap(),
-            "--component",
-            "mesh-proxy",
-        ],
-        vec!["verify", tagged.as_str(), "--key", p.as_str()],
-    ] {
-        let out = run(distro()
-            .env("DISTRO_REGISTRY_PASSWORD", "tok3n pass")
-            .args(&args)
-            .args(["--username", "bob", "--plain-http"]));
-        assert!(
-            out.status.success(),
-            "distro {}: {}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    push_sign_attest_verify(
+        &fx,
+        &src,
+        &tagged,
+        (k.as_str(), p.as_str()),
+        "tok3n pass",
+        &["--username", "bob", "--plain-http"],
+    );
     // A token obtained out of band, given as is.
     let scope = "repository:fips-mesh/mesh-proxy:pull";
     let out = run(Command::new("python3").arg("-c").arg(
@@ -683,13 +643,11 @@ fn skopeo_tags(repo: &str) -> Vec<String> {
 #[test]
 fn push_release_tags_only_signed_attested_verified_images() {
     let test = "push_release_tags_only_signed_attested_verified_images";
-    let Some(reg) = TestRegistry::start(RegistryConfig::default(), test) else {
+    let Some(reg) = TestRegistry::plain(test) else {
         return;
     };
     let t = tempfile::tempdir().unwrap();
-    let fx = Fixture::write(t.path(), &["mesh-proxy", "mesh-control"], 64 * 1024);
-    let images: Value = serde_json::from_str(&fx.assemble()).unwrap();
-    let (k, p) = keygen(t.path());
+    let (fx, images, k, p) = assembled_pair(t.path(), 64 * 1024);
     let to = format!("{}/fips-mesh", reg.addr);
     let line_dir = fx.line_dir.to_str().unwrap();
     // mesh-control is signed and attested in its layout, for the repository it goes to;
@@ -770,17 +728,15 @@ fn push_release_tags_only_signed_attested_verified_images() {
         );
         assert!(skopeo_tags(&control_repo).contains(&"0.1.0".to_string()));
         // Pushed by digest all the same: the registry serves the manifest with that digest.
-        let out = run(Command::new("skopeo")
-            .args(["inspect", "--raw", "--tls-verify=false"])
-            .arg(format!("docker://{proxy_by_digest}")));
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = skopeo(&[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{proxy_by_digest}"),
+        ]);
         let raw = t.path().join("proxy-manifest.json");
         std::fs::write(&raw, &out.stdout).unwrap();
-        assert_eq!(format!("sha256:{}", sha256sum(&raw)), proxy_digest);
+        assert_eq!(format!("sha256:{}", sha256_file(&raw)), proxy_digest);
     }
     let report = json_of(&[
         "verify",
@@ -814,10 +770,11 @@ fn push_release_tags_only_signed_attested_verified_images() {
     );
     if have("skopeo", test) {
         assert!(skopeo_tags(&format!("{to}/mesh-proxy")).contains(&"0.1.0".to_string()));
-        let out = run(Command::new("skopeo")
-            .args(["inspect", "--tls-verify=false"])
-            .arg(format!("docker://{to}/mesh-proxy:0.1.0")));
-        let inspect: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let inspect = skopeo_json(&[
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{to}/mesh-proxy:0.1.0"),
+        ]);
         assert_eq!(inspect["Digest"], proxy_digest);
     }
 }

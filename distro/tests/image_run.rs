@@ -13,9 +13,10 @@
 mod image_support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use distro_testsupport::bin::{ok, run};
 use serde_json::{json, Value};
 
 const TEST: &str = "image_run";
@@ -28,51 +29,7 @@ fn id(ns: &str, sa: &str) -> String {
 /// Every tool the test needs, under CI a failure naming the install step.
 fn requirements() -> bool {
     distro_testsupport::require_root(TEST, "runc containers and network namespaces")
-        && distro_testsupport::require(
-            TEST,
-            "runc",
-            "apt-get install runc (scripts/install-deps.sh)",
-        )
-        && distro_testsupport::require(
-            TEST,
-            "umoci",
-            "apt-get install umoci (scripts/install-deps.sh)",
-        )
-        && distro_testsupport::require(
-            TEST,
-            "ip",
-            "apt-get install iproute2 (scripts/install-deps.sh)",
-        )
-        && distro_testsupport::require(
-            TEST,
-            "curl",
-            "apt-get install curl (scripts/install-deps.sh)",
-        )
-        && distro_testsupport::require(
-            TEST,
-            "python3",
-            "apt-get install python3 (scripts/install-deps.sh)",
-        )
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let shown = format!("{cmd:?}");
-    cmd.stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("running {shown}: {e}"))
-}
-
-fn ok(cmd: &mut Command) -> Output {
-    let shown = format!("{cmd:?}");
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{shown} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+        && distro_testsupport::require_tools(TEST, &["runc", "umoci", "ip", "curl", "python3"])
 }
 
 /// A network namespace with loopback up, deleted on drop.

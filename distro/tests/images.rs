@@ -15,21 +15,6 @@ use serde_json::{json, Value};
 
 const ID: &str = "registry.example.invalid/fips-mesh/mesh-proxy";
 
-fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let (k, p) = (
-        dir.join(format!("{name}.key")),
-        dir.join(format!("{name}.pub")),
-    );
-    ok(&[
-        "keygen",
-        "--private",
-        k.to_str().unwrap(),
-        "--public",
-        p.to_str().unwrap(),
-    ]);
-    (k, p)
-}
-
 fn cp(from: &Path, to: &Path) {
     let st = Command::new("cp")
         .arg("-a")
@@ -53,21 +38,10 @@ fn hex(d: &str) -> &str {
 fn signed_and_attested(root: &Path) -> (Fixture, PathBuf, PathBuf) {
     let fx = Fixture::write(root, &["mesh-proxy"], 64 * 1024);
     fx.assemble();
-    let (k, p) = keygen(root, "release");
+    let (k, p) = keygen_named(root, "release");
     let img = fx.image_ref("mesh-proxy");
     ok(&["sign", &img, "--key", k.to_str().unwrap(), "--identity", ID]);
-    ok(&[
-        "attest",
-        &img,
-        "--key",
-        k.to_str().unwrap(),
-        "--identity",
-        ID,
-        "--build-dir",
-        fx.line_dir.to_str().unwrap(),
-        "--component",
-        "mesh-proxy",
-    ]);
+    fx.attest(&img, k.to_str().unwrap(), "mesh-proxy", &["--identity", ID]);
     (fx, k, p)
 }
 
@@ -147,15 +121,7 @@ fn image_is_deterministic_and_read_by_skopeo_and_umoci() {
         "skopeo",
         "image_is_deterministic_and_read_by_skopeo_and_umoci",
     ) {
-        let out = run(Command::new("skopeo")
-            .arg("inspect")
-            .arg(format!("oci:{}:0.1.0", layout.display())));
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let inspect: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let inspect = skopeo_json(&["inspect", &format!("oci:{}:0.1.0", layout.display())]);
         assert_eq!(inspect["Digest"], ja[0]["manifest_digest"]);
         let labels = &inspect["Labels"];
         for k in [
@@ -182,11 +148,11 @@ fn image_is_deterministic_and_read_by_skopeo_and_umoci() {
             labels["org.opencontainers.image.revision"],
             "0123456789abcdef0123456789abcdef01234567"
         );
-        let out = run(Command::new("skopeo")
-            .arg("inspect")
-            .arg("--config")
-            .arg(format!("oci:{}:0.1.0", layout.display())));
-        let config: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let config = skopeo_json(&[
+            "inspect",
+            "--config",
+            &format!("oci:{}:0.1.0", layout.display()),
+        ]);
         assert_eq!(config["config"]["User"], "65532:65532");
         assert_eq!(
             config["config"]["Entrypoint"],
@@ -195,15 +161,11 @@ fn image_is_deterministic_and_read_by_skopeo_and_umoci() {
         assert_eq!(config["created"], "2025-11-28T00:00:00Z");
         // skopeo copies it to another layout, keeping the digest.
         let copy = t1.path().join("copy");
-        let out = run(Command::new("skopeo")
-            .arg("copy")
-            .arg(format!("oci:{}:0.1.0", layout.display()))
-            .arg(format!("oci:{}:x", copy.display())));
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        skopeo(&[
+            "copy",
+            &format!("oci:{}:0.1.0", layout.display()),
+            &format!("oci:{}:x", copy.display()),
+        ]);
         assert_eq!(
             digest_of_tag(&copy, "x"),
             ja[0]["manifest_digest"].as_str().unwrap()
@@ -318,7 +280,7 @@ fn hardening_manifest_has_iron_bank_fields() {
     assert_eq!(bin["validation"]["type"], "sha256");
     assert_eq!(
         bin["validation"]["value"].as_str().unwrap(),
-        sha256sum(&fx.line_dir.join("bin/mesh-proxy"))
+        sha256_file(&fx.line_dir.join("bin/mesh-proxy"))
     );
     // The base tells the truth: not scratch, every .deb the image is made of, at its apt URL,
     // with the sha256 of the file apt downloaded.
@@ -346,7 +308,7 @@ fn hardening_manifest_has_iron_bank_fields() {
         );
         assert_eq!(
             r["validation"]["value"].as_str().unwrap(),
-            sha256sum(&deb_cache().join(file)),
+            sha256_file(&deb_cache().join(file)),
             "{file}"
         );
         assert!(hm["args"]["BASE_PACKAGES"]
@@ -365,7 +327,7 @@ fn hardening_manifest_has_iron_bank_fields() {
 #[test]
 fn keygen_writes_private_0600_and_public_openssl_reads() {
     let t = tempfile::tempdir().unwrap();
-    let (k, p) = keygen(t.path(), "k");
+    let (k, p) = keygen_named(t.path(), "k");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&k).unwrap().permissions().mode() & 0o777,
@@ -553,7 +515,7 @@ for path in sys.argv[3:]:
     // Signing again with the same key is idempotent; a second key appends a layer.
     let again = ok(&["sign", &img, "--key", k.to_str().unwrap(), "--identity", ID]);
     assert!(again.contains("already signed"), "{again}");
-    let (k2, p2) = keygen(t.path(), "second");
+    let (k2, p2) = keygen_named(t.path(), "second");
     ok(&[
         "sign",
         &img,
@@ -575,18 +537,7 @@ for path in sys.argv[3:]:
     let (passed, text) = verify_text(&img, &p, &[]);
     assert!(passed, "the first key still verifies: {text}");
     // Attestations re-attached unchanged are not duplicated.
-    ok(&[
-        "attest",
-        &img,
-        "--key",
-        k.to_str().unwrap(),
-        "--identity",
-        ID,
-        "--build-dir",
-        fx.line_dir.to_str().unwrap(),
-        "--component",
-        "mesh-proxy",
-    ]);
+    fx.attest(&img, k.to_str().unwrap(), "mesh-proxy", &["--identity", ID]);
     let att_m = store
         .manifest(&format!("sha256-{}.att", hex(&digest)))
         .unwrap()
@@ -620,15 +571,11 @@ for path in sys.argv[3:]:
         "skopeo",
         "sign_attest_verify_offline_with_independent_checks",
     ) {
-        let out = run(Command::new("skopeo")
-            .arg("inspect")
-            .arg(format!("oci-archive:{}:0.1.0", archive.display())));
-        assert!(
-            out.status.success(),
-            "skopeo reads the archive: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let inspect: Value = serde_json::from_slice(&out.stdout).unwrap();
+        // skopeo reads the archive.
+        let inspect = skopeo_json(&[
+            "inspect",
+            &format!("oci-archive:{}:0.1.0", archive.display()),
+        ]);
         assert_eq!(inspect["Digest"], digest.as_str());
     }
 }
@@ -807,7 +754,7 @@ fn tampered_variants_fail_with_precise_reason() {
     );
 
     // The wrong key: the signature and every attestation fail.
-    let (_, wrong) = keygen(t.path(), "wrong");
+    let (_, wrong) = keygen_named(t.path(), "wrong");
     let text = check(
         &good,
         &wrong,
@@ -834,7 +781,7 @@ fn policy_failures_name_the_reason() {
     let t = tempfile::tempdir().unwrap();
     let fx = Fixture::write(t.path(), &["mesh-proxy"], 8 * 1024);
     fx.assemble();
-    let (k, p) = keygen(t.path(), "release");
+    let (k, p) = keygen_named(t.path(), "release");
     let base = fx.layout("mesh-proxy");
     ok(&[
         "sign",
@@ -844,7 +791,7 @@ fn policy_failures_name_the_reason() {
         "--identity",
         ID,
     ]);
-    let sha = sha256sum(&fx.line_dir.join("bin/mesh-proxy"));
+    let sha = sha256_file(&fx.line_dir.join("bin/mesh-proxy"));
     let sbom_path = fx.line_dir.join("sbom/mesh-proxy.cdx.json");
     let other_binary = format!(
         "the evidence is about a binary with sha256 {}",
@@ -922,20 +869,12 @@ fn policy_failures_name_the_reason() {
     cp(&base, &dir);
     write_json(&vex_path, &vex("mesh-proxy", "not_affected"));
     let img = format!("oci:{}:0.1.0", dir.display());
-    ok(&[
-        "attest",
+    fx.attest(
         &img,
-        "--key",
         k.to_str().unwrap(),
-        "--identity",
-        ID,
-        "--vex",
-        vex_path.to_str().unwrap(),
-        "--build-dir",
-        fx.line_dir.to_str().unwrap(),
-        "--component",
         "mesh-proxy",
-    ]);
+        &["--identity", ID, "--vex", vex_path.to_str().unwrap()],
+    );
     let (passed, text) = verify_text(&img, &p, &[]);
     assert!(passed, "{text}");
     // No SBOM: fails by default, passes under a policy that does not require one.
@@ -1141,7 +1080,7 @@ fn image_sbom_accounts_for_every_file_of_every_layer() {
     assert_eq!(files["/etc/passwd"].2, "generated");
     assert_eq!(files["/etc/group"].2, "generated");
     let bin = &files["/usr/local/bin/mesh-proxy"];
-    assert_eq!(bin.0, sha256sum(&fx.line_dir.join("bin/mesh-proxy")));
+    assert_eq!(bin.0, sha256_file(&fx.line_dir.join("bin/mesh-proxy")));
     assert_eq!(bin.2, "binary");
     // The binary's Rust graph is in the image SBOM.
     assert!(sbom["components"]
@@ -1331,15 +1270,15 @@ fn attest_build_dir_refuses_a_document_changed_after_it_was_recorded() {
     let t = tempfile::tempdir().unwrap();
     let fx = Fixture::write(t.path(), &["mesh-proxy"], 16 * 1024);
     fx.assemble();
-    let (k, p) = keygen(t.path(), "release");
+    let (k, p) = keygen_named(t.path(), "release");
     let img = fx.image_ref("mesh-proxy");
     ok(&["sign", &img, "--key", k.to_str().unwrap(), "--identity", ID]);
     let sbom = fx.line_dir.join("sbom/mesh-proxy.cdx.json");
-    let recorded = sha256sum(&sbom);
+    let recorded = sha256_file(&sbom);
     let mut doc: Value = serde_json::from_slice(&std::fs::read(&sbom).unwrap()).unwrap();
     doc["components"][0]["version"] = json!("0.23.99");
     write_json(&sbom, &doc);
-    let actual = sha256sum(&sbom);
+    let actual = sha256_file(&sbom);
     assert_ne!(recorded, actual);
     let attest = [
         "attest",
@@ -1386,20 +1325,9 @@ fn attest_build_dir_without_a_record_is_a_clear_error() {
     let t = tempfile::tempdir().unwrap();
     let fx = Fixture::write(t.path(), &["mesh-proxy"], 16 * 1024);
     std::fs::remove_file(fx.line_dir.join("release.json")).unwrap();
-    let (k, _) = keygen(t.path(), "release");
+    let (k, _) = keygen_named(t.path(), "release");
     let img = fx.image_ref("mesh-proxy");
-    let err = fails(&[
-        "attest",
-        &img,
-        "--key",
-        k.to_str().unwrap(),
-        "--identity",
-        ID,
-        "--build-dir",
-        fx.line_dir.to_str().unwrap(),
-        "--component",
-        "mesh-proxy",
-    ]);
+    let err = fx.attest_fails(&img, k.to_str().unwrap(), "mesh-proxy", &["--identity", ID]);
     assert!(
         err.contains(&format!(
             "has no release record {}",
@@ -1411,18 +1339,12 @@ fn attest_build_dir_without_a_record_is_a_clear_error() {
     );
     // A component the record does not have is named with the ones it has.
     fx.record();
-    let err = fails(&[
-        "attest",
+    let err = fx.attest_fails(
         &img,
-        "--key",
         k.to_str().unwrap(),
-        "--identity",
-        ID,
-        "--build-dir",
-        fx.line_dir.to_str().unwrap(),
-        "--component",
         "mesh-sidecar",
-    ]);
+        &["--identity", ID],
+    );
     assert!(
         err.contains("has no component `mesh-sidecar`; its components are: mesh-proxy"),
         "{err}"

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use distro_testsupport::git::run as git;
 use serde_json::Value;
 
 const DISTRO: &str = env!("CARGO_BIN_EXE_distro");
@@ -14,34 +15,6 @@ const OPENVEX_SCHEMA: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../patches/schema/openvex_json_schema.json"
 );
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "init.defaultBranch=main",
-            "-c",
-            "commit.gpgsign=false",
-            "-c",
-            "tag.gpgsign=false",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "Upstream Dev")
-        .env("GIT_AUTHOR_EMAIL", "dev@upstream.example")
-        .env("GIT_COMMITTER_NAME", "Upstream Dev")
-        .env("GIT_COMMITTER_EMAIL", "dev@upstream.example")
-        .env("GIT_AUTHOR_DATE", "2026-01-01T00:00:00Z")
-        .env("GIT_COMMITTER_DATE", "2026-01-01T00:00:00Z")
-        .output()
-        .expect("run git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 fn write(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -178,6 +151,23 @@ impl Fixture {
 
     fn queue(&self, line: &str) -> PathBuf {
         self.root.join("patches").join(line)
+    }
+
+    /// The upstream fix as a patch file `root/{name}`, its `Affected-Versions: >=0.2.0` header
+    /// line replaced by `header` (an empty `header` drops the line).
+    fn fix_patch(&self, name: &str, header: &str) -> PathBuf {
+        let text = git(
+            &self.upstream,
+            &["format-patch", "-1", "--stdout", &self.fix],
+        );
+        let path = self.root.join(name);
+        let text = if header.is_empty() {
+            text.replace("Affected-Versions: >=0.2.0\n", "")
+        } else {
+            text.replace("Affected-Versions: >=0.2.0", header)
+        };
+        write(&path, &text);
+        path
     }
 }
 
@@ -997,22 +987,8 @@ fn forward_fixture() -> Forward {
     );
     let fix = g(&["rev-parse", "HEAD"]);
     g(&["checkout", "-q", "main"]);
-    let merge = Command::new("git")
-        .args([
-            "-c",
-            "commit.gpgsign=false",
-            "merge",
-            "--no-ff",
-            "-q",
-            "release-0.1",
-        ])
-        .current_dir(&up)
-        .env("GIT_AUTHOR_NAME", "Upstream Dev")
-        .env("GIT_AUTHOR_EMAIL", "dev@upstream.example")
-        .env("GIT_COMMITTER_NAME", "Upstream Dev")
-        .env("GIT_COMMITTER_EMAIL", "dev@upstream.example")
-        .output()
-        .unwrap();
+    // Fails (the conflict is the point): git's raw output.
+    let merge = distro_testsupport::git::output(&up, &["merge", "--no-ff", "-q", "release-0.1"]);
     assert!(!merge.status.success(), "the forward merge conflicts");
     write(
         &up.join("src/crl.rs"),
@@ -1199,14 +1175,9 @@ fn merge_commit_refused_or_taken_against_named_parent() {
 #[test]
 fn multi_range_affected_versions_and_advisory_ranges() {
     let fx = Fixture::new();
-    let text = git(&fx.upstream, &["format-patch", "-1", "--stdout", &fx.fix]);
-    let union = fx.root.join("union.patch");
-    write(
-        &union,
-        &text.replace(
-            "Affected-Versions: >=0.2.0",
-            "Affected-Versions: >=0.2.0, <0.3.0 || >=0.4.0, <0.4.1",
-        ),
+    let union = fx.fix_patch(
+        "union.patch",
+        "Affected-Versions: >=0.2.0, <0.3.0 || >=0.4.0, <0.4.1",
     );
     let (r, out) = fx.json(&[
         "patches",
@@ -1236,11 +1207,7 @@ fn multi_range_affected_versions_and_advisory_ranges() {
             &["< 0.3.0"],
         )],
     );
-    let by_advisory = fx.root.join("by-advisory.patch");
-    write(
-        &by_advisory,
-        &text.replace("Affected-Versions: >=0.2.0\n", ""),
-    );
+    let by_advisory = fx.fix_patch("by-advisory.patch", "");
     let (r, _) = fx.json(&[
         "patches",
         "backport",
@@ -1292,15 +1259,7 @@ fn development_line_judged_by_code_everywhere() {
     let fx = Fixture::new();
     git(&fx.upstream, &["branch", "dev", "v0.4.0"]);
     add_line(&fx, "0.6", "../upstream", "dev", None);
-    let text = git(&fx.upstream, &["format-patch", "-1", "--stdout", &fx.fix]);
-    let patch = fx.root.join("narrow.patch");
-    write(
-        &patch,
-        &text.replace(
-            "Affected-Versions: >=0.2.0",
-            "Affected-Versions: >=0.2.0, <0.5.0",
-        ),
-    );
+    let patch = fx.fix_patch("narrow.patch", "Affected-Versions: >=0.2.0, <0.5.0");
     let (r, out) = fx.json(&[
         "patches",
         "backport",
@@ -1784,59 +1743,18 @@ fn vex_never_empty_and_names_the_distribution_release() {
     );
 }
 
-/// A free loopback port.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A line whose source is a git URL served by `git daemon` on loopback is fetched into
 /// out/sources/<hash>.git (a bare mirror), patched and backported to; a new upstream tag is
 /// picked up by `git fetch` on the next run; a `file://` URL works the same way.
 #[test]
 fn remote_source_fetched_into_cache() {
-    // The daemon binary itself, not the `git daemon` wrapper: killing the wrapper would leave
-    // the daemon running.
-    let daemon_bin = Path::new(&git(Path::new("."), &["--exec-path"])).join("git-daemon");
-    if !daemon_bin.is_file() {
-        distro_testsupport::missing(
-            "remote_source_fetched_into_cache",
-            "git daemon not available",
-            "apt-get install git (scripts/install-deps.sh)",
-        );
-        return;
-    }
     let fx = Fixture::new();
-    let port = free_port();
-    /// Stops the daemon however the test ends.
-    struct Daemon(std::process::Child);
-    impl Drop for Daemon {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let daemon = Daemon(
-        Command::new(&daemon_bin)
-            .args(["--export-all", "--reuseaddr", "--listen=127.0.0.1"])
-            .arg(format!("--port={port}"))
-            .arg(format!("--base-path={}", fx.root.display()))
-            .arg(&fx.root)
-            .spawn()
-            .unwrap(),
-    );
-    let up = std::time::Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            up.elapsed().as_secs() < 10,
-            "git daemon did not listen on {port}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let url = format!("git://127.0.0.1:{port}/upstream");
+    let Some(daemon) =
+        distro_testsupport::git::Daemon::serve("remote_source_fetched_into_cache", &fx.root)
+    else {
+        return;
+    };
+    let url = daemon.url("upstream");
     let toml = std::fs::read_to_string(&fx.config).unwrap().replace(
         "git = \"../upstream\", ref = \"v0.4.0\"",
         &format!("git = \"{url}\", ref = \"v0.4.0\""),

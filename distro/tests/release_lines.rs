@@ -6,6 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use distro_testsupport::bin::{stderr, Bin};
+use distro_testsupport::git;
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
@@ -14,17 +17,11 @@ fn repo() -> PathBuf {
 }
 
 fn distro(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_distro"))
-        .args(args)
+    Bin::new(env!("CARGO_BIN_EXE_distro"))
         .env("RUST_LOG", "warn")
         .env_remove("DISTRO_CONFIG")
         .env_remove("DISTRO_TEST_KILL_AFTER")
-        .output()
-        .unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+        .run(args)
 }
 
 /// A definition with line 0.1 (released 2024-01-10, so past its 14-month end of life on
@@ -225,22 +222,8 @@ fn build_refuses_an_unvalidated_fips_module_with_exit_3() {
         "version = 4\n\n[[package]]\nname = \"aws-lc-fips-sys\"\nversion = \"0.14.0\"\nsource = \"registry+https://github.com/rust-lang/crates.io-index\"\n\n[[package]]\nname = \"mesh-proxy\"\nversion = \"0.1.0\"\n",
     )
     .unwrap();
-    let git = |args: &[&str]| {
-        let o = Command::new("git")
-            .arg("-C")
-            .arg(&src)
-            .args(args)
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "git {args:?}: {}", stderr(&o));
-    };
-    git(&["init", "-q"]);
-    git(&["add", "."]);
-    git(&["commit", "-q", "-m", "fixture"]);
+    git::init(&src);
+    git::commit_all(&src, "fixture");
     let config = two_lines(t.path());
     let text = std::fs::read_to_string(&config)
         .unwrap()

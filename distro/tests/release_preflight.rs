@@ -61,12 +61,6 @@ fn fake_registry() -> u16 {
     port
 }
 
-/// A port nothing listens on.
-fn closed_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 fn release(config: &Path, out: &Path, port: u16, path_env: Option<&str>) -> (Output, Duration) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_distro"));
     cmd.arg("--config")
@@ -140,7 +134,12 @@ fn release_preflight_names_missing_tools_and_unreachable_registry() {
     let bin = t.path().join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     let out = t.path().join("out");
-    let (o, took) = release(&config, &out, closed_port(), Some(bin.to_str().unwrap()));
+    let (o, took) = release(
+        &config,
+        &out,
+        distro_testsupport::free_port(),
+        Some(bin.to_str().unwrap()),
+    );
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "{e}");
     assert!(took < Duration::from_secs(30), "took {took:?}");

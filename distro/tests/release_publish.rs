@@ -16,7 +16,7 @@ use std::process::{Command, Output};
 use std::time::Instant;
 
 use distro_images::cosign;
-use image_support::{RegistryConfig, TestRegistry};
+use image_support::TestRegistry;
 use serde_json::Value;
 
 fn repo() -> PathBuf {
@@ -206,11 +206,11 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 fn setup(test: &str) -> Option<Setup> {
-    if !distro_testsupport::require(test, "docker-registry", "apt-get install docker-registry") {
+    if !distro_testsupport::require_tool(test, "docker-registry") {
         return None;
     }
     let shared = distro_testsupport::release_out(Path::new(env!("CARGO_BIN_EXE_distro")), true);
-    let reg = TestRegistry::start(RegistryConfig::default(), test)?;
+    let reg = TestRegistry::plain(test)?;
     let t = tempfile::tempdir().unwrap();
     let out = t.path().join("out");
     std::fs::create_dir_all(&out).unwrap();

@@ -8,6 +8,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use distro_testsupport::bin::{assert_ok as ok, Bin};
+use distro_testsupport::sha256_file;
 use serde_json::Value;
 
 const EPOCH: &str = "1764288000";
@@ -17,21 +19,9 @@ fn repo() -> PathBuf {
 }
 
 fn distro(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_distro"))
-        .args(args)
+    Bin::new(env!("CARGO_BIN_EXE_distro"))
         .env_remove("SOURCE_DATE_EPOCH")
-        .output()
-        .expect("run distro")
-}
-
-fn ok(out: &Output, what: &str) {
-    assert!(
-        out.status.success(),
-        "{what} failed: {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .run(args)
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -55,6 +45,25 @@ struct Fixture {
     _tmp: tempfile::TempDir,
     ws: PathBuf,
     bin: PathBuf,
+}
+
+impl Fixture {
+    /// `distro sbom --binary BIN --manifest-dir WS --package app EXTRA... --source-date-epoch
+    /// EPOCH` for the fixture's binary.
+    fn sbom(&self, extra: &[&str]) -> Output {
+        let mut args = vec![
+            "sbom",
+            "--binary",
+            self.bin.to_str().unwrap(),
+            "--manifest-dir",
+            self.ws.to_str().unwrap(),
+            "--package",
+            "app",
+        ];
+        args.extend_from_slice(extra);
+        args.extend(["--source-date-epoch", EPOCH]);
+        distro(&args)
+    }
 }
 
 fn build_fixture(extra: bool) -> Fixture {
@@ -161,15 +170,6 @@ fn section_by_objcopy(bin: &Path) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn sha256sum(p: &Path) -> String {
-    let out = Command::new("sha256sum").arg(p).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
-}
-
 /// The SBOM of one binary lists exactly the crates of that binary (feature-enabled optional and
 /// build dependencies; no dev-dependencies, no other workspace members' dependencies), with
 /// licences, lockfile hashes and the binary's own hash; it validates, and is byte-identical on
@@ -222,7 +222,7 @@ fn sbom_has_exact_per_binary_scope_and_is_reproducible() {
     assert_eq!(meta["component"]["version"], "0.3.1");
     assert_eq!(
         meta["component"]["hashes"][0]["content"],
-        sha256sum(&fx.bin)
+        sha256_file(&fx.bin)
     );
     assert_eq!(
         meta["component"]["licenses"][0]["expression"],
@@ -340,17 +340,7 @@ fn sbom_has_exact_per_binary_scope_and_is_reproducible() {
 #[test]
 fn sbom_follows_the_binary_features() {
     let fx = build_fixture(false);
-    let out = distro(&[
-        "sbom",
-        "--binary",
-        fx.bin.to_str().unwrap(),
-        "--manifest-dir",
-        fx.ws.to_str().unwrap(),
-        "--package",
-        "app",
-        "--source-date-epoch",
-        EPOCH,
-    ]);
+    let out = fx.sbom(&[]);
     ok(&out, "distro sbom without features");
     let bom: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
@@ -370,21 +360,12 @@ fn from_binary_recovers_the_sbom() {
     let dir = tempfile::tempdir().unwrap();
     let embedded = dir.path().join("embedded.json");
     ok(
-        &distro(&[
-            "sbom",
-            "--binary",
-            fx.bin.to_str().unwrap(),
-            "--manifest-dir",
-            fx.ws.to_str().unwrap(),
-            "--package",
-            "app",
+        &fx.sbom(&[
             "--features",
             "extra",
             "--embed",
             "-o",
             embedded.to_str().unwrap(),
-            "--source-date-epoch",
-            EPOCH,
         ]),
         "embed",
     );
@@ -484,27 +465,18 @@ fn fips_module_and_crypto_assets_from_evidence() {
         let ev = dir.path().join(format!("ev-{certified}.json"));
         std::fs::write(
             &ev,
-            serde_json::to_vec(&evidence_json(&sha256sum(&fx.bin), certified)).unwrap(),
+            serde_json::to_vec(&evidence_json(&sha256_file(&fx.bin), certified)).unwrap(),
         )
         .unwrap();
         let cdx = dir.path().join(format!("cdx-{certified}.json"));
         ok(
-            &distro(&[
-                "sbom",
-                "--binary",
-                fx.bin.to_str().unwrap(),
-                "--manifest-dir",
-                fx.ws.to_str().unwrap(),
-                "--package",
-                "app",
+            &fx.sbom(&[
                 "--features",
                 "extra",
                 "--evidence",
                 ev.to_str().unwrap(),
                 "-o",
                 cdx.to_str().unwrap(),
-                "--source-date-epoch",
-                EPOCH,
             ]),
             "distro sbom --evidence",
         );
@@ -626,7 +598,7 @@ fn build_output_mode_documents_every_component() {
         ]),
         "embed",
     );
-    let sha = sha256sum(&bin);
+    let sha = sha256_file(&bin);
     let ev = line.join("evidence/app.fips.json");
     std::fs::write(&ev, serde_json::to_vec(&evidence_json(&sha, true)).unwrap()).unwrap();
     let record = serde_json::json!({
@@ -654,20 +626,16 @@ fn build_output_mode_documents_every_component() {
     .unwrap();
     let out_dir = tmp.path().join("out");
     let run = || {
-        let out = Command::new(env!("CARGO_BIN_EXE_distro"))
-            .args([
-                "--config",
-                cfg.to_str().unwrap(),
-                "--format",
-                "json",
-                "sbom",
-                "--out",
-                out_dir.to_str().unwrap(),
-                "--spdx",
-            ])
-            .env_remove("SOURCE_DATE_EPOCH")
-            .output()
-            .unwrap();
+        let out = distro(&[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--format",
+            "json",
+            "sbom",
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--spdx",
+        ]);
         ok(&out, "distro sbom (build output)");
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
         assert!(!stderr.contains("warning"), "{stderr}");

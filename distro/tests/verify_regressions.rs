@@ -15,70 +15,6 @@ use distro_images::store::{Layout, Store};
 use image_support::*;
 use serde_json::{json, Value};
 
-/// Under `CI=true` a missing tool fails the test naming the install step; elsewhere it is a
-/// loud SKIP (`have` is `distro_testsupport::require_tool`).
-fn need(tool: &str, test: &str) -> bool {
-    have(tool, test)
-}
-
-fn registry(test: &str) -> Option<TestRegistry> {
-    if !need("docker-registry", test) {
-        return None;
-    }
-    TestRegistry::start(RegistryConfig::default(), test)
-}
-
-fn keygen(dir: &Path) -> (String, String) {
-    let (k, p) = (dir.join("release.key"), dir.join("release.pub"));
-    ok(&[
-        "keygen",
-        "--private",
-        k.to_str().unwrap(),
-        "--public",
-        p.to_str().unwrap(),
-    ]);
-    (
-        k.to_string_lossy().into_owned(),
-        p.to_string_lossy().into_owned(),
-    )
-}
-
-fn json_of(args: &[&str]) -> Value {
-    let mut a = args.to_vec();
-    a.extend(["--format", "json"]);
-    serde_json::from_str(&ok(&a)).unwrap()
-}
-
-/// `distro verify ... --format json`, whatever its exit status; (exit ok, report).
-fn verify_json(args: &[&str]) -> (bool, Value) {
-    let mut a = vec!["verify"];
-    a.extend_from_slice(args);
-    a.extend(["--format", "json"]);
-    let out = run(distro().args(&a));
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "verify printed no JSON ({e}):\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    assert_eq!(
-        out.status.success(),
-        report["passed"] == true,
-        "exit status agrees with the report: {report}"
-    );
-    (out.status.success(), report)
-}
-
-fn check<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no check `{name}` in {report}"))
-}
-
 fn attestation_count(report: &Value) -> usize {
     report["checks"]
         .as_array()
@@ -121,6 +57,24 @@ fn text(out: &Output) -> String {
     )
 }
 
+/// A plain registry (`None` after a SKIP line when docker-registry is missing: a failure under
+/// CI) and [`pushed_signed_attested`] to it.
+#[allow(clippy::type_complexity)]
+fn released(
+    test: &str,
+) -> Option<(
+    TestRegistry,
+    Fixture,
+    String,
+    String,
+    String,
+    tempfile::TempDir,
+)> {
+    let reg = TestRegistry::plain(test)?;
+    let (fx, tagged, k, p, t) = pushed_signed_attested(&reg);
+    Some((reg, fx, tagged, k, p, t))
+}
+
 /// A fixture image pushed to `reg`, signed and attested from the fixture's build directory.
 /// Returns (fixture, tagged reference, key, public key, tempdir).
 fn pushed_signed_attested(
@@ -129,21 +83,11 @@ fn pushed_signed_attested(
     let t = tempfile::tempdir().unwrap();
     let fx = Fixture::write(t.path(), &["mesh-proxy"], 64 * 1024);
     fx.assemble();
-    let (k, p) = keygen(t.path());
+    let (k, p) = keygen_strings(t.path());
     let tagged = format!("{}/fips-mesh/mesh-proxy:0.1.0", reg.addr);
     ok(&["push", &fx.image_ref("mesh-proxy"), &tagged, "--plain-http"]);
     ok(&["sign", &tagged, "--key", &k, "--plain-http"]);
-    ok(&[
-        "attest",
-        &tagged,
-        "--key",
-        &k,
-        "--plain-http",
-        "--build-dir",
-        fx.line_dir.to_str().unwrap(),
-        "--component",
-        "mesh-proxy",
-    ]);
+    fx.attest(&tagged, &k, "mesh-proxy", &["--plain-http"]);
     (fx, tagged, k, p, t)
 }
 
@@ -165,8 +109,9 @@ fn attest_vex(image: &str, key: &str, file: &Path) -> Value {
 #[test]
 fn verify_lets_the_newest_vex_decide_not_the_oldest() {
     let test = "verify_lets_the_newest_vex_decide_not_the_oldest";
-    let Some(reg) = registry(test) else { return };
-    let (_fx, tagged, k, p, t) = pushed_signed_attested(&reg);
+    let Some((_reg, _fx, tagged, k, p, t)) = released(test) else {
+        return;
+    };
     let (passed, report) = verify_json(&[&tagged, "--key", &p, "--plain-http"]);
     assert!(passed, "{report}");
 
@@ -227,8 +172,9 @@ fn verify_lets_the_newest_vex_decide_not_the_oldest() {
 #[test]
 fn attest_on_resume_appends_no_duplicate_vex() {
     let test = "attest_on_resume_appends_no_duplicate_vex";
-    let Some(reg) = registry(test) else { return };
-    let (fx, tagged, k, p, _t) = pushed_signed_attested(&reg);
+    let Some((_reg, fx, tagged, k, p, _t)) = released(test) else {
+        return;
+    };
     let (_, before) = verify_json(&[&tagged, "--key", &p, "--plain-http"]);
     let n = attestation_count(&before);
     assert_eq!(n, 4, "fips, provenance, sbom, vex: {before}");
@@ -283,8 +229,9 @@ fn attest_on_resume_appends_no_duplicate_vex() {
 #[test]
 fn pull_repairs_a_blob_corrupted_in_place() {
     let test = "pull_repairs_a_blob_corrupted_in_place";
-    let Some(reg) = registry(test) else { return };
-    let (_fx, tagged, _k, p, t) = pushed_signed_attested(&reg);
+    let Some((_reg, _fx, tagged, _k, p, t)) = released(test) else {
+        return;
+    };
     let dir = t.path().join("pulled");
     let dest = format!("oci:{}:0.1.0", dir.display());
     ok(&["pull", &tagged, "--out", &dest, "--key", &p, "--plain-http"]);
@@ -341,40 +288,31 @@ fn pull_repairs_a_blob_corrupted_in_place() {
 fn keygen_refuses_one_file_for_both_keys() {
     let t = tempfile::tempdir().unwrap();
     let x = t.path().join("key.pem");
-    let err = fails(&[
-        "keygen",
-        "--private",
-        x.to_str().unwrap(),
-        "--public",
-        x.to_str().unwrap(),
-    ]);
+    let err = keygen_fails(false, x.to_str().unwrap(), x.to_str().unwrap());
     assert!(err.contains("are the same file"), "{err}");
     assert!(!x.exists(), "nothing written");
 
     let dotted = t.path().join(".").join("key.pem");
-    let err = fails(&[
-        "keygen",
-        "--private",
-        x.to_str().unwrap(),
-        "--public",
-        dotted.to_str().unwrap(),
-    ]);
+    let err = keygen_fails(false, x.to_str().unwrap(), dotted.to_str().unwrap());
     assert!(err.contains("are the same file"), "{err}");
 
-    let (k, _) = keygen(t.path());
+    let (k, _) = keygen_strings(t.path());
     let before = std::fs::read(&k).unwrap();
     let link = t.path().join("hardlink.pub");
     std::fs::hard_link(&k, &link).unwrap();
-    let err = fails(&[
-        "keygen",
-        "--force",
-        "--private",
-        &k,
-        "--public",
-        link.to_str().unwrap(),
-    ]);
+    let err = keygen_fails(true, &k, link.to_str().unwrap());
     assert!(err.contains("are the same file"), "{err}");
     assert_eq!(std::fs::read(&k).unwrap(), before, "private key untouched");
+}
+
+/// `distro keygen [--force] --private PRIVATE --public PUBLIC`, asserting failure; its output.
+fn keygen_fails(force: bool, private: &str, public: &str) -> String {
+    let mut args = vec!["keygen"];
+    if force {
+        args.push("--force");
+    }
+    args.extend(["--private", private, "--public", public]);
+    fails(&args)
 }
 
 /// The SPKI PEM openssl derives from a private key file, without line breaks.
@@ -399,11 +337,11 @@ fn pem_text(b: &[u8]) -> String {
 #[test]
 fn keygen_force_with_unwritable_public_keeps_the_old_pair() {
     let test = "keygen_force_with_unwritable_public_keeps_the_old_pair";
-    if !need("openssl", test) {
+    if !have("openssl", test) {
         return;
     }
     let t = tempfile::tempdir().unwrap();
-    let (k, p) = keygen(t.path());
+    let (k, p) = keygen_strings(t.path());
     let (old_k, old_p) = (std::fs::read(&k).unwrap(), std::fs::read(&p).unwrap());
     assert_eq!(public_of(&k), pem_text(&old_p));
     let listing = |d: &Path| {
@@ -420,14 +358,7 @@ fn keygen_force_with_unwritable_public_keeps_the_old_pair() {
     let blocker = t.path().join("not-a-dir");
     std::fs::write(&blocker, b"x").unwrap();
     let unwritable = blocker.join("release.pub");
-    let err = fails(&[
-        "keygen",
-        "--force",
-        "--private",
-        &k,
-        "--public",
-        unwritable.to_str().unwrap(),
-    ]);
+    let err = keygen_fails(true, &k, unwritable.to_str().unwrap());
     assert!(err.contains("not-a-dir"), "the error names the path: {err}");
     assert_eq!(std::fs::read(&k).unwrap(), old_k, "private key untouched");
     assert_eq!(std::fs::read(&p).unwrap(), old_p);
@@ -453,7 +384,7 @@ const ID: &str = "registry.example.invalid/fips-mesh/mesh-proxy";
 fn signed_layout(root: &Path) -> (Fixture, String, String, String) {
     let fx = Fixture::write(root, &["mesh-proxy"], 64 * 1024);
     fx.assemble();
-    let (k, p) = keygen(root);
+    let (k, p) = keygen_strings(root);
     let img = fx.image_ref("mesh-proxy");
     sign_and_attest(&fx, &img, &k);
     (fx, img, k, p)
@@ -461,18 +392,7 @@ fn signed_layout(root: &Path) -> (Fixture, String, String, String) {
 
 fn sign_and_attest(fx: &Fixture, img: &str, k: &str) {
     ok(&["sign", img, "--key", k, "--identity", ID]);
-    ok(&[
-        "attest",
-        img,
-        "--key",
-        k,
-        "--identity",
-        ID,
-        "--build-dir",
-        fx.line_dir.to_str().unwrap(),
-        "--component",
-        "mesh-proxy",
-    ]);
+    fx.attest(img, k, "mesh-proxy", &["--identity", ID]);
 }
 
 /// The file of the image's largest layer in a layout.
@@ -491,7 +411,7 @@ fn largest_layer(layout: &Path) -> PathBuf {
 #[test]
 fn verify_refuses_fifo_and_dev_zero_blobs_naming_them() {
     let test = "verify_refuses_fifo_and_dev_zero_blobs_naming_them";
-    if !need("mkfifo", test) {
+    if !have("mkfifo", test) {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -529,13 +449,13 @@ fn verify_refuses_fifo_and_dev_zero_blobs_naming_them() {
 #[test]
 fn verify_caps_a_gzip_bomb_layer() {
     let test = "verify_caps_a_gzip_bomb_layer";
-    if !need("gzip", test) || !need("tar", test) {
+    if !have("gzip", test) || !have("tar", test) {
         return;
     }
     let t = tempfile::tempdir().unwrap();
     let fx = Fixture::write(t.path(), &["mesh-proxy"], 64 * 1024);
     fx.assemble();
-    let (k, p) = keygen(t.path());
+    let (k, p) = keygen_strings(t.path());
     let layout = fx.layout("mesh-proxy");
 
     let work = t.path().join("bomb");
@@ -594,7 +514,7 @@ fn verify_caps_a_gzip_bomb_layer() {
 #[test]
 fn distro_toml_that_is_a_fifo_fails_fast() {
     let test = "distro_toml_that_is_a_fifo_fails_fast";
-    if !need("mkfifo", test) {
+    if !have("mkfifo", test) {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -619,11 +539,13 @@ fn distro_toml_that_is_a_fifo_fails_fast() {
 #[test]
 fn verify_identity_follows_containers_policy() {
     let test = "verify_identity_follows_containers_policy";
-    let Some(reg) = registry(test) else { return };
+    let Some(reg) = TestRegistry::plain(test) else {
+        return;
+    };
     let t = tempfile::tempdir().unwrap();
     let fx = Fixture::write(t.path(), &["mesh-proxy"], 64 * 1024);
     fx.assemble();
-    let (k, p) = keygen(t.path());
+    let (k, p) = keygen_strings(t.path());
     let repo = format!("{}/fips-mesh/mesh-proxy", reg.addr);
     let tagged = format!("{repo}:0.1.0");
     let other_tag = format!("{repo}:other");
@@ -644,17 +566,7 @@ fn verify_identity_follows_containers_policy() {
         "--identity",
         &tagged,
     ]);
-    ok(&[
-        "attest",
-        &tagged,
-        "--key",
-        &k,
-        "--plain-http",
-        "--build-dir",
-        fx.line_dir.to_str().unwrap(),
-        "--component",
-        "mesh-proxy",
-    ]);
+    fx.attest(&tagged, &k, "mesh-proxy", &["--plain-http"]);
     let (passed, report) = verify_json(&[&tagged, "--key", &p, "--plain-http"]);
     assert!(
         passed,
@@ -703,7 +615,7 @@ fn verify_identity_follows_containers_policy() {
 
     // A signature naming the bare repository matches every tag of it.
     let t2 = tempfile::tempdir().unwrap();
-    let (k2, p2) = keygen(t2.path());
+    let (k2, p2) = keygen_strings(t2.path());
     ok(&[
         "sign",
         &other_tag,
@@ -738,11 +650,12 @@ fn doc_block(name: &str) -> String {
 #[test]
 fn containers_policy_in_verifying_md_loads_in_skopeo() {
     let test = "containers_policy_in_verifying_md_loads_in_skopeo";
-    if !need("skopeo", test) {
+    if !have("skopeo", test) {
         return;
     }
-    let Some(reg) = registry(test) else { return };
-    let (fx, tagged, _k, p, t) = pushed_signed_attested(&reg);
+    let Some((reg, fx, tagged, _k, p, t)) = released(test) else {
+        return;
+    };
     let elsewhere = format!("{}/elsewhere/mesh-proxy:0.1.0", reg.addr);
     ok(&[
         "push",

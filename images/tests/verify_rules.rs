@@ -171,23 +171,13 @@ fn layout_blobs_are_size_checked_and_damaged_copies_replaced() {
 #[test]
 fn registry_blob_longer_than_its_descriptor_is_cut_off() {
     use distro_images::registry::{Registry, RegistryOptions};
-    let have_python = Command::new("python3")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !have_python {
-        distro_testsupport::missing(
-            "registry_blob_longer_than_its_descriptor_is_cut_off",
-            "python3 is not installed",
-            "apt-get install python3 (scripts/install-deps.sh)",
-        );
+    if !distro_testsupport::require_tool(
+        "registry_blob_longer_than_its_descriptor_is_cut_off",
+        "python3",
+    ) {
         return;
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = distro_testsupport::free_port();
     // Every GET answers 8 MiB of zeros, whatever the blob.
     let server = r#"
 import http.server, sys

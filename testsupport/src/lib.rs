@@ -13,11 +13,38 @@
 //!   otherwise builds every line of the built-in distribution once into `target/test-release/`
 //!   under a file lock, reusing it while the source commit is unchanged. [`release_lines`] names
 //!   the lines, newest last.
+//!
+//! And one home for the mechanisms the test files used to write again each:
+//!
+//! - [`net`]: a free loopback port ([`net::free_port`], [`net::free_addr`]).
+//! - [`git`]: git fixtures with a fixed identity and fixed dates.
+//! - [`bin`]: running a crate's real binary ([`bin::Bin`]) with failure messages that show the
+//!   arguments, status, stdout and stderr.
+//! - [`sha256_file`]: the sha256 of a file.
+//! - [`pki`]: a throw-away CA (rcgen, feature `rcgen`; or openssl where a test wants material
+//!   from an independent tool).
+//! - [`http`]: a keep-alive HTTP/1.1 client.
+//! - [`registry`]: Debian's `docker-registry` on 127.0.0.1, with TLS, basic or token auth.
 #![allow(clippy::print_stderr)] // SKIP lines, and progress of the one shared release build
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+pub mod bin;
+pub mod git;
+pub mod http;
+pub mod net;
+pub mod pki;
+pub mod registry;
+
+pub use net::{free_addr, free_port};
+
+/// The sha256 of the file at `path`, lowercase hex (read by `distro-hostio`'s `sha256_file`);
+/// panics naming the file when it cannot be read.
+pub fn sha256_file(path: &Path) -> String {
+    distro_hostio::sha256_file(path).unwrap_or_else(|e| panic!("sha256 of {}: {e}", path.display()))
+}
 
 /// True when running under CI (`CI=true`), where nothing may be skipped.
 pub fn ci() -> bool {
@@ -60,6 +87,7 @@ pub fn install_step(tool: &str) -> String {
         | "chromium" | "runc" | "git" | "iptables" | "cmake" => apt(tool),
         "htpasswd" => apt("apache2-utils"),
         "ip" | "tc" => apt("iproute2"),
+        "ip6tables" => apt("iptables"),
         "setpriv" | "unshare" | "nsenter" => apt("util-linux"),
         "objcopy" => apt("binutils"),
         "go" => apt("golang-go"),
@@ -97,6 +125,11 @@ pub fn python_install_step(module: &str) -> String {
 /// [`require`] with the install step from [`install_step`].
 pub fn require_tool(test: &str, tool: &str) -> bool {
     require(test, tool, &install_step(tool))
+}
+
+/// [`require_tool`] for each of `tools`, in order, stopping at the first missing one.
+pub fn require_tools(test: &str, tools: &[&str]) -> bool {
+    tools.iter().all(|tool| require_tool(test, tool))
 }
 
 /// Requires a Python 3 module (an independent validator). Same contract as [`require`].

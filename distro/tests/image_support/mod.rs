@@ -1,6 +1,7 @@
-//! Shared harness of the image tests: run the real `distro` binary, write a fixture build output,
-//! start Debian's `docker-registry` on 127.0.0.1 (optionally with TLS from a CA made at test time
-//! and htpasswd basic auth), and find the independent tools the checks use.
+//! Shared harness of the image tests: run the real `distro` binary (through
+//! `distro_testsupport::bin`), write a fixture build output, and the independent checks of
+//! images and SBOMs. Debian's `docker-registry` on 127.0.0.1 (`TestRegistry`), the openssl CA
+//! and the free port come from `distro_testsupport`, re-exported here.
 #![allow(
     dead_code,
     clippy::unwrap_used,
@@ -8,62 +9,117 @@
     clippy::print_stderr
 )]
 
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use serde_json::json;
+// Re-exported for the test files that include this module; not every one uses each.
+#[allow(unused_imports)]
+pub use distro_testsupport::bin::{run, Bin};
+#[allow(unused_imports)]
+pub use distro_testsupport::pki::{openssl_ca, OpensslCa};
+#[allow(unused_imports)]
+pub use distro_testsupport::registry::{RegistryConfig, TestRegistry, TokenServer};
+#[allow(unused_imports)]
+pub use distro_testsupport::{free_port, sha256_file};
+use serde_json::{json, Value};
 
 /// SOURCE_DATE_EPOCH of the fixture build (2025-11-28T00:00:00Z).
 pub const SDE: i64 = 1_764_288_000;
 
-/// A `distro` command with a clean environment for the image subcommands.
-pub fn distro() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_distro"));
-    c.env_remove("SOURCE_DATE_EPOCH")
+/// The real `distro` binary with a clean environment for the image subcommands.
+pub fn distro_bin() -> Bin {
+    Bin::new(env!("CARGO_BIN_EXE_distro"))
+        .env_remove("SOURCE_DATE_EPOCH")
         .env_remove("COSIGN_PASSWORD")
         .env_remove("DISTRO_REGISTRY_PASSWORD")
         .env_remove("DISTRO_REGISTRY_TOKEN")
         .env_remove("DISTRO_REGISTRY_USERNAME")
         .env("NO_COLOR", "1")
-        .env("RUST_LOG", "warn");
-    c
+        .env("RUST_LOG", "warn")
 }
 
-/// Runs a command and returns its output (never panics on a non-zero exit).
-pub fn run(cmd: &mut Command) -> Output {
-    cmd.stdin(Stdio::null()).output().expect("running command")
+/// A `distro` command with a clean environment for the image subcommands.
+pub fn distro() -> Command {
+    distro_bin().cmd()
 }
 
 /// Runs `distro ARGS`, asserting success; returns stdout.
 pub fn ok(args: &[&str]) -> String {
-    let out = run(distro().args(args));
-    assert!(
-        out.status.success(),
-        "distro {} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    distro_bin().ok(args)
 }
 
 /// Runs `distro ARGS`, asserting failure; returns stdout + stderr.
 pub fn fails(args: &[&str]) -> String {
-    let out = run(distro().args(args));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    distro_bin().fails(args)
+}
+
+/// `distro ARGS --format json`, asserting success.
+pub fn json_of(args: &[&str]) -> Value {
+    distro_bin().json(args)
+}
+
+/// `distro keygen` into `dir/{name}.key` and `dir/{name}.pub` (creating `dir`); returns
+/// (private key, public key).
+pub fn keygen_named(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let (k, p) = (
+        dir.join(format!("{name}.key")),
+        dir.join(format!("{name}.pub")),
     );
-    assert!(
-        !out.status.success(),
-        "distro {} should have failed:\n{text}",
-        args.join(" ")
+    ok(&[
+        "keygen",
+        "--private",
+        k.to_str().unwrap(),
+        "--public",
+        p.to_str().unwrap(),
+    ]);
+    (k, p)
+}
+
+/// `distro keygen` into `dir/release.key` and `dir/release.pub`.
+pub fn keygen(dir: &Path) -> (PathBuf, PathBuf) {
+    keygen_named(dir, "release")
+}
+
+/// [`keygen`], the paths as strings (for argument lists).
+pub fn keygen_strings(dir: &Path) -> (String, String) {
+    let (k, p) = keygen(dir);
+    (
+        k.to_string_lossy().into_owned(),
+        p.to_string_lossy().into_owned(),
+    )
+}
+
+/// `distro verify ARGS --format json`, whatever its exit status: (exit ok, report). The exit
+/// status must agree with the report's `passed`.
+pub fn verify_json(args: &[&str]) -> (bool, Value) {
+    let mut a = vec!["verify"];
+    a.extend_from_slice(args);
+    a.extend(["--format", "json"]);
+    let out = run(distro().args(&a));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "verify printed no JSON ({e}):\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(
+        out.status.success(),
+        report["passed"] == true,
+        "exit status agrees with the report: {report}"
     );
-    text
+    (out.status.success(), report)
+}
+
+/// The check `name` of a `distro verify` JSON report (panics naming it when absent).
+pub fn check<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check `{name}` in {report}"))
 }
 
 /// Requires `tool` on PATH: a failure naming the install step under CI, a loud SKIP elsewhere.
@@ -80,6 +136,24 @@ pub fn have_python(module: &str, test: &str) -> bool {
     )
 }
 
+/// `skopeo ARGS` (an independent reader of images), asserting success with its output in the
+/// message; the caller has checked for skopeo with [`have`].
+pub fn skopeo(args: &[&str]) -> std::process::Output {
+    distro_testsupport::bin::ok(Command::new("skopeo").args(args))
+}
+
+/// [`skopeo`], stdout parsed as JSON (`inspect`, `inspect --raw`, `list-tags`).
+pub fn skopeo_json(args: &[&str]) -> Value {
+    let out = skopeo(args);
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "skopeo {} printed no JSON ({e}): {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
 /// A fixture build output: `OUT/0.1/{build.json,bin,evidence,provenance,sbom,vex}` for one or
 /// two components with fake binaries, FIPS evidence about them, provenance, an SBOM each and
 /// the line's VEX, and the line's release record `release.json` naming every document by path
@@ -91,16 +165,6 @@ pub struct Fixture {
     pub line_dir: PathBuf,
     /// The components, in order.
     pub components: Vec<String>,
-}
-
-/// sha256 hex via sha256sum (independent of the code under test).
-pub fn sha256sum(path: &Path) -> String {
-    let out = run(Command::new("sha256sum").arg(path));
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
 }
 
 impl Fixture {
@@ -125,7 +189,7 @@ impl Fixture {
                 .collect();
             let bin = line_dir.join("bin").join(c);
             std::fs::write(&bin, &data).unwrap();
-            let sha = sha256sum(&bin);
+            let sha = sha256_file(&bin);
             write_json(
                 &line_dir.join("evidence").join(format!("{c}.fips.json")),
                 &evidence(c, &sha, true, "validated"),
@@ -181,7 +245,7 @@ impl Fixture {
     pub fn record(&self) {
         use distro_schema::{Artifact, CmvpStatus, ComponentRelease, FipsFacts, LineRelease};
         let artifact = |p: PathBuf| Artifact {
-            sha256: sha256sum(&p),
+            sha256: sha256_file(&p),
             path: p.display().to_string(),
         };
         let build: distro_schema::BuildRecord =
@@ -244,6 +308,31 @@ impl Fixture {
         .unwrap();
     }
 
+    /// The arguments of `distro attest IMAGE --key KEY EXTRA... --build-dir OUT/0.1 --component
+    /// COMPONENT`: the build's attestations of `component` from the fixture's release record.
+    fn attest_args(&self, image: &str, key: &str, component: &str, extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = vec!["attest".into(), image.into(), "--key".into(), key.into()];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args.extend([
+            "--build-dir".into(),
+            self.line_dir.display().to_string(),
+            "--component".into(),
+            component.into(),
+        ]);
+        args
+    }
+
+    /// Runs `distro attest` for `component` of this build (see [`Fixture::attest_args`]),
+    /// asserting success; returns stdout.
+    pub fn attest(&self, image: &str, key: &str, component: &str, extra: &[&str]) -> String {
+        distro_bin().ok(&self.attest_args(image, key, component, extra))
+    }
+
+    /// [`Fixture::attest`], asserting failure; returns stdout + stderr.
+    pub fn attest_fails(&self, image: &str, key: &str, component: &str, extra: &[&str]) -> String {
+        distro_bin().fails(&self.attest_args(image, key, component, extra))
+    }
+
     /// `oci:` reference of a component's assembled image.
     pub fn image_ref(&self, component: &str) -> String {
         format!("oci:{}:0.1.0", self.layout(component).display())
@@ -284,7 +373,7 @@ pub fn ca_bundle() -> PathBuf {
     }
     let dir = std::env::temp_dir().join("distro-image-test-ca");
     std::fs::create_dir_all(&dir).unwrap();
-    let ca = make_ca(&dir);
+    let ca = openssl_ca(&dir);
     ca.cert
 }
 
@@ -342,272 +431,6 @@ pub fn write_json(path: &Path, v: &serde_json::Value) {
         std::fs::create_dir_all(dir).unwrap();
     }
     std::fs::write(path, serde_json::to_vec_pretty(v).unwrap()).unwrap();
-}
-
-/// A CA and a server certificate for 127.0.0.1, ECDSA P-256, made with openssl.
-pub struct Ca {
-    /// CA certificate (PEM).
-    pub cert: PathBuf,
-    /// Server certificate (PEM).
-    pub server_cert: PathBuf,
-    /// Server key (PEM).
-    pub server_key: PathBuf,
-}
-
-/// Makes a CA and a server certificate in `dir`.
-pub fn make_ca(dir: &Path) -> Ca {
-    let sh = |script: &str| {
-        let out = run(Command::new("sh").arg("-ec").arg(script).current_dir(dir));
-        assert!(
-            out.status.success(),
-            "{script}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    sh("openssl ecparam -name prime256v1 -genkey -noout -out ca.key
-        openssl req -x509 -new -key ca.key -subj /CN=distro-test-ca -days 2 -out ca.crt \
-          -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
-        openssl ecparam -name prime256v1 -genkey -noout -out server.key
-        openssl req -new -key server.key -subj /CN=127.0.0.1 -out server.csr
-        printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\nextendedKeyUsage=serverAuth\\nbasicConstraints=CA:FALSE\\n' > server.ext
-        openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile server.ext -out server.crt 2>/dev/null");
-    Ca {
-        cert: dir.join("ca.crt"),
-        server_cert: dir.join("server.crt"),
-        server_key: dir.join("server.key"),
-    }
-}
-
-/// A token server for the registry's bearer-token auth: a small Python HTTP server that checks
-/// basic credentials and issues ES256 JWTs (with an `x5c` certificate the registry trusts)
-/// granting the requested repository scopes.
-pub struct TokenServer {
-    child: Child,
-    /// `http://127.0.0.1:PORT/token`.
-    pub realm: String,
-    /// Certificate the registry must trust for the tokens.
-    pub cert: PathBuf,
-}
-
-const TOKEN_SERVER: &str = r#"
-import base64, http.server, json, os, sys, time, urllib.parse
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-port, user, password, key_path, cert_path = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
-key = serialization.load_pem_private_key(open(key_path, "rb").read(), None)
-cert = x509.load_pem_x509_certificate(open(cert_path, "rb").read())
-b64u = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-def jwt(claims):
-    header = {"typ": "JWT", "alg": "ES256", "x5c": [base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()]}
-    signing_input = b64u(json.dumps(header).encode()) + "." + b64u(json.dumps(claims).encode())
-    r, s = decode_dss_signature(key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
-    return signing_input + "." + b64u(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
-class H(http.server.BaseHTTPRequestHandler):
-    def log_message(self, *a): pass
-    def do_GET(self):
-        want = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-        if self.headers.get("Authorization") != want:
-            self.send_response(401); self.end_headers(); return
-        q = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
-        access = []
-        for scope in q.get("scope", []):
-            for one in scope.split(" "):
-                kind, name, actions = one.split(":", 2) if one.count(":") >= 2 else (one, "", "")
-                access.append({"type": kind, "name": name, "actions": [a for a in actions.split(",") if a]})
-        now = int(time.time())
-        tok = jwt({"iss": "distro-test-issuer", "sub": user, "aud": q.get("service", [""])[0], "exp": now + 600,
-                   "nbf": now - 60, "iat": now, "jti": os.urandom(8).hex(), "access": access})
-        body = json.dumps({"token": tok, "access_token": tok, "expires_in": 600}).encode()
-        self.send_response(200); self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
-http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
-"#;
-
-impl TokenServer {
-    /// Starts the server in `dir` for `user`/`password`.
-    pub fn start(dir: &Path, user: &str, password: &str) -> TokenServer {
-        let out = run(Command::new("sh").arg("-ec").arg(
-            "openssl ecparam -name prime256v1 -genkey -noout -out token.key
-             openssl req -x509 -new -key token.key -subj /CN=distro-test-token -days 2 -out token.crt",
-        ).current_dir(dir));
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let port = free_port();
-        let child = Command::new("python3")
-            .arg("-c")
-            .arg(TOKEN_SERVER)
-            .arg(port.to_string())
-            .args([user, password])
-            .arg(dir.join("token.key"))
-            .arg(dir.join("token.crt"))
-            .spawn()
-            .expect("starting the token server");
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(15),
-                "token server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        TokenServer {
-            child,
-            realm: format!("http://127.0.0.1:{port}/token"),
-            cert: dir.join("token.crt"),
-        }
-    }
-}
-
-impl Drop for TokenServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// What a test registry needs.
-#[derive(Default)]
-pub struct RegistryConfig {
-    /// Bearer-token auth through this token server's realm and certificate.
-    pub token: Option<(String, PathBuf)>,
-    /// Serve TLS with a CA made for the test.
-    pub tls: bool,
-    /// htpasswd basic auth with this user and password.
-    pub basic_auth: Option<(String, String)>,
-    /// Listen on this port instead of a free one.
-    pub port: Option<u16>,
-    /// Do not wait for the registry to accept connections.
-    pub no_wait: bool,
-}
-
-/// Debian's `docker-registry` (CNCF distribution) on 127.0.0.1 with a temporary storage
-/// directory; killed when dropped.
-pub struct TestRegistry {
-    child: Child,
-    /// `127.0.0.1:PORT`.
-    pub addr: String,
-    /// The CA to trust, with TLS.
-    pub ca: Option<PathBuf>,
-    /// Storage, config and certificates.
-    pub dir: tempfile::TempDir,
-}
-
-/// A free TCP port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl TestRegistry {
-    /// Starts a registry; `None` (with the reason printed) when `docker-registry` is absent.
-    pub fn start(cfg: RegistryConfig, test: &str) -> Option<Self> {
-        if !have("docker-registry", test) {
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let port = cfg.port.unwrap_or_else(free_port);
-        let addr = format!("127.0.0.1:{port}");
-        let mut yaml = format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
-            dir.path().join("data").display()
-        );
-        let mut ca = None;
-        if cfg.tls {
-            let c = make_ca(dir.path());
-            yaml.push_str(&format!(
-                "  tls:\n    certificate: {}\n    key: {}\n",
-                c.server_cert.display(),
-                c.server_key.display()
-            ));
-            ca = Some(c.cert);
-        }
-        if let Some((user, pass)) = &cfg.basic_auth {
-            let out = run(Command::new("htpasswd").args(["-Bbn", user, pass]));
-            assert!(
-                out.status.success(),
-                "htpasswd (apache2-utils) is needed for the auth tests"
-            );
-            let file = dir.path().join("htpasswd");
-            std::fs::write(&file, &out.stdout).unwrap();
-            yaml.push_str(&format!(
-                "auth:\n  htpasswd:\n    realm: distro-test\n    path: {}\n",
-                file.display()
-            ));
-        }
-        if let Some((realm, cert)) = &cfg.token {
-            yaml.push_str(&format!(
-                "auth:\n  token:\n    realm: {realm}\n    service: distro-test\n    issuer: distro-test-issuer\n    rootcertbundle: {}\n",
-                cert.display()
-            ));
-        }
-        let config = dir.path().join("config.yml");
-        std::fs::write(&config, yaml).unwrap();
-        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("starting docker-registry");
-        let reg = TestRegistry {
-            child,
-            addr,
-            ca,
-            dir,
-        };
-        if !cfg.no_wait {
-            reg.wait_ready();
-        }
-        Some(reg)
-    }
-
-    /// Waits until the registry accepts connections.
-    pub fn wait_ready(&self) {
-        let start = Instant::now();
-        while TcpStream::connect(&self.addr).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(15),
-                "docker-registry did not start on {}",
-                self.addr
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Files under the registry's storage whose path contains `needle`.
-    pub fn storage_files(&self, needle: &str) -> Vec<PathBuf> {
-        fn walk(p: &Path, needle: &str, out: &mut Vec<PathBuf>) {
-            if let Ok(rd) = std::fs::read_dir(p) {
-                for e in rd.flatten() {
-                    let path = e.path();
-                    if path.is_dir() {
-                        walk(&path, needle, out);
-                    } else if path.to_string_lossy().contains(needle) {
-                        out.push(path);
-                    }
-                }
-            }
-        }
-        let mut v = Vec::new();
-        walk(&self.dir.path().join("data"), needle, &mut v);
-        v
-    }
-}
-
-impl Drop for TestRegistry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Standard base64 with padding (a few lines here rather than a dev-dependency of `distro`).
@@ -815,7 +638,7 @@ pub fn assert_sbom_covers_every_file(layout: &Path, tag: &str, test: &str) -> se
                     stack.push(e.path());
                 } else if ft.is_file() {
                     let rel = format!("/{}", e.path().strip_prefix(&rootfs).unwrap().display());
-                    unpacked.insert(rel, sha256sum(&e.path()));
+                    unpacked.insert(rel, sha256_file(&e.path()));
                 }
             }
         }

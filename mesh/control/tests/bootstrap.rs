@@ -131,12 +131,10 @@ fn now() -> i64 {
 /// replay of the same token is refused (and counted) without issuing anything.
 #[test]
 fn join_token_bootstrap_issues_spiffe_svid_and_refuses_replay() {
-    if !have_openssl() {
-        distro_testsupport::missing(
-            "join_token_bootstrap_issues_spiffe_svid_and_refuses_replay",
-            "openssl (the independent checker of the SVID) is not installed",
-            "apt-get install openssl (scripts/install-deps.sh)",
-        );
+    if !distro_testsupport::require_tool(
+        "join_token_bootstrap_issues_spiffe_svid_and_refuses_replay",
+        "openssl",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -193,12 +191,8 @@ fn join_token_bootstrap_issues_spiffe_svid_and_refuses_replay() {
 /// wrong-audience and `alg: none`-style tokens are refused with their reason.
 #[test]
 fn service_account_jwt_bootstrap_and_bad_tokens() {
-    if !have_openssl() {
-        distro_testsupport::missing(
-            "service_account_jwt_bootstrap_and_bad_tokens",
-            "openssl (generates the issuer key, checks the SVID) is not installed",
-            "apt-get install openssl (scripts/install-deps.sh)",
-        );
+    if !distro_testsupport::require_tool("service_account_jwt_bootstrap_and_bad_tokens", "openssl")
+    {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -273,6 +267,20 @@ fn service_account_jwt_bootstrap_and_bad_tokens() {
     );
 }
 
+/// A request to the API without a client certificate (10 s at most).
+fn anonymous(cp: &ControlPlane, method: &str, path: &str, body: Vec<u8>) -> Reply {
+    request(
+        cp.api,
+        &cp.bundle(),
+        None,
+        method,
+        path,
+        body,
+        Duration::from_secs(10),
+    )
+    .unwrap()
+}
+
 /// Malformed, oversized and mis-addressed CSRs are refused with a clear reason, counted, and
 /// leave no trace: the join token stays usable and nothing is issued.
 #[test]
@@ -318,40 +326,13 @@ fn bad_csrs_are_refused_without_state_change() {
         csr_pem: "A".repeat(200_000),
     })
     .unwrap();
-    let r = request(
-        cp.api,
-        &cp.bundle(),
-        None,
-        "POST",
-        api::PATH_BOOTSTRAP,
-        huge,
-        Duration::from_secs(10),
-    )
-    .unwrap();
+    let r = anonymous(&cp, "POST", api::PATH_BOOTSTRAP, huge);
     assert_eq!((r.status, r.reason().as_str()), (413, reason::TOO_LARGE));
     // Malformed JSON.
-    let r = request(
-        cp.api,
-        &cp.bundle(),
-        None,
-        "POST",
-        api::PATH_BOOTSTRAP,
-        b"{nope".to_vec(),
-        Duration::from_secs(10),
-    )
-    .unwrap();
+    let r = anonymous(&cp, "POST", api::PATH_BOOTSTRAP, b"{nope".to_vec());
     assert_eq!((r.status, r.reason().as_str()), (400, reason::BAD_REQUEST));
     // Config without a client certificate.
-    let r = request(
-        cp.api,
-        &cp.bundle(),
-        None,
-        "GET",
-        "/v1/config?since=0",
-        Vec::new(),
-        Duration::from_secs(10),
-    )
-    .unwrap();
+    let r = anonymous(&cp, "GET", "/v1/config?since=0", Vec::new());
     assert_eq!(
         (r.status, r.reason().as_str()),
         (401, reason::UNAUTHENTICATED)

@@ -93,7 +93,10 @@ fn rotation_with_overlap_keeps_old_and_new_workloads_talking() {
     );
 
     // Independent check: openssl verifies both leaves against the two-root bundle.
-    if have_openssl() {
+    if distro_testsupport::require_tool(
+        "rotation_with_overlap_keeps_old_and_new_workloads_talking",
+        "openssl",
+    ) {
         let bundle = dir.path().join("two-roots.pem");
         std::fs::write(&bundle, &b.bundle_pem).unwrap();
         for (n, w) in [("a", &a), ("b", &b)] {
@@ -107,12 +110,6 @@ fn rotation_with_overlap_keeps_old_and_new_workloads_talking() {
             ]);
             assert!(ok, "openssl verify {n}: {text}");
         }
-    } else {
-        distro_testsupport::missing(
-            "openssl cross-check of the bundle",
-            "openssl is not installed",
-            "apt-get install openssl (scripts/install-deps.sh)",
-        );
     }
 
     // After the overlap, the old root is dropped and the old SVID no longer authenticates.
@@ -146,12 +143,7 @@ fn rotation_with_overlap_keeps_old_and_new_workloads_talking() {
 /// verifies the chain. A key that does not match the certificate is refused with the file name.
 #[test]
 fn byo_intermediate_ca_under_openssl_root() {
-    if !have_openssl() {
-        distro_testsupport::missing(
-            "byo_intermediate_ca_under_openssl_root",
-            "openssl (plays the organisation's PKI) is not installed",
-            "apt-get install openssl (scripts/install-deps.sh)",
-        );
+    if !distro_testsupport::require_tool("byo_intermediate_ca_under_openssl_root", "openssl") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -243,12 +235,7 @@ fn byo_intermediate_ca_under_openssl_root() {
 /// fails, with AES-GCM on P-256 it succeeds.
 #[test]
 fn api_negotiates_only_fips_suites_and_groups() {
-    if !have_openssl() {
-        distro_testsupport::missing(
-            "api_negotiates_only_fips_suites_and_groups",
-            "openssl (the independent TLS client) is not installed",
-            "apt-get install openssl (scripts/install-deps.sh)",
-        );
+    if !distro_testsupport::require_tool("api_negotiates_only_fips_suites_and_groups", "openssl") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -14,10 +14,6 @@ use mesh_core::api::reason;
 
 const ID: &str = "spiffe://example.org/ns/vm/sa/db";
 
-fn require_openssl(test: &str) -> bool {
-    distro_testsupport::require(test, "openssl", "apt-get install openssl")
-}
-
 /// `openssl req -new` for the key in `key` (made with `genpkey_args`), with `extra` options.
 fn csr_with(dir: &Path, name: &str, genpkey_args: &[&str], extra: &[&str]) -> String {
     let key = dir.join(format!("{name}.key"));
@@ -87,7 +83,10 @@ fn assert_refused(cp: &ControlPlane, csr: &str, want: &str) {
 /// signed into a certificate naming prime256v1 around a 97-byte point).
 #[test]
 fn csr_with_p384_key_signed_with_sha256_is_refused() {
-    if !require_openssl("csr_with_p384_key_signed_with_sha256_is_refused") {
+    if !distro_testsupport::require_tool(
+        "csr_with_p384_key_signed_with_sha256_is_refused",
+        "openssl",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -104,7 +103,7 @@ fn csr_with_p384_key_signed_with_sha256_is_refused() {
 /// RSA and Ed25519 keys are refused as not EC keys.
 #[test]
 fn csr_with_rsa_or_ed25519_key_is_refused() {
-    if !require_openssl("csr_with_rsa_or_ed25519_key_is_refused") {
+    if !distro_testsupport::require_tool("csr_with_rsa_or_ed25519_key_is_refused", "openssl") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -125,7 +124,10 @@ fn csr_with_rsa_or_ed25519_key_is_refused() {
 /// certificate openssl parses, with a prime256v1 key.
 #[test]
 fn csr_with_compressed_or_garbage_p256_point_is_refused() {
-    if !require_openssl("csr_with_compressed_or_garbage_p256_point_is_refused") {
+    if !distro_testsupport::require_tool(
+        "csr_with_compressed_or_garbage_p256_point_is_refused",
+        "openssl",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

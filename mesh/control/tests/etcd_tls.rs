@@ -1,6 +1,6 @@
 //! mesh-control over etcd spoken to with TLS (`--state etcds://...`, rustls on the FIPS
 //! provider): a one-member Debian `etcd` the test starts on a 127.0.0.1 port with a P-256 CA
-//! and certificates the test makes (rcgen), with and without etcd's client-certificate
+//! and certificates the test makes (`distro_testsupport::pki`, rcgen), with and without etcd's client-certificate
 //! authentication.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
@@ -12,10 +12,6 @@ use std::time::{Duration, Instant};
 
 use common::etcd::have_etcd;
 use common::*;
-use rcgen::{
-    BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, SanType,
-    PKCS_ECDSA_P256_SHA256,
-};
 
 /// The test's PKI in files: a CA, etcd's server certificate (IP SAN 127.0.0.1 only), a client
 /// certificate, and an unrelated CA.
@@ -28,64 +24,22 @@ struct Pki {
     client_key: PathBuf,
 }
 
-fn write_private(path: &Path, text: &str) {
-    std::fs::write(path, text).unwrap();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
-}
-
-fn make_ca(name: &str) -> (String, Issuer<'static, KeyPair>) {
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut params = CertificateParams::default();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    let cert = params.self_signed(&key).unwrap();
-    (cert.pem(), Issuer::new(params, key))
-}
-
-fn leaf(
-    issuer: &Issuer<'static, KeyPair>,
-    sans: Vec<SanType>,
-    usage: ExtendedKeyUsagePurpose,
-) -> (String, String) {
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut params = CertificateParams::default();
-    params.subject_alt_names = sans;
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "etcd test");
-    params.extended_key_usages = vec![usage];
-    let cert = params.signed_by(&key, issuer).unwrap();
-    (cert.pem(), key.serialize_pem())
-}
-
 impl Pki {
+    /// The etcd CA (server and client certificates) and an unrelated CA, from
+    /// `distro_testsupport::pki` (keys 0600).
     fn make(dir: &Path) -> Pki {
-        let (ca_pem, ca) = make_ca("etcd test CA");
-        let (other_pem, _) = make_ca("some other CA");
-        let ip = SanType::IpAddress("127.0.0.1".parse().unwrap());
-        let (sc, sk) = leaf(&ca, vec![ip], ExtendedKeyUsagePurpose::ServerAuth);
-        let (cc, ck) = leaf(&ca, vec![], ExtendedKeyUsagePurpose::ClientAuth);
-        let p = Pki {
-            ca: dir.join("ca.pem"),
-            other_ca: dir.join("other-ca.pem"),
-            server_cert: dir.join("server.pem"),
-            server_key: dir.join("server.key"),
-            client_cert: dir.join("client.pem"),
-            client_key: dir.join("client.key"),
-        };
-        std::fs::write(&p.ca, ca_pem).unwrap();
-        std::fs::write(&p.other_ca, other_pem).unwrap();
-        std::fs::write(&p.server_cert, sc).unwrap();
-        write_private(&p.server_key, &sk);
-        std::fs::write(&p.client_cert, cc).unwrap();
-        write_private(&p.client_key, &ck);
-        p
+        let ca = distro_testsupport::pki::Pki::new(dir, "etcd");
+        let other = distro_testsupport::pki::Pki::new(dir, "some-other");
+        let (server_cert, server_key) = ca.server("server");
+        let (client_cert, client_key) = ca.client("client");
+        Pki {
+            ca: ca.bundle.clone(),
+            other_ca: other.bundle.clone(),
+            server_cert,
+            server_key,
+            client_cert,
+            client_key,
+        }
     }
 }
 

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use common::etcd::{have_etcd, Cluster};
 use common::*;
+use distro_testsupport::http::KeepAlive;
 use serde_json::{json, Value};
 
 fn id(ns: &str, sa: &str) -> String {
@@ -177,63 +178,6 @@ fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     Ok((status, body.to_string()))
 }
 
-/// A keep-alive client: many GETs on one connection (the backend sends content-length).
-struct KeepAlive {
-    addr: SocketAddr,
-    s: Option<TcpStream>,
-    buf: Vec<u8>,
-}
-
-impl KeepAlive {
-    fn get(&mut self, path: &str) -> std::io::Result<u16> {
-        if self.s.is_none() {
-            let s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5))?;
-            s.set_read_timeout(Some(Duration::from_secs(10)))?;
-            self.s = Some(s);
-            self.buf.clear();
-        }
-        let s = self.s.as_mut().unwrap();
-        let r = (|| {
-            write!(s, "GET {path} HTTP/1.1\r\nhost: test\r\n\r\n")?;
-            let mut tmp = [0u8; 8192];
-            let head_end = loop {
-                if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    break i + 4;
-                }
-                let n = s.read(&mut tmp)?;
-                if n == 0 {
-                    return Err(std::io::Error::other("connection closed"));
-                }
-                self.buf.extend_from_slice(&tmp[..n]);
-            };
-            let head = String::from_utf8_lossy(&self.buf[..head_end]).to_ascii_lowercase();
-            let status = head
-                .split_whitespace()
-                .nth(1)
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(0);
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .ok_or_else(|| std::io::Error::other(format!("no content-length: {head}")))?;
-            while self.buf.len() < head_end + len {
-                let n = s.read(&mut tmp)?;
-                if n == 0 {
-                    return Err(std::io::Error::other("connection closed mid-body"));
-                }
-                self.buf.extend_from_slice(&tmp[..n]);
-            }
-            self.buf.drain(..head_end + len);
-            Ok(status)
-        })();
-        if r.is_err() {
-            self.s = None;
-        }
-        r
-    }
-}
-
 /// Requests through `addr` from three clients until stopped: two keep-alive, one connection
 /// per request.
 struct Load {
@@ -250,17 +194,14 @@ impl Load {
             .map(|kind| {
                 let (stop, ok) = (stop.clone(), ok.clone());
                 std::thread::spawn(move || {
-                    let mut keep = KeepAlive {
-                        addr,
-                        s: None,
-                        buf: Vec::new(),
-                    };
+                    // One attempt a GET: a failed one is counted, then a new connection.
+                    let mut keep = KeepAlive::new(addr);
                     let mut failed = Vec::new();
                     let mut n = 0u64;
                     while !stop.load(Ordering::Relaxed) {
                         n += 1;
                         let r = if kind < 2 {
-                            keep.get(&format!("/steady/{n}"))
+                            keep.get(&format!("/steady/{n}")).map(|(s, _)| s)
                         } else {
                             http_get(addr, &format!("/fresh/{n}")).map(|(s, _)| s)
                         };
@@ -411,6 +352,35 @@ fn start_pair(
     (a, b, a_out)
 }
 
+/// A replica's arguments: the configuration folder `cfg` watched every 100 ms, 3 s long polls,
+/// and `extra`.
+fn replica_args<'a>(cfg: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--config",
+        cfg.to_str().unwrap(),
+        "--watch-interval",
+        "100ms",
+        "--long-poll",
+        "3s",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// What the etcd failover tests start from: a temporary directory, B's application address,
+/// the configuration folder (no extra services) and a 3-member etcd cluster. `None` after a
+/// SKIP line (a failure under CI) when etcd is not installed.
+fn etcd_setup(test: &str) -> Option<(tempfile::TempDir, SocketAddr, PathBuf, Cluster)> {
+    if !have_etcd(test) {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let b_in = loopback();
+    let cfg = config_dir(dir.path(), &mesh_toml(b_in, &[]));
+    let cluster = Cluster::start(dir.path());
+    Some((dir, b_in, cfg, cluster))
+}
+
 /// Three replicas over etcd, each watching the same configuration files; proxies A and B list
 /// all three. While one thread pushes a configuration change every 250 ms and three clients
 /// send requests through A to B (two keep-alive, one connection per request), the replicas A
@@ -419,25 +389,13 @@ fn start_pair(
 /// change made after the kill reaches both, and both renew their 10 s certificates there.
 #[test]
 fn proxies_fail_over_with_zero_failed_requests() {
-    if !have_etcd("proxies_fail_over_with_zero_failed_requests") {
+    let Some((dir, b_in, cfg, cluster)) = etcd_setup("proxies_fail_over_with_zero_failed_requests")
+    else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let b_in = loopback();
-    let cfg = config_dir(dir.path(), &mesh_toml(b_in, &[]));
-    let cluster = Cluster::start(dir.path());
+    };
     let eps = cluster.endpoints();
-    let args = [
-        "--config",
-        cfg.to_str().unwrap(),
-        "--watch-interval",
-        "100ms",
-        "--long-poll",
-        "3s",
-        // Renewal every ~5 s: the proxies must renew through a survivor too.
-        "--svid-ttl",
-        "10s",
-    ];
+    // Renewal every ~5 s: the proxies must renew through a survivor too.
+    let args = replica_args(&cfg, &["--svid-ttl", "10s"]);
     let mut replicas: Vec<ControlPlane> = (0..3)
         .map(|_| ControlPlane::start_replica(dir.path(), &eps, "failover", &args))
         .collect();
@@ -616,21 +574,12 @@ fn proxies_fail_over_with_zero_failed_requests() {
 /// (The proxies start while the healthy replica is down, so both begin on the one cut off.)
 #[test]
 fn proxies_leave_a_replica_cut_off_from_the_store() {
-    if !have_etcd("proxies_leave_a_replica_cut_off_from_the_store") {
+    let Some((dir, b_in, cfg, mut cluster)) =
+        etcd_setup("proxies_leave_a_replica_cut_off_from_the_store")
+    else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let b_in = loopback();
-    let cfg = config_dir(dir.path(), &mesh_toml(b_in, &[]));
-    let mut cluster = Cluster::start(dir.path());
-    let args = [
-        "--config",
-        cfg.to_str().unwrap(),
-        "--watch-interval",
-        "100ms",
-        "--long-poll",
-        "3s",
-    ];
+    };
+    let args = replica_args(&cfg, &[]);
     let mut good = ControlPlane::start_replica(dir.path(), &cluster.endpoints(), "cut", &args);
     let cut = ControlPlane::start_replica(dir.path(), &cluster.endpoint(2), "cut", &args);
     let addresses = vec![good.api.to_string(), cut.api.to_string()];

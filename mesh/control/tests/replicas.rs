@@ -36,27 +36,7 @@ fn bootstrap_on(
     token: &str,
     id: &str,
 ) -> (Reply, Option<Workload>) {
-    let csr = generate_csr(&SpiffeId::parse(id).unwrap()).unwrap();
-    let body = serde_json::to_vec(&BootstrapRequest {
-        token: token.into(),
-        csr_pem: csr.csr_pem.clone(),
-    })
-    .unwrap();
-    let r = request(
-        cp.api,
-        bundle,
-        None,
-        "POST",
-        api::PATH_BOOTSTRAP,
-        body,
-        Duration::from_secs(15),
-    )
-    .unwrap_or_else(|e| Reply {
-        status: 0,
-        body: e.into_bytes(),
-    });
-    let w = (r.status == 200).then(|| workload_from(&csr, &r));
-    (r, w)
+    bootstrap_via(cp.api, bundle, token, id, Duration::from_secs(15))
 }
 
 fn serial_of(w: &Workload) -> String {
@@ -169,7 +149,7 @@ fn killed_replica_loses_no_serial() {
                     (v.child.is_some()).then(|| ControlPlaneRef { api: v.api })
                 };
                 if let Some(v) = first {
-                    let (_, w) = bootstrap_via(v.api, &bundle, &token, id);
+                    let (_, w) = bootstrap_via(v.api, &bundle, &token, id, Duration::from_secs(5));
                     if let Some(w) = w {
                         handed.push(serial_of(&w));
                         return handed;
@@ -226,11 +206,14 @@ struct ControlPlaneRef {
     api: std::net::SocketAddr,
 }
 
+/// Bootstraps `id` with `token` at `addr` (trusting `bundle`) within `timeout`: the reply (a
+/// transport error as status 0) and, on 200, the workload.
 fn bootstrap_via(
     addr: std::net::SocketAddr,
     bundle: &str,
     token: &str,
     id: &str,
+    timeout: Duration,
 ) -> (Reply, Option<Workload>) {
     let csr = generate_csr(&SpiffeId::parse(id).unwrap()).unwrap();
     let body = serde_json::to_vec(&BootstrapRequest {
@@ -245,7 +228,7 @@ fn bootstrap_via(
         "POST",
         api::PATH_BOOTSTRAP,
         body,
-        Duration::from_secs(5),
+        timeout,
     )
     .unwrap_or_else(|e| Reply {
         status: 0,

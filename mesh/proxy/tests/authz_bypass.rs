@@ -48,7 +48,7 @@ fn file_server(dir: &Path) -> Option<FileServer> {
     std::fs::create_dir_all(root.join("x")).unwrap();
     std::fs::write(root.join("secret"), format!("{SECRET}\n")).unwrap();
     std::fs::write(root.join("public"), "public file\n").unwrap();
-    let addr = free_port();
+    let addr = free_addr();
     let child = Command::new("python3")
         .args(["-m", "http.server", &addr.port().to_string(), "--bind"])
         .arg(addr.ip().to_string())
@@ -111,7 +111,7 @@ fn setup(authz: Value, extra: Value) -> Option<Setup> {
     let dir = tempfile::tempdir().unwrap();
     let app = file_server(dir.path())?;
     let pki = Pki::new(dir.path(), "mesh");
-    let inbound = free_port();
+    let inbound = free_addr();
     let mut cfg = json!({
         "inbound": {"listen": inbound, "app": app.addr, "protocol": "detect"},
         "identity": identity_files(&pki, &id("b", "b"), "b"),

@@ -27,38 +27,16 @@ struct Setup {
 fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path(), "mesh");
-    let backend = http_backend(BackendSpec {
-        name: "b".into(),
-        version: "v1".into(),
-        ..Default::default()
-    });
+    let backend = named_backend("b");
     let limits = json!({"max_connections": 64, "header_read_timeout_ms": 500, "handshake_timeout_ms": 500, "max_header_bytes": 16384, "pool_idle_timeout_ms": 500});
-    let b_in = free_port();
-    let b = start_proxy(
-        dir.path(),
-        "b",
-        json!({
-            "inbound": {"listen": b_in, "app": backend, "protocol": "http"},
-            "identity": identity_files(&pki, &id("b", "b"), "b"),
-            "mesh": mesh(&id("b", "b"), "STRICT", json!([]), json!([]), json!([])),
-            "limits": limits,
-        }),
-        true,
-    );
-    let a_out = free_port();
-    let a = start_proxy(
-        dir.path(),
-        "a",
-        json!({
-            "outbound": [{"service": "b", "listen": a_out}],
-            "identity": identity_files(&pki, &id("a", "a"), "a"),
-            "mesh": mesh(&id("a", "a"), "STRICT",
-                json!([{"name": "b", "protocol": "http", "endpoints": [{"address": b_in.to_string(), "identity": id("b", "b")}]}]),
-                json!([]), json!([])),
-            "limits": limits,
-        }),
-        true,
-    );
+    let b_in = free_addr();
+    let mut b_config = server_config(&pki, b_in, backend, "http", "STRICT", json!([]));
+    b_config["limits"] = limits.clone();
+    let b = start_proxy(dir.path(), "b", b_config, true);
+    let a_out = free_addr();
+    let mut a_config = client_config(&pki, "a", a_out, b_in, &id("b", "b"));
+    a_config["limits"] = limits;
+    let a = start_proxy(dir.path(), "a", a_config, true);
     Setup {
         _dir: dir,
         a,
@@ -256,7 +234,11 @@ fn memory_stays_bounded_under_repeated_abuse() {
         let mut client = KeepAlive::new(s.a_out);
         for i in 0..100 {
             let path = if i % 2 == 0 { "/ok" } else { "/x/../ok" };
-            assert_eq!(client.get(path).unwrap().0, 200, "round {round}");
+            assert_eq!(
+                client.get_or_reconnect(path).unwrap().0,
+                200,
+                "round {round}"
+            );
         }
         // Stalled connections are cut after the 500 ms timeouts; let them go.
         std::thread::sleep(Duration::from_millis(800));

@@ -83,6 +83,18 @@ fn bad_config_names_file_and_line() {
     assert!(err.contains("needs `identity`"), "{err}");
 }
 
+/// The mesh section of workload `ns/a/sa/a` in STRICT mode with `services`, no routes and no
+/// inbound policy.
+fn strict_mesh_of_a(services: serde_json::Value) -> serde_json::Value {
+    mesh(
+        &id("a", "a"),
+        "STRICT",
+        services,
+        serde_json::json!([]),
+        serde_json::json!([]),
+    )
+}
+
 /// Runs `mesh-proxy run` on a static configuration with mesh section `m`; it must fail before
 /// anything listens. Returns its stderr.
 fn refused_at_load(m: serde_json::Value) -> String {
@@ -110,13 +122,7 @@ fn refused_at_load(m: serde_json::Value) -> String {
 #[test]
 fn empty_tls_lists_are_refused() {
     for field in ["cipher_suites", "kx_groups"] {
-        let mut m = mesh(
-            &id("a", "a"),
-            "STRICT",
-            serde_json::json!([]),
-            serde_json::json!([]),
-            serde_json::json!([]),
-        );
+        let mut m = strict_mesh_of_a(serde_json::json!([]));
         m["tls"][field] = serde_json::json!([]);
         let err = refused_at_load(m);
         assert!(
@@ -136,13 +142,7 @@ fn endpoint_address_with_two_identities_is_refused() {
         {"name": "shop", "protocol": "http", "endpoints": [{"address": addr, "identity": id("shop", "shop")}]},
         {"name": "pay", "protocol": "http", "endpoints": [{"address": addr, "identity": id("pay", "pay")}]},
     ]);
-    let m = mesh(
-        &id("a", "a"),
-        "STRICT",
-        services,
-        serde_json::json!([]),
-        serde_json::json!([]),
-    );
+    let m = strict_mesh_of_a(services);
     let err = refused_at_load(m);
     for want in [
         addr.to_string(),
@@ -161,13 +161,7 @@ fn endpoint_address_with_two_identities_is_refused() {
         {"name": "shop", "protocol": "http", "endpoints": [{"address": addr, "identity": id("shop", "shop")}]},
         {"name": "shop-admin", "protocol": "http", "endpoints": [{"address": addr, "identity": id("shop", "shop")}]},
     ]);
-    let m = mesh(
-        &id("a", "a"),
-        "STRICT",
-        services,
-        serde_json::json!([]),
-        serde_json::json!([]),
-    );
+    let m = strict_mesh_of_a(services);
     let p = start_proxy(
         dir.path(),
         "a",
@@ -180,29 +174,9 @@ fn endpoint_address_with_two_identities_is_refused() {
 /// A static mesh configuration naming a non-FIPS suite is refused before anything listens.
 #[test]
 fn non_fips_tls_policy_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path(), "mesh");
-    let mut m = mesh(
-        &id("a", "a"),
-        "STRICT",
-        serde_json::json!([]),
-        serde_json::json!([]),
-        serde_json::json!([]),
-    );
+    let mut m = strict_mesh_of_a(serde_json::json!([]));
     m["tls"]["cipher_suites"] = serde_json::json!(["TLS13_CHACHA20_POLY1305_SHA256"]);
-    let cfg = dir.path().join("proxy.json");
-    std::fs::write(
-        &cfg,
-        serde_json::json!({"admin": "127.0.0.1:0", "identity": identity_files(&pki, &id("a", "a"), "a"), "mesh": m}).to_string(),
-    )
-    .unwrap();
-    let out = Command::new(proxy_bin())
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_at_load(m);
     assert!(
         err.contains("TLS13_CHACHA20_POLY1305_SHA256") && err.contains("not a FIPS-approved"),
         "{err}"

@@ -64,8 +64,8 @@ impl Control {
             bin: control_bin(),
             child: None,
             state: dir.join("cp-state"),
-            api: free_port(),
-            ops: free_port(),
+            api: free_addr(),
+            ops: free_addr(),
             log: dir.join("control.log"),
             args: extra.iter().map(|s| s.to_string()).collect(),
         };
@@ -193,16 +193,12 @@ fn setup(svid_ttl: &str, extra_cp: &[&str], b_token: Option<String>) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let cfg_dir = dir.path().join("mesh");
     std::fs::create_dir_all(&cfg_dir).unwrap();
-    let b_in = free_port();
+    let b_in = free_addr();
     std::fs::write(cfg_dir.join("mesh.toml"), mesh_toml(b_in)).unwrap();
     let mut args = vec!["--svid-ttl", svid_ttl];
     args.extend_from_slice(extra_cp);
     let cp = Control::start(dir.path(), &cfg_dir, &args);
-    let backend = http_backend(BackendSpec {
-        name: "b".into(),
-        version: "v1".into(),
-        ..Default::default()
-    });
+    let backend = named_backend("b");
     let b_token_file = dir.path().join("b.token");
     std::fs::write(
         &b_token_file,
@@ -217,7 +213,7 @@ fn setup(svid_ttl: &str, extra_cp: &[&str], b_token: Option<String>) -> Setup {
         json!({"inbound": {"listen": b_in, "app": backend, "protocol": "http"}, "control_plane": cp_section(&cp, &b_token_file)}),
         true,
     );
-    let a_out = free_port();
+    let a_out = free_addr();
     let a = start_proxy(
         dir.path(),
         "a",
@@ -280,7 +276,7 @@ fn rotation_under_steady_load_fails_no_request() {
             while !stop.load(Ordering::Relaxed) {
                 let r = if kind < 2 {
                     let before = c.reconnects();
-                    let r = c.get("/api/steady").map(|(s, _)| s);
+                    let r = c.get_or_reconnect("/api/steady").map(|(s, _)| s);
                     reconnects += c.reconnects() - before;
                     r
                 } else {
@@ -481,8 +477,8 @@ fn replayed_join_token_stops_the_proxy() {
     std::fs::write(
         &cfg,
         json!({
-            "admin": free_port(),
-            "outbound": [{"service": "b", "listen": free_port()}],
+            "admin": free_addr(),
+            "outbound": [{"service": "b", "listen": free_addr()}],
             "control_plane": cp_section(&s.cp, &s.dir.path().join("a.token")),
         })
         .to_string(),

@@ -9,10 +9,9 @@
 
 mod common;
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::*;
 use serde_json::json;
@@ -31,22 +30,13 @@ fn target() -> Option<Target> {
 }
 
 fn target_with(tls: serde_json::Value) -> Option<Target> {
-    if !have("openssl") {
-        distro_testsupport::missing(
-            "fips_tls",
-            "openssl is not installed",
-            "apt-get install openssl (scripts/install-deps.sh)",
-        );
+    if !distro_testsupport::require_tool("fips_tls", "openssl") {
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path(), "mesh");
-    let backend = http_backend(BackendSpec {
-        name: "b".into(),
-        version: "v1".into(),
-        ..Default::default()
-    });
-    let addr = free_port();
+    let backend = named_backend("b");
+    let addr = free_addr();
     let mut m = mesh(&id("b", "b"), "STRICT", json!([]), json!([]), json!([]));
     m["tls"] = tls;
     let proxy = start_proxy(
@@ -72,34 +62,25 @@ fn target_with(tls: serde_json::Value) -> Option<Target> {
 
 /// Runs `openssl s_client` with extra arguments, sending one HTTP request; returns (success, output).
 fn s_client(t: &Target, extra: &[&str]) -> (bool, String) {
-    let mut child = Command::new("openssl")
-        .args([
-            "s_client",
-            "-connect",
-            &t.addr.to_string(),
-            "-servername",
-            "b",
-            "-ign_eof",
-        ])
-        .arg("-cert")
-        .arg(&t.cert)
-        .arg("-key")
-        .arg(&t.key)
-        .arg("-CAfile")
-        .arg(&t.bundle)
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"GET /hello HTTP/1.1\r\nhost: b\r\nconnection: close\r\n\r\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = distro_testsupport::bin::run_with_input(
+        Command::new("openssl")
+            .args([
+                "s_client",
+                "-connect",
+                &t.addr.to_string(),
+                "-servername",
+                "b",
+                "-ign_eof",
+            ])
+            .arg("-cert")
+            .arg(&t.cert)
+            .arg("-key")
+            .arg(&t.key)
+            .arg("-CAfile")
+            .arg(&t.bundle)
+            .args(extra),
+        b"GET /hello HTTP/1.1\r\nhost: b\r\nconnection: close\r\n\r\n",
+    );
     let text = format!(
         "{}\n{}",
         String::from_utf8_lossy(&out.stdout),

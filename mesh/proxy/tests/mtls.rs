@@ -37,35 +37,13 @@ fn authz_b() -> Value {
 fn two_workloads(b_mode: &str, b_expected_identity: &str) -> Mesh {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path(), "mesh");
-    let backend = http_backend(BackendSpec {
-        name: "b".into(),
-        version: "v1".into(),
-        ..Default::default()
-    });
-    let b_in = free_port();
-    let b = start_proxy(
-        dir.path(),
-        "b",
-        json!({
-            "inbound": {"listen": b_in, "app": backend, "protocol": "detect"},
-            "identity": identity_files(&pki, &id("b", "b"), "b"),
-            "mesh": mesh(&id("b", "b"), b_mode, json!([]), json!([]), authz_b()),
-        }),
-        true,
-    );
-    let a_out = free_port();
-    let a = start_proxy(
-        dir.path(),
-        "a",
-        json!({
-            "outbound": [{"service": "b", "listen": a_out}],
-            "identity": identity_files(&pki, &id("a", "a"), "a"),
-            "mesh": mesh(&id("a", "a"), "STRICT",
-                json!([{"name": "b", "protocol": "http", "endpoints": [{"address": b_in.to_string(), "identity": b_expected_identity}]}]),
-                json!([]), json!([])),
-        }),
-        true,
-    );
+    let backend = named_backend("b");
+    let b_in = free_addr();
+    let b_config = server_config(&pki, b_in, backend, "detect", b_mode, authz_b());
+    let b = start_proxy(dir.path(), "b", b_config, true);
+    let a_out = free_addr();
+    let a_config = client_config(&pki, "a", a_out, b_in, b_expected_identity);
+    let a = start_proxy(dir.path(), "a", a_config, true);
     Mesh {
         _dir: dir,
         pki,
@@ -169,19 +147,9 @@ fn denied_path_method_and_identity_are_refused() {
     assert_eq!(http_get(m.a_out, "/other", &[]).0, 403);
     // A third workload C, with a valid SVID but not allowed by B's policy.
     let dir = tempfile::tempdir().unwrap();
-    let c_out = free_port();
-    let c = start_proxy(
-        dir.path(),
-        "c",
-        json!({
-            "outbound": [{"service": "b", "listen": c_out}],
-            "identity": identity_files(&m.pki, &id("c", "c"), "c"),
-            "mesh": mesh(&id("c", "c"), "STRICT",
-                json!([{"name": "b", "protocol": "http", "endpoints": [{"address": m.b_in.to_string(), "identity": id("b", "b")}]}]),
-                json!([]), json!([])),
-        }),
-        true,
-    );
+    let c_out = free_addr();
+    let c_config = client_config(&m.pki, "c", c_out, m.b_in, &id("b", "b"));
+    let c = start_proxy(dir.path(), "c", c_config, true);
     let (s, _, body) = http_get(c_out, "/api/hello", &[]);
     assert_eq!(s, 403, "{body}");
     assert!(body.contains("RBAC"), "{body}");
@@ -218,7 +186,7 @@ fn foreign_ca_client_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let foreign = Pki::new(dir.path(), "foreign");
     let dir2 = tempfile::tempdir().unwrap();
-    let x_out = free_port();
+    let x_out = free_addr();
     let x = start_proxy(
         dir2.path(),
         "x",
@@ -230,9 +198,7 @@ fn foreign_ca_client_is_refused() {
                 "key": dir.path().join("x.key"),
                 "trust_bundle": m.pki.bundle,
             },
-            "mesh": mesh(&id("a", "a"), "STRICT",
-                json!([{"name": "b", "protocol": "http", "endpoints": [{"address": m.b_in.to_string(), "identity": id("b", "b")}]}]),
-                json!([]), json!([])),
+            "mesh": mesh_to_b(&id("a", "a"), m.b_in, &id("b", "b")),
         }),
         true,
     );
@@ -288,12 +254,8 @@ fn strict_refuses_plaintext_permissive_accepts_it() {
 /// between proxies is HTTP/2 (ALPN `h2`) and pooled: many requests, one mesh connection.
 #[test]
 fn http2_from_app_and_pooled_http2_between_proxies() {
-    if !have("curl") {
-        distro_testsupport::missing(
-            "http2_from_app_and_pooled_http2_between_proxies",
-            "curl is not installed",
-            "apt-get install curl (scripts/install-deps.sh)",
-        );
+    if !distro_testsupport::require_tool("http2_from_app_and_pooled_http2_between_proxies", "curl")
+    {
         return;
     }
     let m = two_workloads("STRICT", &id("b", "b"));
@@ -312,7 +274,7 @@ fn http2_from_app_and_pooled_http2_between_proxies() {
     assert!(text.contains("name=b"), "{text}");
     let mut c = KeepAlive::new(m.a_out);
     for _ in 0..50 {
-        assert_eq!(c.get("/api/h1").unwrap().0, 200);
+        assert_eq!(c.get_or_reconnect("/api/h1").unwrap().0, 200);
     }
     for _ in 0..10 {
         assert_eq!(http_get(m.a_out, "/api/fresh", &[]).0, 200);
@@ -347,38 +309,16 @@ fn ipv6_endpoint() {
     }
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path(), "mesh");
-    let backend = http_backend(BackendSpec {
-        name: "b6".into(),
-        version: "v1".into(),
-        ..Default::default()
-    });
+    let backend = named_backend("b6");
     let b_in: SocketAddr = {
         let l = std::net::TcpListener::bind("[::1]:0").unwrap();
         l.local_addr().unwrap()
     };
-    let _b = start_proxy(
-        dir.path(),
-        "b",
-        json!({
-            "inbound": {"listen": b_in, "app": backend, "protocol": "http"},
-            "identity": identity_files(&pki, &id("b", "b"), "b"),
-            "mesh": mesh(&id("b", "b"), "STRICT", json!([]), json!([]), json!([])),
-        }),
-        true,
-    );
-    let a_out = free_port();
-    let _a = start_proxy(
-        dir.path(),
-        "a",
-        json!({
-            "outbound": [{"service": "b", "listen": a_out}],
-            "identity": identity_files(&pki, &id("a", "a"), "a"),
-            "mesh": mesh(&id("a", "a"), "STRICT",
-                json!([{"name": "b", "protocol": "http", "endpoints": [{"address": b_in.to_string(), "identity": id("b", "b")}]}]),
-                json!([]), json!([])),
-        }),
-        true,
-    );
+    let b_config = server_config(&pki, b_in, backend, "http", "STRICT", json!([]));
+    let _b = start_proxy(dir.path(), "b", b_config, true);
+    let a_out = free_addr();
+    let a_config = client_config(&pki, "a", a_out, b_in, &id("b", "b"));
+    let _a = start_proxy(dir.path(), "a", a_config, true);
     let (s, _, body) = http_get(a_out, "/v6", &[]);
     assert_eq!(s, 200, "{body}");
     assert!(body.contains("name=b6"), "{body}");

@@ -25,7 +25,7 @@ fn inbound(
     name: &str,
     app: SocketAddr,
 ) -> (ProxyProc, SocketAddr) {
-    let listen = free_port();
+    let listen = free_addr();
     let p = start_proxy(
         dir,
         name,
@@ -65,11 +65,7 @@ fn client(
 fn canary_split_holds() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path(), "mesh");
-    let v1 = http_backend(BackendSpec {
-        name: "b".into(),
-        version: "v1".into(),
-        ..Default::default()
-    });
+    let v1 = named_backend("b");
     let v2 = http_backend(BackendSpec {
         name: "b".into(),
         version: "v2".into(),
@@ -77,7 +73,7 @@ fn canary_split_holds() {
     });
     let (_p1, b1) = inbound(dir.path(), &pki, "b1", v1);
     let (_p2, b2) = inbound(dir.path(), &pki, "b2", v2);
-    let out = free_port();
+    let out = free_addr();
     let a = client(
         dir.path(),
         &pki,
@@ -96,7 +92,7 @@ fn canary_split_holds() {
     let mut c = KeepAlive::new(out);
     let mut v1_hits = 0;
     for _ in 0..n {
-        let (s, body) = c.get("/x").unwrap();
+        let (s, body) = c.get_or_reconnect("/x").unwrap();
         assert_eq!(s, 200, "{body}");
         if body.contains("version=v1") {
             v1_hits += 1;
@@ -118,11 +114,7 @@ fn canary_split_holds() {
 fn retries_budget_ejection_and_timeouts() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path(), "mesh");
-    let good = http_backend(BackendSpec {
-        name: "good".into(),
-        version: "v1".into(),
-        ..Default::default()
-    });
+    let good = named_backend("good");
     let bad_flag = Arc::new(AtomicBool::new(true));
     let bad = http_backend(BackendSpec {
         name: "bad".into(),
@@ -131,8 +123,8 @@ fn retries_budget_ejection_and_timeouts() {
     });
     let (_pg, g) = inbound(dir.path(), &pki, "good", good);
     let (_pb, b) = inbound(dir.path(), &pki, "bad", bad);
-    let out = free_port();
-    let out_c = free_port();
+    let out = free_addr();
+    let out_c = free_addr();
     let a = client(
         dir.path(),
         &pki,
@@ -157,7 +149,7 @@ fn retries_budget_ejection_and_timeouts() {
     );
     let mut c = KeepAlive::new(out);
     for i in 0..200 {
-        let (s, body) = c.get("/api").unwrap();
+        let (s, body) = c.get_or_reconnect("/api").unwrap();
         assert_eq!(s, 200, "request {i} failed despite retries: {body}");
         assert!(body.contains("name=good"), "{body}");
     }
@@ -175,7 +167,7 @@ fn retries_budget_ejection_and_timeouts() {
 
     // A slow upstream: the route's 300 ms timeout answers 504 long before the 2 s backend.
     let t = Instant::now();
-    let (s, _) = c.get("/slow").unwrap();
+    let (s, _) = c.get_or_reconnect("/slow").unwrap();
     assert_eq!(s, 504);
     assert!(
         t.elapsed() < Duration::from_millis(1500),
@@ -186,7 +178,7 @@ fn retries_budget_ejection_and_timeouts() {
     // A route whose budget is 0 % retries only until its small floor is spent.
     let mut c2 = KeepAlive::new(out_c);
     for _ in 0..30 {
-        let (s, _) = c2.get("/x").unwrap();
+        let (s, _) = c2.get_or_reconnect("/x").unwrap();
         assert!(s >= 500);
     }
     let m = a.metrics();
@@ -209,7 +201,7 @@ fn tcp_passthrough_inside_mtls() {
     let pki = Pki::new(dir.path(), "mesh");
     let echo = echo_backend();
     let (pb, b) = inbound(dir.path(), &pki, "b", echo);
-    let out = free_port();
+    let out = free_addr();
     let _a = client(
         dir.path(),
         &pki,

@@ -66,13 +66,20 @@ const PY_GET: &str = "import sys,urllib.request\ntry:\n  r=urllib.request.urlope
 /// server's proxy over mTLS carrying the client's SPIFFE ID.
 #[test]
 fn transparent_redirect_recovers_original_destination() {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false);
-    if !root || !have("iptables") || !have("ip") || !have("setpriv") || !Path::new(PY).exists() {
-        distro_testsupport::missing("transparent_redirect_recovers_original_destination", &format!("needs root, iproute2, iptables, setpriv and {PY} (transparent capture needs CAP_NET_ADMIN)"), "run as root with scripts/install-deps.sh done (iproute2 iptables util-linux python3)");
+    let test = "transparent_redirect_recovers_original_destination";
+    if !distro_testsupport::require_root(test, "transparent capture needs CAP_NET_ADMIN")
+        || !distro_testsupport::require_tool(test, "iptables")
+        || !distro_testsupport::require_tool(test, "ip")
+        || !distro_testsupport::require_tool(test, "setpriv")
+    {
+        return;
+    }
+    if !Path::new(PY).exists() {
+        distro_testsupport::missing(
+            test,
+            &format!("{PY} is not installed"),
+            &distro_testsupport::install_step("python3"),
+        );
         return;
     }
     let ns = format!("mp-transp-{}", std::process::id());

@@ -8,7 +8,7 @@
 )]
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -23,12 +23,13 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 pub mod etcd;
 
+pub use distro_testsupport::free_port;
+
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_mesh-control");
 /// Trust domain used by the tests.
 pub const TD: &str = "example.org";
 
-/// A free TCP port on 127.0.0.1.
 /// A configuration folder `root/mesh` holding `mesh.toml` with `text`, as `--config` takes it.
 pub fn config_dir(root: &Path, text: &str) -> PathBuf {
     let cfg = root.join("mesh");
@@ -43,14 +44,6 @@ pub fn write_config(dir: &Path, text: &str) {
     let tmp = dir.join(".mesh.toml.tmp");
     std::fs::write(&tmp, text).unwrap();
     std::fs::rename(&tmp, dir.join("mesh.toml")).unwrap();
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A running control plane.
@@ -550,15 +543,6 @@ pub fn openssl(args: &[&str]) -> (bool, String) {
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
-}
-
-/// Whether `openssl` runs here.
-pub fn have_openssl() -> bool {
-    Command::new("openssl")
-        .arg("version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
 }
 
 /// mTLS handshake and one echo between `server` and `client` workloads, both verifying the

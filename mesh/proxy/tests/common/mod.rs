@@ -1,5 +1,6 @@
-//! Test harness: a throw-away PKI made at run time, small backends (HTTP and TCP echo), the
-//! real `mesh-proxy` binary started with a generated configuration, and plain clients.
+//! Test harness: small backends (HTTP and TCP echo), the real `mesh-proxy` binary started with a
+//! generated configuration, and plain clients. The throw-away PKI, free ports and the
+//! keep-alive client are `distro_testsupport`'s.
 #![allow(
     dead_code,
     clippy::unwrap_used,
@@ -16,65 +17,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    SanType, PKCS_ECDSA_P256_SHA256,
-};
+// Re-exported for the test files; not every one uses each.
+pub use distro_testsupport::free_addr;
+#[allow(unused_imports)]
+pub use distro_testsupport::http::KeepAlive;
+pub use distro_testsupport::pki::Pki;
 use serde_json::{json, Value};
 
 pub const TD: &str = "test.mesh";
 
 pub fn id(ns: &str, sa: &str) -> String {
     format!("spiffe://{TD}/ns/{ns}/sa/{sa}")
-}
-
-/// A port that was free a moment ago.
-pub fn free_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
-/// A CA that issues X.509-SVIDs into files.
-pub struct Pki {
-    pub dir: PathBuf,
-    pub bundle: PathBuf,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-impl Pki {
-    pub fn new(dir: &Path, name: &str) -> Pki {
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
-        let mut params = CertificateParams::default();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, format!("{name} test CA"));
-        let cert = params.self_signed(&key).unwrap();
-        let bundle = dir.join(format!("{name}-bundle.pem"));
-        std::fs::write(&bundle, cert.pem()).unwrap();
-        Pki {
-            dir: dir.to_path_buf(),
-            bundle,
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    /// Issues a leaf for `spiffe_id`; returns (chain path, key path).
-    pub fn issue(&self, spiffe_id: &str, stem: &str) -> (PathBuf, PathBuf) {
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
-        let mut params = CertificateParams::default();
-        params.subject_alt_names = vec![SanType::URI(spiffe_id.to_string().try_into().unwrap())];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        let c = self.dir.join(format!("{stem}.crt"));
-        let k = self.dir.join(format!("{stem}.key"));
-        std::fs::write(&c, cert.pem()).unwrap();
-        std::fs::write(&k, key.serialize_pem()).unwrap();
-        (c, k)
-    }
 }
 
 /// How a test backend behaves.
@@ -242,7 +195,7 @@ pub fn proxy_bin() -> &'static str {
 /// Starts a proxy with `config` (the local JSON file) and waits until `/ready` (or just
 /// `/healthz` when `wait_ready` is false).
 pub fn start_proxy(dir: &Path, name: &str, mut config: Value, wait_ready: bool) -> ProxyProc {
-    let admin = free_port();
+    let admin = free_addr();
     config["admin"] = json!(admin.to_string());
     let cfg = dir.join(format!("{name}.json"));
     std::fs::write(&cfg, serde_json::to_string_pretty(&config).unwrap()).unwrap();
@@ -277,6 +230,60 @@ pub fn start_proxy(dir: &Path, name: &str, mut config: Value, wait_ready: bool) 
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A test HTTP backend `name`, version `v1`, that does not fail.
+pub fn named_backend(name: &str) -> SocketAddr {
+    http_backend(BackendSpec {
+        name: name.into(),
+        version: "v1".into(),
+        ..Default::default()
+    })
+}
+
+/// The mesh section of a client workload `me` whose service `b` is one HTTP endpoint at `b_in`
+/// that must present `b_identity` (STRICT mTLS, no routes, no inbound policy).
+pub fn mesh_to_b(me: &str, b_in: SocketAddr, b_identity: &str) -> Value {
+    mesh(
+        me,
+        "STRICT",
+        json!([{"name": "b", "protocol": "http", "endpoints": [{"address": b_in.to_string(), "identity": b_identity}]}]),
+        json!([]),
+        json!([]),
+    )
+}
+
+/// A client proxy's configuration: an outbound listener for `b` at `listen`, the SVID of
+/// `ns/{who}/sa/{who}` from `pki`, and [`mesh_to_b`].
+pub fn client_config(
+    pki: &Pki,
+    who: &str,
+    listen: SocketAddr,
+    b_in: SocketAddr,
+    b_identity: &str,
+) -> Value {
+    json!({
+        "outbound": [{"service": "b", "listen": listen}],
+        "identity": identity_files(pki, &id(who, who), who),
+        "mesh": mesh_to_b(&id(who, who), b_in, b_identity),
+    })
+}
+
+/// Workload B's proxy configuration: inbound at `b_in` to `app` speaking `protocol`, the SVID
+/// of `ns/b/sa/b` from `pki`, mTLS mode `mode` and inbound authorization `authz`.
+pub fn server_config(
+    pki: &Pki,
+    b_in: SocketAddr,
+    app: SocketAddr,
+    protocol: &str,
+    mode: &str,
+    authz: Value,
+) -> Value {
+    json!({
+        "inbound": {"listen": b_in, "app": app, "protocol": protocol},
+        "identity": identity_files(pki, &id("b", "b"), "b"),
+        "mesh": mesh(&id("b", "b"), mode, json!([]), json!([]), authz),
+    })
 }
 
 /// Identity section for a proxy from files.
@@ -315,47 +322,24 @@ pub fn try_http_get(
     Ok((status, head.to_string(), body.to_string()))
 }
 
-/// Whether a tool is on PATH.
-pub fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
 /// Checks Prometheus text with the reference parser (python `prometheus_client`), if present.
 pub fn check_prometheus_text(text: &str) {
-    let ok = Command::new("python3")
-        .args(["-c", "import prometheus_client"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        distro_testsupport::missing(
-            "prometheus format check",
-            "python3 module prometheus_client is not installed",
-            "pip install prometheus-client (scripts/install-deps.sh)",
-        );
+    if !distro_testsupport::require_python(
+        "prometheus format check",
+        "prometheus_client",
+        &distro_testsupport::python_install_step("prometheus_client"),
+    ) {
         return;
     }
-    let mut child = Command::new("python3")
+    let out = distro_testsupport::bin::run_with_input(
+        Command::new("python3")
         .args([
             "-c",
             "import sys\nfrom prometheus_client.parser import text_string_to_metric_families\nn=0\nfor f in text_string_to_metric_families(sys.stdin.read()):\n    n+=len(f.samples)\nprint(n)",
         ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+,
+        text.as_bytes(),
+    );
     assert!(
         out.status.success(),
         "prometheus_client rejected the metrics: {}\n{text}",
@@ -379,93 +363,6 @@ pub fn mesh(identity: &str, mode: &str, services: Value, routes: Value, authz: V
         "services": services,
         "routes": routes,
     })
-}
-
-/// A keep-alive HTTP/1.1 client for many requests on one connection (responses must carry
-/// content-length).
-pub struct KeepAlive {
-    addr: SocketAddr,
-    s: Option<TcpStream>,
-    buf: Vec<u8>,
-    connects: usize,
-}
-
-impl KeepAlive {
-    pub fn new(addr: SocketAddr) -> Self {
-        KeepAlive {
-            addr,
-            s: None,
-            buf: Vec::new(),
-            connects: 0,
-        }
-    }
-
-    /// Connections opened after the first one.
-    pub fn reconnects(&self) -> usize {
-        self.connects.saturating_sub(1)
-    }
-
-    /// One GET; reconnects once if the connection was closed.
-    pub fn get(&mut self, path: &str) -> std::io::Result<(u16, String)> {
-        match self.try_get(path) {
-            Ok(r) => Ok(r),
-            Err(_) => {
-                self.s = None;
-                self.buf.clear();
-                self.try_get(path)
-            }
-        }
-    }
-
-    fn try_get(&mut self, path: &str) -> std::io::Result<(u16, String)> {
-        if self.s.is_none() {
-            let s = TcpStream::connect(self.addr)?;
-            s.set_read_timeout(Some(Duration::from_secs(10)))?;
-            s.set_nodelay(true)?;
-            self.s = Some(s);
-            self.connects += 1;
-        }
-        let s = self.s.as_mut().unwrap();
-        s.write_all(format!("GET {path} HTTP/1.1\r\nhost: test\r\n\r\n").as_bytes())?;
-        let mut tmp = [0u8; 16384];
-        let head_end = loop {
-            if let Some(i) = find(&self.buf, b"\r\n\r\n") {
-                break i + 4;
-            }
-            let n = s.read(&mut tmp)?;
-            if n == 0 {
-                return Err(std::io::Error::other("closed"));
-            }
-            self.buf.extend_from_slice(&tmp[..n]);
-        };
-        let head = String::from_utf8_lossy(&self.buf[..head_end]).to_string();
-        let status: u16 = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|x| x.parse().ok())
-            .unwrap_or(0);
-        let clen: usize = head
-            .lines()
-            .find_map(|l| {
-                l.to_ascii_lowercase()
-                    .strip_prefix("content-length:")
-                    .map(|v| v.trim().parse().unwrap_or(0))
-            })
-            .ok_or_else(|| std::io::Error::other(format!("no content-length: {head}")))?;
-        while self.buf.len() < head_end + clen {
-            let n = s.read(&mut tmp)?;
-            if n == 0 {
-                return Err(std::io::Error::other("closed mid-body"));
-            }
-            self.buf.extend_from_slice(&tmp[..n]);
-        }
-        let body = String::from_utf8_lossy(&self.buf[head_end..head_end + clen]).to_string();
-        self.buf.drain(..head_end + clen);
-        if head.to_ascii_lowercase().contains("connection: close") {
-            self.s = None;
-        }
-        Ok((status, body))
-    }
 }
 
 /// Value of one sample in Prometheus text (exact series text before the value).
