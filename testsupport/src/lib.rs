@@ -20,11 +20,12 @@
 //! - [`git`]: git fixtures with a fixed identity and fixed dates.
 //! - [`bin`]: running a crate's real binary ([`bin::Bin`]) with failure messages that show the
 //!   arguments, status, stdout and stderr.
-//! - [`sha256_file`]: the sha256 of a file.
+//! - [`sha256_file`]: the sha256 of a file, by coreutils (independent of the product's digests).
 //! - [`pki`]: a throw-away CA (rcgen, feature `rcgen`; or openssl where a test wants material
 //!   from an independent tool).
 //! - [`http`]: a keep-alive HTTP/1.1 client.
 //! - [`registry`]: Debian's `docker-registry` on 127.0.0.1, with TLS, basic or token auth.
+//! - [`etcd`]: a 3-member etcd cluster on 127.0.0.1.
 #![allow(clippy::print_stderr)] // SKIP lines, and progress of the one shared release build
 
 use std::fs::{self, File};
@@ -32,6 +33,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub mod bin;
+pub mod etcd;
 pub mod git;
 pub mod http;
 pub mod net;
@@ -40,10 +42,30 @@ pub mod registry;
 
 pub use net::{free_addr, free_port};
 
-/// The sha256 of the file at `path`, lowercase hex (read by `distro-hostio`'s `sha256_file`);
-/// panics naming the file when it cannot be read.
+/// The sha256 of the file at `path`, lowercase hex, computed by coreutils' `sha256sum`: an
+/// implementation independent of the product's own digest code (`distro-hostio`), so a test
+/// that compares a recorded digest with this one checks the product, not itself. Panics naming
+/// the file when it cannot be read.
 pub fn sha256_file(path: &Path) -> String {
-    distro_hostio::sha256_file(path).unwrap_or_else(|e| panic!("sha256 of {}: {e}", path.display()))
+    let out = Command::new("sha256sum")
+        .arg("--")
+        .arg(path)
+        .output()
+        .unwrap_or_else(|e| panic!("sha256sum {}: {e} (coreutils)", path.display()));
+    assert!(
+        out.status.success(),
+        "sha256sum {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let hex = text.split_whitespace().next().unwrap_or_default();
+    assert!(
+        hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        "sha256sum {}: unexpected output {text:?}",
+        path.display()
+    );
+    hex.to_ascii_lowercase()
 }
 
 /// True when running under CI (`CI=true`), where nothing may be skipped.

@@ -1,5 +1,9 @@
 //! Benchmark: N simulated proxies long-poll a real `mesh-control`; one configuration change;
-//! how long until every proxy has it, and the control plane's memory.
+//! how long until every proxy has it, and the control plane's memory. With `--replicas R`
+//! (R > 1) the control plane is R replicas over a 3-member etcd cluster started on loopback,
+//! the proxies spread over the replicas, the change made through replica 0's configuration
+//! directory; the store's write latency (`mesh_control_store_write_seconds`) and each
+//! replica's memory are reported too.
 //!
 //! Run through `bench/control/run.sh` (which builds in release mode and raises the open-file
 //! limit), or directly:
@@ -22,6 +26,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use bytes::Bytes;
 use distro_hostio::Cmd;
+use distro_testsupport::etcd::Cluster;
+use distro_testsupport::free_port;
 use http_body_util::{BodyExt, Full};
 use mesh_core::api::{self, BootstrapRequest, ConfigResponse, SvidResponse};
 use mesh_core::identity::{self, SpiffeId};
@@ -34,6 +40,7 @@ struct Opts {
     proxies: usize,
     bin: PathBuf,
     concurrency: usize,
+    replicas: usize,
 }
 
 fn opts() -> Opts {
@@ -41,6 +48,7 @@ fn opts() -> Opts {
         proxies: 1000,
         bin: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/release/mesh-control"),
         concurrency: 16,
+        replicas: 1,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -49,7 +57,10 @@ fn opts() -> Opts {
             ("--proxies", Some(v)) => o.proxies = v.parse().expect("--proxies N"),
             ("--bin", Some(v)) => o.bin = PathBuf::from(v),
             ("--concurrency", Some(v)) => o.concurrency = v.parse().expect("--concurrency N"),
-            (a, _) => panic!("unknown argument {a}; use --proxies N --bin PATH --concurrency N"),
+            ("--replicas", Some(v)) => o.replicas = v.parse().expect("--replicas N"),
+            (a, _) => panic!(
+                "unknown argument {a}; use --proxies N --bin PATH --concurrency N --replicas N"
+            ),
         }
         i += 2;
     }
@@ -78,14 +89,6 @@ destinations = [{{ labels = {{ version = "v1" }}, weight = {} }}, {{ labels = {{
 "#,
         100 - weight
     )
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn rss_kib(pid: u32, field: &str) -> u64 {
@@ -134,6 +137,73 @@ async fn call(send: &mut Sender, method: &str, path: &str, body: Vec<u8>) -> (u1
     )
 }
 
+/// One mesh-control process under benchmark.
+struct Replica {
+    child: std::process::Child,
+    pid: u32,
+    api: std::net::SocketAddr,
+    ops: String,
+}
+
+impl Replica {
+    fn metrics(&self) -> String {
+        use std::io::{Read as _, Write as _};
+        let Ok(mut s) = std::net::TcpStream::connect(&self.ops) else {
+            return String::new();
+        };
+        let _ = write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nhost: ops\r\nconnection: close\r\n\r\n"
+        );
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    }
+
+    fn stop(mut self) {
+        let _ = Cmd::new("kill", "stopping the control plane under benchmark")
+            .args(["-TERM", &self.pid.to_string()])
+            .output();
+        let _ = self.child.wait();
+    }
+}
+
+/// The store write latency a replica's metrics report: (count, mean ms, p99 ms as the upper
+/// bound of the bucket that holds the 99th percentile).
+fn store_writes(metrics: &str) -> (u64, f64, f64) {
+    let value = |line: &str| line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+    let mut buckets = Vec::new();
+    let (mut sum, mut count) = (0.0, 0.0);
+    for l in metrics.lines() {
+        if let Some(rest) = l.strip_prefix("mesh_control_store_write_seconds_bucket{le=\"") {
+            let le = rest.split('"').next().unwrap_or_default();
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().unwrap_or(f64::INFINITY)
+            };
+            buckets.push((le, value(l).unwrap_or(0.0)));
+        } else if l.starts_with("mesh_control_store_write_seconds_sum ") {
+            sum = value(l).unwrap_or(0.0);
+        } else if l.starts_with("mesh_control_store_write_seconds_count ") {
+            count = value(l).unwrap_or(0.0);
+        }
+    }
+    let p99 = buckets
+        .iter()
+        .find(|(_, c)| *c >= count * 0.99)
+        .map_or(f64::INFINITY, |(le, _)| *le);
+    let mean = if count > 0.0 { sum / count } else { 0.0 };
+    (count as u64, mean * 1000.0, p99 * 1000.0)
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
+}
+
 fn main() {
     let o = opts();
     assert!(
@@ -141,6 +211,7 @@ fn main() {
         "{} not found: build it with `cargo build --release -p mesh-control`",
         o.bin.display()
     );
+    assert!(o.replicas >= 1, "--replicas must be at least 1");
     let dir = tempfile::tempdir().unwrap();
     let cfg_dir = dir.path().join("mesh");
     std::fs::create_dir_all(&cfg_dir).unwrap();
@@ -155,48 +226,91 @@ fn main() {
     let pub_pem = dir.path().join("sa.pub.pem");
     std::fs::write(&pub_pem, identity::pem_encode("PUBLIC KEY", spki.as_ref())).unwrap();
 
-    let api_addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let ops_addr = format!("127.0.0.1:{}", free_port());
-    let mut child = Cmd::new(&o.bin, "the control plane under benchmark")
-        .args([
-            "run",
-            "--trust-domain",
-            TD,
-            "--long-poll",
-            "120s",
-            "--watch-interval",
-            "100ms",
-        ])
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .arg("--config")
-        .arg(&cfg_dir)
-        .args([
-            "--listen",
-            &api_addr.to_string(),
-            "--ops",
-            &ops_addr,
-            "--sa-issuer-key",
-        ])
-        .arg(&pub_pem)
-        // Every simulated proxy connects from 127.0.0.1: lift the per-peer cap above N.
-        .args(["--max-connections", &(o.proxies + 256).to_string()])
-        .args(["--max-connections-per-peer", &(o.proxies + 256).to_string()])
-        .env("RUST_LOG", "warn")
-        .spawn_logged(&dir.path().join("control.log"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let pid = child.id();
-    let bundle_path = dir.path().join("state/bundle.pem");
-    let t = Instant::now();
-    while std::net::TcpStream::connect(api_addr).is_err() || !bundle_path.exists() {
+    // The state: a local directory for one process, else etcd with the sealing key (0600).
+    let etcd = (o.replicas > 1).then(|| {
         assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "mesh-control did not start"
+            distro_testsupport::have("etcd") && distro_testsupport::have("etcdctl"),
+            "--replicas {} needs etcd: {}",
+            o.replicas,
+            distro_testsupport::etcd::INSTALL
         );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let bundle = std::fs::read_to_string(&bundle_path).unwrap();
-    let rss_idle = rss_kib(pid, "VmRSS:");
+        Cluster::start(dir.path())
+    });
+    let state_args: Vec<String> = match &etcd {
+        None => vec![
+            "--state-dir".into(),
+            dir.path().join("state").display().to_string(),
+        ],
+        Some(e) => {
+            let key = dir.path().join("state.key");
+            let mut k = [0u8; 32];
+            aws_lc_rs::rand::fill(&mut k).unwrap();
+            distro_hostio::write_atomic(&key, hex::encode(k).as_bytes(), distro_hostio::PRIVATE)
+                .unwrap_or_else(|e| panic!("{e}"));
+            vec![
+                "--state".into(),
+                format!("etcd://{}/bench", e.endpoints()),
+                "--state-key-file".into(),
+                key.display().to_string(),
+            ]
+        }
+    };
+
+    // Replica 0 watches the configuration directory; the others learn changes from etcd.
+    let start = |i: usize| -> Replica {
+        let api: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let ops = format!("127.0.0.1:{}", free_port());
+        let mut c = Cmd::new(&o.bin, "the control plane under benchmark");
+        c.arg("run")
+            .args(&state_args)
+            .args([
+                "--trust-domain",
+                TD,
+                "--long-poll",
+                "120s",
+                "--watch-interval",
+                "100ms",
+            ])
+            .args(["--listen", &api.to_string(), "--ops", &ops])
+            .arg("--sa-issuer-key")
+            .arg(&pub_pem)
+            // Every simulated proxy connects from 127.0.0.1: lift the per-peer cap above N.
+            .args(["--max-connections", &(o.proxies + 256).to_string()])
+            .args(["--max-connections-per-peer", &(o.proxies + 256).to_string()])
+            .env("RUST_LOG", "warn");
+        if i == 0 {
+            c.arg("--config").arg(&cfg_dir);
+        }
+        let child = c
+            .spawn_logged(&dir.path().join(format!("control-{i}.log")))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let pid = child.id();
+        let r = Replica {
+            child,
+            pid,
+            api,
+            ops,
+        };
+        let t = Instant::now();
+        while std::net::TcpStream::connect(api).is_err() || r.metrics().is_empty() {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "mesh-control replica {i} did not start: {}",
+                std::fs::read_to_string(dir.path().join(format!("control-{i}.log")))
+                    .unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        r
+    };
+    let replicas: Vec<Replica> = (0..o.replicas).map(start).collect();
+    let bundle = match &etcd {
+        None => std::fs::read_to_string(dir.path().join("state/bundle.pem")).unwrap(),
+        Some(e) => e.value("/bench/bundle.pem").trim_end().to_string() + "\n",
+    };
+    let rss = |q: &str| -> Vec<u64> { replicas.iter().map(|r| rss_kib(r.pid, q)).collect() };
+    let rss_idle = rss("VmRSS:");
+    let apis: Vec<std::net::SocketAddr> = replicas.iter().map(|r| r.api).collect();
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -209,12 +323,14 @@ fn main() {
         let boot_cfg = Arc::new(tls::spiffe_bootstrap_client_config(roots.clone(), expected.clone()).unwrap());
         let issuer = Arc::new(issuer);
 
-        // 1. Bootstrap every proxy (its own identity, its own key, a JWT each).
+        // 1. Bootstrap every proxy (its own identity, its own key, a JWT each), proxy i on
+        //    replica i mod R: every bootstrap writes its serial to the store.
         let t_boot = Instant::now();
         let sem = Arc::new(tokio::sync::Semaphore::new(o.concurrency));
         let mut boots = Vec::new();
         for i in 0..n {
             let (sem, boot_cfg, issuer) = (sem.clone(), boot_cfg.clone(), issuer.clone());
+            let api_addr = apis[i % apis.len()];
             boots.push(tokio::spawn(async move {
                 let _p = sem.acquire().await.unwrap();
                 let id = SpiffeId::workload(TD, "bench", &format!("proxy-{i}")).unwrap();
@@ -228,25 +344,32 @@ fn main() {
                 let sig = issuer.sign(&aws_lc_rs::rand::SystemRandom::new(), input.as_bytes()).unwrap();
                 let token = format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()));
                 let csr = identity::generate_csr(&id).unwrap();
+                let t = Instant::now();
                 let mut s = connect(api_addr, boot_cfg).await;
                 let body = serde_json::to_vec(&BootstrapRequest { token, csr_pem: csr.csr_pem.clone() }).unwrap();
                 let (status, body) = call(&mut s, "POST", api::PATH_BOOTSTRAP, body).await;
                 assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+                let took = t.elapsed().as_secs_f64() * 1000.0;
                 let svid: SvidResponse = serde_json::from_slice(&body).unwrap();
-                (identity::certs_from_pem(&svid.svid_chain_pem).unwrap(), csr)
+                (identity::certs_from_pem(&svid.svid_chain_pem).unwrap(), csr, api_addr, took)
             }));
         }
         let mut creds = Vec::new();
+        let mut boot_ms = Vec::new();
         for b in boots {
-            creds.push(b.await.unwrap());
+            let (chain, csr, api_addr, took) = b.await.unwrap();
+            boot_ms.push(took);
+            creds.push((chain, csr, api_addr));
         }
+        boot_ms.sort_by(|a, b| a.total_cmp(b));
         let bootstrap_secs = t_boot.elapsed().as_secs_f64();
         eprintln!("bootstrapped {n} proxies in {bootstrap_secs:.1}s");
 
-        // 2. Every proxy connects over mTLS, takes the snapshot, and long-polls for the next.
+        // 2. Every proxy connects over mTLS to its replica, takes the snapshot, and long-polls
+        //    for the next.
         let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(n);
         let mut polls = Vec::new();
-        for (chain, csr) in creds {
+        for (chain, csr, api_addr) in creds {
             let cfg = Arc::new(tls::spiffe_client_config(roots.clone(), chain, csr.key_der(), expected.clone()).unwrap());
             let (sem, ready_tx) = (sem.clone(), ready_tx.clone());
             polls.push(tokio::spawn(async move {
@@ -271,42 +394,61 @@ fn main() {
         }
         // Let the last requests reach the server's wait.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let rss_connected = rss_kib(pid, "VmRSS:");
-        eprintln!("{n} proxies connected and waiting; control plane RSS {rss_connected} KiB");
+        eprintln!("{n} proxies connected and waiting");
+        (boot_ms, bootstrap_secs, polls)
+    });
+    let (boot_ms, bootstrap_secs, polls) = result;
+    let rss_connected = rss("VmRSS:");
 
-        // 3. One change.
-        let t0 = Instant::now();
-        distro_hostio::write_atomic(
-            &cfg_dir.join("mesh.toml"),
-            mesh_toml(50).as_bytes(),
-            distro_hostio::PUBLIC,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+    // 3. One change, through replica 0's configuration directory.
+    let t0 = Instant::now();
+    distro_hostio::write_atomic(
+        &cfg_dir.join("mesh.toml"),
+        mesh_toml(50).as_bytes(),
+        distro_hostio::PUBLIC,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut lat: Vec<f64> = rt.block_on(async move {
         let mut lat = Vec::new();
         for p in polls {
             lat.push(p.await.unwrap().duration_since(t0).as_secs_f64() * 1000.0);
         }
-        lat.sort_by(|a, b| a.total_cmp(b));
-        let pct = |q: f64| lat[((lat.len() as f64 - 1.0) * q).round() as usize];
-        (bootstrap_secs, rss_connected, pct(0.5), pct(0.99), lat[lat.len() - 1])
+        lat
     });
-    let (bootstrap_secs, rss_connected, p50, p99, max) = result;
-    let rss_peak = rss_kib(pid, "VmHWM:");
-    let _ = Cmd::new("kill", "stopping the control plane under benchmark")
-        .args(["-TERM", &pid.to_string()])
-        .output();
-    let _ = child.wait();
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let (p50, p99, max) = (
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        percentile(&lat, 1.0),
+    );
+    let rss_peak = rss("VmHWM:");
+    let writes: Vec<serde_json::Value> = replicas
+        .iter()
+        .map(|r| {
+            let (count, mean, p99) = store_writes(&r.metrics());
+            serde_json::json!({ "count": count, "mean_ms": mean, "p99_ms_at_most": p99 })
+        })
+        .collect();
+    for r in replicas {
+        r.stop();
+    }
+    drop(etcd);
     let out = serde_json::json!({
         "proxies": n,
+        "replicas": o.replicas,
+        "store": if o.replicas > 1 { "etcd (3 members, loopback)" } else { "local directory" },
         "cores": std::thread::available_parallelism().map(|p| p.get()).unwrap_or(0),
         "bootstrap_seconds": bootstrap_secs,
+        "bootstrap_request_ms": { "p50": percentile(&boot_ms, 0.5), "p99": percentile(&boot_ms, 0.99) },
         "propagation_ms": { "p50": p50, "p99": p99, "max": max, "includes_file_watch_interval_ms": 100 },
         "goal_ms": 5000,
         "goal_met": max < 5000.0,
+        "store_writes": writes,
         "control_plane_rss_kib": { "idle": rss_idle, "connected": rss_connected, "peak": rss_peak },
     });
     eprintln!(
-        "one change reached all {n} proxies in {max:.0} ms (p50 {p50:.0} ms, p99 {p99:.0} ms); control plane RSS {rss_connected} KiB with all connected, peak {rss_peak} KiB"
+        "one change reached all {n} proxies on {} replica(s) in {max:.0} ms (p50 {p50:.0} ms, p99 {p99:.0} ms); RSS per replica with all connected {rss_connected:?} KiB, peak {rss_peak:?} KiB",
+        o.replicas
     );
     println!("{out}");
 }

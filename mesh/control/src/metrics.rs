@@ -6,8 +6,47 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 
-/// Upper bounds (seconds) of the push-latency histogram buckets.
+/// Upper bounds (seconds) of the latency histograms' buckets.
 const BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+
+/// A latency histogram (cumulative buckets of [`BUCKETS`], sum and count), safe to share.
+#[derive(Default)]
+pub struct Histogram(Mutex<(Vec<u64>, f64, u64)>);
+
+impl Histogram {
+    /// Records one observation of `secs` seconds.
+    pub fn observe(&self, secs: f64) {
+        if let Ok(mut h) = self.0.lock() {
+            if h.0.is_empty() {
+                h.0 = vec![0; BUCKETS.len()];
+            }
+            for (i, b) in BUCKETS.iter().enumerate() {
+                if secs <= *b {
+                    h.0[i] += 1;
+                }
+            }
+            h.1 += secs;
+            h.2 += 1;
+        }
+    }
+
+    /// Appends the histogram `name` (with its HELP line `help`) in the text exposition format.
+    pub fn render(&self, s: &mut String, name: &str, help: &str) {
+        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} histogram");
+        if let Ok(h) = self.0.lock() {
+            for (i, b) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    s,
+                    "{name}_bucket{{le=\"{b}\"}} {}",
+                    h.0.get(i).copied().unwrap_or(0)
+                );
+            }
+            let _ = writeln!(s, "{name}_bucket{{le=\"+Inf\"}} {}", h.2);
+            let _ = writeln!(s, "{name}_sum {}", h.1);
+            let _ = writeln!(s, "{name}_count {}", h.2);
+        }
+    }
+}
 
 /// All counters and gauges.
 #[derive(Default)]
@@ -28,7 +67,7 @@ pub struct Metrics {
     acks: Mutex<BTreeMap<bool, u64>>,
     conn_refused: Mutex<BTreeMap<&'static str, u64>>,
     timeouts: Mutex<BTreeMap<&'static str, u64>>,
-    latency: Mutex<(Vec<u64>, f64, u64)>,
+    latency: Histogram,
 }
 
 fn bump<K: Ord>(m: &Mutex<BTreeMap<K, u64>>, k: K) {
@@ -65,18 +104,7 @@ impl Metrics {
     }
     /// Records how long a change took to reach a waiting proxy.
     pub fn push_latency(&self, secs: f64) {
-        if let Ok(mut h) = self.latency.lock() {
-            if h.0.is_empty() {
-                h.0 = vec![0; BUCKETS.len()];
-            }
-            for (i, b) in BUCKETS.iter().enumerate() {
-                if secs <= *b {
-                    h.0[i] += 1;
-                }
-            }
-            h.1 += secs;
-            h.2 += 1;
-        }
+        self.latency.observe(secs);
     }
     /// The text exposition; `open_connections` is the API listener's live connection count.
     pub fn render(&self, open_connections: usize) -> String {
@@ -184,23 +212,11 @@ impl Metrics {
                 );
             }
         }
-        let _ = writeln!(s, "# HELP mesh_control_push_latency_seconds Time from a configuration change to its delivery to a waiting proxy.\n# TYPE mesh_control_push_latency_seconds histogram");
-        if let Ok(h) = self.latency.lock() {
-            for (i, b) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    s,
-                    "mesh_control_push_latency_seconds_bucket{{le=\"{b}\"}} {}",
-                    h.0.get(i).copied().unwrap_or(0)
-                );
-            }
-            let _ = writeln!(
-                s,
-                "mesh_control_push_latency_seconds_bucket{{le=\"+Inf\"}} {}",
-                h.2
-            );
-            let _ = writeln!(s, "mesh_control_push_latency_seconds_sum {}", h.1);
-            let _ = writeln!(s, "mesh_control_push_latency_seconds_count {}", h.2);
-        }
+        self.latency.render(
+            &mut s,
+            "mesh_control_push_latency_seconds",
+            "Time from a configuration change to its delivery to a waiting proxy.",
+        );
         s
     }
 }

@@ -426,10 +426,15 @@ import sys
 from prometheus_client.parser import text_string_to_metric_families
 fams = {f.name: f for f in text_string_to_metric_families(open(sys.argv[1]).read())}
 need = ["mesh_control_connected_proxies", "mesh_control_config_pushes", "mesh_control_push_latency_seconds",
-        "mesh_control_certificates_issued", "mesh_control_refusals", "mesh_control_config_version"]
+        "mesh_control_certificates_issued", "mesh_control_refusals", "mesh_control_config_version",
+        "mesh_control_store_write_seconds"]
 missing = [n for n in need if n not in fams]
 assert not missing, missing
 assert fams["mesh_control_push_latency_seconds"].type == "histogram"
+writes = fams["mesh_control_store_write_seconds"]
+assert writes.type == "histogram"
+count = [s.value for s in writes.samples if s.name == "mesh_control_store_write_seconds_count"]
+assert count and count[0] >= 2, count  # the bootstraps above wrote their serials
 refusals = {s.labels.get("reason"): s.value for s in fams["mesh_control_refusals"].samples}
 assert refusals.get("token_replayed") == 1.0, refusals
 print("ok", len(fams))

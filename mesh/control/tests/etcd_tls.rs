@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::etcd::have_etcd;
 use common::*;
+use distro_testsupport::etcd::have_etcd;
 
 /// The test's PKI in files: a CA, etcd's server certificate (IP SAN 127.0.0.1 only), a client
 /// certificate, and an unrelated CA.

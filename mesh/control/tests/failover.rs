@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::etcd::{have_etcd, Cluster};
 use common::*;
+use distro_testsupport::etcd::{have_etcd, Cluster};
 use distro_testsupport::http::KeepAlive;
 use serde_json::{json, Value};
 

@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
 
-use common::etcd::{have_etcd, Cluster};
 use common::*;
+use distro_testsupport::etcd::{have_etcd, Cluster};
 use mesh_core::api::reason;
 
 fn serial_of(w: &Workload) -> String {

@@ -13,8 +13,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::etcd::{have_etcd, Cluster};
 use common::*;
+use distro_testsupport::etcd::{have_etcd, Cluster};
 use mesh_core::api::{self, reason, BootstrapRequest, ConfigResponse};
 use mesh_core::identity::{generate_csr, SpiffeId};
 

@@ -66,11 +66,11 @@ fn handle_ops(shared: &Shared, path: &str) -> Response<Body> {
                 &body,
             )
         }
-        "/metrics" => text(
-            StatusCode::OK,
-            shared.metrics.render(shared.limits.open()),
-            "text/plain; version=0.0.4",
-        ),
+        "/metrics" => {
+            let mut body = shared.metrics.render(shared.limits.open());
+            shared.state.render_metrics(&mut body);
+            text(StatusCode::OK, body, "text/plain; version=0.0.4")
+        }
         "/fips" => json_response(StatusCode::OK, &shared.settings.fips_report),
         "/proxies" => {
             let p = shared

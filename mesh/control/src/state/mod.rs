@@ -146,6 +146,9 @@ pub trait StateBackend: Send + Sync {
 #[derive(Clone)]
 pub struct State {
     backend: Arc<dyn StateBackend>,
+    /// How long each write (put, conditional put, delete) took, committed or refused; shared
+    /// by the clones.
+    write_latency: Arc<crate::metrics::Histogram>,
 }
 
 /// The refusal reason of an API request that needed a write the store could not commit (etcd
@@ -182,7 +185,10 @@ pub fn issued_key(serial_hex: &str) -> String {
 impl State {
     /// A handle on `backend`.
     pub fn new(backend: Arc<dyn StateBackend>) -> Self {
-        State { backend }
+        State {
+            backend,
+            write_latency: Arc::default(),
+        }
     }
 
     /// The local state directory at `root` (created when missing, mode 0700).
@@ -226,7 +232,25 @@ impl State {
 
     /// Writes a key unconditionally.
     pub fn put(&self, key: &str, data: &[u8], private: bool) -> Result<(), StateError> {
-        self.backend.put(key, data, private)
+        self.timed(|| self.backend.put(key, data, private))
+    }
+
+    /// Runs one write, recording how long it took.
+    fn timed<T>(&self, write: impl FnOnce() -> T) -> T {
+        let t = std::time::Instant::now();
+        let out = write();
+        self.write_latency.observe(t.elapsed().as_secs_f64());
+        out
+    }
+
+    /// Appends the store's write-latency histogram (`mesh_control_store_write_seconds`) to a
+    /// metrics exposition.
+    pub fn render_metrics(&self, s: &mut String) {
+        self.write_latency.render(
+            s,
+            "mesh_control_store_write_seconds",
+            "Time one write to the state store took (local directory: fsynced file; etcd: committed transaction), whether committed or refused.",
+        );
     }
 
     /// Writes a key only if it is still at `expected` (see [`StateBackend::put_if`]).
@@ -237,12 +261,12 @@ impl State {
         data: &[u8],
         private: bool,
     ) -> Result<bool, StateError> {
-        self.backend.put_if(key, expected, data, private)
+        self.timed(|| self.backend.put_if(key, expected, data, private))
     }
 
     /// Removes a key.
     pub fn delete(&self, key: &str) -> Result<(), StateError> {
-        self.backend.delete(key)
+        self.timed(|| self.backend.delete(key))
     }
 
     /// Reads a JSON value and its revision; `Ok(None)` when absent.
@@ -272,7 +296,7 @@ impl State {
     /// Writes a value as pretty JSON.
     pub fn write_json<T: serde::Serialize>(&self, key: &str, value: &T) -> Result<(), StateError> {
         let data = self.to_json(key, value)?;
-        self.backend.put(key, &data, false)
+        self.put(key, &data, false)
     }
 
     /// Writes a value as pretty JSON only if the key is still at `expected`.
@@ -283,7 +307,7 @@ impl State {
         value: &T,
     ) -> Result<bool, StateError> {
         let data = self.to_json(key, value)?;
-        self.backend.put_if(key, expected, &data, false)
+        self.put_if(key, expected, &data, false)
     }
 
     fn to_json<T: serde::Serialize>(&self, key: &str, value: &T) -> Result<Vec<u8>, StateError> {

@@ -21,8 +21,6 @@ use mesh_core::identity::{self, CsrAndKey, SpiffeId};
 use mesh_core::tls::{self, ExpectedPeer};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
-pub mod etcd;
-
 pub use distro_testsupport::free_port;
 
 /// The binary under test.

@@ -1,38 +1,48 @@
-//! A 3-member etcd cluster (Debian `etcd-server` 3.4) on 127.0.0.1 ports, started by the test
-//! in a temporary directory and stopped when dropped.
+//! A 3-member etcd cluster (Debian `etcd-server` 3.4) on 127.0.0.1 ports, started by a test (or
+//! the control-plane benchmark) in a temporary directory and stopped when dropped.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::free_port;
+use crate::free_port;
 
+/// How to install etcd and etcdctl.
 pub const INSTALL: &str = "apt-get install etcd-server etcd-client (scripts/install-deps.sh)";
 
 /// Whether etcd and etcdctl are here (a failure under CI=true, a loud SKIP elsewhere).
 pub fn have_etcd(test: &str) -> bool {
-    distro_testsupport::require(test, "etcd", INSTALL)
-        && distro_testsupport::require(test, "etcdctl", INSTALL)
+    crate::require(test, "etcd", INSTALL) && crate::require(test, "etcdctl", INSTALL)
 }
 
 /// One etcd member.
 pub struct Member {
+    /// Member name (`m0`, `m1`, `m2`).
     pub name: String,
+    /// Client port on 127.0.0.1.
     pub client: u16,
+    /// Peer port on 127.0.0.1.
     pub peer: u16,
+    /// Data directory.
     pub data: PathBuf,
+    /// Log file (appended across restarts).
     pub log: PathBuf,
+    /// The process, while it runs.
     pub child: Option<Child>,
 }
 
 /// A 3-member etcd cluster on loopback.
 pub struct Cluster {
+    /// The three members.
     pub members: Vec<Member>,
+    /// `--initial-cluster` of every member.
     pub initial: String,
+    /// `--initial-cluster-token`, unique per cluster.
     pub token: String,
 }
 
 impl Cluster {
+    /// Starts three members with data and logs in `dir` and waits until all are healthy.
     pub fn start(dir: &Path) -> Cluster {
         let members: Vec<Member> = (0..3)
             .map(|i| Member {
@@ -61,13 +71,14 @@ impl Cluster {
         c
     }
 
+    /// Starts (or restarts) member `i`.
     pub fn start_member(&mut self, i: usize) {
         let m = &self.members[i];
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&m.log)
-            .unwrap();
+            .unwrap_or_else(|e| panic!("opening {}: {e}", m.log.display()));
         let child = Command::new("etcd")
             .args(["--name", &m.name])
             .arg("--data-dir")
@@ -97,10 +108,11 @@ impl Cluster {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("start etcd");
+            .unwrap_or_else(|e| panic!("starting etcd ({INSTALL}): {e}"));
         self.members[i].child = Some(child);
     }
 
+    /// Kills member `i` (SIGKILL) and waits for it.
     pub fn stop_member(&mut self, i: usize) {
         if let Some(mut c) = self.members[i].child.take() {
             let _ = c.kill();
@@ -108,6 +120,7 @@ impl Cluster {
         }
     }
 
+    /// Member `i`'s client address, `127.0.0.1:PORT`.
     pub fn endpoint(&self, i: usize) -> String {
         format!("127.0.0.1:{}", self.members[i].client)
     }
@@ -120,13 +133,15 @@ impl Cluster {
             .join(",")
     }
 
+    /// Runs etcdctl (v3 API, 3 s command timeout) against every member: (success, stdout and
+    /// stderr; `endpoint health` reports on stderr).
     pub fn etcdctl(&self, args: &[&str]) -> (bool, String) {
         let out = Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
             .args(["--endpoints", &self.endpoints(), "--command-timeout", "3s"])
             .args(args)
             .output()
-            .unwrap();
+            .unwrap_or_else(|e| panic!("running etcdctl ({INSTALL}): {e}"));
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).into_owned()
@@ -167,6 +182,7 @@ impl Cluster {
             .collect()
     }
 
+    /// The value of `key` (a quorum read).
     pub fn value(&self, key: &str) -> String {
         let (ok, out) = self.etcdctl(&["get", "--print-value-only", key]);
         assert!(ok, "{out}");
