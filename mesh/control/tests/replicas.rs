@@ -396,7 +396,17 @@ fn quorum_lost_refuses_writes_and_keeps_serving() {
     );
     let msg = r.json()["error"].as_str().unwrap_or_default().to_string();
     assert!(msg.contains("quorum"), "{msg}");
-    let ready = replicas[0].readyz();
+    // /readyz probes the store with a quorum read of its own; a member that has just lost its
+    // peers may take up to an election timeout (500 ms here) to stop answering, so the probe
+    // is given a bounded time (5 s) to see the loss, then it must.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let ready = loop {
+        let ready = replicas[0].readyz();
+        if ready["store"]["reachable"] == false || Instant::now() >= deadline {
+            break ready;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     assert_eq!(ready["store"]["reachable"], false, "{ready}");
     assert_eq!(ready["ready"], false, "{ready}");
     // The data plane's last state is still served: config to an existing proxy.

@@ -146,13 +146,35 @@ impl ControlPlane {
         }
     }
 
+    /// Starts the process and waits until it serves. Healthy means *this* process said
+    /// `serving` in its own log (it bound both ports) and answers: a port probe alone could
+    /// reach another test's process that took a port `free_port` handed out to both. On the
+    /// first start, a port taken meanwhile ("cannot listen") is replaced and the start retried;
+    /// a restart keeps its addresses (proxies are configured with them).
     fn spawn(&mut self) {
+        let first = !self.log.exists();
+        for attempt in 1..=3 {
+            match self.try_spawn() {
+                Ok(()) => return,
+                Err(log) if first && attempt < 3 && log.contains("cannot listen") => {
+                    eprintln!("mesh-control lost a port to another process, retrying: {log}");
+                    self.api = SocketAddr::from(([127, 0, 0, 1], free_port()));
+                    self.ops = SocketAddr::from(([127, 0, 0, 1], free_port()));
+                }
+                Err(log) => panic!("mesh-control did not start: {log}"),
+            }
+        }
+    }
+
+    /// One start; `Err` with this start's log when it exited or did not serve within 20 s.
+    fn try_spawn(&mut self) -> Result<(), String> {
         // Appended, so a restart keeps the previous run's log (its shutdown lines).
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .unwrap();
+        let offset = log.metadata().map(|m| m.len() as usize).unwrap_or(0);
         let child = Command::new(BIN)
             .arg("run")
             .args(&self.state_flags)
@@ -163,24 +185,34 @@ impl ControlPlane {
             .arg("--ops")
             .arg(self.ops.to_string())
             .args(&self.args)
+            // The default level (info): its `serving` line is what says this process is up.
+            .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("start mesh-control");
         self.child = Some(child);
+        let this_start = |cp: &Self| cp.log_text().get(offset..).unwrap_or_default().to_string();
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {
-                    panic!("mesh-control exited early ({status}): {}", self.log_text());
+                    self.child = None;
+                    return Err(format!("exited early ({status}): {}", this_start(self)));
                 }
             }
-            if self.ops_get("/healthz").0 == 200 && TcpStream::connect(self.api).is_ok() {
-                return;
+            let text = this_start(self);
+            if text.contains("\"message\":\"serving\"")
+                && text.contains(&format!("\"ops\":\"{}\"", self.ops))
+                && self.ops_get("/healthz").0 == 200
+                && TcpStream::connect(self.api).is_ok()
+            {
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("mesh-control did not become healthy: {}", self.log_text());
+        self.kill9();
+        Err(format!("not serving within 20 s: {}", this_start(self)))
     }
 
     /// Stops it with SIGTERM and returns whether it exited 0 within 10 s.
