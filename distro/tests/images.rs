@@ -373,13 +373,11 @@ fn keygen_writes_private_0600_and_public_openssl_reads() {
     }
 }
 
-/// A signed and attested layout verifies; openssl verifies the signature over the payload,
-/// securesystemslib verifies every DSSE envelope; signing again with the same key adds
-/// nothing, a second key's signature is appended, and the archive form verifies offline too.
+/// A signed and attested layout passes all ten checks, in the text report and in the JSON one.
 #[test]
-fn sign_attest_verify_offline_with_independent_checks() {
+fn signed_attested_layout_passes_every_check_in_text_and_json() {
     let t = tempfile::tempdir().unwrap();
-    let (fx, k, p) = signed_and_attested(t.path());
+    let (fx, _, p) = signed_and_attested(t.path());
     let img = fx.image_ref("mesh-proxy");
     let (passed, text) = verify_text(&img, &p, &[]);
     assert!(passed, "{text}");
@@ -415,7 +413,14 @@ fn sign_attest_verify_offline_with_independent_checks() {
         .unwrap()
         .iter()
         .all(|c| c["ok"] == true));
+}
 
+/// The signature is a cosign simple-signing payload naming the identity and the manifest
+/// digest, and openssl (an independent verifier) verifies the signature over it.
+#[test]
+fn signature_payload_is_simple_signing_and_openssl_verifies_it() {
+    let t = tempfile::tempdir().unwrap();
+    let (fx, _, p) = signed_and_attested(t.path());
     let layout = fx.layout("mesh-proxy");
     let digest = digest_of(&layout);
     let mut store = Layout::open_dir(&layout, false).unwrap();
@@ -440,7 +445,7 @@ fn sign_attest_verify_offline_with_independent_checks() {
     assert_eq!(pv["critical"]["type"], "cosign container image signature");
     if have(
         "openssl",
-        "sign_attest_verify_offline_with_independent_checks",
+        "signature_payload_is_simple_signing_and_openssl_verifies_it",
     ) {
         let sig = b64::decode(&layer.annotations["dev.cosignproject.cosign/signature"]).unwrap();
         std::fs::write(t.path().join("payload"), &payload).unwrap();
@@ -457,7 +462,17 @@ fn sign_attest_verify_offline_with_independent_checks() {
             out
         );
     }
-    // DSSE envelopes, checked by securesystemslib.
+}
+
+/// Each of the four attestations is a DSSE envelope of an in-toto statement about this image
+/// that securesystemslib (an independent verifier) verifies with the release key.
+#[test]
+fn every_dsse_envelope_verifies_with_securesystemslib() {
+    let t = tempfile::tempdir().unwrap();
+    let (fx, _, p) = signed_and_attested(t.path());
+    let layout = fx.layout("mesh-proxy");
+    let digest = digest_of(&layout);
+    let mut store = Layout::open_dir(&layout, false).unwrap();
     let att_m = store
         .manifest(&format!("sha256-{}.att", hex(&digest)))
         .unwrap()
@@ -474,7 +489,7 @@ fn sign_attest_verify_offline_with_independent_checks() {
     }
     if have_python(
         "securesystemslib",
-        "sign_attest_verify_offline_with_independent_checks",
+        "every_dsse_envelope_verifies_with_securesystemslib",
     ) {
         let keyid = {
             let pem = std::fs::read(&p).unwrap();
@@ -511,8 +526,17 @@ for path in sys.argv[3:]:
         assert_eq!(text.lines().count(), 4);
         assert!(text.lines().all(|l| l.ends_with(hex(&digest))), "{text}");
     }
+}
 
-    // Signing again with the same key is idempotent; a second key appends a layer.
+/// Signing again with the same key adds nothing, a second key's signature is appended (the
+/// first key still verifies), and attestations attached again are not duplicated.
+#[test]
+fn signing_again_is_idempotent_and_a_second_key_is_appended() {
+    let t = tempfile::tempdir().unwrap();
+    let (fx, k, p) = signed_and_attested(t.path());
+    let img = fx.image_ref("mesh-proxy");
+    let layout = fx.layout("mesh-proxy");
+    let digest = digest_of(&layout);
     let again = ok(&["sign", &img, "--key", k.to_str().unwrap(), "--identity", ID]);
     assert!(again.contains("already signed"), "{again}");
     let (k2, p2) = keygen_named(t.path(), "second");
@@ -553,13 +577,27 @@ for path in sys.argv[3:]:
         text2.contains("FAIL attestation"),
         "attestations were signed by the first key: {text2}"
     );
+}
 
-    // The identity is checked when asked for.
+/// With `--identity`, a signature naming another identity is refused, saying both.
+#[test]
+fn a_signature_for_another_identity_is_refused_when_asked() {
+    let t = tempfile::tempdir().unwrap();
+    let (fx, _, p) = signed_and_attested(t.path());
+    let img = fx.image_ref("mesh-proxy");
     let (passed, text) = verify_text(&img, &p, &["--identity", "registry.example.invalid/other"]);
     assert!(!passed);
     assert!(text.contains("payload identity is `registry.example.invalid/fips-mesh/mesh-proxy`, expected `registry.example.invalid/other`"), "{text}");
+}
 
-    // Offline, as an archive carried into an air-gapped site.
+/// The layout written as an OCI archive (carried into an air-gapped site) verifies offline,
+/// and skopeo reads the same digest from it.
+#[test]
+fn the_archive_form_verifies_offline_and_skopeo_reads_it() {
+    let t = tempfile::tempdir().unwrap();
+    let (fx, _, p) = signed_and_attested(t.path());
+    let layout = fx.layout("mesh-proxy");
+    let digest = digest_of(&layout);
     let archive = t.path().join("mesh-proxy.oci.tar");
     Layout::open_dir(&layout, false)
         .unwrap()
@@ -569,7 +607,7 @@ for path in sys.argv[3:]:
     assert!(passed, "{text}");
     if have(
         "skopeo",
-        "sign_attest_verify_offline_with_independent_checks",
+        "the_archive_form_verifies_offline_and_skopeo_reads_it",
     ) {
         // skopeo reads the archive.
         let inspect = skopeo_json(&[
