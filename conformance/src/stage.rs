@@ -275,14 +275,12 @@ fn inputs_digest(
         let record = dir.join("build.json");
         feed("build.json", present(&record)?.as_deref());
         let images_dir = dir.join("images");
-        let mut images: Vec<PathBuf> = match std::fs::read_dir(&images_dir) {
-            Ok(d) => d
-                .map(|e| e.map(|e| e.path().join("oci/index.json")))
-                .collect::<Result<_, _>>()
-                .map_err(|source| Error::Input {
-                    path: images_dir.clone(),
-                    source,
-                })?,
+        let listed = std::fs::read_dir(&images_dir).and_then(|d| {
+            d.map(|e| e.map(|e| e.path().join("oci/index.json")))
+                .collect::<std::io::Result<Vec<PathBuf>>>()
+        });
+        let mut images = match listed {
+            Ok(images) => images,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(source) => {
                 return Err(Error::Input {

@@ -213,18 +213,8 @@ fn stage_summary_attested_as_test_result_is_what_verify_requires() {
     // Push, sign; the test-result is what the verification turns on.
     let reg = TestRegistry::plain(test).unwrap();
     let keys = tmp.path().join("keys");
-    std::fs::create_dir_all(&keys).unwrap();
-    let (key, public) = (keys.join("a.key"), keys.join("a.pub"));
-    let (other_key, other_public) = (keys.join("b.key"), keys.join("b.pub"));
-    for (k, p) in [(&key, &public), (&other_key, &other_public)] {
-        ok(&[
-            "keygen",
-            "--private",
-            k.to_str().unwrap(),
-            "--public",
-            p.to_str().unwrap(),
-        ]);
-    }
+    let (key, public) = keygen_named(&keys, "a");
+    let (other_key, _) = keygen_named(&keys, "b");
     let (key, public, other_key) = (
         key.to_str().unwrap(),
         public.to_str().unwrap(),

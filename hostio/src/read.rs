@@ -46,6 +46,11 @@ pub struct ReadError {
 /// message that says what the file is; with [`Symlinks::Refuse`] so is a symbolic link. A
 /// missing file keeps its `NotFound` kind.
 pub fn open_regular(path: &Path, symlinks: Symlinks) -> std::io::Result<(File, u64)> {
+    open_checked(path, symlinks).map(|(f, meta)| (f, meta.len()))
+}
+
+/// [`open_regular`], returning the descriptor's metadata (one `fstat` for type, size and mode).
+fn open_checked(path: &Path, symlinks: Symlinks) -> std::io::Result<(File, std::fs::Metadata)> {
     use std::os::unix::fs::OpenOptionsExt as _;
     let mut flags = libc::O_NONBLOCK;
     if symlinks == Symlinks::Refuse {
@@ -72,7 +77,7 @@ pub fn open_regular(path: &Path, symlinks: Symlinks) -> std::io::Result<(File, u
             format!("it is {kind}, not a regular file; refusing to read it"),
         ));
     }
-    Ok((f, meta.len()))
+    Ok((f, meta))
 }
 
 /// Reads a regular file ([`open_regular`]) of at most `limit` bytes: a larger one is refused
@@ -113,14 +118,9 @@ pub fn read_regular(path: &Path, limit: u64, access: Access) -> Result<Vec<u8>, 
         path: name.clone(),
         why,
     };
-    let (f, len) = open_regular(path, Symlinks::Follow).map_err(|e| bad(e.to_string()))?;
+    let (f, meta) = open_checked(path, Symlinks::Follow).map_err(|e| bad(e.to_string()))?;
     if access == Access::OwnerOnly {
-        let mode = f
-            .metadata()
-            .map_err(|e| bad(format!("cannot read its metadata: {e}")))?
-            .permissions()
-            .mode()
-            & 0o777;
+        let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(bad(format!(
                 "other users may read or write it (mode {mode:04o}); refusing to use a private \
@@ -128,7 +128,7 @@ pub fn read_regular(path: &Path, limit: u64, access: Access) -> Result<Vec<u8>, 
             )));
         }
     }
-    read_open(f, len, limit).map_err(|e| bad(e.to_string()))
+    read_open(f, meta.len(), limit).map_err(|e| bad(e.to_string()))
 }
 
 #[cfg(test)]

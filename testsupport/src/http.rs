@@ -19,6 +19,11 @@ pub struct KeepAlive {
     connects: usize,
 }
 
+/// One GET on a new connection: (status, body); an ops or admin endpoint probe.
+pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    KeepAlive::new(addr).get(path)
+}
+
 fn find(h: &[u8], n: &[u8]) -> Option<usize> {
     h.windows(n.len()).position(|w| w == n)
 }

@@ -47,18 +47,7 @@ pub use net::{free_addr, free_port};
 /// that compares a recorded digest with this one checks the product, not itself. Panics naming
 /// the file when it cannot be read.
 pub fn sha256_file(path: &Path) -> String {
-    let out = Command::new("sha256sum")
-        .arg("--")
-        .arg(path)
-        .output()
-        .unwrap_or_else(|e| panic!("sha256sum {}: {e} (coreutils)", path.display()));
-    assert!(
-        out.status.success(),
-        "sha256sum {}: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = bin::stdout(&bin::ok(Command::new("sha256sum").arg("--").arg(path)));
     let hex = text.split_whitespace().next().unwrap_or_default();
     assert!(
         hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()),

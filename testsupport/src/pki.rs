@@ -147,18 +147,7 @@ pub struct OpensslCa {
 
 /// Runs `script` with `sh -ec` in `dir`, panicking with the script and its stderr on failure.
 pub fn sh(dir: &Path, script: &str) {
-    let out = Command::new("sh")
-        .arg("-ec")
-        .arg(script)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("starting sh in {}: {e}", dir.display()));
-    assert!(
-        out.status.success(),
-        "{script}\nfailed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::bin::ok(Command::new("sh").arg("-ec").arg(script).current_dir(dir));
 }
 
 /// Makes `ca.{key,crt}` and `server.{key,crt}` (valid for two days) in `dir` with openssl.

@@ -27,7 +27,7 @@ use base64::Engine;
 use bytes::Bytes;
 use distro_hostio::Cmd;
 use distro_testsupport::etcd::Cluster;
-use distro_testsupport::free_port;
+use distro_testsupport::free_addr;
 use http_body_util::{BodyExt, Full};
 use mesh_core::api::{self, BootstrapRequest, ConfigResponse, SvidResponse};
 use mesh_core::identity::{self, SpiffeId};
@@ -140,29 +140,25 @@ async fn call(send: &mut Sender, method: &str, path: &str, body: Vec<u8>) -> (u1
 /// One mesh-control process under benchmark.
 struct Replica {
     child: std::process::Child,
-    pid: u32,
     api: std::net::SocketAddr,
-    ops: String,
+    ops: std::net::SocketAddr,
 }
 
 impl Replica {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The metrics exposition; empty while the ops endpoint does not answer.
     fn metrics(&self) -> String {
-        use std::io::{Read as _, Write as _};
-        let Ok(mut s) = std::net::TcpStream::connect(&self.ops) else {
-            return String::new();
-        };
-        let _ = write!(
-            s,
-            "GET /metrics HTTP/1.1\r\nhost: ops\r\nconnection: close\r\n\r\n"
-        );
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        out
+        distro_testsupport::http::get(self.ops, "/metrics")
+            .map(|(_, body)| body)
+            .unwrap_or_default()
     }
 
     fn stop(mut self) {
         let _ = Cmd::new("kill", "stopping the control plane under benchmark")
-            .args(["-TERM", &self.pid.to_string()])
+            .args(["-TERM", &self.pid().to_string()])
             .output();
         let _ = self.child.wait();
     }
@@ -258,8 +254,7 @@ fn main() {
 
     // Replica 0 watches the configuration directory; the others learn changes from etcd.
     let start = |i: usize| -> Replica {
-        let api: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let ops = format!("127.0.0.1:{}", free_port());
+        let (api, ops) = (free_addr(), free_addr());
         let mut c = Cmd::new(&o.bin, "the control plane under benchmark");
         c.arg("run")
             .args(&state_args)
@@ -271,7 +266,7 @@ fn main() {
                 "--watch-interval",
                 "100ms",
             ])
-            .args(["--listen", &api.to_string(), "--ops", &ops])
+            .args(["--listen", &api.to_string(), "--ops", &ops.to_string()])
             .arg("--sa-issuer-key")
             .arg(&pub_pem)
             // Every simulated proxy connects from 127.0.0.1: lift the per-peer cap above N.
@@ -284,13 +279,7 @@ fn main() {
         let child = c
             .spawn_logged(&dir.path().join(format!("control-{i}.log")))
             .unwrap_or_else(|e| panic!("{e}"));
-        let pid = child.id();
-        let r = Replica {
-            child,
-            pid,
-            api,
-            ops,
-        };
+        let r = Replica { child, api, ops };
         let t = Instant::now();
         while std::net::TcpStream::connect(api).is_err() || r.metrics().is_empty() {
             assert!(
@@ -308,7 +297,7 @@ fn main() {
         None => std::fs::read_to_string(dir.path().join("state/bundle.pem")).unwrap(),
         Some(e) => e.value("/bench/bundle.pem").trim_end().to_string() + "\n",
     };
-    let rss = |q: &str| -> Vec<u64> { replicas.iter().map(|r| rss_kib(r.pid, q)).collect() };
+    let rss = |q: &str| -> Vec<u64> { replicas.iter().map(|r| rss_kib(r.pid(), q)).collect() };
     let rss_idle = rss("VmRSS:");
     let apis: Vec<std::net::SocketAddr> = replicas.iter().map(|r| r.api).collect();
 

@@ -11,15 +11,12 @@ const BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
 
 /// A latency histogram (cumulative buckets of [`BUCKETS`], sum and count), safe to share.
 #[derive(Default)]
-pub struct Histogram(Mutex<(Vec<u64>, f64, u64)>);
+pub struct Histogram(Mutex<([u64; BUCKETS.len()], f64, u64)>);
 
 impl Histogram {
     /// Records one observation of `secs` seconds.
     pub fn observe(&self, secs: f64) {
         if let Ok(mut h) = self.0.lock() {
-            if h.0.is_empty() {
-                h.0 = vec![0; BUCKETS.len()];
-            }
             for (i, b) in BUCKETS.iter().enumerate() {
                 if secs <= *b {
                     h.0[i] += 1;
@@ -34,12 +31,8 @@ impl Histogram {
     pub fn render(&self, s: &mut String, name: &str, help: &str) {
         let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} histogram");
         if let Ok(h) = self.0.lock() {
-            for (i, b) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    s,
-                    "{name}_bucket{{le=\"{b}\"}} {}",
-                    h.0.get(i).copied().unwrap_or(0)
-                );
+            for (b, n) in BUCKETS.iter().zip(h.0) {
+                let _ = writeln!(s, "{name}_bucket{{le=\"{b}\"}} {n}");
             }
             let _ = writeln!(s, "{name}_bucket{{le=\"+Inf\"}} {}", h.2);
             let _ = writeln!(s, "{name}_sum {}", h.1);

@@ -81,8 +81,8 @@ pub struct StateUrl {
 ///
 /// It fails closed on anything a URL parser could read another way: a member is a DNS name
 /// (letters, digits, `-` and `.`, not ending in a numeric label), a dotted-quad IPv4 address
-/// (no leading zeros), or an IPv6 address in brackets, then `:` and a
-/// port of 1 to 65535 in plain digits (no sign, no leading zero); no user information, query, fragment or percent
+/// (no leading zeros), or an IPv6 address in brackets, then `:` and a port of 1 to 65535 in
+/// plain digits (no sign, no leading zero); no user information, query, fragment or percent
 /// escapes, and no member twice. The prefix is one or more `/`-separated segments of letters,
 /// digits, `.`, `_` and `-` (not `.` or `..`).
 pub fn parse_url(url: &str) -> Result<StateUrl, String> {
@@ -156,11 +156,10 @@ fn is_member(h: &str) -> bool {
     let Some((host, port)) = h.rsplit_once(':') else {
         return false;
     };
-    let port_ok = !port.is_empty()
-        && !port.starts_with('0')
-        && port.len() <= 5
+    // Digits only (u16's parser takes a `+`), no leading zero (so not 0 either), in range.
+    let port_ok = !port.starts_with('0')
         && port.bytes().all(|b| b.is_ascii_digit())
-        && port.parse::<u16>().is_ok_and(|p| p != 0);
+        && port.parse::<u16>().is_ok();
     let host_ok = if let Some(v6) = host.strip_prefix('[').and_then(|x| x.strip_suffix(']')) {
         v6.parse::<std::net::Ipv6Addr>().is_ok()
     } else if host

@@ -7,7 +7,6 @@
     clippy::print_stderr
 )]
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -248,26 +247,7 @@ impl ControlPlane {
 
     /// Plain HTTP GET on the ops port: (status, body).
     pub fn ops_get(&self, path: &str) -> (u16, String) {
-        let Ok(mut s) = TcpStream::connect(self.ops) else {
-            return (0, String::new());
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-        let _ = write!(
-            s,
-            "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
-        );
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        let status = out
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = out
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (status, body)
+        distro_testsupport::http::get(self.ops, path).unwrap_or((0, String::new()))
     }
 
     /// The `/readyz` JSON.
