@@ -217,45 +217,72 @@ fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
-/// A released image in a loopback registry audits after verifying: the JSON report carries every
-/// component with licence and purl, the FIPS module with certificate link, standard, status,
-/// sunset and security policy, the binary's evidence, the advisories with their VEX status, the
-/// provenance, the conformance results and the key fingerprint; the Markdown carries the same
-/// facts; the HTML is self-contained and renders in headless Chromium without console errors.
+/// The fixture's mesh-proxy, enriched, released to a loopback registry of the test's own.
+struct Released {
+    _reg: TestRegistry,
+    t: tempfile::TempDir,
+    p: std::path::PathBuf,
+    reference: String,
+    keyid: String,
+}
+
+impl Released {
+    fn new(test: &str) -> Option<Released> {
+        let reg = TestRegistry::plain(test)?;
+        let t = tempfile::tempdir().unwrap();
+        let fx = Fixture::write(t.path(), &["mesh-proxy"], 64 * 1024);
+        enrich(&fx, "mesh-proxy");
+        let (k, p) = keygen(&t.path().join("keys"));
+        let reference = release(&fx, &reg, &k, "mesh-proxy");
+        let keyid = json_of_verify(&reference, &p);
+        Some(Released {
+            _reg: reg,
+            t,
+            p,
+            reference,
+            keyid,
+        })
+    }
+
+    /// `distro audit REFERENCE --key PUB --plain-http --format FORMAT` with `extra`, asserted to
+    /// succeed; its stdout.
+    fn audit(&self, format: &str, extra: &[&str]) -> String {
+        let mut args = vec![
+            self.reference.as_str(),
+            "--key",
+            self.p.to_str().unwrap(),
+            "--plain-http",
+            "--format",
+            format,
+        ];
+        args.extend(extra);
+        stdout_ok(&audit(&args), &format!("distro audit --format {format}"))
+    }
+
+    /// The JSON report written with `--output` (a public artifact: mode 0644).
+    fn json(&self) -> Value {
+        let path = self.t.path().join("reports").join("audit.json");
+        self.audit("json", &["--output", path.to_str().unwrap()]);
+        assert_eq!(mode(&path), 0o644, "a report is a public artifact");
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+    }
+}
+
+/// The JSON report of a released image in a loopback registry says it verified (no override)
+/// with the key's fingerprint, and lists the image, signature and policy checks and the five
+/// attestations (SBOM, provenance, VEX, FIPS, test-result), each verified.
 #[test]
-fn audit_of_a_released_image_reports_verified_facts_in_json_markdown_and_html() {
-    let test = "audit_of_a_released_image_reports_verified_facts_in_json_markdown_and_html";
-    let Some(reg) = TestRegistry::plain(test) else {
+fn audit_json_says_what_was_verified_with_which_key() {
+    let Some(rel) = Released::new("audit_json_says_what_was_verified_with_which_key") else {
         return;
     };
-    let t = tempfile::tempdir().unwrap();
-    let fx = Fixture::write(t.path(), &["mesh-proxy"], 64 * 1024);
-    enrich(&fx, "mesh-proxy");
-    let (k, p) = keygen(&t.path().join("keys"));
-    let reference = release(&fx, &reg, &k, "mesh-proxy");
-    let keyid = json_of_verify(&reference, &p);
-
-    // JSON: the facts.
-    let json_out = t.path().join("reports").join("audit.json");
-    let out = audit(&[
-        &reference,
-        "--key",
-        p.to_str().unwrap(),
-        "--plain-http",
-        "--format",
-        "json",
-        "--output",
-        json_out.to_str().unwrap(),
-    ]);
-    stdout_ok(&out, "distro audit --format json");
-    assert_eq!(mode(&json_out), 0o644, "a report is a public artifact");
-    let r: Value = serde_json::from_slice(&std::fs::read(&json_out).unwrap()).unwrap();
+    let r = rel.json();
     assert_eq!(r["verified"], true, "{r:#}");
     assert_eq!(r["unverified_override"], false);
-    assert_eq!(r["key"]["fingerprint"], keyid);
+    assert_eq!(r["key"]["fingerprint"], rel.keyid);
     let img = &r["images"][0];
     assert_eq!(img["verification"]["passed"], true);
-    assert_eq!(img["verification"]["key_fingerprint"], keyid);
+    assert_eq!(img["verification"]["key_fingerprint"], rel.keyid);
     let checks: Vec<&str> = img["verification"]["checks"]
         .as_array()
         .unwrap()
@@ -280,17 +307,37 @@ fn audit_of_a_released_image_reports_verified_facts_in_json_markdown_and_html() 
     assert!(atts.iter().all(|a| a["verified"] == true), "{atts:?}");
     assert_eq!(img["line"], "0.1");
     assert_eq!(img["component"], "mesh-proxy");
-    let comps = img["components"].as_array().unwrap();
+}
+
+/// The JSON report lists every component of the SBOM with its licence and purl, the FIPS
+/// module as a cryptographic asset among them.
+#[test]
+fn audit_json_lists_components_with_licence_and_purl() {
+    let Some(rel) = Released::new("audit_json_lists_components_with_licence_and_purl") else {
+        return;
+    };
+    let r = rel.json();
+    let comps = r["images"][0]["components"].as_array().unwrap();
     assert_eq!(comps.len(), 3);
     assert_eq!(comps[0]["name"], "rustls");
     assert_eq!(comps[0]["licenses"], json!(["Apache-2.0 OR ISC OR MIT"]));
     assert_eq!(comps[1]["purl"], "pkg:cargo/tokio@1.47.1");
     assert_eq!(comps[2]["kind"], "cryptographic-asset");
-    let f = &img["fips"];
+}
+
+/// The JSON report carries the FIPS module as attested (name, standard, status, certificate
+/// with its link, security policy, a null unconfirmed sunset date, the scope statement) and the
+/// binary's evidence (FIPS mode, self-tests, symbol prefix, negotiated suites, enforcement).
+#[test]
+fn audit_json_carries_the_fips_module_and_the_binary_evidence() {
+    let Some(rel) = Released::new("audit_json_carries_the_fips_module_and_the_binary_evidence")
+    else {
+        return;
+    };
+    let r = rel.json();
+    let f = &r["images"][0]["fips"];
     assert_eq!(f["mode"], true);
     assert_eq!(f["module_version"], "AWS-LC FIPS 3.0.0");
-    // The validation is the schema's ModuleValidation as attested; an unconfirmed sunset date
-    // is null in JSON ("unconfirmed" in the HTML and Markdown).
     let v = &f["validation"];
     assert_eq!(v["module_name"], "AWS-LC Cryptographic Module (static)");
     assert_eq!(v["standard"], "FIPS 140-3");
@@ -314,6 +361,19 @@ fn audit_of_a_released_image_reports_verified_facts_in_json_markdown_and_html() 
         json!(["TLS13_AES_256_GCM_SHA384", "TLS13_AES_128_GCM_SHA256"])
     );
     assert!(f["enforcement"].as_array().unwrap().len() >= 3);
+    assert_eq!(r["summary"]["fips_mode_images"], 1);
+}
+
+/// The JSON report carries the advisories with their VEX status per line, the provenance
+/// (source commit, patch with origin and advisories, toolchain) and the conformance results.
+#[test]
+fn audit_json_carries_advisories_provenance_and_conformance() {
+    let Some(rel) = Released::new("audit_json_carries_advisories_provenance_and_conformance")
+    else {
+        return;
+    };
+    let r = rel.json();
+    let img = &r["images"][0];
     let adv = img["advisories"].as_array().unwrap();
     assert_eq!(adv.len(), 2);
     assert_eq!(
@@ -324,6 +384,7 @@ fn audit_of_a_released_image_reports_verified_facts_in_json_markdown_and_html() 
         adv[1]["justification"],
         "vulnerable_code_not_in_execute_path"
     );
+    assert_eq!(r["summary"]["advisories_open"], 0);
     let prov = &img["provenance"];
     assert_eq!(prov["source_commit"], COMMIT);
     assert_eq!(prov["patches"][0]["name"], "0001-h2-reset-flood.patch");
@@ -338,24 +399,22 @@ fn audit_of_a_released_image_reports_verified_facts_in_json_markdown_and_html() 
         img["conformance"]["passed"],
         json!(["mtls-handshake-fips-suites", "authz-deny-by-identity"])
     );
-    assert_eq!(r["summary"]["advisories_open"], 0);
-    assert_eq!(r["summary"]["fips_mode_images"], 1);
+}
 
-    // Markdown: the same facts, on stdout.
-    let md = stdout_ok(
-        &audit(&[
-            &reference,
-            "--key",
-            p.to_str().unwrap(),
-            "--plain-http",
-            "--format",
-            "md",
-        ]),
-        "distro audit --format md",
-    );
+/// The Markdown report, on stdout, carries the same facts as the JSON: key, components with
+/// licence and purl, certificate, security policy, standard, the unconfirmed sunset, every
+/// advisory and its justification, the commit and patch, the suites and the conformance
+/// result; it never says UNVERIFIED.
+#[test]
+fn audit_markdown_carries_the_same_facts() {
+    let Some(rel) = Released::new("audit_markdown_carries_the_same_facts") else {
+        return;
+    };
+    let r = rel.json();
+    let md = rel.audit("md", &[]);
     for fact in [
         "# Audit report",
-        &keyid,
+        &rel.keyid,
         "rustls",
         "pkg:cargo/tokio@1.47.1",
         "Apache-2.0 OR ISC OR MIT",
@@ -373,31 +432,28 @@ fn audit_of_a_released_image_reports_verified_facts_in_json_markdown_and_html() 
         assert!(md.contains(fact), "Markdown lacks {fact:?}:\n{md}");
     }
     assert!(!md.contains("UNVERIFIED"), "{md}");
-    // Every component and advisory of the JSON is in the Markdown too.
-    for c in comps {
+    for c in r["images"][0]["components"].as_array().unwrap() {
         let purl = c["purl"].as_str().unwrap();
         assert!(md.contains(purl), "Markdown lacks component {purl}");
     }
-    for a in adv {
+    for a in r["images"][0]["advisories"].as_array().unwrap() {
         let id = a["id"].as_str().unwrap().replace('_', "\\_");
         assert!(md.contains(&id), "Markdown lacks advisory {id}");
     }
+}
 
-    // HTML: self-contained, the same facts, and it renders.
-    let html_out = t.path().join("reports").join("audit.html");
-    stdout_ok(
-        &audit(&[
-            &reference,
-            "--key",
-            p.to_str().unwrap(),
-            "--plain-http",
-            "--format",
-            "html",
-            "-o",
-            html_out.to_str().unwrap(),
-        ]),
-        "distro audit --format html",
-    );
+/// The HTML report is one self-contained file (mode 0644, no scripts, no remote assets, the
+/// details folded after the summary), carries the same facts, and renders in headless
+/// Chromium without console errors.
+#[test]
+fn audit_html_is_self_contained_and_renders_in_chromium() {
+    let test = "audit_html_is_self_contained_and_renders_in_chromium";
+    let Some(rel) = Released::new(test) else {
+        return;
+    };
+    let r = rel.json();
+    let html_out = rel.t.path().join("reports").join("audit.html");
+    rel.audit("html", &["-o", html_out.to_str().unwrap()]);
     assert_eq!(mode(&html_out), 0o644);
     let html = std::fs::read_to_string(&html_out).unwrap();
     let text = unescape(&html);
@@ -408,7 +464,7 @@ fn audit_of_a_released_image_reports_verified_facts_in_json_markdown_and_html() 
     );
     assert!(html.contains("<details"), "details are folded");
     for fact in [
-        keyid.as_str(),
+        rel.keyid.as_str(),
         "certificate/5314",
         "140sp5314.pdf",
         "FIPS 140-3",
@@ -421,17 +477,16 @@ fn audit_of_a_released_image_reports_verified_facts_in_json_markdown_and_html() 
     ] {
         assert!(text.contains(fact), "HTML lacks {fact:?}");
     }
-    for c in comps {
+    for c in r["images"][0]["components"].as_array().unwrap() {
         let purl = c["purl"].as_str().unwrap();
         assert!(text.contains(purl), "HTML lacks component {purl}");
     }
-    for a in adv {
+    for a in r["images"][0]["advisories"].as_array().unwrap() {
         let id = a["id"].as_str().unwrap();
         assert!(text.contains(id), "HTML lacks advisory {id}");
     }
-    // The summary comes before the details.
     assert!(html.find("Summary").unwrap() < html.find("<details").unwrap());
-    screenshot(test, &html_out, &t.path().join("audit.png"));
+    screenshot(test, &html_out, &rel.t.path().join("audit.png"));
 }
 
 /// The HTML's text with minijinja's entity escapes undone (it escapes `/` too).

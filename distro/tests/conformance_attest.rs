@@ -15,7 +15,7 @@
 mod image_support;
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use distro_conformance::stage::{self, Mode, StageOptions, StageOutcome};
 use distro_conformance::SAME_BUILD_TWICE;
@@ -128,37 +128,73 @@ fn attest(reference: &str, key: &str, summary: &Path) -> Value {
     .unwrap()
 }
 
-/// The release stage on `OUT/0.2` takes `OUT/0.1` as N-1, writes its reports beside the line
-/// and is reused on a second call; the summary, attached as a signed test-result to the images
-/// pushed to a local registry, satisfies `verify --require-test-result`, which refuses an image
-/// without it, one whose newest test-result is FAILED, and one attested with another key.
-#[test]
-fn stage_summary_attested_as_test_result_is_what_verify_requires() {
-    let test = "stage_summary_attested_as_test_result_is_what_verify_requires";
-    if !tools(test) || !ts::require_tool(test, "docker-registry") {
-        return;
-    }
-    let _g = HEAVY.lock().unwrap_or_else(|p| p.into_inner());
-    let tmp = tempfile::tempdir().unwrap();
-    let out = writable_out(tmp.path(), &["0.1", "0.2"]);
-    let mut opts = StageOptions::new(Mode::Required, PathBuf::from(BIN));
-    opts.profiles = vec!["version-skew".into()];
-    opts.scenarios = vec!["mtls-connectivity".into(), "wrong-identity-refused".into()];
-    opts.work_dir = tmp.path().join("work");
-    opts.state_dir = tmp.path().join("state");
+/// The release stage run once for this binary's tests, on `OUT/0.2` beside `OUT/0.1`, under
+/// `$TMPDIR/distro-test-conformance-attest/` (replaced on each run, so nothing piles up; under
+/// the temporary directory, so the containers' user reaches it).
+struct StageRun {
+    out: PathBuf,
+    opts: StageOptions,
+    summary: ConformanceSummary,
+    report_dir: PathBuf,
+    reused: bool,
+    described: String,
+}
 
-    let first = stage::stage(&out, "0.2", None, &opts).unwrap();
-    let StageOutcome::Ran {
-        summary,
-        report_dir,
-        reused,
-    } = &first
-    else {
-        panic!("the stage did not run as root: {}", first.describe());
+static STAGE: OnceLock<Result<StageRun, String>> = OnceLock::new();
+
+/// The shared stage run; `None` (a loud skip outside CI) when a requirement is missing. Its
+/// failure is recorded once and fails every test that needs it.
+fn stage_run(test: &str) -> Option<&'static StageRun> {
+    if !tools(test) || !ts::require_tool(test, "docker-registry") {
+        return None;
+    }
+    let run = STAGE.get_or_init(|| {
+        let _g = HEAVY.lock().unwrap_or_else(|p| p.into_inner());
+        let root = std::env::temp_dir().join("distro-test-conformance-attest");
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+        let out = writable_out(&root, &["0.1", "0.2"]);
+        let mut opts = StageOptions::new(Mode::Required, PathBuf::from(BIN));
+        opts.profiles = vec!["version-skew".into()];
+        opts.scenarios = vec!["mtls-connectivity".into(), "wrong-identity-refused".into()];
+        opts.work_dir = root.join("work");
+        opts.state_dir = root.join("state");
+        let first = stage::stage(&out, "0.2", None, &opts).map_err(|e| format!("{e:#}"))?;
+        let described = first.describe();
+        eprintln!("{described}");
+        let StageOutcome::Ran {
+            summary,
+            report_dir,
+            reused,
+        } = first
+        else {
+            return Err(format!("the stage did not run as root: {described}"));
+        };
+        Ok(StageRun {
+            out,
+            opts,
+            summary: *summary,
+            report_dir,
+            reused,
+            described,
+        })
+    });
+    match run {
+        Ok(r) => Some(r),
+        Err(e) => panic!("the shared conformance stage run failed: {e}"),
+    }
+}
+
+/// The stage on `OUT/0.2` takes `OUT/0.1` as N-1 (no "same build twice" note), runs both
+/// scenarios of the version-skew profile without a failure, and records the profile's
+/// definition digest and the previous line's versions.
+#[test]
+fn stage_takes_the_previous_line_as_n_minus_1_and_passes() {
+    let Some(r) = stage_run("stage_takes_the_previous_line_as_n_minus_1_and_passes") else {
+        return;
     };
-    eprintln!("{}", first.describe());
-    assert!(!reused);
-    assert_eq!(*report_dir, out.join("0.2/conformance"));
+    let summary = &r.summary;
+    assert!(!r.reused, "{}", r.described);
     assert_eq!(summary.line, "0.2");
     assert_eq!(
         summary.previous_line.as_deref(),
@@ -169,8 +205,8 @@ fn stage_summary_attested_as_test_result_is_what_verify_requires() {
     let failures: Vec<String> = summary.profiles[0]
         .scenarios
         .iter()
-        .filter(|r| r.outcome == Outcome::Failed)
-        .filter_map(|r| r.message.clone())
+        .filter(|s| s.outcome == Outcome::Failed)
+        .filter_map(|s| s.message.clone())
         .chain(summary.profiles[0].setup_error.clone())
         .collect();
     assert!(failures.is_empty(), "{failures:#?}");
@@ -190,6 +226,17 @@ fn stage_summary_attested_as_test_result_is_what_verify_requires() {
     assert!(summary.profiles[0]
         .definition_sha256
         .contains_key("version-skew.toml"));
+}
+
+/// The stage writes its reports beside the line (`OUT/0.2/conformance`: summary, JUnit,
+/// Markdown, HTML and the inputs digest), and a second call with nothing changed reuses the
+/// summary instead of running again, and says so.
+#[test]
+fn stage_writes_its_reports_beside_the_line_and_is_reused() {
+    let Some(r) = stage_run("stage_writes_its_reports_beside_the_line_and_is_reused") else {
+        return;
+    };
+    assert_eq!(r.report_dir, r.out.join("0.2/conformance"));
     for f in [
         "summary.json",
         "junit.xml",
@@ -197,101 +244,144 @@ fn stage_summary_attested_as_test_result_is_what_verify_requires() {
         "report.html",
         stage::INPUTS_FILE,
     ] {
-        assert!(report_dir.join(f).is_file(), "{f} not written");
+        assert!(r.report_dir.join(f).is_file(), "{f} not written");
     }
-    let again = stage::stage(&out, "0.2", None, &opts).unwrap();
+    let again = stage::stage(&r.out, "0.2", None, &r.opts).unwrap();
     match &again {
         StageOutcome::Ran {
             summary: s2,
             reused: true,
             ..
-        } => assert_eq!(s2, summary),
+        } => assert_eq!(**s2, r.summary),
         other => panic!("the second stage call ran again: {}", other.describe()),
     }
     assert!(again.describe().contains("reused"), "{}", again.describe());
+}
 
-    // Push, sign; the test-result is what the verification turns on.
-    let reg = TestRegistry::plain(test).unwrap();
-    let keys = tmp.path().join("keys");
-    let (key, public) = keygen_named(&keys, "a");
-    let (other_key, _) = keygen_named(&keys, "b");
-    let (key, public, other_key) = (
-        key.to_str().unwrap(),
-        public.to_str().unwrap(),
-        other_key.to_str().unwrap(),
-    );
-    // Unsigned, so pushed by digest and left untagged (exit 3): everything below names the
-    // images by digest, as a release does before its tags move.
-    let push = run(distro().args([
-        "push",
-        "--release",
-        out.join("0.2").to_str().unwrap(),
-        "--to",
-        &format!("{}/fips-mesh", reg.addr),
-        "--key",
-        public,
-        "--plain-http",
-        "--format",
-        "json",
-    ]));
-    assert_eq!(
-        push.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&push.stderr)
-    );
-    let pushed: Value = serde_json::from_slice(&push.stdout).unwrap();
-    let reference = |c: &str| -> String {
-        pushed
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["component"] == c)
-            .and_then(|p| p["by_digest"].as_str())
-            .unwrap_or_else(|| panic!("{c} not pushed: {pushed}"))
-            .to_string()
-    };
-    let (proxy, control) = (reference("mesh-proxy"), reference("mesh-control"));
-    for r in [&proxy, &control] {
-        ok(&["sign", r, "--key", key, "--plain-http"]);
-    }
-    let policy = signature_only_policy(tmp.path());
-    let require = |r: &str| {
-        verify(&[
-            r,
+/// The line's images pushed by digest to a registry of the test's own and signed with key `a`
+/// (a second key `b` beside it): what a release holds before its tags move.
+struct Signed {
+    _reg: TestRegistry,
+    _keys: tempfile::TempDir,
+    key: String,
+    public: String,
+    other_key: String,
+    proxy: String,
+    control: String,
+    policy: String,
+    summary_file: PathBuf,
+}
+
+impl Signed {
+    fn new(test: &str) -> Option<Signed> {
+        let r = stage_run(test)?;
+        let reg = TestRegistry::plain(test)?;
+        let keys = tempfile::tempdir().unwrap();
+        let (key, public) = keygen_named(keys.path(), "a");
+        let (other_key, _) = keygen_named(keys.path(), "b");
+        let (key, public, other_key) = (
+            key.display().to_string(),
+            public.display().to_string(),
+            other_key.display().to_string(),
+        );
+        // Unsigned, so pushed by digest and left untagged (exit 3): the tests name the images
+        // by digest, as a release does before its tags move.
+        let push = run(distro().args([
+            "push",
+            "--release",
+            r.out.join("0.2").to_str().unwrap(),
+            "--to",
+            &format!("{}/fips-mesh", reg.addr),
             "--key",
+            &public,
+            "--plain-http",
+            "--format",
+            "json",
+        ]));
+        assert_eq!(
+            push.status.code(),
+            Some(3),
+            "{}",
+            String::from_utf8_lossy(&push.stderr)
+        );
+        let pushed: Value = serde_json::from_slice(&push.stdout).unwrap();
+        let reference = |c: &str| -> String {
+            pushed
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["component"] == c)
+                .and_then(|p| p["by_digest"].as_str())
+                .unwrap_or_else(|| panic!("{c} not pushed: {pushed}"))
+                .to_string()
+        };
+        let (proxy, control) = (reference("mesh-proxy"), reference("mesh-control"));
+        for i in [&proxy, &control] {
+            ok(&["sign", i, "--key", &key, "--plain-http"]);
+        }
+        let policy = signature_only_policy(keys.path());
+        Some(Signed {
+            _reg: reg,
+            _keys: keys,
+            key,
             public,
+            other_key,
+            proxy,
+            control,
+            policy,
+            summary_file: r.report_dir.join("summary.json"),
+        })
+    }
+
+    /// `verify IMAGE --key a --policy <signature only> --require-test-result`.
+    fn require(&self, image: &str) -> (bool, Value) {
+        verify(&[
+            image,
+            "--key",
+            &self.public,
             "--policy",
-            &policy,
+            &self.policy,
             "--require-test-result",
         ])
-    };
+    }
 
-    // Missing: refused, saying what to attach.
-    let (passed, rep) = require(&proxy);
+    /// Attests the stage's summary to `image` with key `a`; whether it was added.
+    fn attest_summary(&self, image: &str) -> bool {
+        let a = attest(image, &self.key, &self.summary_file);
+        assert_eq!(a["attestations"][0]["predicate_type"], TEST_RESULT, "{a}");
+        a["attestations"][0]["added"].as_bool().unwrap()
+    }
+}
+
+/// A signed image without a test-result attestation is refused by `--require-test-result`,
+/// saying what to attach; without the requirement the same image verifies.
+#[test]
+fn missing_test_result_is_refused_naming_what_to_attach() {
+    let Some(s) = Signed::new("missing_test_result_is_refused_naming_what_to_attach") else {
+        return;
+    };
+    let (passed, rep) = s.require(&s.proxy);
     assert!(!passed);
     let c = check(&rep, "policy test-result");
     assert_eq!(c["ok"], false);
+    let d = c["detail"].as_str().unwrap();
     assert!(
-        c["detail"]
-            .as_str()
-            .unwrap()
-            .contains("no verified test-result attestation")
-            && c["detail"]
-                .as_str()
-                .unwrap()
-                .contains("distro attest --test-result"),
+        d.contains("no verified test-result attestation")
+            && d.contains("distro attest --test-result"),
         "{c}"
     );
-    // Without the requirement the same image verifies (the requirement is what failed).
-    assert!(verify(&[&proxy, "--key", public, "--policy", &policy]).0);
+    assert!(verify(&[&s.proxy, "--key", &s.public, "--policy", &s.policy]).0);
+}
 
-    // Attached: required and satisfied.
-    let summary_file = report_dir.join("summary.json");
-    let a = attest(&proxy, key, &summary_file);
-    assert_eq!(a["attestations"][0]["predicate_type"], TEST_RESULT);
-    assert_eq!(a["attestations"][0]["added"], true, "{a}");
-    let (passed, rep) = require(&proxy);
+/// The stage's summary attached as a signed test-result satisfies `--require-test-result`
+/// (PASSED with the totals and the line) and the policy file's `require_test_result` alike.
+#[test]
+fn attached_summary_satisfies_the_flag_and_the_policy_switch() {
+    let Some(s) = Signed::new("attached_summary_satisfies_the_flag_and_the_policy_switch") else {
+        return;
+    };
+    assert!(s.attest_summary(&s.proxy));
+    let (passed, rep) = s.require(&s.proxy);
     assert!(passed, "{rep}");
     let detail = check(&rep, "policy test-result")["detail"]
         .as_str()
@@ -301,17 +391,16 @@ fn stage_summary_attested_as_test_result_is_what_verify_requires() {
         detail.starts_with("test-result PASSED: 2 passed, 0 warned, 0 failed (distro line 0.2)"),
         "{detail}"
     );
-    // The policy file's own switch does the same as the flag.
-    let strict = tmp.path().join("strict.toml");
+    let strict = Path::new(&s.policy).with_file_name("strict.toml");
     std::fs::write(
         &strict,
-        std::fs::read_to_string(&policy).unwrap() + "require_test_result = true\n",
+        std::fs::read_to_string(&s.policy).unwrap() + "require_test_result = true\n",
     )
     .unwrap();
     let (passed, rep) = verify(&[
-        &proxy,
+        &s.proxy,
         "--key",
-        public,
+        &s.public,
         "--policy",
         strict.to_str().unwrap(),
     ]);
@@ -319,15 +408,30 @@ fn stage_summary_attested_as_test_result_is_what_verify_requires() {
         passed && check(&rep, "policy test-result")["ok"] == true,
         "{rep}"
     );
+}
 
-    // Attaching the same summary again adds nothing (a resumed release).
-    let a = attest(&proxy, key, &summary_file);
-    assert_eq!(a["attestations"][0]["added"], false, "{a}");
-    assert_eq!(test_result_attestations(&require(&proxy).1).len(), 1);
+/// Attaching the same summary again adds nothing (a resumed release): one test-result
+/// attestation remains.
+#[test]
+fn attaching_the_same_summary_twice_adds_one_attestation() {
+    let Some(s) = Signed::new("attaching_the_same_summary_twice_adds_one_attestation") else {
+        return;
+    };
+    assert!(s.attest_summary(&s.proxy));
+    assert!(!s.attest_summary(&s.proxy), "the second attach added one");
+    assert_eq!(test_result_attestations(&s.require(&s.proxy).1).len(), 1);
+}
 
-    // A FAILED summary attached later decides: refused, naming the failed test.
+/// The newest test-result decides: a FAILED summary attached after a passing one is refused
+/// naming the failed test, and a passing one attached after it clears it again.
+#[test]
+fn newest_test_result_decides() {
+    let Some(s) = Signed::new("newest_test_result_decides") else {
+        return;
+    };
+    assert!(s.attest_summary(&s.proxy));
     let mut failed: ConformanceSummary =
-        serde_json::from_str(&std::fs::read_to_string(&summary_file).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(&s.summary_file).unwrap()).unwrap();
     let sc = failed.profiles[0]
         .scenarios
         .iter_mut()
@@ -341,13 +445,13 @@ fn stage_summary_attested_as_test_result_is_what_verify_requires() {
         distro_images::testresult::from_summary(&failed).result,
         TestResultStatus::Failed
     );
-    let failed_file = tmp.path().join("failed-summary.json");
+    let failed_file = Path::new(&s.policy).with_file_name("failed-summary.json");
     std::fs::write(&failed_file, serde_json::to_vec(&failed).unwrap()).unwrap();
     assert_eq!(
-        attest(&proxy, key, &failed_file)["attestations"][0]["added"],
+        attest(&s.proxy, &s.key, &failed_file)["attestations"][0]["added"],
         true
     );
-    let (passed, rep) = require(&proxy);
+    let (passed, rep) = s.require(&s.proxy);
     assert!(!passed);
     let c = check(&rep, "policy test-result");
     let d = c["detail"].as_str().unwrap();
@@ -357,21 +461,24 @@ fn stage_summary_attested_as_test_result_is_what_verify_requires() {
             && d.contains("decided by the newest of 2"),
         "{c}"
     );
-    // A newer passing one clears it again.
-    assert_eq!(
-        attest(&proxy, key, &summary_file)["attestations"][0]["added"],
-        true
-    );
-    let (passed, rep) = require(&proxy);
+    assert!(s.attest_summary(&s.proxy));
+    let (passed, rep) = s.require(&s.proxy);
     assert!(passed, "{rep}");
     assert!(check(&rep, "policy test-result")["detail"]
         .as_str()
         .unwrap()
         .contains("decided by the newest of 3"));
+}
 
-    // Signed by another key: not this key's attestation, so missing.
-    attest(&control, other_key, &summary_file);
-    let (passed, rep) = require(&control);
+/// A test-result signed by another key is not this key's attestation: it fails its own check
+/// (the DSSE signature does not verify) and the requirement says none is verified.
+#[test]
+fn test_result_signed_by_another_key_counts_as_missing() {
+    let Some(s) = Signed::new("test_result_signed_by_another_key_counts_as_missing") else {
+        return;
+    };
+    attest(&s.control, &s.other_key, &s.summary_file);
+    let (passed, rep) = s.require(&s.control);
     assert!(!passed);
     let atts = test_result_attestations(&rep);
     assert_eq!(atts.len(), 1, "{rep}");

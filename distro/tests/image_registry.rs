@@ -63,20 +63,69 @@ fn push_sign_attest_verify(
     }
 }
 
-/// Push (twice: the second sends no blob), sign and attest online, verify online, read back with
-/// skopeo and umoci, pull into a layout and an archive that verify offline; a pull that fails
-/// verification writes nothing; a blob corrupted in the registry's storage is caught.
+/// The fixture's mesh-proxy image pushed to a plain registry of the test's own as
+/// `fips-mesh/mesh-proxy:0.1.0`, signed and attested with the test's key, and verified.
+struct Published {
+    reg: TestRegistry,
+    t: tempfile::TempDir,
+    fx: Fixture,
+    images: Value,
+    p: String,
+    repo: String,
+    tagged: String,
+    digest: String,
+    hex: String,
+}
+
+impl Published {
+    fn new(test: &str) -> Option<Published> {
+        let reg = TestRegistry::plain(test)?;
+        let t = tempfile::tempdir().unwrap();
+        let (fx, images, k, p) = assembled_pair(t.path(), 512 * 1024);
+        let repo = format!("{}/fips-mesh/mesh-proxy", reg.addr);
+        let tagged = format!("{repo}:0.1.0");
+        ok(&["push", &fx.image_ref("mesh-proxy"), &tagged, "--plain-http"]);
+        ok(&["sign", &tagged, "--key", &k, "--plain-http"]);
+        fx.attest(&tagged, &k, "mesh-proxy", &["--plain-http"]);
+        let report = json_of(&["verify", &tagged, "--key", &p, "--plain-http"]);
+        assert_eq!(report["passed"], true, "{report}");
+        let digest = report["digest"].as_str().unwrap().to_string();
+        let hex = digest.strip_prefix("sha256:").unwrap().to_string();
+        Some(Published {
+            reg,
+            t,
+            fx,
+            images,
+            p,
+            repo,
+            tagged,
+            digest,
+            hex,
+        })
+    }
+
+    /// `distro pull TAGGED --key PUB --plain-http --out DEST` (with `extra`): the command's
+    /// output, not asserted.
+    fn pull(&self, public: &str, dest: &str, extra: &[&str]) -> std::process::Output {
+        run(distro()
+            .args(["pull", &self.tagged, "--key", public, "--plain-http"])
+            .args(extra)
+            .args(["--out", dest]))
+    }
+}
+
+/// A push reports the manifest digest `distro image` assembled and uploads config and both
+/// layers; a second push of the same image uploads nothing; and plain HTTP must be asked for,
+/// even on loopback.
 #[test]
-fn push_sign_attest_verify_pull_against_local_registry() {
-    let Some(reg) = TestRegistry::plain("push_sign_attest_verify_pull_against_local_registry")
-    else {
+fn push_is_idempotent_and_plain_http_must_be_asked_for() {
+    let test = "push_is_idempotent_and_plain_http_must_be_asked_for";
+    let Some(reg) = TestRegistry::plain(test) else {
         return;
     };
     let t = tempfile::tempdir().unwrap();
-    let (fx, images, k, p) = assembled_pair(t.path(), 512 * 1024);
-    let repo = format!("{}/fips-mesh/mesh-proxy", reg.addr);
-    let tagged = format!("{repo}:0.1.0");
-
+    let (fx, images, _, _) = assembled_pair(t.path(), 512 * 1024);
+    let tagged = format!("{}/fips-mesh/mesh-proxy:0.1.0", reg.addr);
     let first = json_of(&["push", &fx.image_ref("mesh-proxy"), &tagged, "--plain-http"]);
     assert_eq!(first["digest"], images[0]["manifest_digest"]);
     assert_eq!(first["blobs_copied"], 3, "config and two layers: {first}");
@@ -86,8 +135,6 @@ fn push_sign_attest_verify_pull_against_local_registry() {
         "nothing is uploaded twice: {second}"
     );
     assert_eq!(second["blobs_present"], 3);
-
-    // Plain HTTP must be asked for, even on loopback.
     let err = fails(&[
         "push",
         &fx.image_ref("mesh-proxy"),
@@ -99,165 +146,155 @@ fn push_sign_attest_verify_pull_against_local_registry() {
         err.contains("TLS failed") && err.contains("--plain-http"),
         "{err}"
     );
+}
 
-    ok(&["sign", &tagged, "--key", &k, "--plain-http"]);
-    fx.attest(&tagged, &k, "mesh-proxy", &["--plain-http"]);
-    let report = json_of(&["verify", &tagged, "--key", &p, "--plain-http"]);
-    assert_eq!(report["passed"], true, "{report}");
-    let digest = report["digest"].as_str().unwrap().to_string();
-    let hex = digest.strip_prefix("sha256:").unwrap().to_string();
-
-    // A second signature (by another key) is appended in the registry, not overwritten.
-    let (k2, _) = {
-        let d = t.path().join("second");
-        std::fs::create_dir_all(&d).unwrap();
-        keygen_strings(&d)
+/// A second signature by another key is appended in the registry, not overwritten: the first
+/// key still verifies, and skopeo reads a signature manifest of two simple-signing layers.
+#[test]
+fn second_signature_is_appended_not_overwritten() {
+    let test = "second_signature_is_appended_not_overwritten";
+    let Some(pb) = Published::new(test) else {
+        return;
     };
+    let d = pb.t.path().join("second");
+    std::fs::create_dir_all(&d).unwrap();
+    let (k2, _) = keygen_strings(&d);
     ok(&[
         "sign",
-        &format!("{repo}@{digest}"),
+        &format!("{}@{}", pb.repo, pb.digest),
         "--key",
         &k2,
         "--plain-http",
     ]);
-    let report = json_of(&["verify", &tagged, "--key", &p, "--plain-http"]);
+    let report = json_of(&["verify", &pb.tagged, "--key", &pb.p, "--plain-http"]);
     assert_eq!(
         report["passed"], true,
         "first key still verifies after a second signature: {report}"
     );
-
-    if have(
-        "skopeo",
-        "push_sign_attest_verify_pull_against_local_registry",
-    ) {
-        let inspect = skopeo_json(&[
-            "inspect",
-            "--tls-verify=false",
-            &format!("docker://{tagged}"),
-        ]);
-        assert_eq!(inspect["Digest"], digest.as_str());
-        let tags = skopeo_json(&[
-            "list-tags",
-            "--tls-verify=false",
-            &format!("docker://{repo}"),
-        ]);
-        let tags: Vec<&str> = tags["Tags"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t.as_str().unwrap())
-            .collect();
-        for want in [
-            "0.1.0".to_string(),
-            format!("sha256-{hex}.sig"),
-            format!("sha256-{hex}.att"),
-        ] {
-            assert!(tags.contains(&want.as_str()), "{want} not in {tags:?}");
-        }
-        // skopeo reads the signature manifest too: two simple-signing layers.
+    if have("skopeo", test) {
         let sig = skopeo_json(&[
             "inspect",
             "--raw",
             "--tls-verify=false",
-            &format!("docker://{repo}:sha256-{hex}.sig"),
+            &format!("docker://{}:sha256-{}.sig", pb.repo, pb.hex),
         ]);
         assert_eq!(sig["layers"].as_array().unwrap().len(), 2, "{sig}");
-        let copied = t.path().join("skopeo-copy");
-        skopeo(&[
-            "copy",
-            "--src-tls-verify=false",
-            &format!("docker://{tagged}"),
-            &format!("oci:{}:0.1.0", copied.display()),
-        ]);
-        if have(
-            "umoci",
-            "push_sign_attest_verify_pull_against_local_registry",
-        ) {
-            let out = run(Command::new("umoci")
-                .args(["unpack", "--rootless", "--image"])
-                .arg(format!("{}:0.1.0", copied.display()))
-                .arg(t.path().join("bundle")));
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            assert_eq!(
-                std::fs::read(t.path().join("bundle/rootfs/usr/local/bin/mesh-proxy")).unwrap(),
-                std::fs::read(fx.line_dir.join("bin/mesh-proxy")).unwrap()
-            );
-        }
     }
+}
 
-    // Pull verifies first; the layout and the archive it writes verify offline.
-    let pulled = t.path().join("pulled");
-    ok(&[
-        "pull",
-        &tagged,
-        "--key",
-        &p,
-        "--plain-http",
-        "--out",
-        &format!("oci:{}:pulled", pulled.display()),
-    ]);
-    let (passed, text) = {
-        let out = run(distro().args([
-            "verify",
-            &format!("oci:{}:pulled", pulled.display()),
-            "--key",
-            &p,
-            "--identity",
-            &repo,
-        ]));
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
+/// skopeo reads the pushed image by its tag with the digest `distro verify` reports, lists the
+/// tag with its `.sig` and `.att` tags, and copies it into a layout that umoci unpacks to the
+/// built binary, byte for byte.
+#[test]
+fn skopeo_and_umoci_read_the_published_image() {
+    let test = "skopeo_and_umoci_read_the_published_image";
+    if !have("skopeo", test) || !have("umoci", test) {
+        return;
+    }
+    let Some(pb) = Published::new(test) else {
+        return;
     };
-    assert!(passed, "{text}");
+    let inspect = skopeo_json(&[
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{}", pb.tagged),
+    ]);
+    assert_eq!(inspect["Digest"], pb.digest.as_str());
+    let tags = skopeo_json(&[
+        "list-tags",
+        "--tls-verify=false",
+        &format!("docker://{}", pb.repo),
+    ]);
+    let tags: Vec<&str> = tags["Tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    for want in [
+        "0.1.0".to_string(),
+        format!("sha256-{}.sig", pb.hex),
+        format!("sha256-{}.att", pb.hex),
+    ] {
+        assert!(tags.contains(&want.as_str()), "{want} not in {tags:?}");
+    }
+    let copied = pb.t.path().join("skopeo-copy");
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{}", pb.tagged),
+        &format!("oci:{}:0.1.0", copied.display()),
+    ]);
+    let out = run(Command::new("umoci")
+        .args(["unpack", "--rootless", "--image"])
+        .arg(format!("{}:0.1.0", copied.display()))
+        .arg(pb.t.path().join("bundle")));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(pb.t.path().join("bundle/rootfs/usr/local/bin/mesh-proxy")).unwrap(),
+        std::fs::read(pb.fx.line_dir.join("bin/mesh-proxy")).unwrap()
+    );
+}
+
+/// `distro pull` verifies before it writes: the OCI layout it writes holds the image under the
+/// asked tag with its signature and attestation tags and verifies offline (with the registry
+/// repository as the signed identity), and so does the archive it writes.
+#[test]
+fn pulled_layout_and_archive_verify_offline() {
+    let Some(pb) = Published::new("pulled_layout_and_archive_verify_offline") else {
+        return;
+    };
+    let pulled = pb.t.path().join("pulled");
+    let dest = format!("oci:{}:pulled", pulled.display());
+    let out = pb.pull(&pb.p, &dest, &[]);
+    assert!(out.status.success(), "{out:?}");
+    let v = run(distro().args(["verify", &dest, "--key", &pb.p, "--identity", &pb.repo]));
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
     let mut l = Layout::open_dir(&pulled, false).unwrap();
-    assert_eq!(l.manifest("pulled").unwrap().unwrap().digest, digest);
+    assert_eq!(l.manifest("pulled").unwrap().unwrap().digest, pb.digest);
     let mut tags = l.tags();
     tags.sort();
     assert_eq!(
         tags,
         vec![
             "pulled".to_string(),
-            format!("sha256-{hex}.att"),
-            format!("sha256-{hex}.sig")
+            format!("sha256-{}.att", pb.hex),
+            format!("sha256-{}.sig", pb.hex)
         ]
     );
-    let archive = t.path().join("pulled.tar");
-    ok(&[
-        "pull",
-        &tagged,
-        "--key",
-        &p,
-        "--plain-http",
-        "--out",
-        &format!("oci-archive:{}", archive.display()),
-    ]);
+    let archive = pb.t.path().join("pulled.tar");
+    let out = pb.pull(&pb.p, &format!("oci-archive:{}", archive.display()), &[]);
+    assert!(out.status.success(), "{out:?}");
     ok(&[
         "verify",
         &format!("oci-archive:{}:0.1.0", archive.display()),
         "--key",
-        &p,
+        &pb.p,
     ]);
+}
 
-    // A pull that does not verify writes nothing.
-    let wrong_dir = t.path().join("wrong");
+/// A pull whose verification fails (another key) says so and that nothing was written, and
+/// leaves no destination behind.
+#[test]
+fn pull_that_does_not_verify_writes_nothing() {
+    let Some(pb) = Published::new("pull_that_does_not_verify_writes_nothing") else {
+        return;
+    };
+    let wrong_dir = pb.t.path().join("wrong");
     std::fs::create_dir_all(&wrong_dir).unwrap();
     let (_, wrong_pub) = keygen_strings(&wrong_dir);
-    let refused = t.path().join("refused");
-    let err = fails(&[
-        "pull",
-        &tagged,
-        "--key",
-        &wrong_pub,
-        "--plain-http",
-        "--out",
-        &format!("oci:{}", refused.display()),
-    ]);
+    let refused = pb.t.path().join("refused");
+    let out = pb.pull(&wrong_pub, &format!("oci:{}", refused.display()), &[]);
+    let err = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success());
     assert!(
         err.contains("FAIL signature") && err.contains("nothing was written"),
         "{err}"
@@ -266,15 +303,24 @@ fn push_sign_attest_verify_pull_against_local_registry() {
         !refused.exists(),
         "nothing may be written when verification fails"
     );
+}
 
-    // A blob corrupted in the registry's storage is caught by its digest.
-    let layer = images[0]["layers"][1]
+/// A layer blob corrupted in the registry's own storage is caught by its digest: verify fails
+/// naming the layer, and a pull fails and writes nothing.
+#[test]
+fn blob_corrupted_in_registry_storage_is_caught() {
+    let Some(pb) = Published::new("blob_corrupted_in_registry_storage_is_caught") else {
+        return;
+    };
+    let layer = pb.images[0]["layers"][1]
         .as_str()
         .unwrap()
         .strip_prefix("sha256:")
         .unwrap()
         .to_string();
-    let files = reg.storage_files(&format!("blobs/sha256/{}/{layer}/data", &layer[..2]));
+    let files = pb
+        .reg
+        .storage_files(&format!("blobs/sha256/{}/{layer}/data", &layer[..2]));
     assert_eq!(files.len(), 1, "layer blob in registry storage");
     let mut bytes = std::fs::read(&files[0]).unwrap();
     let n = bytes.len();
@@ -282,9 +328,9 @@ fn push_sign_attest_verify_pull_against_local_registry() {
     std::fs::write(&files[0], bytes).unwrap();
     let out = run(distro().args([
         "verify",
-        &tagged,
+        &pb.tagged,
         "--key",
-        &p,
+        &pb.p,
         "--plain-http",
         "--attempts",
         "1",
@@ -300,19 +346,14 @@ fn push_sign_attest_verify_pull_against_local_registry() {
             .any(|l| l.starts_with("FAIL image") && l.contains(&layer)),
         "{text}"
     );
-    let refused2 = t.path().join("refused2");
-    fails(&[
-        "pull",
-        &tagged,
-        "--key",
-        &p,
-        "--plain-http",
-        "--attempts",
-        "1",
-        "--out",
-        &format!("oci:{}", refused2.display()),
-    ]);
-    assert!(!refused2.exists());
+    let refused = pb.t.path().join("refused");
+    let out = pb.pull(
+        &pb.p,
+        &format!("oci:{}", refused.display()),
+        &["--attempts", "1"],
+    );
+    assert!(!out.status.success(), "{out:?}");
+    assert!(!refused.exists());
 }
 
 /// A registry with TLS from a private CA and htpasswd basic auth: the CA must be given, the

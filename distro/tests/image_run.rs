@@ -280,154 +280,203 @@ class H(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 "#;
 
-/// Both images start under runc as 65532 on a read-only root, report FIPS mode with the
-/// evidence's module from inside the container, and together carry one mTLS request: the
-/// control plane answers /healthz and issues SVIDs by join token to two proxies.
-#[test]
-fn released_images_run_under_runc_and_carry_mtls() {
-    if !requirements() {
-        return;
-    }
-    let out = distro_testsupport::release_out(Path::new(env!("CARGO_BIN_EXE_distro")), true);
-    let line = line_dir(&out);
-    let t = tempfile::tempdir().unwrap();
-    let netns = Netns::new("run");
-    let runc_root = t.path().join("runc");
-    std::fs::create_dir_all(&runc_root).unwrap();
+/// The released line: its directory, a scratch directory and a runc root of the test's own.
+struct Released {
+    line: PathBuf,
+    t: tempfile::TempDir,
+    runc_root: PathBuf,
+}
 
-    // Unpack each image once; every container of it shares the read-only rootfs.
-    let mut unpacked = std::collections::BTreeMap::new();
-    for c in ["mesh-proxy", "mesh-control"] {
-        let layout = line.join("images").join(c).join("oci");
-        // The released image's SBOM names every file the container will see.
-        image_support::assert_sbom_covers_every_file(&layout, &tag_of(&layout), TEST);
-        let dir = t.path().join(format!("unpacked-{c}"));
+impl Released {
+    /// `None` (a loud skip outside CI) when a requirement is missing.
+    fn new() -> Option<Released> {
+        if !requirements() {
+            return None;
+        }
+        let out = distro_testsupport::release_out(Path::new(env!("CARGO_BIN_EXE_distro")), true);
+        let t = tempfile::tempdir().unwrap();
+        let runc_root = t.path().join("runc");
+        std::fs::create_dir_all(&runc_root).unwrap();
+        Some(Released {
+            line: line_dir(&out),
+            t,
+            runc_root,
+        })
+    }
+
+    fn layout(&self, c: &str) -> PathBuf {
+        self.line.join("images").join(c).join("oci")
+    }
+
+    /// The component's image unpacked by umoci into the test's directory: (bundle dir, config).
+    fn unpack(&self, c: &str) -> (PathBuf, Value) {
+        let layout = self.layout(c);
+        let dir = self.t.path().join(format!("unpacked-{c}"));
         let config = unpack(&layout, &tag_of(&layout), &dir);
+        (dir, config)
+    }
+}
+
+/// Each released image's SBOM names every file its container will see, and its config runs as
+/// user 65532 with the system CA bundle in `SSL_CERT_FILE`.
+#[test]
+fn released_images_are_unprivileged_and_their_sboms_cover_every_file() {
+    let Some(r) = Released::new() else { return };
+    for c in ["mesh-proxy", "mesh-control"] {
+        let layout = r.layout(c);
+        image_support::assert_sbom_covers_every_file(&layout, &tag_of(&layout), TEST);
+        let (_, config) = r.unpack(c);
         assert_eq!(config["process"]["user"]["uid"], 65532, "{c}: image user");
         let env = config["process"]["env"].to_string();
         assert!(
             env.contains("SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"),
             "{c}: SSL_CERT_FILE is not set in the image: {env}"
         );
-        unpacked.insert(c, (dir, config));
     }
+}
 
-    // fips-check in each image: exit 0, FIPS mode, the module the build's evidence names.
-    for c in ["mesh-proxy", "mesh-control"] {
-        let (dir, config) = &unpacked[c];
-        let b = bundle(
-            &t.path().join(format!("fips-{c}")),
-            dir,
-            config,
-            &["fips-check", "--format", "json"],
-            &netns,
-            &[],
-        );
-        let id = format!("fips-{c}-{}", std::process::id());
-        let mut ctr = Container::start(&id, &b, &runc_root);
-        let status = ctr.child.take().unwrap().wait().unwrap();
-        assert!(
-            status.success(),
-            "{c} fips-check in the container exited {status}\n{}",
-            ctr.logs()
-        );
-        let report: Value = serde_json::from_str(&std::fs::read_to_string(&ctr.stdout).unwrap())
-            .unwrap_or_else(|e| panic!("{c} fips-check printed no JSON ({e})\n{}", ctr.logs()));
-        assert_eq!(report["fips_mode"], true, "{c}: {report}");
-        assert_eq!(report["provider_fips"], true, "{c}: {report}");
-        assert_eq!(report["self_tests_passed"], true, "{c}: {report}");
-        let ev: Value = serde_json::from_slice(
-            &std::fs::read(line.join("evidence").join(format!("{c}.fips.json"))).unwrap(),
-        )
-        .unwrap();
-        assert_eq!(
-            report["module_version_string"], ev["module"]["version_in_binary"],
-            "{c}: the container's module is not the one the evidence names"
-        );
-        // The evidence says how the shipped binary links the module, read from the binary,
-        // and names the certificate for that linkage (AWS-LC FIPS 3.x static: #5314).
-        assert_eq!(ev["module"]["linkage"], "static", "{c}: {}", ev["module"]);
-        assert_eq!(
-            ev["module"]["cmvp_certificate"], 5314,
-            "{c}: {}",
-            ev["module"]
-        );
-        drop(ctr);
-    }
-
-    // The control plane in one container, two proxies in two more.
-    let state = t.path().join("cp-state");
-    let cfg = t.path().join("cp-config");
-    std::fs::create_dir_all(&state).unwrap();
-    std::fs::create_dir_all(&cfg).unwrap();
-    let (api, ops, b_in, app, a_out, a_admin, b_admin) = (7443, 7444, 8443, 8080, 8081, 9901, 9902);
-    std::fs::write(
-        cfg.join("mesh.toml"),
-        format!(
-            r#"
-[tls]
-min_version = "TLSv1_2"
-
-[[services]]
-name = "b"
-protocol = "http"
-allowed_clients = ["{a}"]
-[[services.endpoints]]
-address = "127.0.0.1:{b_in}"
-identity = "{b}"
-
-[[authorization]]
-workload = "{b}"
-name = "a-reads"
-action = "ALLOW"
-sources = ["{a}"]
-methods = ["GET"]
-paths = ["/api"]
-"#,
-            a = id("a", "a"),
-            b = id("b", "b"),
-        ),
+/// `fips-check --format json` in the component's own container exits 0 and reports FIPS mode,
+/// the provider's FIPS flag and passed self-tests, with the module version the build's evidence
+/// names; the evidence says the module is linked statically (certificate #5314).
+fn fips_check_in_container(c: &str) {
+    let Some(r) = Released::new() else { return };
+    let netns = Netns::new(&format!("fips-{}", &c[5..]));
+    let (dir, config) = r.unpack(c);
+    let b = bundle(
+        &r.t.path().join(format!("fips-{c}")),
+        &dir,
+        &config,
+        &["fips-check", "--format", "json"],
+        &netns,
+        &[],
+    );
+    let id = format!("fips-{c}-{}", std::process::id());
+    let mut ctr = Container::start(&id, &b, &r.runc_root);
+    let status = ctr.child.take().unwrap().wait().unwrap();
+    assert!(
+        status.success(),
+        "{c} fips-check in the container exited {status}\n{}",
+        ctr.logs()
+    );
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&ctr.stdout).unwrap())
+        .unwrap_or_else(|e| panic!("{c} fips-check printed no JSON ({e})\n{}", ctr.logs()));
+    assert_eq!(report["fips_mode"], true, "{c}: {report}");
+    assert_eq!(report["provider_fips"], true, "{c}: {report}");
+    assert_eq!(report["self_tests_passed"], true, "{c}: {report}");
+    let ev: Value = serde_json::from_slice(
+        &std::fs::read(r.line.join("evidence").join(format!("{c}.fips.json"))).unwrap(),
     )
     .unwrap();
-    chown_nonroot(&state);
-    chown_nonroot(&cfg);
-    let (cp_dir, cp_config) = &unpacked["mesh-control"];
-    let cp_bundle = bundle(
-        &t.path().join("control"),
-        cp_dir,
-        cp_config,
-        &[
-            "run",
-            "--state-dir",
-            "/var/lib/mesh-control",
-            "--config",
-            "/etc/mesh",
-            "--trust-domain",
-            TD,
-            "--listen",
-            &format!("127.0.0.1:{api}"),
-            "--ops",
-            &format!("127.0.0.1:{ops}"),
-            "--watch-interval",
-            "200ms",
-        ],
-        &netns,
-        &[
-            (&state, "/var/lib/mesh-control", true),
-            (&cfg, "/etc/mesh", false),
-        ],
+    assert_eq!(
+        report["module_version_string"], ev["module"]["version_in_binary"],
+        "{c}: the container's module is not the one the evidence names"
     );
-    let cp = Container::start(
-        &format!("cp-{}", std::process::id()),
-        &cp_bundle,
-        &runc_root,
+    // The evidence says how the shipped binary links the module, read from the binary, and
+    // names the certificate for that linkage (AWS-LC FIPS 3.x static: #5314).
+    assert_eq!(ev["module"]["linkage"], "static", "{c}: {}", ev["module"]);
+    assert_eq!(
+        ev["module"]["cmvp_certificate"], 5314,
+        "{c}: {}",
+        ev["module"]
     );
-    netns.wait_for(ops, "/healthz", "mesh-control in its container", &|| {
-        cp.logs()
-    });
+}
 
-    // What the container really runs as: uid 65532, no capabilities, read-only root.
-    let status = std::fs::read_to_string(format!("/proc/{}/status", cp.pid())).unwrap();
+/// The proxy image reports FIPS mode with the evidence's module from inside its container.
+#[test]
+fn proxy_image_reports_fips_mode_in_its_container() {
+    fips_check_in_container("mesh-proxy");
+}
+
+/// The control-plane image reports FIPS mode with the evidence's module from inside its
+/// container.
+#[test]
+fn control_image_reports_fips_mode_in_its_container() {
+    fips_check_in_container("mesh-control");
+}
+
+/// Ports inside a test's network namespace.
+const API: u16 = 7443;
+const OPS: u16 = 7444;
+const B_IN: u16 = 8443;
+const APP: u16 = 8080;
+const A_OUT: u16 = 8081;
+const A_ADMIN: u16 = 9901;
+const B_ADMIN: u16 = 9902;
+
+/// The mesh configuration: service b (at B_IN, identity b) reachable by a, a may GET /api.
+fn mesh_toml() -> String {
+    distro_testsupport::mesh::a_calls_b(
+        &id("a", "a"),
+        &id("b", "b"),
+        format!("127.0.0.1:{B_IN}"),
+        &["/api"],
+    )
+}
+
+/// The control-plane image running `mesh-control run` in its container (state and
+/// configuration bind-mounted, owned by 65532), answering /healthz in `netns`.
+struct ControlPlane {
+    ctr: Container,
+    state: PathBuf,
+}
+
+impl ControlPlane {
+    fn start(r: &Released, netns: &Netns) -> ControlPlane {
+        let state = r.t.path().join("cp-state");
+        let cfg = r.t.path().join("cp-config");
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::create_dir_all(&cfg).unwrap();
+        std::fs::write(cfg.join("mesh.toml"), mesh_toml()).unwrap();
+        chown_nonroot(&state);
+        chown_nonroot(&cfg);
+        let (cp_dir, cp_config) = r.unpack("mesh-control");
+        let cp_bundle = bundle(
+            &r.t.path().join("control"),
+            &cp_dir,
+            &cp_config,
+            &[
+                "run",
+                "--state-dir",
+                "/var/lib/mesh-control",
+                "--config",
+                "/etc/mesh",
+                "--trust-domain",
+                TD,
+                "--listen",
+                &format!("127.0.0.1:{API}"),
+                "--ops",
+                &format!("127.0.0.1:{OPS}"),
+                "--watch-interval",
+                "200ms",
+            ],
+            netns,
+            &[
+                (&state, "/var/lib/mesh-control", true),
+                (&cfg, "/etc/mesh", false),
+            ],
+        );
+        let ctr = Container::start(
+            &format!("cp-{}-{}", netns.name, std::process::id()),
+            &cp_bundle,
+            &r.runc_root,
+        );
+        netns.wait_for(OPS, "/healthz", "mesh-control in its container", &|| {
+            ctr.logs()
+        });
+        ControlPlane { ctr, state }
+    }
+}
+
+/// The control-plane container's process really runs as uid 65532 with no effective or
+/// permitted capabilities, on a root filesystem mounted read-only (read from /proc, not from
+/// the bundle).
+#[test]
+fn control_plane_container_runs_unprivileged_on_a_read_only_root() {
+    let Some(r) = Released::new() else { return };
+    let netns = Netns::new("priv");
+    let cp = ControlPlane::start(&r, &netns);
+    let pid = cp.ctr.pid();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let field = |k: &str| {
         status
             .lines()
@@ -439,7 +488,7 @@ paths = ["/api"]
     assert!(field("Uid:").starts_with("65532"), "Uid: {}", field("Uid:"));
     assert_eq!(field("CapEff:"), "0000000000000000");
     assert_eq!(field("CapPrm:"), "0000000000000000");
-    let mountinfo = std::fs::read_to_string(format!("/proc/{}/mountinfo", cp.pid())).unwrap();
+    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
     let root = mountinfo
         .lines()
         .find(|l| l.split_whitespace().nth(4) == Some("/"))
@@ -450,12 +499,14 @@ paths = ["/api"]
             .is_some_and(|o| o.split(',').any(|x| x == "ro")),
         "the container's root is not mounted read-only: {root}"
     );
+}
 
-    // Join tokens, made by the control plane's own binary inside its container.
-    let creds = t.path().join("creds");
-    std::fs::create_dir_all(&creds).unwrap();
+/// Writes each workload's join token (made by the control plane's own binary inside its
+/// container), the CA bundle and each proxy's configuration into `creds`, owned by 65532.
+fn write_proxy_credentials(cp: &ControlPlane, creds: &Path) {
+    std::fs::create_dir_all(creds).unwrap();
     for w in ["a", "b"] {
-        let token = cp.exec(&[
+        let token = cp.ctr.exec(&[
             "/usr/local/bin/mesh-control",
             "token",
             "create",
@@ -469,10 +520,10 @@ paths = ["/api"]
         assert!(!token.is_empty(), "empty join token for {w}");
         std::fs::write(creds.join(format!("{w}.token")), token).unwrap();
     }
-    std::fs::copy(state.join("bundle.pem"), creds.join("bundle.pem")).unwrap();
+    std::fs::copy(cp.state.join("bundle.pem"), creds.join("bundle.pem")).unwrap();
     let cp_section = |w: &str| {
         json!({
-            "address": format!("127.0.0.1:{api}"),
+            "address": format!("127.0.0.1:{API}"),
             "ca_bundle": "/etc/mesh-proxy/bundle.pem",
             "token_file": format!("/etc/mesh-proxy/{w}.token"),
             "backoff_max_ms": 1000,
@@ -481,8 +532,8 @@ paths = ["/api"]
     std::fs::write(
         creds.join("b.json"),
         json!({
-            "admin": format!("127.0.0.1:{b_admin}"),
-            "inbound": {"listen": format!("127.0.0.1:{b_in}"), "app": format!("127.0.0.1:{app}"), "protocol": "http"},
+            "admin": format!("127.0.0.1:{B_ADMIN}"),
+            "inbound": {"listen": format!("127.0.0.1:{B_IN}"), "app": format!("127.0.0.1:{APP}"), "protocol": "http"},
             "control_plane": cp_section("b"),
         })
         .to_string(),
@@ -491,33 +542,45 @@ paths = ["/api"]
     std::fs::write(
         creds.join("a.json"),
         json!({
-            "admin": format!("127.0.0.1:{a_admin}"),
-            "outbound": [{"service": "b", "listen": format!("127.0.0.1:{a_out}")}],
+            "admin": format!("127.0.0.1:{A_ADMIN}"),
+            "outbound": [{"service": "b", "listen": format!("127.0.0.1:{A_OUT}")}],
             "control_plane": cp_section("a"),
         })
         .to_string(),
     )
     .unwrap();
-    chown_nonroot(&creds);
+    chown_nonroot(creds);
+}
+
+/// Two proxy containers bootstrap by join token from the control-plane container (proxy a holds
+/// the SVID of its identity) and carry one request a → mTLS → b → backend, where the backend
+/// sees the client's verified SPIFFE ID.
+#[test]
+fn proxy_containers_bootstrap_by_token_and_carry_one_mtls_request() {
+    let Some(r) = Released::new() else { return };
+    let netns = Netns::new("mtls");
+    let cp = ControlPlane::start(&r, &netns);
+    let creds = r.t.path().join("creds");
+    write_proxy_credentials(&cp, &creds);
 
     let backend = NsProcess(
         netns
-            .exec(&["python3", "-c", ECHO_SERVER, &app.to_string()])
+            .exec(&["python3", "-c", ECHO_SERVER, &APP.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
-    netns.wait_for(app, "/", "the test backend", &|| String::new());
+    netns.wait_for(APP, "/", "the test backend", &|| String::new());
 
-    let (px_dir, px_config) = &unpacked["mesh-proxy"];
+    let (px_dir, px_config) = r.unpack("mesh-proxy");
     let mut proxies = Vec::new();
-    for (w, admin) in [("b", b_admin), ("a", a_admin)] {
+    for (w, admin) in [("b", B_ADMIN), ("a", A_ADMIN)] {
         let b = bundle(
-            &t.path().join(format!("proxy-{w}")),
-            px_dir,
-            px_config,
+            &r.t.path().join(format!("proxy-{w}")),
+            &px_dir,
+            &px_config,
             &[
                 "run",
                 "--config",
@@ -528,22 +591,25 @@ paths = ["/api"]
             &netns,
             &[(&creds, "/etc/mesh-proxy", false)],
         );
-        let p = Container::start(&format!("proxy-{w}-{}", std::process::id()), &b, &runc_root);
+        let p = Container::start(
+            &format!("proxy-{w}-{}", std::process::id()),
+            &b,
+            &r.runc_root,
+        );
         netns.wait_for(
             admin,
             "/ready",
             &format!("mesh-proxy {w} in its container"),
-            &|| format!("{}\n{}", p.logs(), cp.logs()),
+            &|| format!("{}\n{}", p.logs(), cp.ctr.logs()),
         );
         proxies.push(p);
     }
 
-    // The SVID the control plane issued to proxy a, and one request a → mTLS → b → backend.
-    let (code, certs) = netns.get(a_admin, "/certs");
+    let (code, certs) = netns.get(A_ADMIN, "/certs");
     assert_eq!(code, 200, "{certs}");
     let certs: Value = serde_json::from_str(&certs).unwrap();
     assert_eq!(certs["spiffe_id"], id("a", "a"), "{certs}");
-    let (code, body) = netns.get(a_out, "/api/x");
+    let (code, body) = netns.get(A_OUT, "/api/x");
     assert_eq!(
         code,
         200,

@@ -26,6 +26,7 @@
 //! - [`http`]: a keep-alive HTTP/1.1 client.
 //! - [`registry`]: Debian's `docker-registry` on 127.0.0.1, with TLS, basic or token auth.
 //! - [`etcd`]: a 3-member etcd cluster on 127.0.0.1.
+//! - [`mesh`]: the mesh configuration of the end-to-end tests (A calls service `b`).
 #![allow(clippy::print_stderr)] // SKIP lines, and progress of the one shared release build
 
 use std::fs::{self, File};
@@ -36,6 +37,7 @@ pub mod bin;
 pub mod etcd;
 pub mod git;
 pub mod http;
+pub mod mesh;
 pub mod net;
 pub mod pki;
 pub mod registry;

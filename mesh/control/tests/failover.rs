@@ -269,26 +269,7 @@ fn backend() -> SocketAddr {
 /// The mesh configuration: service `b` (proxy B's inbound) that A may call, and `extra`
 /// services that only make each pushed version differ (their endpoints are never called).
 fn mesh_toml(b_in: SocketAddr, extra: &[String]) -> String {
-    let mut t = format!(
-        r#"
-[[services]]
-name = "b"
-protocol = "http"
-allowed_clients = ["{a}"]
-[[services.endpoints]]
-address = "{b_in}"
-identity = "{b}"
-
-[[authorization]]
-workload = "{b}"
-name = "a-reads"
-action = "ALLOW"
-sources = ["{a}"]
-methods = ["GET"]
-"#,
-        a = id("a", "a"),
-        b = id("b", "b"),
-    );
+    let mut t = distro_testsupport::mesh::a_calls_b(&id("a", "a"), &id("b", "b"), b_in, &[]);
     for (i, name) in extra.iter().enumerate() {
         t.push_str(&format!(
             r#"

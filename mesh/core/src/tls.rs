@@ -306,6 +306,45 @@ pub fn identity_mismatch<'a>(
     }
 }
 
+/// The handshake-signature checks both SPIFFE verifiers make, with one provider's algorithms
+/// (rustls asks each verifier separately; the answer is the same).
+#[derive(Debug)]
+struct Signatures(Arc<rustls::crypto::CryptoProvider>);
+
+impl Signatures {
+    fn tls12(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn tls13(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
 /// Verifies a server's X.509-SVID: the chain must lead to a root of the [`TrustStore`] as it is
 /// at handshake time (webpki path validation with the FIPS provider's algorithms), the leaf must
 /// carry exactly one URI SAN holding a valid SPIFFE ID, and the [`ExpectedPeer`] must accept
@@ -315,7 +354,7 @@ pub fn identity_mismatch<'a>(
 pub struct SpiffeServerVerifier {
     trust: TrustStore,
     expected: ExpectedPeer,
-    provider: Arc<rustls::crypto::CryptoProvider>,
+    signatures: Signatures,
 }
 
 impl SpiffeServerVerifier {
@@ -334,7 +373,7 @@ impl SpiffeServerVerifier {
         SpiffeServerVerifier {
             trust: trust.into(),
             expected,
-            provider,
+            signatures: Signatures(provider),
         }
     }
 
@@ -363,7 +402,7 @@ impl rustls::client::danger::ServerCertVerifier for SpiffeServerVerifier {
             &roots,
             intermediates,
             now,
-            self.provider.signature_verification_algorithms.all,
+            self.signatures.0.signature_verification_algorithms.all,
         )?;
         let ok = match crate::identity::spiffe_id_of(end_entity) {
             Ok(id) if self.expected.accepts(&id) => Ok(()),
@@ -386,12 +425,7 @@ impl rustls::client::danger::ServerCertVerifier for SpiffeServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -400,18 +434,11 @@ impl rustls::client::danger::ServerCertVerifier for SpiffeServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.signatures.schemes()
     }
 }
 
@@ -435,7 +462,7 @@ pub enum ClientAuth {
 pub struct SpiffeClientVerifier {
     trust: TrustStore,
     client_auth: ClientAuth,
-    provider: Arc<rustls::crypto::CryptoProvider>,
+    signatures: Signatures,
 }
 
 impl SpiffeClientVerifier {
@@ -444,7 +471,7 @@ impl SpiffeClientVerifier {
         SpiffeClientVerifier {
             trust: trust.into(),
             client_auth,
-            provider: crypto::provider(),
+            signatures: Signatures(crypto::provider()),
         }
     }
 }
@@ -488,12 +515,7 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -502,18 +524,11 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.signatures.schemes()
     }
 }
 

@@ -145,31 +145,7 @@ impl Drop for Control {
 }
 
 fn mesh_toml(b_in: SocketAddr) -> String {
-    format!(
-        r#"
-[tls]
-min_version = "TLSv1_2"
-
-[[services]]
-name = "b"
-protocol = "http"
-allowed_clients = ["{a}"]
-[[services.endpoints]]
-address = "{b_in}"
-identity = "{b}"
-labels = {{ version = "v1" }}
-
-[[authorization]]
-workload = "{b}"
-name = "a-reads"
-action = "ALLOW"
-sources = ["{a}"]
-methods = ["GET"]
-paths = ["/api"]
-"#,
-        a = id("a", "a"),
-        b = id("b", "b"),
-    )
+    distro_testsupport::mesh::a_calls_b(&id("a", "a"), &id("b", "b"), b_in, &["/api"])
 }
 
 fn cp_section(cp: &Control, token_file: &Path) -> Value {
