@@ -70,10 +70,11 @@ fn image_subcommands_have_help() {
     }
 }
 
-/// The same build gives the same image digest twice, skopeo and umoci read the layout, and the
-/// image has the non-root user, entrypoint, labels and base files the issue asks for.
+/// The same build gives the same image digest twice (same layers, the base layer shared by
+/// both components), a second run over an existing output changes nothing, a different
+/// SOURCE_DATE_EPOCH changes the digest, and the gzip headers carry no timestamp.
 #[test]
-fn image_is_deterministic_and_read_by_skopeo_and_umoci() {
+fn image_is_deterministic() {
     let t1 = tempfile::tempdir().unwrap();
     let t2 = tempfile::tempdir().unwrap();
     let a = Fixture::write(t1.path(), &["mesh-proxy", "mesh-control"], 256 * 1024);
@@ -87,12 +88,9 @@ fn image_is_deterministic_and_read_by_skopeo_and_umoci() {
         );
         assert_eq!(ja[i]["layers"], jb[i]["layers"]);
     }
-    // The base layer is shared by both components.
     assert_eq!(ja[0]["layers"][0], ja[1]["layers"][0]);
-    // Running again over an existing output changes nothing.
     let again: Value = serde_json::from_str(&a.assemble()).unwrap();
     assert_eq!(again[0]["manifest_digest"], ja[0]["manifest_digest"]);
-    // A different SOURCE_DATE_EPOCH gives a different digest (the timestamp is really used).
     let out = run(distro()
         .env("SOURCE_DATE_EPOCH", "1700000000")
         .args([
@@ -109,128 +107,142 @@ fn image_is_deterministic_and_read_by_skopeo_and_umoci() {
     assert!(out.status.success());
     let jc: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_ne!(jc[0]["manifest_digest"], ja[0]["manifest_digest"]);
-
-    // gzip headers carry no timestamp or file name (bytes 4..8 are MTIME, flag byte 3 has no FNAME).
-    let layout = a.layout("mesh-proxy");
+    // gzip headers carry no timestamp or file name (bytes 4..8 are MTIME, flag byte 3 has no
+    // FNAME).
     let layer0 = ja[0]["layers"][0].as_str().unwrap();
-    let gz = std::fs::read(layout.join("blobs/sha256").join(hex(layer0))).unwrap();
+    let gz = std::fs::read(
+        a.layout("mesh-proxy")
+            .join("blobs/sha256")
+            .join(hex(layer0)),
+    )
+    .unwrap();
     assert_eq!(&gz[..4], &[0x1f, 0x8b, 8, 0]);
     assert_eq!(&gz[4..8], &[0, 0, 0, 0]);
+}
 
-    if have(
-        "skopeo",
-        "image_is_deterministic_and_read_by_skopeo_and_umoci",
-    ) {
-        let inspect = skopeo_json(&["inspect", &format!("oci:{}:0.1.0", layout.display())]);
-        assert_eq!(inspect["Digest"], ja[0]["manifest_digest"]);
-        let labels = &inspect["Labels"];
-        for k in [
-            "title",
-            "description",
-            "licenses",
-            "vendor",
-            "version",
-            "revision",
-            "source",
-            "created",
-        ] {
-            assert!(
-                labels[format!("org.opencontainers.image.{k}")].is_string(),
-                "label {k} missing: {labels}"
-            );
-        }
-        assert_eq!(
-            labels["org.opencontainers.image.created"],
-            "2025-11-28T00:00:00Z"
-        );
-        assert_eq!(labels["org.opencontainers.image.title"], "mesh-proxy");
-        assert_eq!(
-            labels["org.opencontainers.image.revision"],
-            "0123456789abcdef0123456789abcdef01234567"
-        );
-        let config = skopeo_json(&[
-            "inspect",
-            "--config",
-            &format!("oci:{}:0.1.0", layout.display()),
-        ]);
-        assert_eq!(config["config"]["User"], "65532:65532");
-        assert_eq!(
-            config["config"]["Entrypoint"],
-            json!(["/usr/local/bin/mesh-proxy"])
-        );
-        assert_eq!(config["created"], "2025-11-28T00:00:00Z");
-        // skopeo copies it to another layout, keeping the digest.
-        let copy = t1.path().join("copy");
-        skopeo(&[
-            "copy",
-            &format!("oci:{}:0.1.0", layout.display()),
-            &format!("oci:{}:x", copy.display()),
-        ]);
-        assert_eq!(
-            digest_of_tag(&copy, "x"),
-            ja[0]["manifest_digest"].as_str().unwrap()
+/// skopeo reads the layout with the digest `distro image` reports, the OCI labels (title,
+/// revision, created from SOURCE_DATE_EPOCH, ...) and a config running the entrypoint as
+/// 65532:65532, and copies it to another layout keeping the digest.
+#[test]
+fn skopeo_reads_the_image_labels_and_config() {
+    let test = "skopeo_reads_the_image_labels_and_config";
+    if !have("skopeo", test) {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let a = Fixture::write(t.path(), &["mesh-proxy"], 256 * 1024);
+    let ja: Value = serde_json::from_str(&a.assemble()).unwrap();
+    let layout = a.layout("mesh-proxy");
+    let inspect = skopeo_json(&["inspect", &format!("oci:{}:0.1.0", layout.display())]);
+    assert_eq!(inspect["Digest"], ja[0]["manifest_digest"]);
+    let labels = &inspect["Labels"];
+    for k in [
+        "title",
+        "description",
+        "licenses",
+        "vendor",
+        "version",
+        "revision",
+        "source",
+        "created",
+    ] {
+        assert!(
+            labels[format!("org.opencontainers.image.{k}")].is_string(),
+            "label {k} missing: {labels}"
         );
     }
-    if have(
-        "umoci",
-        "image_is_deterministic_and_read_by_skopeo_and_umoci",
-    ) {
-        let bundle = t1.path().join("bundle");
-        let out = run(Command::new("umoci")
-            .args(["unpack", "--rootless", "--image"])
-            .arg(format!("{}:0.1.0", layout.display()))
-            .arg(&bundle));
-        assert!(
-            out.status.success(),
-            "umoci: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let rootfs = bundle.join("rootfs");
-        assert_eq!(
-            std::fs::read(rootfs.join("usr/local/bin/mesh-proxy")).unwrap(),
-            std::fs::read(a.line_dir.join("bin/mesh-proxy")).unwrap()
-        );
-        let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap();
-        assert!(passwd.contains("nonroot:x:65532:65532:"), "{passwd}");
-        assert!(std::fs::read_to_string(rootfs.join("etc/group"))
+    assert_eq!(
+        labels["org.opencontainers.image.created"],
+        "2025-11-28T00:00:00Z"
+    );
+    assert_eq!(labels["org.opencontainers.image.title"], "mesh-proxy");
+    assert_eq!(
+        labels["org.opencontainers.image.revision"],
+        "0123456789abcdef0123456789abcdef01234567"
+    );
+    let config = skopeo_json(&[
+        "inspect",
+        "--config",
+        &format!("oci:{}:0.1.0", layout.display()),
+    ]);
+    assert_eq!(config["config"]["User"], "65532:65532");
+    assert_eq!(
+        config["config"]["Entrypoint"],
+        json!(["/usr/local/bin/mesh-proxy"])
+    );
+    assert_eq!(config["created"], "2025-11-28T00:00:00Z");
+    let copy = t.path().join("copy");
+    skopeo(&[
+        "copy",
+        &format!("oci:{}:0.1.0", layout.display()),
+        &format!("oci:{}:x", copy.display()),
+    ]);
+    assert_eq!(
+        digest_of_tag(&copy, "x"),
+        ja[0]["manifest_digest"].as_str().unwrap()
+    );
+}
+
+/// umoci unpacks the image to the built binary (mode 0755), the non-root user and group
+/// 65532, the CA bundle and a sticky /tmp, with no shell, no apt and no /bin; its runtime
+/// config runs the entrypoint as 65532.
+#[test]
+fn umoci_unpacks_a_minimal_non_root_root_filesystem() {
+    let test = "umoci_unpacks_a_minimal_non_root_root_filesystem";
+    if !have("umoci", test) {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    let a = Fixture::write(t.path(), &["mesh-proxy"], 256 * 1024);
+    a.assemble();
+    let layout = a.layout("mesh-proxy");
+    let bundle = t.path().join("bundle");
+    let out = run(Command::new("umoci")
+        .args(["unpack", "--rootless", "--image"])
+        .arg(format!("{}:0.1.0", layout.display()))
+        .arg(&bundle));
+    assert!(
+        out.status.success(),
+        "umoci: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rootfs = bundle.join("rootfs");
+    assert_eq!(
+        std::fs::read(rootfs.join("usr/local/bin/mesh-proxy")).unwrap(),
+        std::fs::read(a.line_dir.join("bin/mesh-proxy")).unwrap()
+    );
+    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap();
+    assert!(passwd.contains("nonroot:x:65532:65532:"), "{passwd}");
+    assert!(std::fs::read_to_string(rootfs.join("etc/group"))
+        .unwrap()
+        .contains("nonroot:x:65532:"));
+    assert!(
+        std::fs::read_to_string(rootfs.join("etc/ssl/certs/ca-certificates.crt"))
             .unwrap()
-            .contains("nonroot:x:65532:"));
+            .contains("BEGIN CERTIFICATE")
+    );
+    let mode = |p: &str| {
+        std::fs::metadata(rootfs.join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+    };
+    assert_eq!(mode("tmp") & 0o7777, 0o1777);
+    assert_eq!(mode("usr/local/bin/mesh-proxy") & 0o777, 0o755);
+    for absent in ["bin/sh", "usr/bin/apt", "bin"] {
         assert!(
-            std::fs::read_to_string(rootfs.join("etc/ssl/certs/ca-certificates.crt"))
-                .unwrap()
-                .contains("BEGIN CERTIFICATE")
-        );
-        use std::os::unix::fs::PermissionsExt;
-        assert_eq!(
-            std::fs::metadata(rootfs.join("tmp"))
-                .unwrap()
-                .permissions()
-                .mode()
-                & 0o7777,
-            0o1777
-        );
-        assert_eq!(
-            std::fs::metadata(rootfs.join("usr/local/bin/mesh-proxy"))
-                .unwrap()
-                .permissions()
-                .mode()
-                & 0o777,
-            0o755
-        );
-        for absent in ["bin/sh", "usr/bin/apt", "bin"] {
-            assert!(
-                !rootfs.join(absent).exists(),
-                "{absent} must not be in the image"
-            );
-        }
-        let runtime: Value =
-            serde_json::from_slice(&std::fs::read(bundle.join("config.json")).unwrap()).unwrap();
-        assert_eq!(runtime["process"]["user"]["uid"], 65532);
-        assert_eq!(
-            runtime["process"]["args"],
-            json!(["/usr/local/bin/mesh-proxy"])
+            !rootfs.join(absent).exists(),
+            "{absent} must not be in the image"
         );
     }
+    let runtime: Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("config.json")).unwrap()).unwrap();
+    assert_eq!(runtime["process"]["user"]["uid"], 65532);
+    assert_eq!(
+        runtime["process"]["args"],
+        json!(["/usr/local/bin/mesh-proxy"])
+    );
 }
 
 fn digest_of_tag(layout: &Path, tag: &str) -> String {

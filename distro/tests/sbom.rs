@@ -170,45 +170,49 @@ fn section_by_objcopy(bin: &Path) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `distro sbom --binary` of the fixture's `app-bin` (features `extra`, embedding the
+/// dependency list): the CycloneDX and SPDX documents written into `dir`.
+struct Documented {
+    fx: Fixture,
+    dir: tempfile::TempDir,
+    cdx: PathBuf,
+    spdx: PathBuf,
+}
+
+impl Documented {
+    fn new() -> Documented {
+        let fx = build_fixture(true);
+        let dir = tempfile::tempdir().unwrap();
+        let (cdx, spdx) = (
+            dir.path().join("app.cdx.json"),
+            dir.path().join("app.spdx.json"),
+        );
+        let d = Documented { fx, dir, cdx, spdx };
+        d.run(&d.cdx, &d.spdx, "distro sbom");
+        d
+    }
+
+    /// `distro sbom --binary ... --features extra --embed -o CDX --spdx-out SPDX`, asserted to
+    /// succeed.
+    fn run(&self, cdx: &Path, spdx: &Path, what: &str) {
+        let (o, s) = (cdx.display().to_string(), spdx.display().to_string());
+        ok(
+            &self
+                .fx
+                .sbom(&["--features", "extra", "--embed", "-o", &o, "--spdx-out", &s]),
+            what,
+        );
+    }
+}
+
 /// The SBOM of one binary lists exactly the crates of that binary (feature-enabled optional and
 /// build dependencies; no dev-dependencies, no other workspace members' dependencies), with
-/// licences, lockfile hashes and the binary's own hash; it validates, and is byte-identical on
-/// a second run.
+/// licences, lockfile hashes, scopes, the binary's own hash, and the binary's direct
+/// dependencies in the graph.
 #[test]
-fn sbom_has_exact_per_binary_scope_and_is_reproducible() {
-    let fx = build_fixture(true);
-    let dir = tempfile::tempdir().unwrap();
-    let (cdx, spdx) = (
-        dir.path().join("app.cdx.json"),
-        dir.path().join("app.spdx.json"),
-    );
-    let args = |o: &Path, s: &Path| {
-        vec![
-            "sbom".to_string(),
-            "--binary".into(),
-            fx.bin.display().to_string(),
-            "--manifest-dir".into(),
-            fx.ws.display().to_string(),
-            "--package".into(),
-            "app".into(),
-            "--features".into(),
-            "extra".into(),
-            "--embed".into(),
-            "-o".into(),
-            o.display().to_string(),
-            "--spdx-out".into(),
-            s.display().to_string(),
-            "--source-date-epoch".into(),
-            EPOCH.into(),
-        ]
-    };
-    let a = args(&cdx, &spdx);
-    ok(
-        &distro(&a.iter().map(String::as_str).collect::<Vec<_>>()),
-        "distro sbom",
-    );
-    let bom = read_json(&cdx);
-
+fn sbom_has_exact_per_binary_scope() {
+    let d = Documented::new();
+    let bom = read_json(&d.cdx);
     assert_eq!(bom["specVersion"], "1.6");
     assert_eq!(
         component_names(&bom),
@@ -222,7 +226,7 @@ fn sbom_has_exact_per_binary_scope_and_is_reproducible() {
     assert_eq!(meta["component"]["version"], "0.3.1");
     assert_eq!(
         meta["component"]["hashes"][0]["content"],
-        sha256_file(&fx.bin)
+        sha256_file(&d.fx.bin)
     );
     assert_eq!(
         meta["component"]["licenses"][0]["expression"],
@@ -243,7 +247,6 @@ fn sbom_has_exact_per_binary_scope_and_is_reproducible() {
     assert_eq!(component(&bom, "build-helper")["scope"], "excluded");
     assert_eq!(component(&bom, "helper-opt")["scope"], "required");
 
-    // The graph: the binary depends on its three direct dependencies.
     let deps = bom["dependencies"].as_array().unwrap();
     let root = deps
         .iter()
@@ -265,41 +268,49 @@ fn sbom_has_exact_per_binary_scope_and_is_reproducible() {
         .into_iter()
         .collect()
     );
+}
 
-    python_cyclonedx_valid(&cdx);
-    python_spdx_valid(&spdx);
-    let sp = read_json(&spdx);
+/// Both documents validate with the official Python libraries (cyclonedx-python-lib, the SPDX
+/// tools), and the SPDX document is SPDX-2.3 with DESCRIBES and DEPENDS_ON relationships.
+#[test]
+fn sbom_documents_validate_with_independent_tools() {
+    let d = Documented::new();
+    python_cyclonedx_valid(&d.cdx);
+    python_spdx_valid(&d.spdx);
+    let sp = read_json(&d.spdx);
     assert_eq!(sp["spdxVersion"], "SPDX-2.3");
     assert_eq!(sp["dataLicense"], "CC0-1.0");
-    assert!(sp["relationships"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|r| r["relationshipType"] == "DESCRIBES"));
-    assert!(sp["relationships"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|r| r["relationshipType"] == "DEPENDS_ON"));
+    let rels = sp["relationships"].as_array().unwrap();
+    assert!(rels.iter().any(|r| r["relationshipType"] == "DESCRIBES"));
+    assert!(rels.iter().any(|r| r["relationshipType"] == "DEPENDS_ON"));
+}
 
-    // Reproducible: a second run over the (already embedded) binary gives the same bytes.
+/// A second run over the (already embedded) binary writes byte-identical documents.
+#[test]
+fn sbom_is_reproducible() {
+    let d = Documented::new();
     let (cdx2, spdx2) = (
-        dir.path().join("again.cdx.json"),
-        dir.path().join("again.spdx.json"),
+        d.dir.path().join("again.cdx.json"),
+        d.dir.path().join("again.spdx.json"),
     );
-    let a2 = args(&cdx2, &spdx2);
-    ok(
-        &distro(&a2.iter().map(String::as_str).collect::<Vec<_>>()),
-        "second distro sbom",
-    );
-    assert_eq!(std::fs::read(&cdx).unwrap(), std::fs::read(&cdx2).unwrap());
+    d.run(&cdx2, &spdx2, "second distro sbom");
     assert_eq!(
-        std::fs::read(&spdx).unwrap(),
+        std::fs::read(&d.cdx).unwrap(),
+        std::fs::read(&cdx2).unwrap()
+    );
+    assert_eq!(
+        std::fs::read(&d.spdx).unwrap(),
         std::fs::read(&spdx2).unwrap()
     );
+}
 
-    // The embedded list, read without our code.
-    let list = section_by_objcopy(&fx.bin);
+/// `--embed` writes the dependency list into the binary: read without the product's code (by
+/// objcopy) it names the root package as local, the build dependency as such and crates.io
+/// sources, and rust-audit-info reads the same list.
+#[test]
+fn embedded_dependency_list_is_read_by_objcopy_and_rust_audit_info() {
+    let d = Documented::new();
+    let list = section_by_objcopy(&d.fx.bin);
     let pk = list["packages"].as_array().unwrap();
     let names: BTreeSet<&str> = pk.iter().map(|p| p["name"].as_str().unwrap()).collect();
     assert_eq!(
@@ -319,8 +330,7 @@ fn sbom_has_exact_per_binary_scope_and_is_reproducible() {
         pk.iter().find(|p| p["name"] == "cfg-if").unwrap()["source"],
         "crates.io"
     );
-
-    match Command::new("rust-audit-info").arg(&fx.bin).output() {
+    match Command::new("rust-audit-info").arg(&d.fx.bin).output() {
         Ok(out) => {
             ok(&out, "rust-audit-info");
             let theirs: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -328,7 +338,7 @@ fn sbom_has_exact_per_binary_scope_and_is_reproducible() {
         }
         Err(_) => {
             distro_testsupport::require(
-                "rust-audit-info check",
+                "embedded_dependency_list_is_read_by_objcopy_and_rust_audit_info",
                 "rust-audit-info",
                 "cargo install rust-audit-info --locked --version 0.5.4 (scripts/install-deps.sh)",
             );
