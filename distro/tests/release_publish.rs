@@ -255,8 +255,12 @@ fn setup(test: &str) -> Option<Setup> {
             "db = \"../patches/advisory-db\"",
             &format!("db = \"{}\"", repo().join("patches/advisory-db").display()),
         );
-    let config = t.path().join("distro.toml");
+    // In a repository layout of its own (`REPO/distro/distro.toml`), so the dependency policy
+    // the release applies is `REPO/deny.toml`: the project's, unless a test writes another.
+    let config = t.path().join("repo/distro/distro.toml");
+    std::fs::create_dir_all(config.parent().unwrap()).unwrap();
     std::fs::write(&config, text).unwrap();
+    std::fs::copy(repo().join("deny.toml"), t.path().join("repo/deny.toml")).unwrap();
     Some(Setup {
         key: t.path().join("keys/release.key"),
         public: t.path().join("keys/release.pub"),
@@ -427,4 +431,96 @@ fn killed_release_never_tags_an_unsigned_image_and_resumes_without_duplicates() 
     }
     eprintln!("the no-op release took {took:?}");
     assert!(took.as_secs() < 60, "a no-op release took {took:?}");
+}
+
+/// The policy stage checks every component against the repository's deny.toml and records one
+/// passed check per component before the images are assembled (the record written when the
+/// release is killed right after its local stages).
+#[test]
+fn release_records_the_dependency_policy_of_each_component() {
+    let Some(s) = setup("release_records_the_dependency_policy_of_each_component") else {
+        return;
+    };
+    std::fs::create_dir_all(s.key.parent().unwrap()).unwrap();
+    let o = s.release(Some("local"));
+    assert_eq!(
+        o.status.signal(),
+        Some(9),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let record: Value =
+        serde_json::from_slice(&std::fs::read(s.out.join(&s.line).join("release.json")).unwrap())
+            .unwrap();
+    for c in &s.components {
+        let check = record["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["stage"] == "policy" && k["name"] == format!("dependency policy {c}"))
+            .unwrap_or_else(|| panic!("no policy check of {c}: {record:#}"));
+        assert_eq!(check["result"], "passed", "{check}");
+        let detail = check["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("cargo-deny") && detail.contains("deny.toml"),
+            "{detail}"
+        );
+    }
+    let stages: Vec<&str> = record["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(stages, ["build", "sbom", "vex", "policy", "image"]);
+}
+
+/// A dependency the repository's deny.toml bans refuses the line with exit 3 (a policy
+/// refusal, not an error), naming the component, the rule and the crate; nothing is pushed
+/// and no release record is written.
+#[test]
+fn dependency_denied_by_policy_refuses_the_line_before_any_image() {
+    let Some(s) = setup("dependency_denied_by_policy_refuses_the_line_before_any_image") else {
+        return;
+    };
+    std::fs::create_dir_all(s.key.parent().unwrap()).unwrap();
+    let deny = s
+        .config
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("deny.toml");
+    let text = std::fs::read_to_string(&deny).unwrap().replacen(
+        "deny = [\n",
+        "deny = [\n    { crate = \"tokio\", reason = \"a test bans it\" },\n",
+        1,
+    );
+    assert!(
+        text.contains("a test bans it"),
+        "no [bans] deny list in deny.toml"
+    );
+    std::fs::write(&deny, text).unwrap();
+    let o = s.release(None);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("dependency policy")
+            && stderr.contains("bans/banned tokio")
+            && stderr.contains(&s.components[0]),
+        "{stderr}"
+    );
+    assert!(!s.out.join(&s.line).join("release.json").exists());
+    let (status, _, _) = http(&s.reg.addr, "GET", "/v2/_catalog");
+    assert_eq!(status, 200);
+    let (_, _, body) = http(&s.reg.addr, "GET", "/v2/_catalog");
+    let catalog: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        catalog["repositories"]
+            .as_array()
+            .map(Vec::len)
+            .unwrap_or(0),
+        0,
+        "nothing may be pushed: {catalog}"
+    );
 }

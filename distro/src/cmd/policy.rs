@@ -50,17 +50,28 @@ pub struct Args {
     cargo_deny: PathBuf,
 }
 
-/// Runs `distro policy`.
-pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
-    let repo = cx
-        .config_path
+/// The repository holding distro.toml (`<dir of distro.toml>/..`).
+fn repository(cx: &Context) -> PathBuf {
+    cx.config_path
         .parent()
         .map(|p| p.join(".."))
-        .unwrap_or_else(|| PathBuf::from(".."));
+        .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+/// The distribution's dependency policy: `deny.toml` of the repository holding distro.toml
+/// (what `distro policy` checks by default and the release's policy stage applies to every
+/// line).
+pub fn default_deny_toml(cx: &Context) -> PathBuf {
+    repository(cx).join("deny.toml")
+}
+
+/// Runs `distro policy`.
+pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
+    let repo = repository(cx);
     let deny_toml = args
         .deny_toml
         .clone()
-        .unwrap_or_else(|| repo.join("deny.toml"));
+        .unwrap_or_else(|| default_deny_toml(cx));
     if !deny_toml.is_file() {
         anyhow::bail!(
             "no policy at {}: pass --deny-toml FILE",

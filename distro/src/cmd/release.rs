@@ -3,8 +3,10 @@
 //! A release of a line is the stages a user could run by hand, called through the same entry
 //! points: support check → build (patches applied, FIPS evidence, provenance;
 //! [`super::build::build`]) → SBOMs ([`super::sbom::sbom`], with the features the build record
-//! names) → VEX → images ([`super::image::image`]) → push by digest → sign → attest → verify →
-//! tag. The definition is read once and the records flow from stage to stage as one typed
+//! names) → VEX → dependency policy (cargo-deny with the repository's deny.toml on the exported
+//! source; an advisory the line's VEX states `not_affected` or `fixed` is accepted with that
+//! statement, any other denial is a policy refusal) → images ([`super::image::image`]) → push
+//! by digest → sign → attest → verify → tag. The definition is read once and the records flow from stage to stage as one typed
 //! [`LineRelease`], written atomically as `OUT/<line>/release.json` (0644) after the local
 //! stages and after every publishing step.
 //!
@@ -98,6 +100,7 @@ const STAGES: &[&str] = &[
     "build",
     "sbom",
     "vex",
+    "policy",
     "image",
     "push",
     "sign",
@@ -106,6 +109,19 @@ const STAGES: &[&str] = &[
     "verify",
     "tag",
 ];
+
+/// The first `LOCAL` of [`STAGES`] run on this machine only (build to image); the rest publish.
+const LOCAL: usize = 5;
+
+/// The distribution's dependency policy: its `deny.toml` and the advisory database laid out
+/// for cargo-deny, prepared once for every line of the run.
+struct DependencyPolicy {
+    deny_toml: PathBuf,
+    db: distro_sbom::policy::AdvisoryDb,
+}
+
+/// What the line's VEX states of each advisory it names, by id and by alias: (status, why).
+type VexStatuses = BTreeMap<String, (String, String)>;
 
 /// Everything that is the same for every line of a run: read or made once.
 struct Run<'a> {
@@ -118,6 +134,8 @@ struct Run<'a> {
     public_key_artifact: Artifact,
     db: AdvisoryDb,
     snapshot: Snapshot,
+    /// `None` when the repository holding distro.toml has no deny.toml (recorded as skipped).
+    policy: Option<DependencyPolicy>,
     registry: RegistryOptions,
     progress: Progress,
     /// sha256 of the running `distro` binary: a new tool redoes the local stages.
@@ -163,6 +181,20 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
         args.key.display()
     );
     let exe = std::env::current_exe().context("locating the distro binary")?;
+    let deny_toml = super::policy::default_deny_toml(cx);
+    let policy = if deny_toml.is_file() {
+        let urls = distro_sbom::policy::db_urls(&deny_toml)?;
+        Some(DependencyPolicy {
+            db: distro_sbom::policy::AdvisoryDb::prepare(&snapshot.path, &urls)?,
+            deny_toml,
+        })
+    } else {
+        cx.warn(&format!(
+            "no dependency policy at {}: the policy stage records the lines as not checked against licences, bans, sources and advisories",
+            deny_toml.display()
+        ));
+        None
+    };
     let run = Run {
         cx,
         dist: &dist,
@@ -173,6 +205,7 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
         public_key: verifying,
         db,
         snapshot,
+        policy,
         registry: RegistryOptions {
             ca_file: args.ca_file.clone(),
             plain_http: args.plain_http,
@@ -421,6 +454,13 @@ impl Run<'_> {
         if let Some(p) = &line.patches {
             tree_digest(p, &mut h)?;
         }
+        if let Some(policy) = &self.policy {
+            h.extend_from_slice(b"policy\0");
+            h.extend_from_slice(
+                &std::fs::read(&policy.deny_toml)
+                    .with_context(|| format!("reading {}", policy.deny_toml.display()))?,
+            );
+        }
         if self.args.reuse_build {
             h.extend_from_slice(b"reuse-build\0");
             let b = line_dir.join("build.json");
@@ -455,11 +495,11 @@ impl Run<'_> {
 
         let mut record = match reusable {
             Some(mut p) => {
-                for s in &STAGES[..4] {
+                for s in &STAGES[..LOCAL] {
                     self.progress.start(v, s);
                     self.progress.done(v, s, true, 0);
                 }
-                p.stages = STAGES[..4]
+                p.stages = STAGES[..LOCAL]
                     .iter()
                     .map(|s| StageTiming {
                         stage: (*s).into(),
@@ -489,7 +529,7 @@ impl Run<'_> {
         kill_point("local", None);
 
         if self.published_intact(&record)? {
-            for s in &STAGES[4..] {
+            for s in &STAGES[LOCAL..] {
                 self.progress.start(v, s);
                 self.progress.done(v, s, true, 0);
                 record.stages.push(StageTiming {
@@ -625,8 +665,14 @@ impl Run<'_> {
         // VEX of the line, judged against the advisory database loaded once by the preflight.
         self.progress.start(v, "vex");
         let t = Instant::now();
-        let (vex, vex_note) = self.vex(line, line_dir)?;
+        let (vex, vex_note, vex_statuses) = self.vex(line, line_dir)?;
         timed("vex", t);
+
+        // The dependency policy, on the exported source the build compiled.
+        self.progress.start(v, "policy");
+        let t = Instant::now();
+        self.policy(line_dir, &build, &vex_statuses, &mut checks)?;
+        timed("policy", t);
 
         // Images, each on the SBOM stage's document.
         self.progress.start(v, "image");
@@ -744,12 +790,12 @@ impl Run<'_> {
     }
 
     /// The VEX stage: the line's OpenVEX document at `OUT/<line>/vex/<dist>-<line>.openvex.json`,
-    /// or why there is none.
+    /// or why there is none, and what it states of each advisory (for the policy stage).
     fn vex(
         &self,
         line: &distro_config::Line,
         line_dir: &Path,
-    ) -> anyhow::Result<(Option<Artifact>, Option<String>)> {
+    ) -> anyhow::Result<(Option<Artifact>, Option<String>, VexStatuses)> {
         let path = line_dir
             .join("vex")
             .join(format!("{}-{}.openvex.json", self.dist.name, line.version));
@@ -768,16 +814,113 @@ impl Run<'_> {
                 doc.tooling = format!("{}; advisories: {}", doc.tooling, self.snapshot.label());
                 let text = serde_json::to_string_pretty(&doc)? + "\n";
                 distro_hostio::write_atomic(&path, text.as_bytes(), distro_hostio::PUBLIC)?;
-                Ok((Some(artifact(&path)?), None))
+                let mut statuses = VexStatuses::new();
+                for st in &doc.statements {
+                    let why = st
+                        .justification
+                        .clone()
+                        .or_else(|| st.status_notes.clone())
+                        .or_else(|| st.impact_statement.clone())
+                        .unwrap_or_default();
+                    for id in
+                        std::iter::once(&st.vulnerability.name).chain(&st.vulnerability.aliases)
+                    {
+                        statuses.insert(id.clone(), (st.status.clone(), why.clone()));
+                    }
+                }
+                Ok((Some(artifact(&path)?), None, statuses))
             }
             None => {
                 if path.exists() {
                     std::fs::remove_file(&path)
                         .with_context(|| format!("removing the stale {}", path.display()))?;
                 }
-                Ok((None, Some(outcome.reason.unwrap_or_default())))
+                Ok((
+                    None,
+                    Some(outcome.reason.unwrap_or_default()),
+                    VexStatuses::new(),
+                ))
             }
         }
+    }
+
+    /// The policy stage: cargo-deny's licence, ban, source and advisory checks of every
+    /// component in the line's exported (patched) source, with the features it was built with,
+    /// the distribution's deny.toml and the release's advisory snapshot. An advisory that the
+    /// line's VEX states `not_affected` or `fixed` is accepted with that statement (recorded in
+    /// the check); any other denial refuses the line (exit 3) before an image is assembled.
+    fn policy(
+        &self,
+        line_dir: &Path,
+        build: &schema::BuildRecord,
+        vex: &VexStatuses,
+        checks: &mut Vec<schema::Check>,
+    ) -> anyhow::Result<()> {
+        let Some(policy) = &self.policy else {
+            checks.push(schema::Check {
+                stage: "policy".into(),
+                name: "dependency policy".into(),
+                result: CheckResult::Skipped,
+                detail: format!(
+                    "not run: no deny.toml at {}",
+                    super::policy::default_deny_toml(self.cx).display()
+                ),
+            });
+            return Ok(());
+        };
+        let src = line_dir.join("src");
+        let mut denied = Vec::new();
+        for c in &build.components {
+            let features = match &c.features {
+                Some(f) => f.clone(),
+                None => self
+                    .dist
+                    .component(&c.name)
+                    .map(|k| k.features.clone())
+                    .unwrap_or_default(),
+            };
+            let manifest = distro_sbom::graph::package_manifest(&src, &c.package)
+                .with_context(|| format!("component {} in {}", c.name, src.display()))?;
+            let report = distro_sbom::policy::check(
+                &distro_sbom::policy::PolicyOptions {
+                    component: c.name.clone(),
+                    manifest_path: manifest,
+                    features,
+                    no_default_features: true,
+                    deny_toml: policy.deny_toml.clone(),
+                    advisory_db: Some(policy.db.path().to_path_buf()),
+                    max_db_staleness: None,
+                    cargo_deny: PathBuf::from("cargo-deny"),
+                },
+                policy.db.date(),
+            )
+            .with_context(|| format!("policy check of {}", c.name))?;
+            let verdict = judge(&report, vex);
+            checks.push(schema::Check {
+                stage: "policy".into(),
+                name: format!("dependency policy {}", c.name),
+                result: if verdict.denied.is_empty() {
+                    CheckResult::Passed
+                } else {
+                    CheckResult::Failed
+                },
+                detail: verdict.detail(&report, &policy.deny_toml),
+            });
+            if !verdict.denied.is_empty() {
+                denied.push(format!("{}: {}", c.name, verdict.denied.join(", ")));
+            }
+        }
+        if !denied.is_empty() {
+            return Err(anyhow::Error::new(Refusal(format!(
+                "the dependency policy ({}) denies {} component(s) of line {}:\n  {}\n  help: `distro policy --source {}` shows each finding with its way out",
+                policy.deny_toml.display(),
+                denied.len(),
+                build.line,
+                denied.join("\n  "),
+                src.display()
+            ))));
+        }
+        Ok(())
     }
 
     /// Whether the record is published to this registry with this key and the registry still
@@ -1075,6 +1218,82 @@ pub fn tag_policy(record: &LineRelease) -> verify::Policy {
 }
 
 /// The pushed reference of a component (set by the push step).
+/// A component's policy verdict: cargo-deny's errors, less the advisories the line's VEX
+/// states are `not_affected` or `fixed`.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Verdict {
+    /// What denies the component (`check/code crate version (advisory)`).
+    denied: Vec<String>,
+    /// Advisories accepted by a VEX statement (`id: status (why)`).
+    accepted: Vec<String>,
+}
+
+impl Verdict {
+    fn detail(&self, report: &distro_sbom::policy::PolicyReport, deny_toml: &Path) -> String {
+        let mut d = format!(
+            "{} with {} (advisories of {})",
+            report.cargo_deny,
+            deny_toml.display(),
+            report
+                .advisory_db_date
+                .as_deref()
+                .unwrap_or("an undated snapshot")
+        );
+        if self.denied.is_empty() {
+            d.push_str(": licences, bans, sources and advisories pass");
+        } else {
+            d.push_str(&format!(": denied by {}", self.denied.join(", ")));
+        }
+        if !self.accepted.is_empty() {
+            d.push_str(&format!(
+                "; accepted by the line's VEX: {}",
+                self.accepted.join(", ")
+            ));
+        }
+        d
+    }
+}
+
+/// Judges one component's cargo-deny report against the line's VEX statements.
+fn judge(report: &distro_sbom::policy::PolicyReport, vex: &VexStatuses) -> Verdict {
+    let mut v = Verdict::default();
+    for f in report.findings.iter().filter(|f| f.severity == "error") {
+        let vexed = f
+            .advisory
+            .as_ref()
+            .filter(|_| f.check == "advisories")
+            .and_then(|id| vex.get(id).map(|s| (id, s)))
+            .filter(|(_, (status, _))| status == "not_affected" || status == "fixed");
+        match vexed {
+            Some((id, (status, why))) => {
+                let why = if why.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({why})")
+                };
+                v.accepted.push(format!("{id}: {status}{why}"));
+            }
+            None => v.denied.push(format!(
+                "{}/{} {} {}{}",
+                f.check,
+                f.code,
+                f.crate_name,
+                f.version,
+                f.advisory
+                    .as_ref()
+                    .map(|a| format!(" ({a})"))
+                    .unwrap_or_default()
+            )),
+        }
+    }
+    if !report.passed && v.denied.is_empty() && v.accepted.is_empty() {
+        // cargo-deny failed without an error diagnostic: not a pass.
+        v.denied
+            .push("cargo-deny exited with failure and no finding".into());
+    }
+    v
+}
+
 fn pushed(c: &ComponentRelease) -> anyhow::Result<&Pushed> {
     c.pushed
         .as_ref()
@@ -1232,6 +1451,21 @@ fn preflight(
                 detail: format!(
                     "`{tool}` is not on PATH (it {why}); {fix}, or run scripts/install-deps.sh"
                 ),
+            },
+        });
+    }
+    // The policy stage runs cargo-deny when the repository has a dependency policy.
+    if super::policy::default_deny_toml(cx).is_file() {
+        checks.push(match on_path("cargo-deny") {
+            Some(p) => Check {
+                name: "tool",
+                ok: true,
+                detail: format!("cargo-deny: {}", p.display()),
+            },
+            None => Check {
+                name: "tool",
+                ok: false,
+                detail: "`cargo-deny` is not on PATH (it checks the lines' dependencies against deny.toml); `cargo install cargo-deny --locked --version 0.20.2`, or run scripts/install-deps.sh".into(),
             },
         });
     }
@@ -1473,4 +1707,118 @@ fn http_status(mut stream: TcpStream, host: &str) -> std::io::Result<u16> {
                 text.lines().next().unwrap_or_default()
             ))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use distro_sbom::policy::{Finding, PolicyReport};
+
+    fn finding(check: &str, code: &str, krate: &str, advisory: Option<&str>) -> Finding {
+        Finding {
+            severity: "error".into(),
+            check: check.into(),
+            code: code.into(),
+            crate_name: krate.into(),
+            version: "1.0.0".into(),
+            advisory: advisory.map(str::to_string),
+            message: String::new(),
+            way_out: String::new(),
+            path: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    fn report(passed: bool, findings: Vec<Finding>) -> PolicyReport {
+        PolicyReport {
+            component: "mesh-proxy".into(),
+            passed,
+            findings,
+            summary: BTreeMap::new(),
+            advisory_db_date: Some("2026-08-21".into()),
+            cargo_deny: "cargo-deny 0.20.2".into(),
+        }
+    }
+
+    fn vex(entries: &[(&str, &str, &str)]) -> VexStatuses {
+        entries
+            .iter()
+            .map(|(id, status, why)| (id.to_string(), (status.to_string(), why.to_string())))
+            .collect()
+    }
+
+    #[test]
+    fn vex_not_affected_or_fixed_accepts_an_advisory_and_nothing_else() {
+        let statuses = vex(&[
+            (
+                "RUSTSEC-2024-0001",
+                "not_affected",
+                "vulnerable_code_not_in_execute_path",
+            ),
+            ("CVE-2024-2", "fixed", "0003-fix.patch"),
+            ("RUSTSEC-2024-0003", "affected", ""),
+        ]);
+        let r = report(
+            false,
+            vec![
+                finding(
+                    "advisories",
+                    "vulnerability",
+                    "a",
+                    Some("RUSTSEC-2024-0001"),
+                ),
+                // Accepted by its alias.
+                finding("advisories", "vulnerability", "b", Some("CVE-2024-2")),
+                // Affected: denied.
+                finding(
+                    "advisories",
+                    "vulnerability",
+                    "c",
+                    Some("RUSTSEC-2024-0003"),
+                ),
+                // A licence is never accepted by a VEX statement, even one naming the crate.
+                finding("licenses", "rejected", "d", None),
+            ],
+        );
+        let v = judge(&r, &statuses);
+        assert_eq!(
+            v.accepted,
+            [
+                "RUSTSEC-2024-0001: not_affected (vulnerable_code_not_in_execute_path)",
+                "CVE-2024-2: fixed (0003-fix.patch)"
+            ]
+        );
+        assert_eq!(
+            v.denied,
+            [
+                "advisories/vulnerability c 1.0.0 (RUSTSEC-2024-0003)",
+                "licenses/rejected d 1.0.0"
+            ]
+        );
+        let detail = v.detail(&r, Path::new("/repo/deny.toml"));
+        assert!(detail.contains("denied by") && detail.contains("accepted by the line's VEX"));
+    }
+
+    #[test]
+    fn a_failed_run_without_findings_is_not_a_pass() {
+        let v = judge(&report(false, Vec::new()), &VexStatuses::new());
+        assert_eq!(v.denied, ["cargo-deny exited with failure and no finding"]);
+        let v = judge(&report(true, Vec::new()), &VexStatuses::new());
+        assert_eq!(v, Verdict::default());
+        assert!(v
+            .detail(&report(true, Vec::new()), Path::new("deny.toml"))
+            .ends_with("licences, bans, sources and advisories pass"));
+    }
+
+    #[test]
+    fn advisory_only_accepted_in_the_advisories_check() {
+        // An id that happens to be in the VEX but on a finding of another check is denied.
+        let statuses = vex(&[("X-1", "not_affected", "")]);
+        let v = judge(
+            &report(false, vec![finding("bans", "banned", "ring", Some("X-1"))]),
+            &statuses,
+        );
+        assert_eq!(v.denied, ["bans/banned ring 1.0.0 (X-1)"]);
+        assert!(v.accepted.is_empty());
+    }
 }
