@@ -872,6 +872,17 @@ impl Env {
         std::fs::create_dir_all(&self.mesh_dir).map_err(io(&self.mesh_dir))?;
         std::fs::create_dir_all(&self.cp_state).map_err(io(&self.cp_state))?;
         self.push_mesh()?;
+        self.launch_control()
+    }
+
+    /// Starts the control plane again after an outage (same state, same arguments).
+    pub fn restart_control(&self) -> Result<(), EnvError> {
+        self.launch_control()
+    }
+
+    /// Runs `mesh-control run` on the control host with the environment's state, trust domain
+    /// and configuration, and waits for its /healthz.
+    fn launch_control(&self) -> Result<(), EnvError> {
         let cp = self.control();
         let listen = SocketAddr::new(cp.addr(), CP_PORT);
         let args: Vec<String> = [
@@ -880,38 +891,6 @@ impl Env {
             &self.cp_state.display().to_string(),
             "--trust-domain",
             TRUST_DOMAIN,
-            "--config",
-            &self.mesh_dir.display().to_string(),
-            "--listen",
-            &listen.to_string(),
-            "--ops",
-            &format!("127.0.0.1:{CP_OPS_PORT}"),
-            "--svid-ttl",
-            &self.profile.thresholds.svid_ttl,
-            "--watch-interval",
-            "200ms",
-            "--long-poll",
-            "10s",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let proc = self.start_component(cp, "mesh-control", &args)?;
-        if let Ok(mut m) = cp.main.lock() {
-            *m = Some(proc);
-        }
-        self.wait_http(cp, CP_OPS_PORT, "/healthz", "mesh-control")?;
-        Ok(())
-    }
-
-    /// Starts the control plane again after an outage (same state, same arguments).
-    pub fn restart_control(&self) -> Result<(), EnvError> {
-        let cp = self.control();
-        let listen = SocketAddr::new(cp.addr(), CP_PORT);
-        let args: Vec<String> = [
-            "run",
-            "--state-dir",
-            &self.cp_state.display().to_string(),
             "--config",
             &self.mesh_dir.display().to_string(),
             "--listen",

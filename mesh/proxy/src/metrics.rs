@@ -397,28 +397,29 @@ impl Metrics {
 
     /// Sets a gauge.
     pub fn set(&self, name: &'static str, help: &'static str, l: &[(&'static str, &str)], v: f64) {
-        self.with(|i| {
-            let (g, overflowed) = i
-                .gauges
-                .entry(name)
-                .or_insert_with(|| Family::new(help))
-                .series_mut(l);
-            *g = v;
-            if overflowed {
-                i.overflowed(name);
-            }
-        });
+        self.gauge(name, help, l, |g| *g = v);
     }
 
     /// Adds `d` to a gauge.
     pub fn add(&self, name: &'static str, help: &'static str, l: &[(&'static str, &str)], d: f64) {
+        self.gauge(name, help, l, |g| *g += d);
+    }
+
+    /// Applies `f` to one series of a gauge (made on first use), counting an overflow.
+    fn gauge(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        l: &[(&'static str, &str)],
+        f: impl FnOnce(&mut f64),
+    ) {
         self.with(|i| {
             let (g, overflowed) = i
                 .gauges
                 .entry(name)
                 .or_insert_with(|| Family::new(help))
                 .series_mut(l);
-            *g += d;
+            f(g);
             if overflowed {
                 i.overflowed(name);
             }
