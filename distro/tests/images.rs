@@ -1014,7 +1014,9 @@ b = lambda x: base64.b64encode(x).decode()
 doc = json.dumps({"kdf": {"name": "scrypt", "params": {"N": 32768, "r": 8, "p": 1}, "salt": b(salt)},
                   "cipher": {"name": "nacl/secretbox", "nonce": b(nonce)}, "ciphertext": b(ct)}).encode()
 body = "\n".join(textwrap.wrap(base64.b64encode(doc).decode(), 64))
-open(out + ".key", "w").write(f"-----BEGIN {label}-----\n{body}\n-----END {label}-----\n")
+fd = os.open(out + ".key", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+os.write(fd, f"-----BEGIN {label}-----\n{body}\n-----END {label}-----\n".encode())
+os.close(fd)
 open(out + ".pub", "wb").write(k.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
 "#;
     for (i, label) in [

@@ -80,12 +80,17 @@ impl SigningKey {
     }
 
     /// Reads a private key file: PKCS#8 PEM (`PRIVATE KEY`) as written by `distro keygen`, or a
-    /// cosign encrypted key (needs `password`).
+    /// cosign encrypted key (needs `password`). A file that group or others may read or write
+    /// is refused, naming `chmod 600 FILE`.
     pub fn load(path: &Path, password: Option<&[u8]>) -> Result<Self> {
         let what = path.display().to_string();
+        // A private key others may read is refused (as ssh does), before it is read.
         let text = Zeroizing::new(
-            distro_hostio::read_bounded(path, distro_hostio::Symlinks::Follow, MAX_KEY_FILE)
-                .map_err(|e| Error::io("reading key", path, e))?,
+            distro_hostio::read_regular(path, MAX_KEY_FILE, distro_hostio::Access::OwnerOnly)
+                .map_err(|e| Error::Key {
+                    what: what.clone(),
+                    reason: e.why,
+                })?,
         );
         Self::from_pem(&what, &text, password)
     }
@@ -346,6 +351,26 @@ mod tests {
         let mut left = left;
         left.sort();
         assert_eq!(left, ["k", "p"], "no temp or backup file left");
+    }
+
+    /// A private key that group or others may read is refused naming `chmod 600`; once it is
+    /// 0600 it loads.
+    #[test]
+    fn private_key_readable_by_others_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let d = tempfile::tempdir().unwrap();
+        let (private, public) = (d.path().join("k"), d.path().join("k.pub"));
+        write_key_pair(&SigningKey::generate().unwrap(), &private, &public, false).unwrap();
+        for mode in [0o644, 0o640, 0o604] {
+            std::fs::set_permissions(&private, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = SigningKey::load(&private, None).err().unwrap().to_string();
+            assert!(
+                err.contains(&format!("chmod 600 {}", private.display())),
+                "{mode:o}: {err}"
+            );
+        }
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(SigningKey::load(&private, None).is_ok());
     }
 
     /// Two hard links to one file, and `./x` vs `x`, are the same file.
