@@ -732,16 +732,17 @@ fn push_release_tags_only_signed_attested_verified_images() {
     let pushed: Value = serde_json::from_slice(&out.stdout).unwrap();
     let pushed = pushed.as_array().unwrap();
     assert_eq!(pushed.len(), 2, "{pushed:?}");
-    // Components are pushed in name order: mesh-control first, then mesh-proxy.
-    let (control, proxy) = (&pushed[0], &pushed[1]);
-    assert_eq!(control["component"], "mesh-control");
-    assert_eq!(control["blobs_mounted"], 0);
+    // Components are pushed in the release record's order (distro.toml's): mesh-proxy first,
+    // then mesh-control, which mounts the base layer the first one uploaded.
+    let (proxy, control) = (&pushed[0], &pushed[1]);
     assert_eq!(proxy["component"], "mesh-proxy");
+    assert_eq!(proxy["blobs_mounted"], 0);
+    assert_eq!(proxy["blobs_copied"], 3);
+    assert_eq!(control["component"], "mesh-control");
     assert_eq!(
-        proxy["blobs_mounted"], 1,
+        control["blobs_mounted"], 1,
         "the shared base layer is mounted: {pushed:?}"
     );
-    assert_eq!(proxy["blobs_copied"], 3);
     assert_eq!(control["digest"], images[1]["manifest_digest"]);
     assert_eq!(proxy["digest"], images[0]["manifest_digest"]);
     assert_eq!(control["tagged"], true, "{control}");
@@ -818,4 +819,53 @@ fn push_release_tags_only_signed_attested_verified_images() {
         ]);
         assert_eq!(inspect["Digest"], proxy_digest);
     }
+}
+
+/// `push --release` pushes the layouts the line's release record names (which `distro image`
+/// wrote), and refuses a layout whose manifest is not the recorded one, naming the image and
+/// what to rerun, before anything is pushed.
+#[test]
+fn push_release_pushes_the_recorded_layouts_and_refuses_a_changed_one() {
+    let test = "push_release_pushes_the_recorded_layouts_and_refuses_a_changed_one";
+    let Some(reg) = TestRegistry::plain(test) else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let (fx, _, _, p) = assembled_pair(t.path(), 16 * 1024);
+    let record_path = fx.line_dir.join("release.json");
+    let mut record: Value = serde_json::from_slice(&std::fs::read(&record_path).unwrap()).unwrap();
+    assert_eq!(
+        record["components"][0]["image"]["layout"]["path"],
+        fx.layout("mesh-proxy").display().to_string(),
+        "`distro image` records the layout it wrote"
+    );
+    record["components"][0]["image"]["layout"]["sha256"] = Value::from("0".repeat(64));
+    std::fs::write(&record_path, serde_json::to_vec(&record).unwrap()).unwrap();
+    let out = run(distro().args([
+        "push",
+        "--release",
+        fx.line_dir.to_str().unwrap(),
+        "--to",
+        &format!("{}/fips-mesh", reg.addr),
+        "--key",
+        &p,
+        "--plain-http",
+    ]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("the image of mesh-proxy at")
+            && err.contains("it changed after it was recorded")
+            && err.contains("rerun `distro image --line 0.1`"),
+        "{err}"
+    );
+    let (status, catalog) =
+        distro_testsupport::http::get(reg.addr.parse().unwrap(), "/v2/_catalog").unwrap();
+    assert_eq!(status, 200, "{catalog}");
+    let catalog: Value = serde_json::from_str(&catalog).unwrap();
+    assert_eq!(
+        catalog["repositories"].as_array().map_or(0, Vec::len),
+        0,
+        "nothing may be pushed: {catalog}"
+    );
 }

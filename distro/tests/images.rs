@@ -1325,7 +1325,8 @@ fn attest_build_dir_refuses_a_document_changed_after_it_was_recorded() {
     let (k, p) = keygen_named(t.path(), "release");
     let img = fx.image_ref("mesh-proxy");
     ok(&["sign", &img, "--key", k.to_str().unwrap(), "--identity", ID]);
-    let sbom = fx.line_dir.join("sbom/mesh-proxy.cdx.json");
+    // The image's SBOM: the one `distro image` recorded and a release attests.
+    let sbom = fx.line_dir.join("images/mesh-proxy/sbom.cdx.json");
     let recorded = sha256_file(&sbom);
     let mut doc: Value = serde_json::from_slice(&std::fs::read(&sbom).unwrap()).unwrap();
     doc["components"][0]["version"] = json!("0.23.99");
@@ -1399,6 +1400,70 @@ fn attest_build_dir_without_a_record_is_a_clear_error() {
     );
     assert!(
         err.contains("has no component `mesh-sidecar`; its components are: mesh-proxy"),
+        "{err}"
+    );
+}
+
+/// `distro image` run by hand takes each component's SBOM from the line's release record and
+/// records what it assembled there (layout by manifest digest, image SBOM and hardening
+/// manifest by sha256, the record's version as the tag), unpublished and without a
+/// fingerprint, so `attest --build-dir` and `push --release` read what it wrote. An SBOM that
+/// changed since the record named it is refused, naming the file and what to rerun.
+#[test]
+fn image_by_hand_reads_and_extends_the_release_record() {
+    let t = tempfile::tempdir().unwrap();
+    let fx = Fixture::write(t.path(), &["mesh-proxy"], 16 * 1024);
+    let images: Value = serde_json::from_str(&fx.assemble()).unwrap();
+    let path = fx.line_dir.join("release.json");
+    let record: distro_schema::LineRelease =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(record.state, distro_schema::ReleaseState::Built);
+    assert!(record.fingerprint.is_empty(), "{}", record.fingerprint);
+    let img = record.components[0]
+        .image
+        .as_ref()
+        .expect("the image is recorded");
+    assert_eq!(
+        format!("sha256:{}", img.layout.sha256),
+        images[0]["manifest_digest"].as_str().unwrap()
+    );
+    assert_eq!(img.sbom.sha256, sha256_file(Path::new(&img.sbom.path)));
+    assert_eq!(
+        img.hardening_manifest.sha256,
+        sha256_file(Path::new(&img.hardening_manifest.path))
+    );
+    assert_eq!(record.version, img.tag);
+    // The image SBOM is built on the recorded binary SBOM (the fixture's names rustls).
+    let image_sbom: Value =
+        serde_json::from_slice(&std::fs::read(&img.sbom.path).unwrap()).unwrap();
+    assert!(
+        image_sbom["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["purl"] == "pkg:cargo/rustls@0.23.43"),
+        "{image_sbom}"
+    );
+
+    let sbom = fx.line_dir.join("sbom/mesh-proxy.cdx.json");
+    let mut doc: Value = serde_json::from_slice(&std::fs::read(&sbom).unwrap()).unwrap();
+    doc["components"][0]["version"] = json!("0.23.99");
+    write_json(&sbom, &doc);
+    let err = fails(&[
+        "image",
+        "--out",
+        fx.out.to_str().unwrap(),
+        "--line",
+        "0.1",
+        "--base-cache",
+        &deb_cache().to_string_lossy(),
+    ]);
+    assert!(
+        err.contains(&format!(
+            "{} changed after {} recorded it",
+            sbom.display(),
+            path.display()
+        )) && err.contains("rerun `distro sbom --line 0.1`"),
         "{err}"
     );
 }

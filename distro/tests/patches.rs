@@ -562,32 +562,40 @@ fn locked(lock: &str, name: &str) -> Vec<String> {
         .collect()
 }
 
-/// Against the real RustSec snapshot: an old Cargo.lock gets the right advisories, remediation
-/// bumps rustls-webpki 0.103.5 to 0.103.13 (lowest release fixing all four, allowed by
-/// `0.103.1`), says why 0.102.x cannot be fixed, records the bump as a queue patch that applies
-/// to a lockfile cargo accepts (`--locked`), and the OpenVEX document says fixed / affected /
-/// not_affected accordingly.
-#[test]
-fn remediation_and_vex_against_real_snapshot() {
-    if !have_snapshot() {
-        return;
+/// The real RustSec snapshot against an old Cargo.lock (rustls-webpki 0.103.5 and a 0.102.x):
+/// lines 1.0 and 2.0 of a fixture repository, 2.0 carrying a vendor fix whose range excludes
+/// 1.0.
+struct Webpki {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    config: PathBuf,
+}
+
+impl Webpki {
+    fn new() -> Option<Webpki> {
+        if !have_snapshot() {
+            return None;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        webpki_repo(&root)?;
+        write(&root.join("patches/1.0/series"), "");
+        write(&root.join("patches/2.0/fix-2222.patch"), "Description: Tighten SAN matching\nOrigin: vendor\nAdvisories: CVE-2026-2222\nSeverity: medium\nAffected-Versions: >=2.0.0\n---\n");
+        std::fs::write(root.join("patches/2.0/series"), "fix-2222.patch\n").unwrap();
+        let config = root.join("distro/distro.toml");
+        write(&config, "[distribution]\nname = \"app\"\nvendor = \"Fixture Vendor\"\n\n[[component]]\nname = \"new\"\npackage = \"new\"\nbinary = \"new\"\nfips_required = false\n\n[[line]]\nversion = \"1.0\"\nrelease_date = 2026-10-01\nlatest = \"1.0.0\"\nsource = { git = \"../app\", ref = \"v1.0.0\" }\npatches = \"../patches/1.0\"\n\n[[line]]\nversion = \"2.0\"\nrelease_date = 2026-11-01\nsource = { git = \"../app\", ref = \"v1.0.0\" }\npatches = \"../patches/2.0\"\n");
+        Some(Webpki {
+            _tmp: tmp,
+            root,
+            config,
+        })
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path();
-    let Some(_repo) = webpki_repo(root) else {
-        return;
-    };
-    write(&root.join("patches/1.0/series"), "");
-    // Line 2.0 carries a vendor fix whose range excludes 1.0: not_affected for 1.0.
-    write(&root.join("patches/2.0/fix-2222.patch"), "Description: Tighten SAN matching\nOrigin: vendor\nAdvisories: CVE-2026-2222\nSeverity: medium\nAffected-Versions: >=2.0.0\n---\n");
-    write(&root.join("patches/2.0/series"), "");
-    std::fs::write(root.join("patches/2.0/series"), "fix-2222.patch\n").unwrap();
-    let config = root.join("distro/distro.toml");
-    write(&config, "[distribution]\nname = \"app\"\nvendor = \"Fixture Vendor\"\n\n[[component]]\nname = \"new\"\npackage = \"new\"\nbinary = \"new\"\nfips_required = false\n\n[[line]]\nversion = \"1.0\"\nrelease_date = 2026-10-01\nlatest = \"1.0.0\"\nsource = { git = \"../app\", ref = \"v1.0.0\" }\npatches = \"../patches/1.0\"\n\n[[line]]\nversion = \"2.0\"\nrelease_date = 2026-11-01\nsource = { git = \"../app\", ref = \"v1.0.0\" }\npatches = \"../patches/2.0\"\n");
-    let run = |args: &[&str]| -> (Value, Output) {
+
+    /// `distro --config C --format json ARGS --advisory-db SNAPSHOT`: its JSON and output.
+    fn run(&self, args: &[&str]) -> (Value, Output) {
         let out = Command::new(DISTRO)
             .arg("--config")
-            .arg(&config)
+            .arg(&self.config)
             .args(["--format", "json"])
             .args(args)
             .arg("--advisory-db")
@@ -597,9 +605,29 @@ fn remediation_and_vex_against_real_snapshot() {
         let v = serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("{args:?}: {e}\n{}", stderr(&out)));
         (v, out)
-    };
+    }
 
-    let (scan, out) = run(&["patches", "scan", "--line", "1.0"]);
+    /// `patches remediate --line 1.0`: exit 2, as 0.102 stays open.
+    fn remediate(&self) -> Value {
+        let (rem, out) = self.run(&["patches", "remediate", "--line", "1.0"]);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "0.102 stays open: exit 2; {}",
+            stderr(&out)
+        );
+        rem
+    }
+}
+
+/// The scan of line 1.0 finds the four 2026 advisories on rustls-webpki 0.103.5, one on the
+/// 0.102.x copy, and not RUSTSEC-2023-0053 (both series are patched for it).
+#[test]
+fn scan_finds_the_snapshot_advisories_of_an_old_lockfile() {
+    let Some(w) = Webpki::new() else {
+        return;
+    };
+    let (scan, out) = w.run(&["patches", "scan", "--line", "1.0"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let hits: Vec<(String, String)> = scan["findings"]
         .as_array()
@@ -633,14 +661,17 @@ fn remediation_and_vex_against_real_snapshot() {
             .any(|(id, v)| id == "RUSTSEC-2026-0049" && v.starts_with("0.102.")),
         "{hits:?}"
     );
+}
 
-    let (rem, out) = run(&["patches", "remediate", "--line", "1.0"]);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "0.102 stays open: exit 2; {}",
-        stderr(&out)
-    );
+/// Remediation bumps rustls-webpki 0.103.5 to 0.103.13 (the lowest release fixing all four,
+/// allowed by `0.103.1`), says why 0.102.x cannot be fixed by a bump, and records the bump as a
+/// vendor queue patch naming the advisories.
+#[test]
+fn remediation_bumps_to_the_lowest_fixing_release_and_explains_the_rest() {
+    let Some(w) = Webpki::new() else {
+        return;
+    };
+    let rem = w.remediate();
     let bump = rem["bumps"]
         .as_array()
         .unwrap()
@@ -670,10 +701,18 @@ fn remediation_and_vex_against_real_snapshot() {
         ptext.contains("Origin: vendor") && ptext.contains("RUSTSEC-2026-0104"),
         "{ptext}"
     );
+}
 
-    // The queue applies, and cargo itself accepts the resulting lockfile without changing it.
-    let tree = root.join("out/1.0/src");
-    let (a, out) = run_apply(&config, &tree);
+/// The remediated queue applies, and cargo itself accepts the resulting lockfile
+/// (`--locked`, offline) with 0.103.13 in place of 0.103.5.
+#[test]
+fn remediated_queue_applies_to_a_lockfile_cargo_accepts() {
+    let Some(w) = Webpki::new() else {
+        return;
+    };
+    w.remediate();
+    let tree = w.root.join("out/1.0/src");
+    let (a, out) = run_apply(&w.config, &tree);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(a["patches"].as_array().unwrap().len(), 1);
     let lock = std::fs::read_to_string(tree.join("Cargo.lock")).unwrap();
@@ -692,12 +731,22 @@ fn remediation_and_vex_against_real_snapshot() {
         "cargo rejects the remediated lockfile: {}",
         stderr(&meta)
     );
+}
 
-    // OpenVEX 0.2.0.
-    let vex_path = root.join("vex.json");
+/// After remediation the OpenVEX 0.2.0 document of line 1.0 validates and says: fixed for the
+/// bumped copy (named as shipped, with the distribution's qualifier, never the vulnerable
+/// upstream purl; aliases and the remediation patch in its notes), affected for the 0.102.x copy
+/// (with what to do), and not_affected for the vendor fix whose range excludes 1.0.
+#[test]
+fn vex_after_remediation_says_fixed_affected_and_not_affected() {
+    let Some(w) = Webpki::new() else {
+        return;
+    };
+    w.remediate();
+    let vex_path = w.root.join("vex.json");
     let out = Command::new(DISTRO)
         .arg("--config")
-        .arg(&config)
+        .arg(&w.config)
         .args([
             "patches",
             "vex",
@@ -724,8 +773,6 @@ fn remediation_and_vex_against_real_snapshot() {
             .cloned()
             .unwrap_or_else(|| panic!("no statement for {id} {sub}: {doc:#}"))
     };
-    // The fixed copy is named as shipped, with the distribution's qualifier: never the bare
-    // upstream purl of the vulnerable version.
     let fixed = find("RUSTSEC-2026-0049", "rustls-webpki@0.103.13?distro=app-1.0");
     assert!(
         !doc.to_string()

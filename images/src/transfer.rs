@@ -230,21 +230,9 @@ pub struct TagGate<'a> {
     pub policy: &'a Policy,
 }
 
-/// Pushes every image of a built release (`OUT/<line>/images/<component>/oci`, every image tag
-/// in each layout, with the signatures and attestations the layout holds) to
-/// `REGISTRY/NAMESPACE/<component>`, in one session: one connection pool, one authentication, and
-/// a blob shared by several images (the base layer) is uploaded once and mounted into the other
-/// repositories. Each image goes by digest, then its `.sig`/`.att`; it is verified in the
-/// registry against `gate`, and only an image that verifies gets its tag ([`move_tag`]). An
-/// image that does not stays pushed by digest, untagged; its [`ReleasePush::verification`] says
-/// what is missing.
-pub fn push_release(
-    images_dir: &std::path::Path,
-    registry: &str,
-    namespace: &str,
-    opts: &crate::registry::RegistryOptions,
-    gate: &TagGate<'_>,
-) -> Result<Vec<ReleasePush>> {
+/// Every image layout under `images_dir` (`<component>/oci` holding an `index.json`), by
+/// component name, sorted: the images of a line that has no release record.
+pub fn image_layouts(images_dir: &std::path::Path) -> Result<Vec<(String, std::path::PathBuf)>> {
     let mut components: Vec<(String, std::path::PathBuf)> = std::fs::read_dir(images_dir)
         .map_err(|e| Error::io("listing images", images_dir, e))?
         .filter_map(|e| e.ok())
@@ -263,6 +251,31 @@ pub fn push_release(
             store: format!("{} (run `distro image` first)", images_dir.display()),
         });
     }
+    Ok(components)
+}
+
+/// Pushes every image of a built release (`components`: each component's OCI layout, as the
+/// line's release record names it or [`image_layouts`] finds it; every image tag in each
+/// layout, with the signatures and attestations the layout holds) to
+/// `REGISTRY/NAMESPACE/<component>`, in one session: one connection pool, one authentication, and
+/// a blob shared by several images (the base layer) is uploaded once and mounted into the other
+/// repositories. Each image goes by digest, then its `.sig`/`.att`; it is verified in the
+/// registry against `gate`, and only an image that verifies gets its tag ([`move_tag`]). An
+/// image that does not stays pushed by digest, untagged; its [`ReleasePush::verification`] says
+/// what is missing.
+pub fn push_release(
+    components: &[(String, std::path::PathBuf)],
+    registry: &str,
+    namespace: &str,
+    opts: &crate::registry::RegistryOptions,
+    gate: &TagGate<'_>,
+) -> Result<Vec<ReleasePush>> {
+    if components.is_empty() {
+        return Err(Error::NotFound {
+            what: "image layouts".into(),
+            store: "the release (run `distro image` first)".into(),
+        });
+    }
     let namespace = namespace.trim_matches('/');
     let repo = |c: &str| {
         if namespace.is_empty() {
@@ -273,7 +286,7 @@ pub fn push_release(
     };
     let first = crate::registry::Registry::connect(registry, &repo(&components[0].0), opts)?;
     let mut out = Vec::new();
-    for (component, layout_dir) in &components {
+    for (component, layout_dir) in components {
         let mut layout = crate::store::Layout::open_dir(layout_dir, false)?;
         let mut dest = first.sibling(&repo(component));
         let repository = format!("{registry}/{}", repo(component));

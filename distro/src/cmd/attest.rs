@@ -106,7 +106,7 @@ fn read_json(doc: &Document<'_>) -> anyhow::Result<serde_json::Value> {
 }
 
 /// The line's release record (`DIR/release.json`, which `distro release` writes after its local
-/// stages), read for `--build-dir`.
+/// stages and the stage commands keep when run by hand), read for `--build-dir`.
 fn read_record(dir: &Path) -> anyhow::Result<(PathBuf, LineRelease)> {
     let path = dir.join("release.json");
     if !path.is_file() {
@@ -116,7 +116,7 @@ fn read_record(dir: &Path) -> anyhow::Result<(PathBuf, LineRelease)> {
             ""
         };
         anyhow::bail!(
-            "{} has no release record {}{build}: --build-dir takes each document and its sha256 from that record, which `distro release` writes after the build, SBOM, VEX and image stages\n  help: run `distro release` for the line, or name the documents with --sbom, --vex, --evidence and --provenance",
+            "{} has no release record {}{build}: --build-dir takes each document and its sha256 from that record, which `distro release` writes after its local stages and `distro build`, `distro sbom` and `distro image` keep when run by hand\n  help: run `distro release` for the line (or `distro build`, `distro sbom`, `distro image`), or name the documents with --sbom, --vex, --evidence and --provenance",
             dir.display(),
             path.display()
         );

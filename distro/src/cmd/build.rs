@@ -25,6 +25,12 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
     let line = super::select_line(&dist, args.line.as_deref())?;
     let out = args.out.unwrap_or_else(|| cx.default_out());
     let record = build(cx, &dist, line, &out, !cx.quiet)?;
+    // The line's release record, as `distro release` starts it after its build stage.
+    let line_dir =
+        std::fs::canonicalize(out.join(&line.version)).unwrap_or_else(|_| out.join(&line.version));
+    let path =
+        super::record::update_by_hand(cx, line.latest.as_deref(), &line_dir, &record, |_| {})?;
+    cx.status(&format!("[build] release record: {}", path.display()));
     match cx.format {
         Format::Json => output::json(&record)?,
         Format::Text => {

@@ -103,6 +103,7 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
     let dist = cx.distribution()?;
     let line = super::select_line(&dist, args.line.as_deref())?;
     let out = args.out.clone().unwrap_or_else(|| cx.default_out());
+    let out = std::fs::canonicalize(&out).unwrap_or(out);
     let line_dir = out.join(&line.version);
     let record_path = line_dir.join("build.json");
     if !record_path.is_file() {
@@ -113,20 +114,41 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
         );
     }
     let record = super::sbom::read_build_record(&record_path)?;
-    // The SBOM stage's outputs, where `distro sbom` writes them; absent ones are recovered
-    // from the binary's embedded dependency list.
-    let sboms = record
-        .components
-        .iter()
-        .map(|c| {
-            (
-                c.name.clone(),
-                line_dir.join("sbom").join(format!("{}.cdx.json", c.name)),
-            )
-        })
-        .filter(|(_, p)| p.is_file())
-        .collect();
+    // The SBOM stage's documents, as the line's release record names them (checked against
+    // their recorded sha256); a component without one gets the SBOM recovered from its binary's
+    // embedded dependency list.
+    let release_path = line_dir.join("release.json");
+    let recorded = super::record::of_build(cx, &line_dir);
+    let mut sboms = BTreeMap::new();
+    for c in &record.components {
+        let sbom = recorded
+            .as_ref()
+            .and_then(|r| r.components.iter().find(|k| k.name == c.name))
+            .and_then(|k| k.sbom.as_ref());
+        match sbom {
+            Some(a) => {
+                anyhow::ensure!(
+                    super::record::intact(a),
+                    "{} changed after {} recorded it (sha256 {}): the image would carry another SBOM than the one recorded\n  help: rerun `distro sbom --line {}`",
+                    a.path,
+                    release_path.display(),
+                    a.sha256,
+                    line.version
+                );
+                sboms.insert(c.name.clone(), PathBuf::from(&a.path));
+            }
+            None => cx.status(&format!(
+                "[image] {}: {} records no SBOM of it, so it is recovered from the binary's dependency list (run `distro sbom --line {}` first for the SBOM stage's document)",
+                c.name,
+                release_path.display(),
+                line.version
+            )),
+        }
+    }
     let written = image(cx, &dist, line, &record, &line_dir, &args, &sboms)?;
+    super::record::update_by_hand(cx, line.latest.as_deref(), &line_dir, &record, |r| {
+        super::record::set_images(r, &written)
+    })?;
     match cx.format {
         Format::Json => output::json(&written)?,
         Format::Text => {

@@ -21,6 +21,7 @@ pub mod patches;
 pub mod policy;
 pub mod pull;
 pub mod push;
+pub mod record;
 pub mod release;
 pub mod sbom;
 pub mod sign;

@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use distro_images::keys::VerifyingKey;
 use distro_images::registry::{Auth, RegistryOptions};
-use distro_images::verify::Policy;
 use distro_images::{transfer, ImageRef};
 
 use super::Context;
@@ -107,14 +106,32 @@ fn push_release(args: &Args, line_dir: &Path, cx: &Context) -> anyhow::Result<Ex
         .as_deref()
         .context("--release needs --key PATH (the public key the images must verify with)")?;
     let key = VerifyingKey::load(key_path)?;
-    let policy = tag_policy(line_dir)?;
+    let record_path = line_dir.join("release.json");
+    let record = read_record(&record_path)?;
+    let policy = record
+        .as_ref()
+        .map(super::release::tag_policy)
+        .unwrap_or_default();
+    // The images the line's record names (each checked against its recorded digest); without
+    // a record, every layout under images/.
+    let images = match &record {
+        Some(r) => super::record::image_layouts(r, &record_path)?,
+        None => {
+            cx.warn(&format!(
+                "{} has no release record: pushing every image layout under {} under the default policy",
+                line_dir.display(),
+                line_dir.join("images").display()
+            ));
+            transfer::image_layouts(&line_dir.join("images"))?
+        }
+    };
     let (registry, namespace) = to.split_once('/').unwrap_or((to, ""));
     cx.status(&format!(
         "pushing the images of {} to {to} by digest; each tag moves only once its image verifies",
         line_dir.display()
     ));
     let pushed = transfer::push_release(
-        &line_dir.join("images"),
+        &images,
         registry,
         namespace,
         &opts,
@@ -181,21 +198,21 @@ fn push_release(args: &Args, line_dir: &Path, cx: &Context) -> anyhow::Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
-/// The policy a pushed image must meet before its tag moves: the line's, from its release
-/// record when there is one (as `distro release` decides it), else every requirement.
-fn tag_policy(line_dir: &Path) -> anyhow::Result<Policy> {
-    let path = line_dir.join("release.json");
+/// The line's release record at `path`, when there is one. The policy a pushed image must meet
+/// before its tag moves is the record's (as `distro release` decides it), else every
+/// requirement.
+fn read_record(path: &Path) -> anyhow::Result<Option<distro_schema::LineRelease>> {
     if !path.exists() {
-        return Ok(Policy::default());
+        return Ok(None);
     }
-    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    let record: distro_schema::LineRelease = serde_json::from_slice(&bytes).with_context(|| {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let record = serde_json::from_slice(&bytes).with_context(|| {
         format!(
             "{} is not a release record this distro reads; rerun `distro release` for the line, or move it away to push under the default policy",
             path.display()
         )
     })?;
-    Ok(super::release::tag_policy(&record))
+    Ok(Some(record))
 }
 
 /// Runs `distro push`.

@@ -43,10 +43,11 @@ use distro_patches::advisory::AdvisoryDb;
 use distro_patches::matrix::{self, ReleaseCheck, Status};
 use distro_patches::snapshot::Snapshot;
 use distro_schema::{
-    self as schema, Artifact, CheckResult, ComponentRelease, FipsFacts, ImageArtifacts,
-    LineRelease, Pushed, ReleaseState, StageTiming,
+    self as schema, Artifact, CheckResult, ComponentRelease, LineRelease, Pushed, ReleaseState,
+    StageTiming,
 };
 
+use super::record::{self, artifact, at, intact, layout_digest};
 use super::Context;
 use crate::output::{self, Format, Progress, Refusal};
 
@@ -322,45 +323,6 @@ fn support_check(
     })
 }
 
-/// A path of a build record: absolute as `distro build` writes them, else relative to the
-/// line's directory.
-fn at(line_dir: &Path, p: &str) -> PathBuf {
-    let path = Path::new(p);
-    if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        line_dir.join(path)
-    }
-}
-
-/// A file as an [`Artifact`].
-fn artifact(path: &Path) -> anyhow::Result<Artifact> {
-    Ok(Artifact {
-        path: path.display().to_string(),
-        sha256: super::sha256_of(path)?,
-    })
-}
-
-/// Whether a file still has the recorded content.
-fn intact(a: &Artifact) -> bool {
-    super::sha256_of(Path::new(&a.path)).is_ok_and(|s| s == a.sha256)
-}
-
-/// The manifest digest (hex) of `tag` in the layout at `dir`.
-fn layout_digest(dir: &Path, tag: &str) -> anyhow::Result<String> {
-    let mut layout = Layout::open_dir(dir, false)?;
-    let (_, m) = cosign::resolve(&mut layout, Some(tag))?;
-    Ok(m.digest.trim_start_matches("sha256:").to_string())
-}
-
-/// Writes the record atomically (temp + rename), 0644.
-fn write_record(path: &Path, record: &LineRelease) -> anyhow::Result<()> {
-    let mut text = serde_json::to_vec_pretty(record)?;
-    text.push(b'\n');
-    distro_hostio::write_atomic(path, &text, distro_hostio::PUBLIC)
-        .with_context(|| format!("writing the release record {}", path.display()))
-}
-
 /// The test-only crash hook: with `DISTRO_TEST_KILL_AFTER` naming this step (or
 /// `STEP:COMPONENT`), the process kills itself with SIGKILL, as a crash or an OOM kill would:
 /// nothing after this point runs, nothing is flushed or cleaned up.
@@ -522,7 +484,7 @@ impl Run<'_> {
             None => {
                 let r =
                     self.local_stages(line, &line_dir, fingerprint.unwrap_or_default(), checks)?;
-                write_record(&record_path, &r)?;
+                record::write(&record_path, &r)?;
                 r
             }
         };
@@ -551,7 +513,7 @@ impl Run<'_> {
                 "[release {v}] nothing changed: line {v} is already released to {} and verifies; nothing was done",
                 self.args.to
             ));
-            write_record(&record_path, &record)?;
+            record::write(&record_path, &record)?;
             return Ok(record);
         }
         self.publish(&mut record, &record_path)?;
@@ -711,82 +673,19 @@ impl Run<'_> {
         )?;
         timed("image", t);
 
-        let mut components = Vec::new();
-        for c in &build.components {
-            let sbom = sboms.iter().find(|w| w.component == c.name);
-            let img = images.iter().find(|w| w.component == c.name);
-            let features = match (&c.features, sbom) {
-                (Some(f), _) => f.clone(),
-                (None, Some(s)) => s.features.clone(),
-                (None, None) => Vec::new(),
-            };
-            components.push(ComponentRelease {
-                name: c.name.clone(),
-                package: c.package.clone(),
-                features,
-                binary: Artifact {
-                    path: at(line_dir, &c.binary).display().to_string(),
-                    sha256: c.sha256.clone(),
-                },
-                fips: FipsFacts {
-                    mode: c.fips.mode,
-                    module_version: c.fips.module_version.clone(),
-                    cmvp_certificate: c.fips.cmvp_certificate,
-                    cmvp_status: c.fips.cmvp_status,
-                },
-                evidence: artifact(&at(line_dir, &c.evidence))?,
-                provenance: artifact(&at(line_dir, &c.provenance))?,
-                sbom: sbom
-                    .and_then(|s| Some((s.cyclonedx.clone()?, s.cyclonedx_sha256.clone()?)))
-                    .map(|(path, sha256)| Artifact { path, sha256 }),
-                spdx: sbom
-                    .and_then(|s| Some((s.spdx.clone()?, s.spdx_sha256.clone()?)))
-                    .map(|(path, sha256)| Artifact { path, sha256 }),
-                image: img.map(|w| ImageArtifacts {
-                    layout: Artifact {
-                        path: w.layout.display().to_string(),
-                        sha256: w
-                            .image
-                            .manifest_digest
-                            .trim_start_matches("sha256:")
-                            .to_string(),
-                    },
-                    tag: w.tag.clone(),
-                    sbom: Artifact {
-                        path: w.sbom.display().to_string(),
-                        sha256: w.sbom_sha256.clone(),
-                    },
-                    hardening_manifest: Artifact {
-                        path: w.hardening_manifest.display().to_string(),
-                        sha256: w.hardening_manifest_sha256.clone(),
-                    },
-                }),
-                pushed: None,
-            });
-        }
-        Ok(LineRelease {
-            schema_version: schema::SCHEMA_VERSION.into(),
-            distribution: self.dist.name.clone(),
-            line: v.clone(),
-            version: images
-                .first()
-                .map(|w| w.tag.clone())
-                .or_else(|| line.latest.clone())
-                .unwrap_or_else(|| format!("{v}.0")),
-            state: ReleaseState::Built,
+        let mut record = record::after_build(
+            line.latest.as_deref(),
+            &build,
+            line_dir,
             fingerprint,
-            source: build.source.clone(),
-            build_record: artifact(&build_path)?,
-            patches: build.patches.clone(),
-            components,
-            vex,
-            vex_note,
-            registry: None,
-            public_key: None,
-            conformance: None,
             checks,
-            stages,
-        })
+        )?;
+        record::set_sboms(&mut record, &sboms);
+        record::set_images(&mut record, &images);
+        record.vex = vex;
+        record.vex_note = vex_note;
+        record.stages = stages;
+        Ok(record)
     }
 
     /// The VEX stage: the line's OpenVEX document at `OUT/<line>/vex/<dist>-<line>.openvex.json`,
@@ -1193,7 +1092,7 @@ impl Run<'_> {
             duration_ms: ms,
             skipped: false,
         });
-        write_record(record_path, record)?;
+        record::write(record_path, record)?;
         kill_point(stage, None);
         Ok(())
     }

@@ -302,6 +302,8 @@ fn report(cx: &Context, written: &[Written]) -> anyhow::Result<()> {
 /// `build.json` is read and documented by [`sbom`], the stage `distro release` runs.
 fn build_output(args: &Args, cx: &Context) -> anyhow::Result<ExitCode> {
     let out = args.out.clone().unwrap_or_else(|| cx.default_out());
+    // Absolute, so the paths recorded in release.json hold from any working directory.
+    let out = std::fs::canonicalize(&out).unwrap_or(out);
     let lines: Vec<PathBuf> = match &args.line {
         Some(l) => vec![out.join(l)],
         None => {
@@ -354,6 +356,16 @@ fn build_output(args: &Args, cx: &Context) -> anyhow::Result<ExitCode> {
                 source_date_epoch: args.source_date_epoch,
             },
         )?;
+        // The documents go into the line's release record, where `distro image` and `distro
+        // attest --build-dir` read them.
+        let latest = dist
+            .as_ref()
+            .and_then(|d| d.lines.iter().find(|l| l.version == record.line))
+            .and_then(|l| l.latest.as_deref());
+        let path = super::record::update_by_hand(cx, latest, &line_dir, &record, |r| {
+            super::record::set_sboms(r, &docs)
+        })?;
+        cx.status(&format!("release record: {}", path.display()));
         written.extend(docs);
     }
     report(cx, &written)?;
