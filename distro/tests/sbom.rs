@@ -611,6 +611,10 @@ fn build_output_mode_documents_every_component() {
     let sha = sha256_file(&bin);
     let ev = line.join("evidence/app.fips.json");
     std::fs::write(&ev, serde_json::to_vec(&evidence_json(&sha, true)).unwrap()).unwrap();
+    // The provenance the build record names (the line's release record names it by sha256).
+    let prov = line.join("provenance/app.intoto.json");
+    std::fs::create_dir_all(prov.parent().unwrap()).unwrap();
+    std::fs::write(&prov, b"{\"_type\": \"https://in-toto.io/Statement/v1\"}\n").unwrap();
     let record = serde_json::json!({
         "schema_version": "1", "distribution": "fixture", "line": "0.1",
         "source": {"repository": "/x", "ref": "HEAD", "commit": "0000000", "source_date_epoch": 1700000000},
@@ -653,6 +657,15 @@ fn build_output_mode_documents_every_component() {
     };
     let report = run();
     assert_eq!(report[0]["component"], "app");
+    // The SBOMs are in the line's release record, by path and sha256.
+    let rel: Value =
+        serde_json::from_slice(&std::fs::read(line.join("release.json")).unwrap()).unwrap();
+    assert_eq!(
+        rel["components"][0]["sbom"]["sha256"],
+        sha256_file(&line.join("sbom/app.cdx.json")),
+        "{rel:#}"
+    );
+    assert_eq!(rel["state"], "built");
     let cdx = line.join("sbom/app.cdx.json");
     let spdx = line.join("sbom/app.spdx.json");
     assert_eq!(report[0]["cyclonedx"], cdx.display().to_string());

@@ -55,7 +55,15 @@ fn keys_round_trip_and_reject_wrong_kinds() {
     assert!(!p.verify(b"n", &sig));
     let err = VerifyingKey::from_pem("x", k.to_pkcs8_pem().unwrap().as_bytes()).unwrap_err();
     assert!(err.to_string().contains("is not PUBLIC KEY"), "{err}");
-    let err = SigningKey::load(&pub_path, None).unwrap_err();
+    // A public key named as the private one (kept owner-only, so its kind is what is refused).
+    let pub_as_private = t.path().join("pub-as-private.key");
+    std::fs::copy(&pub_path, &pub_as_private).unwrap();
+    std::fs::set_permissions(
+        &pub_as_private,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let err = SigningKey::load(&pub_as_private, None).unwrap_err();
     assert!(
         err.to_string()
             .contains("PEM label `PUBLIC KEY` is not supported"),

@@ -227,16 +227,28 @@ pub fn of_build(cx: &Context, line_dir: &Path) -> Option<LineRelease> {
 
 /// Runs `change` on the line's record as a stage run by hand finds it ([`of_build`], else new
 /// from `build`) and writes it back: not published, no fingerprint (see the module docs).
+/// `None`, with a warning saying why, when there is no record and the build output lacks a
+/// document a record must name (its evidence or provenance): the stage's own output is still
+/// written, and `attest --build-dir` then says the record is missing.
 pub fn update_by_hand(
     cx: &Context,
     latest: Option<&str>,
     line_dir: &Path,
     build: &BuildRecord,
     change: impl FnOnce(&mut LineRelease),
-) -> anyhow::Result<PathBuf> {
+) -> anyhow::Result<Option<PathBuf>> {
     let mut record = match of_build(cx, line_dir) {
         Some(r) => r,
-        None => after_build(latest, build, line_dir, String::new(), Vec::new())?,
+        None => match after_build(latest, build, line_dir, String::new(), Vec::new()) {
+            Ok(r) => r,
+            Err(e) => {
+                cx.warn(&format!(
+                    "no release record written for {}: {e:#}",
+                    line_dir.display()
+                ));
+                return Ok(None);
+            }
+        },
     };
     change(&mut record);
     record.fingerprint = String::new();
@@ -248,5 +260,5 @@ pub fn update_by_hand(
     }
     let path = line_dir.join("release.json");
     write(&path, &record)?;
-    Ok(path)
+    Ok(Some(path))
 }

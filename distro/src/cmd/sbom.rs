@@ -362,10 +362,11 @@ fn build_output(args: &Args, cx: &Context) -> anyhow::Result<ExitCode> {
             .as_ref()
             .and_then(|d| d.lines.iter().find(|l| l.version == record.line))
             .and_then(|l| l.latest.as_deref());
-        let path = super::record::update_by_hand(cx, latest, &line_dir, &record, |r| {
+        if let Some(path) = super::record::update_by_hand(cx, latest, &line_dir, &record, |r| {
             super::record::set_sboms(r, &docs)
-        })?;
-        cx.status(&format!("release record: {}", path.display()));
+        })? {
+            cx.status(&format!("release record: {}", path.display()));
+        }
         written.extend(docs);
     }
     report(cx, &written)?;

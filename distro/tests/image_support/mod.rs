@@ -241,12 +241,29 @@ impl Fixture {
     }
 
     /// (Re)writes `OUT/0.1/release.json` with the current sha256 of every document, as the
-    /// release's local stages do: call it after changing a document on purpose.
+    /// release's local stages do: call it after changing a document on purpose. A component's
+    /// image that `distro image` recorded stays recorded (its SBOM and hardening manifest
+    /// hashed again).
     pub fn record(&self) {
         use distro_schema::{Artifact, CmvpStatus, ComponentRelease, FipsFacts, LineRelease};
         let artifact = |p: PathBuf| Artifact {
             sha256: sha256_file(&p),
             path: p.display().to_string(),
+        };
+        let previous: Option<LineRelease> = std::fs::read(self.line_dir.join("release.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let image_of = |c: &str| {
+            let mut img = previous
+                .as_ref()?
+                .components
+                .iter()
+                .find(|k| k.name == c)?
+                .image
+                .clone()?;
+            img.sbom = artifact(PathBuf::from(&img.sbom.path));
+            img.hardening_manifest = artifact(PathBuf::from(&img.hardening_manifest.path));
+            Some(img)
         };
         let build: distro_schema::BuildRecord =
             serde_json::from_slice(&std::fs::read(self.line_dir.join("build.json")).unwrap())
@@ -289,7 +306,7 @@ impl Fixture {
                         self.line_dir.join("sbom").join(format!("{c}.cdx.json")),
                     )),
                     spdx: None,
-                    image: None,
+                    image: image_of(c),
                     pushed: None,
                 })
                 .collect(),
