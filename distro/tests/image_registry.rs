@@ -225,14 +225,9 @@ fn skopeo_and_umoci_read_the_published_image() {
         &format!("docker://{}", pb.tagged),
         &format!("oci:{}:0.1.0", copied.display()),
     ]);
-    let out = run(Command::new("umoci")
-        .args(["unpack", "--rootless", "--image"])
-        .arg(format!("{}:0.1.0", copied.display()))
-        .arg(pb.t.path().join("bundle")));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    umoci_unpack(
+        &format!("{}:0.1.0", copied.display()),
+        &pb.t.path().join("bundle"),
     );
     assert_eq!(
         std::fs::read(pb.t.path().join("bundle/rootfs/usr/local/bin/mesh-proxy")).unwrap(),

@@ -225,6 +225,23 @@ pub struct Finding {
     pub notes: Vec<String>,
 }
 
+impl Finding {
+    /// `check/code crate version (advisory)`: the finding in one line, as refusals list it.
+    pub fn summary(&self) -> String {
+        format!(
+            "{}/{} {} {}{}",
+            self.check,
+            self.code,
+            self.crate_name,
+            self.version,
+            self.advisory
+                .as_ref()
+                .map(|a| format!(" ({a})"))
+                .unwrap_or_default()
+        )
+    }
+}
+
 /// The verdict for one component.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyReport {

@@ -28,9 +28,14 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
     // The line's release record, as `distro release` starts it after its build stage.
     let line_dir =
         std::fs::canonicalize(out.join(&line.version)).unwrap_or_else(|_| out.join(&line.version));
-    if let Some(path) =
-        super::record::update_by_hand(cx, line.latest.as_deref(), &line_dir, &record, |_| {})?
-    {
+    if let Some(path) = super::record::update_by_hand(
+        cx,
+        line.latest.as_deref(),
+        &line_dir,
+        &record,
+        super::record::of_build(cx, &line_dir),
+        |_| {},
+    )? {
         cx.status(&format!("[build] release record: {}", path.display()));
     }
     match cx.format {

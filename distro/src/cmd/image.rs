@@ -127,15 +127,7 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
             .and_then(|k| k.sbom.as_ref());
         match sbom {
             Some(a) => {
-                anyhow::ensure!(
-                    super::record::intact(a),
-                    "{} changed after {} recorded it (sha256 {}): the image would carry another SBOM than the one recorded\n  help: rerun `distro sbom --line {}`",
-                    a.path,
-                    release_path.display(),
-                    a.sha256,
-                    line.version
-                );
-                sboms.insert(c.name.clone(), PathBuf::from(&a.path));
+                sboms.insert(c.name.clone(), a.clone());
             }
             None => cx.status(&format!(
                 "[image] {}: {} records no SBOM of it, so it is recovered from the binary's dependency list (run `distro sbom --line {}` first for the SBOM stage's document)",
@@ -146,9 +138,14 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
         }
     }
     let written = image(cx, &dist, line, &record, &line_dir, &args, &sboms)?;
-    super::record::update_by_hand(cx, line.latest.as_deref(), &line_dir, &record, |r| {
-        super::record::set_images(r, &written)
-    })?;
+    super::record::update_by_hand(
+        cx,
+        line.latest.as_deref(),
+        &line_dir,
+        &record,
+        recorded,
+        |r| super::record::set_images(r, &written),
+    )?;
     match cx.format {
         Format::Json => output::json(&written)?,
         Format::Text => {
@@ -175,7 +172,7 @@ pub fn image(
     record: &BuildRecord,
     line_dir: &Path,
     args: &Args,
-    binary_sboms: &BTreeMap<String, PathBuf>,
+    binary_sboms: &BTreeMap<String, distro_schema::Artifact>,
 ) -> anyhow::Result<Vec<Written>> {
     let out = line_dir.parent().unwrap_or(Path::new(".")).to_path_buf();
     let line_dir = line_dir.to_path_buf();
@@ -345,7 +342,7 @@ pub fn image(
         distro_hostio::write_atomic(&hm_path, hm.to_yaml().as_bytes(), distro_hostio::PUBLIC)?;
 
         let binary_bom = binary_sbom(
-            binary_sboms.get(&c.name).map(PathBuf::as_path),
+            binary_sboms.get(&c.name),
             &binary,
             sde,
             evidence.as_ref(),
@@ -523,14 +520,23 @@ fn hardening_manifest(
 /// The binary's SBOM: the SBOM stage's document when there is one, else recovered from the
 /// dependency list embedded in the binary.
 fn binary_sbom(
-    given: Option<&Path>,
+    given: Option<&distro_schema::Artifact>,
     binary: &Path,
     sde: i64,
     evidence: Option<&FipsEvidence>,
     component: &str,
 ) -> anyhow::Result<serde_json::Value> {
-    if let Some(path) = given {
+    if let Some(a) = given {
+        let path = Path::new(&a.path);
         let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        // Checked on the very bytes the image's SBOM is built from.
+        let actual = distro_images::digest::sha256_hex(&text);
+        anyhow::ensure!(
+            actual == a.sha256,
+            "{} changed after it was recorded (sha256 {actual}, recorded {}): the image would carry another SBOM than the one recorded\n  help: rerun `distro sbom` for the line",
+            path.display(),
+            a.sha256
+        );
         let v: serde_json::Value = serde_json::from_slice(&text)
             .with_context(|| format!("{} is not JSON", path.display()))?;
         anyhow::ensure!(

@@ -2,11 +2,13 @@
 //!
 //! By default every component of the distribution is checked in the repository that holds
 //! distro.toml (or `--source DIR`, e.g. a line's patched tree `OUT/<line>/src`), with that
-//! repository's `deny.toml`. `--manifest-path` checks any other package instead. A component
-//! the policy denies (a licence, a banned crate, a source, an advisory) is a policy refusal,
-//! exit 3; every finding names the crate, the rule and the way out.
+//! repository's `deny.toml`, with the feature graph the build compiles (default features off,
+//! the component's features on; [`check_component`], which the release's policy stage calls).
+//! `--manifest-path` checks any other package instead. A component the policy denies (a
+//! licence, a banned crate, a source, an advisory) is a policy refusal, exit 3; every finding
+//! names the crate, the rule and the way out.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -65,6 +67,64 @@ pub fn default_deny_toml(cx: &Context) -> PathBuf {
     repository(cx).join("deny.toml")
 }
 
+/// A component of a source tree, as it is built.
+pub struct Target<'a> {
+    /// Component name (for the report).
+    pub name: &'a str,
+    /// The source tree (a workspace holding the package).
+    pub source: &'a Path,
+    /// Its cargo package.
+    pub package: &'a str,
+    /// The features it is built with, default features off (as `distro build` compiles it).
+    pub features: Vec<String>,
+}
+
+/// cargo-deny's verdict on one component with exactly the feature graph the build compiles
+/// (`--no-default-features` and the component's features): what `distro policy` reports and
+/// the release's policy stage judges.
+pub fn check_component(
+    t: &Target<'_>,
+    deny_toml: &Path,
+    db: &AdvisoryDb,
+    cargo_deny: &Path,
+    max_db_staleness: Option<&str>,
+) -> anyhow::Result<PolicyReport> {
+    let manifest = distro_sbom::graph::package_manifest(t.source, t.package)
+        .with_context(|| format!("component {} in {}", t.name, t.source.display()))?;
+    check_manifest(
+        t.name,
+        &manifest,
+        (t.features.clone(), true),
+        deny_toml,
+        db,
+        cargo_deny,
+        max_db_staleness,
+    )
+}
+
+/// cargo-deny's four checks of one package, with `(features, no_default_features)`.
+fn check_manifest(
+    name: &str,
+    manifest: &Path,
+    (features, no_default_features): (Vec<String>, bool),
+    deny_toml: &Path,
+    db: &AdvisoryDb,
+    cargo_deny: &Path,
+    max_db_staleness: Option<&str>,
+) -> anyhow::Result<PolicyReport> {
+    let opts = PolicyOptions {
+        component: name.to_string(),
+        manifest_path: manifest.to_path_buf(),
+        features,
+        no_default_features,
+        deny_toml: deny_toml.to_path_buf(),
+        advisory_db: Some(db.path().to_path_buf()),
+        max_db_staleness: max_db_staleness.map(str::to_string),
+        cargo_deny: cargo_deny.to_path_buf(),
+    };
+    policy::check(&opts, db.date()).with_context(|| format!("policy check of {name}"))
+}
+
 /// Runs `distro policy`.
 pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
     let repo = repository(cx);
@@ -79,30 +139,6 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
         );
     }
 
-    let mut targets: Vec<(String, PathBuf, Vec<String>)> = Vec::new();
-    if let Some(m) = &args.manifest_path {
-        let name = m
-            .parent()
-            .and_then(|d| d.file_name())
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| m.display().to_string());
-        targets.push((name, m.clone(), args.features.clone()));
-    } else {
-        let dist = cx.distribution()?;
-        let source = args.source.clone().unwrap_or_else(|| repo.clone());
-        for c in &dist.components {
-            if !args.components.is_empty() && !args.components.contains(&c.name) {
-                continue;
-            }
-            let manifest = distro_sbom::graph::package_manifest(&source, &c.package)
-                .with_context(|| format!("component {}", c.name))?;
-            targets.push((c.name.clone(), manifest, c.features.clone()));
-        }
-        if targets.is_empty() {
-            anyhow::bail!("no component matches {:?}", args.components);
-        }
-    }
-
     // The same snapshot every other report reads, laid out the way cargo-deny wants it.
     let dist = if args.manifest_path.is_some() {
         cx.distribution_if_any().ok().flatten()
@@ -114,27 +150,53 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
         "preparing the advisory database from {}",
         snap.path.display()
     ));
-    let db = Some(AdvisoryDb::prepare(
-        &snap.path,
-        &policy::db_urls(&deny_toml)?,
-    )?);
+    let db = AdvisoryDb::prepare(&snap.path, &policy::db_urls(&deny_toml)?)?;
+    let staleness = args.max_db_staleness.as_deref();
 
     let mut reports: Vec<PolicyReport> = Vec::new();
-    for (name, manifest, features) in targets {
+    if let Some(m) = &args.manifest_path {
+        let name = m
+            .parent()
+            .and_then(|d| d.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| m.display().to_string());
         cx.status(&format!("{name}: running cargo-deny"));
-        let opts = PolicyOptions {
-            component: name.clone(),
-            manifest_path: manifest,
-            features,
-            no_default_features: false,
-            deny_toml: deny_toml.clone(),
-            advisory_db: db.as_ref().map(|d| d.path().to_path_buf()),
-            max_db_staleness: args.max_db_staleness.clone(),
-            cargo_deny: args.cargo_deny.clone(),
-        };
-        let report = policy::check(&opts, db.as_ref().and_then(|d| d.date()))
-            .with_context(|| format!("policy check of {name}"))?;
-        reports.push(report);
+        reports.push(check_manifest(
+            &name,
+            m,
+            (args.features.clone(), false),
+            &deny_toml,
+            &db,
+            &args.cargo_deny,
+            staleness,
+        )?);
+    } else {
+        let dist = cx.distribution()?;
+        let source = args.source.clone().unwrap_or_else(|| repo.clone());
+        let chosen: Vec<_> = dist
+            .components
+            .iter()
+            .filter(|c| args.components.is_empty() || args.components.contains(&c.name))
+            .collect();
+        if chosen.is_empty() {
+            anyhow::bail!("no component matches {:?}", args.components);
+        }
+        for c in chosen {
+            cx.status(&format!("{}: running cargo-deny", c.name));
+            let target = Target {
+                name: &c.name,
+                source: &source,
+                package: &c.package,
+                features: c.features.clone(),
+            };
+            reports.push(check_component(
+                &target,
+                &deny_toml,
+                &db,
+                &args.cargo_deny,
+                staleness,
+            )?);
+        }
     }
 
     if cx.format == Format::Json {
@@ -203,19 +265,7 @@ fn refusal(reports: &[PolicyReport]) -> anyhow::Result<()> {
                 .findings
                 .iter()
                 .filter(|f| f.severity == "error")
-                .map(|f| {
-                    format!(
-                        "{}/{} {} {}{}",
-                        f.check,
-                        f.code,
-                        f.crate_name,
-                        f.version,
-                        f.advisory
-                            .as_ref()
-                            .map(|a| format!(" ({a})"))
-                            .unwrap_or_default()
-                    )
-                })
+                .map(|f| f.summary())
                 .collect();
             format!("{}: {}", r.component, findings.join(", "))
         })

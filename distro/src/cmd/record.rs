@@ -225,8 +225,9 @@ pub fn of_build(cx: &Context, line_dir: &Path) -> Option<LineRelease> {
     }
 }
 
-/// Runs `change` on the line's record as a stage run by hand finds it ([`of_build`], else new
-/// from `build`) and writes it back: not published, no fingerprint (see the module docs).
+/// Runs `change` on the line's record as a stage run by hand found it (`found`, from
+/// [`of_build`]; else new from `build`) and writes it back: not published, no fingerprint (see
+/// the module docs).
 /// `None`, with a warning saying why, when there is no record and the build output lacks a
 /// document a record must name (its evidence or provenance): the stage's own output is still
 /// written, and `attest --build-dir` then says the record is missing.
@@ -235,9 +236,10 @@ pub fn update_by_hand(
     latest: Option<&str>,
     line_dir: &Path,
     build: &BuildRecord,
+    found: Option<LineRelease>,
     change: impl FnOnce(&mut LineRelease),
 ) -> anyhow::Result<Option<PathBuf>> {
-    let mut record = match of_build(cx, line_dir) {
+    let mut record = match found {
         Some(r) => r,
         None => match after_build(latest, build, line_dir, String::new(), Vec::new()) {
             Ok(r) => r,

@@ -639,9 +639,17 @@ impl Run<'_> {
         // Images, each on the SBOM stage's document.
         self.progress.start(v, "image");
         let t = Instant::now();
-        let binary_sboms: BTreeMap<String, PathBuf> = sboms
+        let binary_sboms: BTreeMap<String, Artifact> = sboms
             .iter()
-            .filter_map(|w| Some((w.component.clone(), PathBuf::from(w.cyclonedx.as_ref()?))))
+            .filter_map(|w| {
+                Some((
+                    w.component.clone(),
+                    Artifact {
+                        path: w.cyclonedx.clone()?,
+                        sha256: w.cyclonedx_sha256.clone()?,
+                    },
+                ))
+            })
             .collect();
         let image_args = super::image::Args {
             line: Some(v.clone()),
@@ -778,22 +786,18 @@ impl Run<'_> {
                     .map(|k| k.features.clone())
                     .unwrap_or_default(),
             };
-            let manifest = distro_sbom::graph::package_manifest(&src, &c.package)
-                .with_context(|| format!("component {} in {}", c.name, src.display()))?;
-            let report = distro_sbom::policy::check(
-                &distro_sbom::policy::PolicyOptions {
-                    component: c.name.clone(),
-                    manifest_path: manifest,
+            let report = super::policy::check_component(
+                &super::policy::Target {
+                    name: &c.name,
+                    source: &src,
+                    package: &c.package,
                     features,
-                    no_default_features: true,
-                    deny_toml: policy.deny_toml.clone(),
-                    advisory_db: Some(policy.db.path().to_path_buf()),
-                    max_db_staleness: None,
-                    cargo_deny: PathBuf::from("cargo-deny"),
                 },
-                policy.db.date(),
-            )
-            .with_context(|| format!("policy check of {}", c.name))?;
+                &policy.deny_toml,
+                &policy.db,
+                Path::new("cargo-deny"),
+                None,
+            )?;
             let verdict = judge(&report, vex);
             checks.push(schema::Check {
                 stage: "policy".into(),
@@ -1172,17 +1176,7 @@ fn judge(report: &distro_sbom::policy::PolicyReport, vex: &VexStatuses) -> Verdi
                 };
                 v.accepted.push(format!("{id}: {status}{why}"));
             }
-            None => v.denied.push(format!(
-                "{}/{} {} {}{}",
-                f.check,
-                f.code,
-                f.crate_name,
-                f.version,
-                f.advisory
-                    .as_ref()
-                    .map(|a| format!(" ({a})"))
-                    .unwrap_or_default()
-            )),
+            None => v.denied.push(f.summary()),
         }
     }
     if !report.passed && v.denied.is_empty() && v.accepted.is_empty() {

@@ -362,9 +362,12 @@ fn build_output(args: &Args, cx: &Context) -> anyhow::Result<ExitCode> {
             .as_ref()
             .and_then(|d| d.lines.iter().find(|l| l.version == record.line))
             .and_then(|l| l.latest.as_deref());
-        if let Some(path) = super::record::update_by_hand(cx, latest, &line_dir, &record, |r| {
-            super::record::set_sboms(r, &docs)
-        })? {
+        let found = super::record::of_build(cx, &line_dir);
+        if let Some(path) =
+            super::record::update_by_hand(cx, latest, &line_dir, &record, found, |r| {
+                super::record::set_sboms(r, &docs)
+            })?
+        {
             cx.status(&format!("release record: {}", path.display()));
         }
         written.extend(docs);

@@ -376,6 +376,19 @@ impl Fixture {
     }
 }
 
+/// `umoci unpack --rootless --image IMAGE BUNDLE` (an independent reader of the layout),
+/// asserted to succeed.
+pub fn umoci_unpack(image: &str, bundle: &Path) {
+    let out = run(Command::new("umoci")
+        .args(["unpack", "--rootless", "--image", image])
+        .arg(bundle));
+    assert!(
+        out.status.success(),
+        "umoci unpack {image}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The Debian base's `.deb` cache shared by every test (the packages are downloaded once per
 /// target directory, checked against apt's index each time they are used).
 pub fn deb_cache() -> PathBuf {
@@ -636,15 +649,7 @@ pub fn assert_sbom_covers_every_file(layout: &Path, tag: &str, test: &str) -> se
     if have("umoci", test) {
         let dir = tempfile::tempdir().unwrap();
         let bundle = dir.path().join("bundle");
-        let out = run(Command::new("umoci")
-            .args(["unpack", "--rootless", "--image"])
-            .arg(format!("{}:{tag}", layout.display()))
-            .arg(&bundle));
-        assert!(
-            out.status.success(),
-            "umoci: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        umoci_unpack(&format!("{}:{tag}", layout.display()), &bundle);
         let rootfs = bundle.join("rootfs");
         let mut unpacked = std::collections::BTreeMap::new();
         let mut stack = vec![rootfs.clone()];
