@@ -816,6 +816,101 @@ fn push_release_tags_only_signed_attested_verified_images() {
     }
 }
 
+/// `distro push SRC DEST:TAG --key PUB` publishes one image as a release does: an unsigned one
+/// is pushed by digest, left untagged (skopeo sees no tag) and refused with exit 3 naming the
+/// digest and what to run; once it is signed and attested in its layout for the repository,
+/// the same push moves the tag, sending no blob again, and the tag verifies in the registry.
+/// Without --key the tag moves unverified, with a warning when the source is unsigned.
+#[test]
+fn push_with_key_tags_one_image_only_once_it_verifies() {
+    let test = "push_with_key_tags_one_image_only_once_it_verifies";
+    let Some(reg) = TestRegistry::plain(test) else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let (fx, images, k, p) = assembled_pair(t.path(), 16 * 1024);
+    let line_dir = fx.line_dir.to_str().unwrap();
+    let repo = format!("{}/fips-mesh/mesh-proxy", reg.addr);
+    let tagged = format!("{repo}:0.1.0");
+    let src = fx.image_ref("mesh-proxy");
+    let push = [
+        "push",
+        &src,
+        &tagged,
+        "--key",
+        &p,
+        "--plain-http",
+        "--format",
+        "json",
+    ];
+    let out = run(distro().args(push));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    let first: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let digest = images[0]["manifest_digest"].as_str().unwrap();
+    let by_digest = format!("{repo}@{digest}");
+    assert_eq!(first["tagged"], false, "{first}");
+    assert_eq!(first["digest"], digest);
+    assert_eq!(first["by_digest"], by_digest.as_str());
+    assert!(
+        stderr.contains(&format!(
+            "{by_digest} is pushed by digest but does not verify"
+        )) && stderr.contains(&format!("{tagged} was not moved"))
+            && stderr.contains("no signature for")
+            && stderr.contains(&format!("distro sign {by_digest} --key KEY")),
+        "{stderr}"
+    );
+    if have("skopeo", test) {
+        assert!(
+            !skopeo_tags(&repo).contains(&"0.1.0".to_string()),
+            "the unsigned image has no tag"
+        );
+    }
+
+    ok(&["sign", &src, "--key", &k, "--identity", &repo]);
+    ok(&[
+        "attest",
+        &src,
+        "--key",
+        &k,
+        "--identity",
+        &repo,
+        "--build-dir",
+        line_dir,
+        "--component",
+        "mesh-proxy",
+    ]);
+    let second = json_of(&push[..push.len() - 2]);
+    assert_eq!(second["tagged"], true, "{second}");
+    assert_eq!(second["verification"]["passed"], true, "{second}");
+    assert!(
+        second["blobs_present"].as_u64().unwrap() >= 3,
+        "the image's config and layers are not sent again: {second}"
+    );
+    if have("skopeo", test) {
+        assert!(skopeo_tags(&repo).contains(&"0.1.0".to_string()));
+    }
+    let report = json_of(&["verify", &tagged, "--key", &p, "--plain-http"]);
+    assert_eq!(report["passed"], true, "{report}");
+    assert_eq!(report["digest"], digest);
+
+    // No key: the tag moves after the (absent) signatures, and the unsigned source is named.
+    let control = format!("{}/fips-mesh/mesh-control:0.1.0", reg.addr);
+    let out = run(distro().args([
+        "push",
+        &fx.image_ref("mesh-control"),
+        &control,
+        "--plain-http",
+    ]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("holds no signature or attestation")
+            && stderr.contains(&format!("{control} now names an unsigned image")),
+        "{stderr}"
+    );
+}
+
 /// `push --release` pushes the layouts the line's release record names (which `distro image`
 /// wrote), and refuses a layout whose manifest is not the recorded one, naming the image and
 /// what to rerun, before anything is pushed.

@@ -7,8 +7,10 @@
 //!
 //! A release is published in the order `distro release` uses: [`push_by_digest`] (no tag), the
 //! signatures and attestations, [`verify::verify`] of the pushed digest in the destination, and
-//! only then [`move_tag`]. [`push_release`] (`distro push --release`) does the same per image, so
-//! a tag never names an image that is unsigned, unattested or does not verify.
+//! only then [`move_tag`]. [`push_release`] (`distro push --release`) does the same per image,
+//! and [`copy_verified`] (`distro push SRC DEST:TAG --key`) for one image, so a tag never names
+//! an image that is unsigned, unattested or does not verify. [`copy`] (no key) keeps the order,
+//! the tag last, but moves it without a verification.
 
 use std::collections::BTreeSet;
 
@@ -128,24 +130,97 @@ fn merge_cosign(
 }
 
 /// Copies the image `selector` names from `src` to `dest` under `dest_tag`, with its
-/// signatures and attestations.
+/// signatures and attestations, in the order a release publishes: the image by digest, then
+/// its `.sig` and `.att`, and only then the tag. A copy stopped at any point leaves the tag
+/// where it was; it never names an image whose signatures are still on their way. To move the
+/// tag only for an image that verifies in `dest`, use [`copy_verified`].
 pub fn copy(
     src: &mut dyn Store,
     selector: Option<&str>,
     dest: &mut dyn Store,
     dest_tag: &str,
 ) -> Result<CopyOutcome> {
-    let (_, image) = cosign::resolve(src, selector)?;
-    let mut out = outcome(&image.digest, Some(dest_tag));
-    copy_manifest(src, dest, &image, Some(dest_tag), &mut out)?;
-    merge_signatures(src, dest, &image.digest, &mut out)?;
+    let mut out = push_with_signatures(src, selector, dest)?;
+    tag_pushed(dest, dest_tag, &mut out)?;
     Ok(out)
 }
 
-fn outcome(digest: &str, tag: Option<&str>) -> CopyOutcome {
+/// [`push_by_digest`], then the signatures and attestations `src` holds for the image.
+fn push_with_signatures(
+    src: &mut dyn Store,
+    selector: Option<&str>,
+    dest: &mut dyn Store,
+) -> Result<CopyOutcome> {
+    let mut out = push_by_digest(src, selector, dest)?;
+    let digest = out.digest.clone();
+    merge_signatures(src, dest, &digest, &mut out)?;
+    Ok(out)
+}
+
+/// [`move_tag`] for a pushed image, recorded in its outcome.
+fn tag_pushed(dest: &mut dyn Store, tag: &str, out: &mut CopyOutcome) -> Result<()> {
+    move_tag(dest, &out.digest, tag)?;
+    out.tag = Some(tag.to_string());
+    out.manifests.push(tag.to_string());
+    Ok(())
+}
+
+/// What [`copy_verified`] did.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifiedCopy {
+    /// `REPOSITORY@sha256:…`: what was pushed and verified.
+    pub by_digest: String,
+    /// `REPOSITORY:TAG`: the tag, which names the image only when `tagged`.
+    pub reference: String,
+    /// Whether the tag was moved to the digest: only when the pushed image verified.
+    pub tagged: bool,
+    /// The verification of the pushed digest in the destination that decided it.
+    pub verification: Report,
+    /// What the push did.
+    #[serde(flatten)]
+    pub outcome: CopyOutcome,
+}
+
+/// Copies the image as [`copy`] does, but verifies the pushed digest in `dest` (signature,
+/// attestations, policy; `identity` is the identity expected when the policy names none)
+/// before the tag moves: an image that does not verify is left in `dest` by digest only, its
+/// tag where it was. `repository` names the destination in the report (`REGISTRY/REPO`).
+pub fn copy_verified(
+    src: &mut dyn Store,
+    selector: Option<&str>,
+    dest: &mut dyn Store,
+    dest_tag: &str,
+    repository: &str,
+    gate: &TagGate<'_>,
+    identity: Option<&str>,
+) -> Result<VerifiedCopy> {
+    let mut outcome = push_with_signatures(src, selector, dest)?;
+    let by_digest = format!("{repository}@{}", outcome.digest);
+    let verification = verify::verify(
+        dest,
+        &by_digest,
+        Some(&outcome.digest),
+        gate.key,
+        gate.policy,
+        identity,
+    );
+    let tagged = verification.passed;
+    if tagged {
+        tag_pushed(dest, dest_tag, &mut outcome)?;
+    }
+    Ok(VerifiedCopy {
+        by_digest,
+        reference: format!("{repository}:{dest_tag}"),
+        tagged,
+        verification,
+        outcome,
+    })
+}
+
+fn outcome(digest: &str) -> CopyOutcome {
     CopyOutcome {
         digest: digest.to_string(),
-        tag: tag.map(str::to_string),
+        tag: None,
         blobs_copied: 0,
         blobs_present: 0,
         blobs_mounted: 0,
@@ -177,7 +252,7 @@ pub fn push_by_digest(
     dest: &mut dyn Store,
 ) -> Result<CopyOutcome> {
     let (_, image) = cosign::resolve(src, selector)?;
-    let mut out = outcome(&image.digest, None);
+    let mut out = outcome(&image.digest);
     copy_manifest(src, dest, &image, None, &mut out)?;
     Ok(out)
 }
@@ -291,36 +366,28 @@ pub fn push_release(
         let mut dest = first.sibling(&repo(component));
         let repository = format!("{registry}/{}", repo(component));
         for tag in cosign::image_tags(&layout) {
-            let mut outcome = push_by_digest(&mut layout, Some(&tag), &mut dest)?;
-            merge_signatures(
+            let mut copied = copy_verified(
                 &mut layout,
+                Some(&tag),
                 &mut dest,
-                &outcome.digest.clone(),
-                &mut outcome,
-            )?;
-            outcome.blobs_mounted = std::mem::take(&mut dest.stats.blobs_mounted);
-            let by_digest = format!("{repository}@{}", outcome.digest);
-            let verification = verify::verify(
-                &mut dest,
-                &by_digest,
-                Some(&outcome.digest),
-                gate.key,
-                gate.policy,
+                &tag,
+                &repository,
+                gate,
                 Some(&repository),
-            );
-            let tagged = verification.passed;
-            if tagged {
-                move_tag(&mut dest, &outcome.digest, &tag)?;
-                outcome.manifests.push(tag.clone());
-            }
+            )?;
+            copied.outcome.blobs_mounted = std::mem::take(&mut dest.stats.blobs_mounted);
             out.push(ReleasePush {
                 component: component.clone(),
-                by_digest,
-                reference: format!("{repository}:{tag}"),
+                by_digest: copied.by_digest,
+                reference: copied.reference,
                 tag,
-                tagged,
-                verification,
-                outcome,
+                tagged: copied.tagged,
+                verification: copied.verification,
+                // The tag is the push's own `tag` (moved or not), not the outcome's.
+                outcome: CopyOutcome {
+                    tag: None,
+                    ..copied.outcome
+                },
             });
         }
     }
@@ -425,5 +492,196 @@ impl Store for Box<dyn Store> {
         media_type: &str,
     ) -> Result<String> {
         (**self).put_manifest(tag, bytes, media_type)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::keys::SigningKey;
+    use crate::oci::{Descriptor, MEDIA_CONFIG, MEDIA_LAYER_GZIP, MEDIA_MANIFEST};
+    use crate::store::Layout;
+
+    /// A layout holding one image tagged `v1`, signed and attested with `key`.
+    fn signed_layout(dir: &std::path::Path, key: &SigningKey) -> Layout {
+        let mut l = Layout::open_dir(dir, true).unwrap();
+        let config =
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let layer = b"not really a tarball, but content all the same";
+        l.put_blob(&digest::sha256(config), config).unwrap();
+        l.put_blob(&digest::sha256(layer), layer).unwrap();
+        let m = Manifest::new(
+            Descriptor::of(MEDIA_CONFIG, config),
+            vec![Descriptor::of(MEDIA_LAYER_GZIP, layer)],
+        );
+        l.put_manifest(Some("v1"), &m.to_bytes(), MEDIA_MANIFEST)
+            .unwrap();
+        cosign::sign(&mut l, Some("v1"), "registry.test/mesh-proxy", key).unwrap();
+        cosign::attest(
+            &mut l,
+            Some("v1"),
+            "registry.test/mesh-proxy",
+            key,
+            &[cosign::Predicate {
+                predicate_type: "https://example.test/predicate".into(),
+                body: serde_json::json!({"n": 1}),
+            }],
+        )
+        .unwrap();
+        l
+    }
+
+    /// A store that refuses every write after the first `budget`: a copy killed at that write.
+    struct Killed<'a> {
+        inner: &'a mut Layout,
+        budget: usize,
+    }
+
+    impl Killed<'_> {
+        fn spend(&mut self) -> Result<()> {
+            if self.budget == 0 {
+                return Err(Error::invalid("killed", "the copy was stopped here"));
+            }
+            self.budget -= 1;
+            Ok(())
+        }
+    }
+
+    impl Store for Killed<'_> {
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        fn manifest(&mut self, reference: &str) -> Result<Option<FetchedManifest>> {
+            self.inner.manifest(reference)
+        }
+        fn blob(&mut self, digest: &str) -> Result<Vec<u8>> {
+            self.inner.blob(digest)
+        }
+        fn blob_sized(&mut self, digest: &str, size: u64) -> Result<Vec<u8>> {
+            self.inner.blob_sized(digest, size)
+        }
+        fn has_blob(&mut self, digest: &str) -> Result<bool> {
+            self.inner.has_blob(digest)
+        }
+        fn put_blob(&mut self, digest: &str, data: &[u8]) -> Result<bool> {
+            self.spend()?;
+            self.inner.put_blob(digest, data)
+        }
+        fn put_manifest(
+            &mut self,
+            tag: Option<&str>,
+            bytes: &[u8],
+            media_type: &str,
+        ) -> Result<String> {
+            self.spend()?;
+            self.inner.put_manifest(tag, bytes, media_type)
+        }
+    }
+
+    /// A single-image copy stopped at any write leaves no tag in the destination, or a tag whose
+    /// image already has its signature and attestation there; a rerun completes it without a
+    /// second signature or attestation.
+    #[test]
+    fn a_copy_stopped_anywhere_never_tags_an_unsigned_image() {
+        let key = SigningKey::generate().unwrap();
+        let src_dir = tempfile::tempdir().unwrap();
+        let mut src = signed_layout(src_dir.path(), &key);
+        let (_, image) = cosign::resolve(&mut src, Some("v1")).unwrap();
+        let mut kill_points = 0;
+        for budget in 0.. {
+            let dest_dir = tempfile::tempdir().unwrap();
+            let mut dest = Layout::open_dir(dest_dir.path(), true).unwrap();
+            let done = copy(
+                &mut src,
+                Some("v1"),
+                &mut Killed {
+                    inner: &mut dest,
+                    budget,
+                },
+                "v1",
+            )
+            .is_ok();
+            let mut seen = Layout::open_dir(dest_dir.path(), false).unwrap();
+            if seen.manifest("v1").unwrap().is_some() {
+                assert_eq!(
+                    cosign::signatures(&mut seen, &image.digest).unwrap().len(),
+                    1
+                );
+                assert_eq!(
+                    cosign::attestations(&mut seen, &image.digest)
+                        .unwrap()
+                        .len(),
+                    1
+                );
+            }
+            if done {
+                assert!(
+                    seen.manifest("v1").unwrap().is_some(),
+                    "a finished copy is tagged"
+                );
+                break;
+            }
+            kill_points += 1;
+            // Resumed: the copy completes, and nothing it had sent is sent twice.
+            copy(&mut src, Some("v1"), &mut dest, "v1").unwrap();
+            let mut seen = Layout::open_dir(dest_dir.path(), false).unwrap();
+            assert_eq!(seen.manifest("v1").unwrap().unwrap().digest, image.digest);
+            assert_eq!(
+                cosign::signatures(&mut seen, &image.digest).unwrap().len(),
+                1
+            );
+            assert_eq!(
+                cosign::attestations(&mut seen, &image.digest)
+                    .unwrap()
+                    .len(),
+                1
+            );
+        }
+        // blobs, the image manifest, the .sig and .att blobs and manifests: each a kill point.
+        assert!(kill_points >= 6, "only {kill_points} kill points");
+    }
+
+    /// With a gate, an image that does not verify with the key is left by digest only (its tag
+    /// not written) and one that does is tagged.
+    #[test]
+    fn a_verified_copy_tags_only_what_verifies() {
+        let key = SigningKey::generate().unwrap();
+        let other = SigningKey::generate().unwrap();
+        let src_dir = tempfile::tempdir().unwrap();
+        let mut src = signed_layout(src_dir.path(), &key);
+        // The signature and the key are what this test is about; the documents a release
+        // attests are the registry tests' (distro/tests/image_registry.rs).
+        let policy = Policy {
+            require_fips: false,
+            require_validated_module: false,
+            require_sbom: false,
+            require_provenance: false,
+            require_vex: false,
+            ..Policy::default()
+        };
+        for (k, tagged) in [(&other, false), (&key, true)] {
+            let dest_dir = tempfile::tempdir().unwrap();
+            let mut dest = Layout::open_dir(dest_dir.path(), true).unwrap();
+            let public = k.public();
+            let copied = copy_verified(
+                &mut src,
+                Some("v1"),
+                &mut dest,
+                "v1",
+                "registry.test/mesh-proxy",
+                &TagGate {
+                    key: &public,
+                    policy: &policy,
+                },
+                Some("registry.test/mesh-proxy:v1"),
+            )
+            .unwrap();
+            assert_eq!(copied.tagged, tagged, "{:?}", copied.verification.checks);
+            let mut seen = Layout::open_dir(dest_dir.path(), false).unwrap();
+            assert_eq!(seen.manifest("v1").unwrap().is_some(), tagged);
+            assert!(seen.manifest(&copied.outcome.digest).unwrap().is_some());
+        }
     }
 }

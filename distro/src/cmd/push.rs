@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use distro_images::keys::VerifyingKey;
 use distro_images::registry::{Auth, RegistryOptions};
-use distro_images::{transfer, ImageRef};
+use distro_images::store::Store;
+use distro_images::{transfer, verify, ImageRef};
 
 use super::Context;
 use crate::output::{self, Format, Refusal};
@@ -84,10 +85,32 @@ pub struct Args {
     /// Where --release pushes: REGISTRY/NAMESPACE.
     #[arg(long, value_name = "REGISTRY/NAMESPACE")]
     pub to: Option<String>,
-    /// Public key a pushed image's signature and attestations must verify with before --release
-    /// moves its tag (the check `distro release` makes before tagging).
-    #[arg(long, value_name = "PATH", requires = "release")]
+    /// Public key a pushed image's signature and attestations must verify with, in the
+    /// destination, before its tag moves (the check `distro release` makes before tagging); an
+    /// image that does not verify stays there by digest only, untagged (exit 3). Needed with
+    /// --release; without it, a single image's tag moves once its signatures and attestations
+    /// are copied, unverified.
+    #[arg(long, value_name = "PATH")]
     pub key: Option<PathBuf>,
+    /// With --key, for a single image: the policy it must meet (TOML, as `distro verify
+    /// --policy`); default: every requirement on. --release uses the line's record instead.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "key",
+        conflicts_with = "release"
+    )]
+    pub policy: Option<PathBuf>,
+    /// With --key, for a single image: the identity its signature must name, matched as
+    /// containers-policy does (as `distro verify --identity`); default: the destination
+    /// REGISTRY/REPO:TAG.
+    #[arg(
+        long,
+        value_name = "REPO[:TAG]",
+        requires = "key",
+        conflicts_with = "release"
+    )]
+    pub identity: Option<String>,
     #[command(flatten)]
     pub registry: RegistryArgs,
 }
@@ -215,6 +238,75 @@ fn read_record(path: &Path) -> anyhow::Result<Option<distro_schema::LineRelease>
     Ok(Some(record))
 }
 
+/// A single image with `--key`: pushed by digest with its signatures and attestations,
+/// verified in the destination, and only then tagged; one that does not verify is refused
+/// (exit 3) with the checks that failed, its tag unmoved.
+fn push_verified(
+    args: &Args,
+    key_path: &Path,
+    (src_ref, src): (&ImageRef, &mut dyn Store),
+    (dest_ref, dest): (&ImageRef, &mut dyn Store),
+    tag: &str,
+    cx: &Context,
+) -> anyhow::Result<ExitCode> {
+    let key = VerifyingKey::load(key_path)?;
+    let policy = super::verify::policy(args.policy.as_ref(), args.identity.clone())?;
+    let tagged_ref = dest_ref.with_tag(tag);
+    let repository = dest_ref
+        .docker_reference()
+        .unwrap_or_else(|| dest_ref.to_string());
+    cx.status(&format!(
+        "pushing {src_ref} to {dest_ref} by digest; the tag moves only once it verifies with {}",
+        key_path.display()
+    ));
+    let copied = transfer::copy_verified(
+        src,
+        src_ref.selector().as_deref(),
+        dest,
+        tag,
+        &repository,
+        &transfer::TagGate {
+            key: &key,
+            policy: &policy,
+        },
+        verify::default_identity(&tagged_ref).as_deref(),
+    )
+    .with_context(|| format!("pushing {src_ref} to {dest_ref}"))?;
+    match cx.format {
+        Format::Json => output::json(&copied)?,
+        Format::Text => output::data(&format!(
+            "{}\n  {}\n  blobs uploaded: {}, already present: {}\n  manifests: {}",
+            copied.by_digest,
+            if copied.tagged {
+                format!("verified, tagged {tagged_ref}")
+            } else {
+                format!("NOT tagged {tagged_ref} (it does not verify)")
+            },
+            copied.outcome.blobs_copied,
+            copied.outcome.blobs_present,
+            copied.outcome.manifests.join(", ")
+        )),
+    }
+    if copied.tagged {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let failed: Vec<String> = copied
+        .verification
+        .checks
+        .iter()
+        .filter(|c| !c.ok)
+        .map(|c| format!("{}: {}", c.name, c.detail))
+        .collect();
+    Err(anyhow::Error::new(Refusal(format!(
+        "{} is pushed by digest but does not verify with {}, so {tagged_ref} was not moved: {}\n    help: sign it with `distro sign {} --key KEY` and attest it with `distro attest {} --key KEY ...`, then push again",
+        copied.by_digest,
+        key_path.display(),
+        failed.join("; "),
+        copied.by_digest,
+        copied.by_digest
+    ))))
+}
+
 /// Runs `distro push`.
 pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
     if let Some(line_dir) = &args.release {
@@ -237,7 +329,19 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
     let mut dest = dest_ref
         .open(&opts, true)
         .with_context(|| format!("opening {dest_ref}"))?;
-    cx.status(&format!("pushing {src_ref} to {dest_ref}"));
+    if let Some(key_path) = &args.key {
+        return push_verified(
+            &args,
+            key_path,
+            (&src_ref, src.as_mut()),
+            (&dest_ref, dest.as_mut()),
+            &tag,
+            cx,
+        );
+    }
+    cx.status(&format!(
+        "pushing {src_ref} to {dest_ref} by digest, its signatures and attestations, then the tag (unverified: no --key)"
+    ));
     let out = transfer::copy(
         src.as_mut(),
         src_ref.selector().as_deref(),
@@ -245,6 +349,12 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
         &tag,
     )
     .with_context(|| format!("pushing {src_ref} to {dest_ref}"))?;
+    if !out.manifests.iter().any(|m| m.starts_with("sha256-")) {
+        cx.warn(&format!(
+            "{src_ref} holds no signature or attestation: {} now names an unsigned image; pass --key PUB to move a tag only for an image that verifies",
+            dest_ref.with_tag(&tag)
+        ));
+    }
     match cx.format {
         Format::Json => output::json(&out)?,
         Format::Text => output::data(&format!(
