@@ -137,6 +137,17 @@ pub struct Report {
 }
 
 impl Report {
+    /// The checks that failed, one `name: detail` each, joined with `; ` (empty when none did):
+    /// what a refusal names.
+    pub fn failures(&self) -> String {
+        self.checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| format!("{}: {}", c.name, c.detail))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
     fn push(&mut self, name: impl Into<String>, ok: bool, detail: impl Into<String>) {
         self.checks.push(Check {
             name: name.into(),

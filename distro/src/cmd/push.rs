@@ -189,19 +189,12 @@ fn push_release(args: &Args, line_dir: &Path, cx: &Context) -> anyhow::Result<Ex
         .iter()
         .filter(|p| !p.tagged)
         .map(|p| {
-            let failed: Vec<String> = p
-                .verification
-                .checks
-                .iter()
-                .filter(|c| !c.ok)
-                .map(|c| format!("{}: {}", c.name, c.detail))
-                .collect();
             format!(
                 "{}: {} is pushed by digest but not tagged {}: {}\n    help: sign it with `distro sign {} --key KEY` and attest it with `distro attest {} --key KEY --build-dir {} --component {}`, then run this push again",
                 p.component,
                 p.by_digest,
                 p.tag,
-                failed.join("; "),
+                p.verification.failures(),
                 p.by_digest,
                 p.by_digest,
                 line_dir.display(),
@@ -290,18 +283,11 @@ fn push_verified(
     if copied.tagged {
         return Ok(ExitCode::SUCCESS);
     }
-    let failed: Vec<String> = copied
-        .verification
-        .checks
-        .iter()
-        .filter(|c| !c.ok)
-        .map(|c| format!("{}: {}", c.name, c.detail))
-        .collect();
     Err(anyhow::Error::new(Refusal(format!(
         "{} is pushed by digest but does not verify with {}, so {tagged_ref} was not moved: {}\n    help: sign it with `distro sign {} --key KEY` and attest it with `distro attest {} --key KEY ...`, then push again",
         copied.by_digest,
         key_path.display(),
-        failed.join("; "),
+        copied.verification.failures(),
         copied.by_digest,
         copied.by_digest
     ))))

@@ -1043,17 +1043,7 @@ impl Run<'_> {
                 );
             }
             if !report.passed {
-                refused.push(format!(
-                    "{}: {}",
-                    p.by_digest,
-                    report
-                        .checks
-                        .iter()
-                        .filter(|c| !c.ok)
-                        .map(|c| format!("{}: {}", c.name, c.detail))
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                ));
+                refused.push(format!("{}: {}", p.by_digest, report.failures()));
             }
         }
         self.step_done(record, "verify", t, record_path)?;
