@@ -670,6 +670,14 @@ fn skopeo_tags(repo: &str) -> Vec<String> {
         .collect()
 }
 
+/// Signs and attests `component`'s image in its layout (the build's documents) for the
+/// repository `repo` it will be pushed to.
+fn sign_and_attest_in_layout(fx: &Fixture, component: &str, key: &str, repo: &str) {
+    let image = fx.image_ref(component);
+    ok(&["sign", &image, "--key", key, "--identity", repo]);
+    fx.attest(&image, key, component, &["--identity", repo]);
+}
+
 /// `push --release` publishes as `distro release` does: each image by digest, then its
 /// signatures and attestations, and the tag only once the image verifies in the registry. An
 /// unsigned image is pushed by digest and left untagged (skopeo sees no tag), and the command
@@ -689,26 +697,7 @@ fn push_release_tags_only_signed_attested_verified_images() {
     // mesh-control is signed and attested in its layout, for the repository it goes to;
     // mesh-proxy is neither.
     let control_repo = format!("{to}/mesh-control");
-    ok(&[
-        "sign",
-        &fx.image_ref("mesh-control"),
-        "--key",
-        &k,
-        "--identity",
-        &control_repo,
-    ]);
-    ok(&[
-        "attest",
-        &fx.image_ref("mesh-control"),
-        "--key",
-        &k,
-        "--identity",
-        &control_repo,
-        "--build-dir",
-        line_dir,
-        "--component",
-        "mesh-control",
-    ]);
+    sign_and_attest_in_layout(&fx, "mesh-control", &k, &control_repo);
     let push = [
         "push",
         "--release",
@@ -820,7 +809,7 @@ fn push_release_tags_only_signed_attested_verified_images() {
 /// is pushed by digest, left untagged (skopeo sees no tag) and refused with exit 3 naming the
 /// digest and what to run; once it is signed and attested in its layout for the repository,
 /// the same push moves the tag, sending no blob again, and the tag verifies in the registry.
-/// Without --key the tag moves unverified, with a warning when the source is unsigned.
+/// Without --key the tag moves unverified, with a warning when the image has no signature there.
 #[test]
 fn push_with_key_tags_one_image_only_once_it_verifies() {
     let test = "push_with_key_tags_one_image_only_once_it_verifies";
@@ -829,7 +818,6 @@ fn push_with_key_tags_one_image_only_once_it_verifies() {
     };
     let t = tempfile::tempdir().unwrap();
     let (fx, images, k, p) = assembled_pair(t.path(), 16 * 1024);
-    let line_dir = fx.line_dir.to_str().unwrap();
     let repo = format!("{}/fips-mesh/mesh-proxy", reg.addr);
     let tagged = format!("{repo}:0.1.0");
     let src = fx.image_ref("mesh-proxy");
@@ -867,19 +855,7 @@ fn push_with_key_tags_one_image_only_once_it_verifies() {
         );
     }
 
-    ok(&["sign", &src, "--key", &k, "--identity", &repo]);
-    ok(&[
-        "attest",
-        &src,
-        "--key",
-        &k,
-        "--identity",
-        &repo,
-        "--build-dir",
-        line_dir,
-        "--component",
-        "mesh-proxy",
-    ]);
+    sign_and_attest_in_layout(&fx, "mesh-proxy", &k, &repo);
     let second = json_of(&push[..push.len() - 2]);
     assert_eq!(second["tagged"], true, "{second}");
     assert_eq!(second["verification"]["passed"], true, "{second}");
@@ -905,8 +881,9 @@ fn push_with_key_tags_one_image_only_once_it_verifies() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
-        stderr.contains("holds no signature or attestation")
-            && stderr.contains(&format!("{control} now names an unsigned image")),
+        stderr.contains(&format!(
+            "{control} now names an image with no signature there"
+        )),
         "{stderr}"
     );
 }

@@ -142,6 +142,7 @@ pub fn copy(
 ) -> Result<CopyOutcome> {
     let mut out = push_with_signatures(src, selector, dest)?;
     tag_pushed(dest, dest_tag, &mut out)?;
+    out.tag = Some(dest_tag.to_string());
     Ok(out)
 }
 
@@ -157,10 +158,9 @@ fn push_with_signatures(
     Ok(out)
 }
 
-/// [`move_tag`] for a pushed image, recorded in its outcome.
+/// [`move_tag`] for a pushed image, recorded among the manifests it wrote.
 fn tag_pushed(dest: &mut dyn Store, tag: &str, out: &mut CopyOutcome) -> Result<()> {
     move_tag(dest, &out.digest, tag)?;
-    out.tag = Some(tag.to_string());
     out.manifests.push(tag.to_string());
     Ok(())
 }
@@ -172,6 +172,8 @@ pub struct VerifiedCopy {
     pub by_digest: String,
     /// `REPOSITORY:TAG`: the tag, which names the image only when `tagged`.
     pub reference: String,
+    /// The tag asked for (moved or not; the outcome's own `tag` stays unset).
+    pub tag: String,
     /// Whether the tag was moved to the digest: only when the pushed image verified.
     pub tagged: bool,
     /// The verification of the pushed digest in the destination that decided it.
@@ -211,6 +213,7 @@ pub fn copy_verified(
     Ok(VerifiedCopy {
         by_digest,
         reference: format!("{repository}:{dest_tag}"),
+        tag: dest_tag.to_string(),
         tagged,
         verification,
         outcome,
@@ -280,19 +283,9 @@ pub fn move_tag(dest: &mut dyn Store, digest: &str, tag: &str) -> Result<()> {
 pub struct ReleasePush {
     /// Component (the layout's directory name).
     pub component: String,
-    /// `REGISTRY/NAMESPACE/COMPONENT@sha256:…`: what was pushed and verified.
-    pub by_digest: String,
-    /// `REGISTRY/NAMESPACE/COMPONENT:TAG`: the tag, which names the image only when `tagged`.
-    pub reference: String,
-    /// The image's tag in its layout.
-    pub tag: String,
-    /// Whether the tag was moved to the digest: only when the pushed image verified.
-    pub tagged: bool,
-    /// The verification of the pushed digest that decided it.
-    pub verification: Report,
-    /// What the push did.
+    /// The push, its verification and whether the image's tag in its layout moved.
     #[serde(flatten)]
-    pub outcome: CopyOutcome,
+    pub copy: VerifiedCopy,
 }
 
 /// What [`push_release`] checks a pushed image against before its tag moves: the check
@@ -336,7 +329,7 @@ pub fn image_layouts(images_dir: &std::path::Path) -> Result<Vec<(String, std::p
 /// a blob shared by several images (the base layer) is uploaded once and mounted into the other
 /// repositories. Each image goes by digest, then its `.sig`/`.att`; it is verified in the
 /// registry against `gate`, and only an image that verifies gets its tag ([`move_tag`]). An
-/// image that does not stays pushed by digest, untagged; its [`ReleasePush::verification`] says
+/// image that does not stays pushed by digest, untagged; its [`VerifiedCopy::verification`] says
 /// what is missing.
 pub fn push_release(
     components: &[(String, std::path::PathBuf)],
@@ -378,16 +371,7 @@ pub fn push_release(
             copied.outcome.blobs_mounted = std::mem::take(&mut dest.stats.blobs_mounted);
             out.push(ReleasePush {
                 component: component.clone(),
-                by_digest: copied.by_digest,
-                reference: copied.reference,
-                tag,
-                tagged: copied.tagged,
-                verification: copied.verification,
-                // The tag is the push's own `tag` (moved or not), not the outcome's.
-                outcome: CopyOutcome {
-                    tag: None,
-                    ..copied.outcome
-                },
+                copy: copied,
             });
         }
     }
@@ -580,6 +564,12 @@ mod tests {
         }
     }
 
+    /// `store` holds exactly one signature and one attestation of the image `digest`.
+    fn assert_signed_once(store: &mut Layout, digest: &str) {
+        assert_eq!(cosign::signatures(store, digest).unwrap().len(), 1);
+        assert_eq!(cosign::attestations(store, digest).unwrap().len(), 1);
+    }
+
     /// A single-image copy stopped at any write leaves no tag in the destination, or a tag whose
     /// image already has its signature and attestation there; a rerun completes it without a
     /// second signature or attestation.
@@ -605,16 +595,7 @@ mod tests {
             .is_ok();
             let mut seen = Layout::open_dir(dest_dir.path(), false).unwrap();
             if seen.manifest("v1").unwrap().is_some() {
-                assert_eq!(
-                    cosign::signatures(&mut seen, &image.digest).unwrap().len(),
-                    1
-                );
-                assert_eq!(
-                    cosign::attestations(&mut seen, &image.digest)
-                        .unwrap()
-                        .len(),
-                    1
-                );
+                assert_signed_once(&mut seen, &image.digest);
             }
             if done {
                 assert!(
@@ -628,16 +609,7 @@ mod tests {
             copy(&mut src, Some("v1"), &mut dest, "v1").unwrap();
             let mut seen = Layout::open_dir(dest_dir.path(), false).unwrap();
             assert_eq!(seen.manifest("v1").unwrap().unwrap().digest, image.digest);
-            assert_eq!(
-                cosign::signatures(&mut seen, &image.digest).unwrap().len(),
-                1
-            );
-            assert_eq!(
-                cosign::attestations(&mut seen, &image.digest)
-                    .unwrap()
-                    .len(),
-                1
-            );
+            assert_signed_once(&mut seen, &image.digest);
         }
         // blobs, the image manifest, the .sig and .att blobs and manifests: each a kill point.
         assert!(kill_points >= 6, "only {kill_points} kill points");

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use distro_images::keys::VerifyingKey;
 use distro_images::registry::{Auth, RegistryOptions};
 use distro_images::store::Store;
-use distro_images::{transfer, verify, ImageRef};
+use distro_images::{cosign, transfer, verify, ImageRef};
 
 use super::Context;
 use crate::output::{self, Format, Refusal};
@@ -169,34 +169,24 @@ fn push_release(args: &Args, line_dir: &Path, cx: &Context) -> anyhow::Result<Ex
         Format::Text => {
             let mut s = String::new();
             for p in &pushed {
-                s.push_str(&format!(
-                    "{}\n  {}\n  blobs uploaded: {} (mounted: {}), already present: {}\n",
-                    p.by_digest,
-                    if p.tagged {
-                        format!("verified, tagged {}", p.reference)
-                    } else {
-                        format!("NOT tagged {} (it does not verify)", p.tag)
-                    },
-                    p.outcome.blobs_copied,
-                    p.outcome.blobs_mounted,
-                    p.outcome.blobs_present
-                ));
+                s.push_str(&verified_text(&p.copy));
             }
             output::data(&s);
         }
     }
     let untagged: Vec<String> = pushed
         .iter()
-        .filter(|p| !p.tagged)
+        .filter(|p| !p.copy.tagged)
         .map(|p| {
+            let c = &p.copy;
             format!(
                 "{}: {} is pushed by digest but not tagged {}: {}\n    help: sign it with `distro sign {} --key KEY` and attest it with `distro attest {} --key KEY --build-dir {} --component {}`, then run this push again",
                 p.component,
-                p.by_digest,
-                p.tag,
-                p.verification.failures(),
-                p.by_digest,
-                p.by_digest,
+                c.by_digest,
+                c.tag,
+                c.verification.failures(),
+                c.by_digest,
+                c.by_digest,
                 line_dir.display(),
                 p.component
             )
@@ -245,9 +235,10 @@ fn push_verified(
     let key = VerifyingKey::load(key_path)?;
     let policy = super::verify::policy(args.policy.as_ref(), args.identity.clone())?;
     let tagged_ref = dest_ref.with_tag(tag);
+    // A registry repository, or the layout or archive (`oci:DIR`) without its tag.
     let repository = dest_ref
         .docker_reference()
-        .unwrap_or_else(|| dest_ref.to_string());
+        .unwrap_or_else(|| dest.describe());
     cx.status(&format!(
         "pushing {src_ref} to {dest_ref} by digest; the tag moves only once it verifies with {}",
         key_path.display()
@@ -267,30 +258,40 @@ fn push_verified(
     .with_context(|| format!("pushing {src_ref} to {dest_ref}"))?;
     match cx.format {
         Format::Json => output::json(&copied)?,
-        Format::Text => output::data(&format!(
-            "{}\n  {}\n  blobs uploaded: {}, already present: {}\n  manifests: {}",
-            copied.by_digest,
-            if copied.tagged {
-                format!("verified, tagged {tagged_ref}")
-            } else {
-                format!("NOT tagged {tagged_ref} (it does not verify)")
-            },
-            copied.outcome.blobs_copied,
-            copied.outcome.blobs_present,
-            copied.outcome.manifests.join(", ")
-        )),
+        Format::Text => output::data(&verified_text(&copied)),
     }
     if copied.tagged {
         return Ok(ExitCode::SUCCESS);
     }
+    // In a registry the image can be signed where it now is, by digest; a layout or archive
+    // holds no reference by digest, so the source is signed for the repository instead.
+    let to_sign = if dest_ref.docker_reference().is_some() {
+        copied.by_digest.clone()
+    } else {
+        format!("{src_ref} --identity REPOSITORY")
+    };
     Err(anyhow::Error::new(Refusal(format!(
-        "{} is pushed by digest but does not verify with {}, so {tagged_ref} was not moved: {}\n    help: sign it with `distro sign {} --key KEY` and attest it with `distro attest {} --key KEY ...`, then push again",
+        "{} is pushed by digest but does not verify with {}, so {tagged_ref} was not moved: {}\n    help: sign it with `distro sign {to_sign} --key KEY` and attest it with `distro attest {to_sign} --key KEY ...`, then push again",
         copied.by_digest,
         key_path.display(),
         copied.verification.failures(),
-        copied.by_digest,
-        copied.by_digest
     ))))
+}
+
+/// The text report of one image pushed by digest and verified before its tag moved.
+fn verified_text(c: &transfer::VerifiedCopy) -> String {
+    format!(
+        "{}\n  {}\n  blobs uploaded: {} (mounted: {}), already present: {}\n",
+        c.by_digest,
+        if c.tagged {
+            format!("verified, tagged {}", c.reference)
+        } else {
+            format!("NOT tagged {} (it does not verify)", c.reference)
+        },
+        c.outcome.blobs_copied,
+        c.outcome.blobs_mounted,
+        c.outcome.blobs_present
+    )
 }
 
 /// Runs `distro push`.
@@ -335,9 +336,9 @@ pub fn run(args: Args, cx: &Context) -> anyhow::Result<ExitCode> {
         &tag,
     )
     .with_context(|| format!("pushing {src_ref} to {dest_ref}"))?;
-    if !out.manifests.iter().any(|m| m.starts_with("sha256-")) {
+    if cosign::signatures(dest.as_mut(), &out.digest)?.is_empty() {
         cx.warn(&format!(
-            "{src_ref} holds no signature or attestation: {} now names an unsigned image; pass --key PUB to move a tag only for an image that verifies",
+            "{} now names an image with no signature there; pass --key PUB to move a tag only for an image that verifies",
             dest_ref.with_tag(&tag)
         ));
     }
