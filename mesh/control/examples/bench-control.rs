@@ -104,24 +104,40 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
 
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
-async fn connect(addr: std::net::SocketAddr, cfg: Arc<rustls::ClientConfig>) -> Sender {
-    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+async fn try_connect(
+    addr: std::net::SocketAddr,
+    cfg: Arc<rustls::ClientConfig>,
+) -> Result<Sender, String> {
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
     let tls = tokio_rustls::TlsConnector::from(cfg)
         .connect(
             ServerName::try_from(api::CONTROL_PLANE_SERVER_NAME).unwrap(),
             tcp,
         )
         .await
-        .expect("TLS");
+        .map_err(|e| format!("TLS: {e}"))?;
     let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
         .await
-        .expect("http");
+        .map_err(|e| format!("http: {e}"))?;
     tokio::spawn(conn);
-    send
+    Ok(send)
 }
 
-async fn call(send: &mut Sender, method: &str, path: &str, body: Vec<u8>) -> (u16, Bytes) {
-    send.ready().await.expect("connection ready");
+async fn connect(addr: std::net::SocketAddr, cfg: Arc<rustls::ClientConfig>) -> Sender {
+    try_connect(addr, cfg)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn try_call(
+    send: &mut Sender,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<(u16, Bytes), String> {
+    send.ready().await.map_err(|e| format!("connection: {e}"))?;
     let req = hyper::Request::builder()
         .method(method)
         .uri(path)
@@ -129,12 +145,91 @@ async fn call(send: &mut Sender, method: &str, path: &str, body: Vec<u8>) -> (u1
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body)))
         .unwrap();
-    let resp = send.send_request(req).await.expect("request");
+    let resp = send
+        .send_request(req)
+        .await
+        .map_err(|e| format!("request: {e}"))?;
     let status = resp.status().as_u16();
-    (
-        status,
-        resp.into_body().collect().await.expect("body").to_bytes(),
-    )
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e}"))?;
+    Ok((status, body.to_bytes()))
+}
+
+async fn call(send: &mut Sender, method: &str, path: &str, body: Vec<u8>) -> (u16, Bytes) {
+    try_call(send, method, path, body)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// What one simulated proxy saw of the control-plane restart: when it tried to reconnect,
+/// and when it had a configuration again.
+struct Reconnect {
+    attempts: Vec<Instant>,
+    done: Instant,
+    _conn: Sender,
+}
+
+/// A proxy whose long-poll ended because the control plane went away: it tries again at once,
+/// then after each failure waits as `mesh-proxy` does ([`api::reconnect_backoff`] with the
+/// proxy's default cap). It is back when a new connection answers a config request (`since=0`,
+/// answered at once; a real proxy then long-polls from its version).
+async fn reconnect(addr: std::net::SocketAddr, cfg: Arc<rustls::ClientConfig>) -> Reconnect {
+    let mut attempts = Vec::new();
+    let mut failures = 0u32;
+    loop {
+        attempts.push(Instant::now());
+        let tried = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut s = try_connect(addr, cfg.clone()).await?;
+            let path = format!("{}?since=0", api::PATH_CONFIG);
+            match try_call(&mut s, "GET", &path, Vec::new()).await? {
+                (200, _) => Ok(s),
+                (status, _) => Err(format!("status {status}")),
+            }
+        })
+        .await;
+        if let Ok(Ok(conn)) = tried {
+            return Reconnect {
+                attempts,
+                done: Instant::now(),
+                _conn: conn,
+            };
+        }
+        failures += 1;
+        assert!(failures < 50, "proxy did not reconnect: {tried:?}");
+        let mut r = [0u8; 8];
+        aws_lc_rs::rand::fill(&mut r).unwrap();
+        let wait = api::reconnect_backoff(failures, PROXY_BACKOFF_CAP_MS, u64::from_le_bytes(r));
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// `mesh-proxy`'s default `backoff_max_ms`.
+const PROXY_BACKOFF_CAP_MS: u64 = 5000;
+
+/// User plus system CPU time of a process, in seconds.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / clock_ticks()
+}
+
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
 }
 
 /// One mesh-control process under benchmark.
@@ -253,8 +348,7 @@ fn main() {
     };
 
     // Replica 0 watches the configuration directory; the others learn changes from etcd.
-    let start = |i: usize| -> Replica {
-        let (api, ops) = (free_addr(), free_addr());
+    let start = |i: usize, api: std::net::SocketAddr, ops: std::net::SocketAddr| -> Replica {
         let mut c = Cmd::new(&o.bin, "the control plane under benchmark");
         c.arg("run")
             .args(&state_args)
@@ -292,7 +386,9 @@ fn main() {
         }
         r
     };
-    let replicas: Vec<Replica> = (0..o.replicas).map(start).collect();
+    let replicas: Vec<Replica> = (0..o.replicas)
+        .map(|i| start(i, free_addr(), free_addr()))
+        .collect();
     let bundle = match &etcd {
         None => std::fs::read_to_string(dir.path().join("state/bundle.pem")).unwrap(),
         Some(e) => e.value("/bench/bundle.pem").trim_end().to_string() + "\n",
@@ -358,13 +454,16 @@ fn main() {
         //    for the next.
         let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(n);
         let mut polls = Vec::new();
+        let mut answers = Vec::new();
         for (chain, csr, api_addr) in creds {
             let cfg = Arc::new(tls::spiffe_client_config(roots.clone(), chain, csr.key_der(), expected.clone()).unwrap());
             let (sem, ready_tx) = (sem.clone(), ready_tx.clone());
+            let (answer_tx, answer_rx) = tokio::sync::oneshot::channel();
+            answers.push(answer_rx);
             polls.push(tokio::spawn(async move {
                 let mut s = {
                     let _p = sem.acquire().await.unwrap();
-                    connect(api_addr, cfg).await
+                    connect(api_addr, cfg.clone()).await
                 };
                 let (status, body) = call(&mut s, "GET", &format!("{}?since=0", api::PATH_CONFIG), Vec::new()).await;
                 assert_eq!(status, 200);
@@ -372,10 +471,16 @@ fn main() {
                 ready_tx.send(()).await.unwrap();
                 let (status, body) = call(&mut s, "GET", &format!("{}?since={}", api::PATH_CONFIG, v.version), Vec::new()).await;
                 let at = Instant::now();
-                assert_eq!(status, 200, "long-poll ended without a change");
-                let next: ConfigResponse = serde_json::from_slice(&body).unwrap();
-                assert_eq!(next.config.routes[0].destinations[1].weight, 50);
-                at
+                // The answer is checked once every proxy has its answer: 10,000 simulated
+                // proxies share the control plane's 2 cores, and their own parsing would
+                // otherwise be counted as the push's time.
+                let _ = answer_tx.send((at, status, body));
+                // 4. Hold the next long-poll until the control plane is restarted, then
+                //    reconnect as a proxy does.
+                let next = format!("{}?since={}", api::PATH_CONFIG, v.version + 1);
+                let _ = try_call(&mut s, "GET", &next, Vec::new()).await;
+                drop(s);
+                reconnect(api_addr, cfg).await
             }));
         }
         for _ in 0..n {
@@ -384,9 +489,11 @@ fn main() {
         // Let the last requests reach the server's wait.
         tokio::time::sleep(Duration::from_millis(500)).await;
         eprintln!("{n} proxies connected and waiting");
-        (boot_ms, bootstrap_secs, polls)
+        (boot_ms, bootstrap_secs, polls, answers)
     });
-    let (boot_ms, bootstrap_secs, polls) = result;
+    let (boot_ms, bootstrap_secs, polls, answers) = result;
+    let cpu = |rs: &[Replica]| -> f64 { rs.iter().map(|r| cpu_secs(r.pid())).sum() };
+    let cpu_connected = cpu(&replicas);
     let rss_connected = rss("VmRSS:");
 
     // 3. One change, through replica 0's configuration directory.
@@ -398,12 +505,20 @@ fn main() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let mut lat: Vec<f64> = rt.block_on(async move {
+        let mut got = Vec::new();
+        for a in answers {
+            got.push(a.await.unwrap());
+        }
         let mut lat = Vec::new();
-        for p in polls {
-            lat.push(p.await.unwrap().duration_since(t0).as_secs_f64() * 1000.0);
+        for (at, status, body) in got {
+            assert_eq!(status, 200, "long-poll ended without a change");
+            let next: ConfigResponse = serde_json::from_slice(&body).unwrap();
+            assert_eq!(next.config.routes[0].destinations[1].weight, 50);
+            lat.push(at.duration_since(t0).as_secs_f64() * 1000.0);
         }
         lat
     });
+    let cpu_push = cpu(&replicas) - cpu_connected;
     lat.sort_by(|a, b| a.total_cmp(b));
     let (p50, p99, max) = (
         percentile(&lat, 0.5),
@@ -418,6 +533,60 @@ fn main() {
             serde_json::json!({ "count": count, "mean_ms": mean, "p99_ms_at_most": p99 })
         })
         .collect();
+
+    // 4. The whole control plane restarts: every proxy's long-poll ends at once, and every
+    //    proxy reconnects with the proxy's jittered backoff.
+    eprintln!("restarting the control plane: {n} proxies reconnect");
+    let addrs: Vec<_> = replicas.iter().map(|r| (r.api, r.ops)).collect();
+    let t_down = Instant::now();
+    for r in replicas {
+        r.stop();
+    }
+    let replicas: Vec<Replica> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, (api, ops))| start(i, *api, *ops))
+        .collect();
+    let t_up = Instant::now();
+    let back: Vec<Reconnect> = rt.block_on(async move {
+        let mut back = Vec::new();
+        for p in polls {
+            back.push(p.await.unwrap());
+        }
+        back
+    });
+    let cpu_reconnect = cpu(&replicas);
+    let ms = |t: Instant, from: Instant| t.saturating_duration_since(from).as_secs_f64() * 1000.0;
+    let mut done: Vec<f64> = back.iter().map(|b| ms(b.done, t_down)).collect();
+    done.sort_by(|a, b| a.total_cmp(b));
+    let all_attempts: Vec<Instant> = back
+        .iter()
+        .flat_map(|b| b.attempts.iter().copied())
+        .collect();
+    // Attempts per 10 ms while the control plane was back up: the height of the herd.
+    let mut per_10ms = std::collections::BTreeMap::<u64, u64>::new();
+    for a in all_attempts.iter().filter(|a| **a >= t_up) {
+        *per_10ms.entry((ms(*a, t_up) / 10.0) as u64).or_default() += 1;
+    }
+    let peak_10ms = per_10ms.values().copied().max().unwrap_or(0);
+    let reconnect_json = serde_json::json!({
+        "restart_ms": ms(t_up, t_down),
+        "reconnected_ms_after_restart_began": { "p50": percentile(&done, 0.5), "p99": percentile(&done, 0.99), "max": percentile(&done, 1.0) },
+        "attempts": all_attempts.len(),
+        "failed_attempts": all_attempts.len() - back.len(),
+        "peak_attempts_per_10ms_once_up": peak_10ms,
+        "peak_share_of_proxies_per_10ms": peak_10ms as f64 / n as f64,
+        "backoff": format!("mesh_core::api::reconnect_backoff, cap {PROXY_BACKOFF_CAP_MS} ms (mesh-proxy's default)"),
+        "control_plane_cpu_seconds": cpu_reconnect,
+    });
+    eprintln!(
+        "control plane restarted in {:.0} ms; all {n} proxies back {:.0} ms after it went down (p50 {:.0} ms), {} attempts, at most {peak_10ms} in any 10 ms",
+        ms(t_up, t_down),
+        percentile(&done, 1.0),
+        percentile(&done, 0.5),
+        all_attempts.len()
+    );
+    drop(back);
     for r in replicas {
         r.stop();
     }
@@ -434,6 +603,9 @@ fn main() {
         "goal_met": max < 5000.0,
         "store_writes": writes,
         "control_plane_rss_kib": { "idle": rss_idle, "connected": rss_connected, "peak": rss_peak },
+        "control_plane_rss_kib_per_proxy": rss_connected.iter().zip(&rss_idle).map(|(c, i)| c.saturating_sub(*i) as f64 * o.replicas as f64 / n as f64).collect::<Vec<_>>(),
+        "control_plane_cpu_seconds": { "bootstrap_and_connect": cpu_connected, "push": cpu_push },
+        "reconnect": reconnect_json,
     });
     eprintln!(
         "one change reached all {n} proxies on {} replica(s) in {max:.0} ms (p50 {p50:.0} ms, p99 {p99:.0} ms); RSS per replica with all connected {rss_connected:?} KiB, peak {rss_peak:?} KiB",

@@ -57,6 +57,18 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// The wait before reconnection attempt `step` (1, 2, ...) to a lost control plane: 100 ms
+/// doubling per step up to `cap_ms` (at least 100 ms), of which a random 50–100 % is waited, so
+/// a fleet that lost its control plane at the same instant does not come back in lockstep.
+/// `random` is any uniformly random number. The proxy waits this long; `bench/control` measures
+/// the reconnect of 10,000 proxies that wait the same way.
+pub fn reconnect_backoff(step: u32, cap_ms: u64, random: u64) -> std::time::Duration {
+    let cap = cap_ms.max(100);
+    let ms = 100u64.saturating_mul(1u64 << step.min(16)).min(cap);
+    let jitter = random % (ms / 2 + 1);
+    std::time::Duration::from_millis(ms / 2 + jitter)
+}
+
 /// Default address of the control plane's TLS API.
 pub const DEFAULT_CONTROL_ADDR: &str = "127.0.0.1:15012";
 /// Default address of the control plane's plain-HTTP ops endpoint.
@@ -385,6 +397,22 @@ pub struct RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The reconnect wait: 50–100 % of a step that doubles from 200 ms to the cap, never 0, and
+    /// spread by the random number (a fleet with different random numbers does not line up).
+    #[test]
+    fn reconnect_backoff_doubles_to_the_cap_with_jitter() {
+        let ms = |step, cap, r| reconnect_backoff(step, cap, r).as_millis();
+        assert_eq!((ms(1, 5000, 0), ms(1, 5000, 100)), (100, 200));
+        assert_eq!((ms(2, 5000, 0), ms(2, 5000, 200)), (200, 400));
+        assert_eq!((ms(10, 5000, 0), ms(10, 5000, 2500)), (2500, 5000));
+        assert_eq!(ms(40, 5000, u64::MAX), ms(16, 5000, u64::MAX));
+        // A cap below 100 ms is raised to 100 ms: a wait of 0 would hammer the control plane.
+        assert_eq!((ms(3, 0, 0), ms(3, 0, 50)), (50, 100));
+        let spread: std::collections::BTreeSet<u128> =
+            (0..1000u64).map(|r| ms(1, 5000, r)).collect();
+        assert_eq!(spread.len(), 101, "every wait from 100 to 200 ms is drawn");
+    }
 
     /// Source patterns: exact, prefix with `/*`, and `*`.
     #[test]

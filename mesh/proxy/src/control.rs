@@ -437,11 +437,7 @@ impl Client {
     }
 
     fn backoff(&self, failures: u32) -> Duration {
-        let cap = self.settings.backoff_max_ms.max(100);
-        let ms = 100u64.saturating_mul(1u64 << failures.min(16)).min(cap);
-        // Jitter: 50–100 % of the step, so a fleet does not reconnect in lockstep.
-        let jitter = self.proxy.random() % (ms / 2 + 1);
-        Duration::from_millis(ms / 2 + jitter)
+        api::reconnect_backoff(failures, self.settings.backoff_max_ms, self.proxy.random())
     }
 
     async fn config_loop(self: Arc<Self>) {

@@ -15,7 +15,7 @@ use rustls::pki_types::CertificateDer;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-use super::handlers::{ack, bootstrap, config_poll, renew};
+use super::handlers::{ack, bootstrap, config_poll, poll_since, renew};
 use super::http::{refuse, status_for, Body};
 use super::Shared;
 use crate::ca::issuance;
@@ -177,22 +177,31 @@ async fn handle_api(
         }
     };
     let path = req.uri().path().to_string();
+    // The bootstrap, renew and ack futures are boxed: a request's future is as large as the
+    // largest of its arms, and the one every connection holds for long is the config poll.
     let result = match (req.method().clone(), path.as_str()) {
-        (Method::POST, api::PATH_BOOTSTRAP) => bootstrap(shared, req).await,
+        (Method::POST, api::PATH_BOOTSTRAP) => Box::pin(bootstrap(shared, req)).await,
         (Method::POST, api::PATH_RENEW) => {
             match needs_svid("renew needs mTLS with the current SVID") {
-                Ok(p) => renew(shared, req, &p).await,
+                Ok(p) => Box::pin(renew(shared, req, &p)).await,
                 Err(r) => Err(r),
             }
         }
         (Method::GET, api::PATH_CONFIG) => {
             match needs_svid("config needs mTLS with an SVID; bootstrap first") {
-                Ok(p) => Ok(config_poll(shared, &req, &p).await),
+                Ok(p) => {
+                    // The request is dropped before the long wait: its header bytes pin hyper's
+                    // first read buffer (8 KiB), and a held long-poll is the common state of a
+                    // connection (10,000 proxies, 10,000 such buffers).
+                    let since = poll_since(&req);
+                    drop(req);
+                    Ok(config_poll(shared, since, &p).await)
+                }
                 Err(r) => Err(r),
             }
         }
         (Method::POST, api::PATH_CONFIG_ACK) => match needs_svid("ack needs mTLS with an SVID") {
-            Ok(p) => ack(shared, req, &p).await,
+            Ok(p) => Box::pin(ack(shared, req, &p)).await,
             Err(r) => Err(r),
         },
         _ => Err(Refusal::new(

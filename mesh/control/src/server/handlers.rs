@@ -152,17 +152,17 @@ pub(super) async fn renew(
     Ok(svid_response(shared, &ca, issued, peer, "renew"))
 }
 
-pub(super) async fn config_poll(
-    shared: &Shared,
-    req: &Request<Incoming>,
-    peer: &SpiffeId,
-) -> Response<Body> {
-    let since: u64 = req
-        .uri()
+/// The version a config long-poll already has (`?since=N`; 0 when absent or not a number, which
+/// answers at once with the current version).
+pub(super) fn poll_since(req: &Request<Incoming>) -> u64 {
+    req.uri()
         .query()
         .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("since=")))
         .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+        .unwrap_or(0)
+}
+
+pub(super) async fn config_poll(shared: &Shared, since: u64, peer: &SpiffeId) -> Response<Body> {
     let mut rx = shared.snapshot.subscribe();
     let mut shutdown = shared.shutdown.clone();
     let deadline = tokio::time::Instant::now() + shared.settings.long_poll;
