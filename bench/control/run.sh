@@ -4,8 +4,10 @@
 # It runs twice in the same run, as its own peer: one control plane over a local state
 # directory, then R replicas (default 3) over a 3-member etcd cluster on loopback, the proxies
 # spread over the replicas. Reports (stdout, one JSON object) both runs and the replicated/single
-# ratios: the time until every proxy has the change (goal: < 5 s on 2 cores), the bootstrap
-# request latency, the store's write latency, and each replica's resident memory.
+# ratios: the time until every proxy has the change (goal: < 1 s p99 at 10,000 proxies on 2
+# cores), the bootstrap request latency, the store's write latency, each replica's resident
+# memory (per connected proxy: goal <= 20 KiB) and CPU, and a restart of the whole control plane
+# that every proxy reconnects from with mesh-proxy's jittered backoff.
 #
 #   bench/control/run.sh [--proxies N] [--concurrency N] [--replicas R]
 set -euo pipefail
@@ -59,13 +61,19 @@ out = {
         "bootstrap_request_p99": ratio(r["bootstrap_request_ms"]["p99"], s["bootstrap_request_ms"]["p99"]),
         "store_write_mean": ratio(store_mean(r), store_mean(s)),
         "rss_connected_per_replica": ratio(mean(r["control_plane_rss_kib"]["connected"]), mean(s["control_plane_rss_kib"]["connected"])),
+        "push_cpu_seconds": ratio(r["control_plane_cpu_seconds"]["push"], s["control_plane_cpu_seconds"]["push"]),
+        "reconnect_p99": ratio(r["reconnect"]["reconnected_ms_after_restart_began"]["p99"], s["reconnect"]["reconnected_ms_after_restart_began"]["p99"]),
     },
 }
 print(json.dumps(out))
 print(
     f"propagation p99: single {s['propagation_ms']['p99']:.0f} ms, {r['replicas']} replicas {r['propagation_ms']['p99']:.0f} ms; "
     f"store write mean: {store_mean(s):.1f} ms (local) vs {store_mean(r):.1f} ms (etcd); "
-    f"RSS per replica connected: {mean(s['control_plane_rss_kib']['connected']):.0f} KiB vs {mean(r['control_plane_rss_kib']['connected']):.0f} KiB",
+    f"RSS per replica connected: {mean(s['control_plane_rss_kib']['connected']):.0f} KiB vs {mean(r['control_plane_rss_kib']['connected']):.0f} KiB "
+    f"({mean(s['control_plane_rss_kib_per_proxy']):.1f} vs {mean(r['control_plane_rss_kib_per_proxy']):.1f} KiB per proxy; goal <= 20); "
+    f"push CPU: {s['control_plane_cpu_seconds']['push']:.2f} vs {r['control_plane_cpu_seconds']['push']:.2f} s; "
+    f"restart, all proxies back (p99): {s['reconnect']['reconnected_ms_after_restart_began']['p99']:.0f} vs {r['reconnect']['reconnected_ms_after_restart_began']['p99']:.0f} ms, "
+    f"peak attempts in 10 ms: {s['reconnect']['peak_attempts_per_10ms_once_up']} vs {r['reconnect']['peak_attempts_per_10ms_once_up']}",
     file=sys.stderr,
 )
 PY

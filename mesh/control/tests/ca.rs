@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use mesh_core::api::ConfigResponse;
+use mesh_core::api::{reason, ConfigResponse};
 
 fn count_certs(pem: &str) -> usize {
     pem.matches("BEGIN CERTIFICATE").count()
@@ -112,6 +112,16 @@ fn rotation_with_overlap_keeps_old_and_new_workloads_talking() {
         }
     }
 
+    // A connection the old workload opens during the overlap, and keeps open past its end.
+    let mut kept = Session::open(&cp, &a.bundle_pem, &a);
+    let r = kept.poll_now().unwrap();
+    assert_eq!(
+        r.status,
+        200,
+        "old SVID during the overlap: {}",
+        String::from_utf8_lossy(&r.body)
+    );
+
     // After the overlap, the old root is dropped and the old SVID no longer authenticates.
     let wait =
         Duration::from_secs(6).saturating_sub(rotated_at.elapsed()) + Duration::from_millis(800);
@@ -135,6 +145,17 @@ fn rotation_with_overlap_keeps_old_and_new_workloads_talking() {
     assert!(
         r.is_err() || r.as_ref().map(|r| r.status).unwrap_or(0) != 200,
         "old-CA SVID accepted after the overlap"
+    );
+    // Nor on the connection it opened before: what the connection verified against the old CA
+    // is checked again once the CA changed (the connection, idle for less than the 10 s
+    // header-read timeout, is still open).
+    let r = kept
+        .poll_now()
+        .expect("the connection opened during the overlap");
+    assert_eq!(
+        (r.status, r.reason().as_str()),
+        (403, reason::SVID_NOT_HONOURED),
+        "old-CA SVID accepted on a connection opened during the overlap"
     );
 }
 

@@ -282,3 +282,27 @@ fn removed_issuance_record_revokes_the_svid() {
     assert_eq!(r.reason(), reason::SVID_NOT_HONOURED);
     assert_eq!(cp.issued_on_record(), 0);
 }
+
+/// A revocation applies to a connection that is already open: the control plane keeps what it
+/// verified of the certificate for the connection's life, but asks the record on every request.
+#[test]
+fn revocation_applies_to_an_open_keep_alive_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let id = "spiffe://example.org/ns/vm/sa/kept-open";
+    let w = bootstrap(&cp, &cp.join_token(id, "5m"), id);
+    let mut s = Session::open(&cp, &cp.bundle(), &w);
+    for _ in 0..2 {
+        let r = s.poll_now().unwrap();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+    for e in std::fs::read_dir(cp.state.join("issued")).unwrap() {
+        std::fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    let r = s.poll_now().unwrap();
+    assert_eq!(
+        (r.status, r.reason().as_str()),
+        (403, reason::SVID_NOT_HONOURED),
+        "the same connection after the revocation"
+    );
+}

@@ -190,14 +190,26 @@ pub fn check_requested(
     Ok(())
 }
 
-/// Authenticates the client certificate chain of an mTLS request (already path-validated to
-/// the trust bundle by TLS): this trust domain, signed by a current CA generation, on record.
-pub fn authenticate_peer(
+/// A client certificate that this trust domain's CA signed: what [`verify_leaf`] found. Whether
+/// it is still honoured is the record's to say ([`check_honoured`]), on every request.
+#[derive(Debug, Clone)]
+pub struct VerifiedLeaf {
+    /// The SPIFFE ID of its URI SAN.
+    pub id: SpiffeId,
+    /// Its serial, in hex, as `issued/` records it.
+    pub serial: String,
+}
+
+/// Authenticating the client certificate chain of an mTLS request (already path-validated to
+/// the trust bundle by TLS) is this, then [`check_honoured`] on every request. This part
+/// depends only on the certificate and the CA: an X.509-SVID of this trust domain, signed by a
+/// generation `ca` trusts, valid now. A connection may keep the answer for as long as the CA it
+/// was checked against is the current one.
+pub fn verify_leaf(
     ca: &Ca,
-    state: &State,
     trust_domain: &str,
     chain: &[CertificateDer<'static>],
-) -> Result<SpiffeId, Refusal> {
+) -> Result<VerifiedLeaf, Refusal> {
     let not_honoured = |m: String| Refusal::new(reason::SVID_NOT_HONOURED, m);
     let leaf = chain.first().ok_or_else(|| {
         Refusal::new(
@@ -223,7 +235,15 @@ pub fn authenticate_peer(
     let (_, x) = x509_parser::certificate::X509Certificate::from_der(leaf.as_ref())
         .map_err(|e| not_honoured(format!("the client certificate cannot be parsed: {e}")))?;
     let serial = hex::encode(x.raw_serial());
-    let rec: IssuedRecord = match state.read_json(&issued_key(&serial)) {
+    Ok(VerifiedLeaf { id, serial })
+}
+
+/// The part of authenticating a client certificate that can change while its connection is
+/// open: the serial is on record for this identity (not revoked) and not expired.
+pub fn check_honoured(state: &State, leaf: &VerifiedLeaf) -> Result<SpiffeId, Refusal> {
+    let not_honoured = |m: String| Refusal::new(reason::SVID_NOT_HONOURED, m);
+    let VerifiedLeaf { id, serial } = leaf;
+    let rec: IssuedRecord = match state.read_json(&issued_key(serial)) {
         Ok(Some(r)) => r,
         Ok(None) => {
             return Err(not_honoured(format!(
@@ -247,7 +267,7 @@ pub fn authenticate_peer(
             rec.not_after
         )));
     }
-    Ok(id)
+    Ok(id.clone())
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -18,7 +18,8 @@ use tracing::{info, warn};
 use super::handlers::{ack, bootstrap, config_poll, poll_since, renew};
 use super::http::{refuse, status_for, Body};
 use super::Shared;
-use crate::ca::issuance;
+use crate::ca::issuance::{self, VerifiedLeaf};
+use crate::ca::Ca;
 use crate::tokens::Refusal;
 
 pub(super) async fn api_loop(shared: Arc<Shared>, listener: TcpListener) {
@@ -68,22 +69,23 @@ pub(super) async fn api_loop(shared: Arc<Shared>, listener: TcpListener) {
                     return;
                 }
             };
-            let chain: Option<Vec<CertificateDer<'static>>> = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .map(|c| c.iter().map(|c| c.clone().into_owned()).collect());
+            let peer = Peer {
+                chain: tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .map(|c| c.iter().map(|c| c.clone().into_owned()).collect()),
+                verified: Mutex::new(None),
+            };
             // Counted as a connected proxy only if the SVID is one this CA honours.
-            let proxy = chain
-                .as_deref()
-                .is_some_and(|c| authenticate(&shared, c).is_ok());
+            let proxy = peer.chain.is_some() && authenticate(&shared, &peer).is_ok();
             if proxy {
                 shared
                     .metrics
                     .connected_proxies
                     .fetch_add(1, Ordering::Relaxed);
             }
-            serve_conn(shared.clone(), tls, chain, remote).await;
+            serve_conn(shared.clone(), tls, peer, remote).await;
             if proxy {
                 shared
                     .metrics
@@ -105,37 +107,56 @@ fn warn_limit(shared: &Shared, remote: SocketAddr, limit: &str) {
     }
 }
 
+/// The client of one API connection: its certificate chain, if it sent one, and what verifying
+/// it against the CA found.
+struct Peer {
+    chain: Option<Vec<CertificateDer<'static>>>,
+    /// The chain's leaf as verified against this CA (the `Arc` current at the time). The
+    /// signature and trust domain of a certificate do not change while its connection is open,
+    /// so they are checked again only when the CA changes (a rotation, a reload); the record,
+    /// which a revocation removes, and the expiry are checked on every request.
+    verified: Mutex<Option<(Arc<Ca>, VerifiedLeaf)>>,
+}
+
 /// The SPIFFE ID of an mTLS client whose SVID this control plane issued and still honours.
-pub(super) fn authenticate(
-    shared: &Shared,
-    chain: &[CertificateDer<'static>],
-) -> Result<SpiffeId, Refusal> {
+fn authenticate(shared: &Shared, peer: &Peer) -> Result<SpiffeId, Refusal> {
+    let chain = peer.chain.as_deref().ok_or_else(|| {
+        Refusal::new(
+            reason::UNAUTHENTICATED,
+            "this endpoint needs mTLS with an SVID",
+        )
+    })?;
     let ca = shared
         .ca
         .read()
         .map(|c| c.clone())
         .map_err(|_| Refusal::new(reason::INTERNAL, "CA lock poisoned"))?;
-    issuance::authenticate_peer(&ca, &shared.state, &shared.trust_domain, chain)
+    let mut verified = peer
+        .verified
+        .lock()
+        .map_err(|_| Refusal::new(reason::INTERNAL, "peer lock poisoned"))?;
+    let leaf = match &*verified {
+        Some((at, leaf)) if Arc::ptr_eq(at, &ca) => leaf.clone(),
+        _ => {
+            let leaf = issuance::verify_leaf(&ca, &shared.trust_domain, chain)?;
+            *verified = Some((ca, leaf.clone()));
+            leaf
+        }
+    };
+    drop(verified);
+    issuance::check_honoured(&shared.state, &leaf)
 }
 
-async fn serve_conn<IO>(
-    shared: Arc<Shared>,
-    io: IO,
-    chain: Option<Vec<CertificateDer<'static>>>,
-    remote: SocketAddr,
-) where
+async fn serve_conn<IO>(shared: Arc<Shared>, io: IO, peer: Peer, remote: SocketAddr)
+where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let chain = Arc::new(chain);
+    let peer = Arc::new(peer);
     let svc_shared = shared.clone();
     let svc = hyper::service::service_fn(move |req| {
         let shared = svc_shared.clone();
-        let chain = chain.clone();
-        async move {
-            Ok::<_, std::convert::Infallible>(
-                handle_api(&shared, req, chain.as_deref(), remote).await,
-            )
-        }
+        let peer = peer.clone();
+        async move { Ok::<_, std::convert::Infallible>(handle_api(&shared, req, &peer, remote).await) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
@@ -159,12 +180,12 @@ async fn serve_conn<IO>(
 async fn handle_api(
     shared: &Shared,
     req: Request<Incoming>,
-    chain: Option<&[CertificateDer<'static>]>,
+    client: &Peer,
     remote: SocketAddr,
 ) -> Response<Body> {
     // Every mTLS endpoint needs an SVID this CA issued and still honours (checked per request,
     // so a revocation or expiry applies to open keep-alive connections too).
-    let peer = chain.map(|c| authenticate(shared, c));
+    let peer = client.chain.is_some().then(|| authenticate(shared, client));
     let who = match &peer {
         Some(Ok(p)) => p.to_string(),
         _ => remote.to_string(),

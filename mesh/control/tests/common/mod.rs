@@ -450,6 +450,68 @@ pub fn request_from(
     })
 }
 
+/// One mTLS keep-alive connection to the control plane as a workload: every request of a
+/// session goes over the same connection (the control plane checks the SVID per request).
+pub struct Session {
+    rt: tokio::runtime::Runtime,
+    send: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+}
+
+impl Session {
+    /// Connects as `w`, trusting `bundle_pem` for the control plane's certificate.
+    pub fn open(cp: &ControlPlane, bundle_pem: &str, w: &Workload) -> Session {
+        let roots = tls::roots_from_pem(bundle_pem).unwrap();
+        let expected = ExpectedPeer::Exact(SpiffeId::parse(&api::control_plane_id(TD)).unwrap());
+        let cfg =
+            tls::spiffe_client_config(roots, w.chain.clone(), w.key.clone_key(), expected).unwrap();
+        let rt = rt();
+        let addr = cp.api;
+        let send = rt.block_on(async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let name = ServerName::try_from(api::CONTROL_PLANE_SERVER_NAME).unwrap();
+            let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+                .connect(name, tcp)
+                .await
+                .unwrap();
+            let (send, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                    .await
+                    .unwrap();
+            tokio::spawn(conn);
+            send
+        });
+        Session { rt, send }
+    }
+
+    /// `GET /v1/config?since=0` on this connection (answered at once); an error if the
+    /// connection is gone.
+    pub fn poll_now(&mut self) -> Result<Reply, String> {
+        let send = &mut self.send;
+        self.rt.block_on(async move {
+            send.ready().await.map_err(|e| format!("connection: {e}"))?;
+            let req = hyper::Request::builder()
+                .method("GET")
+                .uri(format!("{}?since=0", api::PATH_CONFIG))
+                .header("host", "mesh-control")
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let resp = tokio::time::timeout(Duration::from_secs(5), send.send_request(req))
+                .await
+                .map_err(|_| "timed out".to_string())?
+                .map_err(|e| e.to_string())?;
+            let status = resp.status().as_u16();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes()
+                .to_vec();
+            Ok(Reply { status, body })
+        })
+    }
+}
+
 /// Bootstraps `csr` with `token`.
 pub fn bootstrap_raw(cp: &ControlPlane, token: &str, csr_pem: &str) -> Reply {
     let body = serde_json::to_vec(&BootstrapRequest {
