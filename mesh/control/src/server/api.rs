@@ -144,7 +144,7 @@ fn authenticate(shared: &Shared, peer: &Peer) -> Result<SpiffeId, Refusal> {
         }
     };
     drop(verified);
-    issuance::check_honoured(&shared.state, &leaf)
+    shared.store_call(|| issuance::check_honoured(&shared.state, &leaf))
 }
 
 async fn serve_conn<IO>(shared: Arc<Shared>, io: IO, peer: Peer, remote: SocketAddr)

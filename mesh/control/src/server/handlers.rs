@@ -96,47 +96,54 @@ pub(super) async fn bootstrap(
         // concurrent requests with one token exactly one claims it, the others are replays
         // and their certificates are discarded (and their records removed) unseen.
         let _guard = shared.join_lock.lock().await;
-        let valid = tokens::check_join_token(&shared.state, &br.token)?;
-        let csr = issuance::check_csr(&br.csr_pem)?;
-        issuance::check_requested(
-            &shared.trust_domain,
-            csr.requested.as_deref(),
-            &valid.identity,
-        )?;
-        let (ca, issued) = sign_and_record(shared, &csr.params, &valid.identity, "bootstrap")?;
-        let forget = || {
-            let _ = shared.state.delete(&issued_key(&issued.serial_hex));
-        };
-        match tokens::claim(&shared.state, &valid.id) {
-            Ok(Claim::Claimed) => {}
-            Ok(Claim::AlreadyUsed) => {
-                forget();
-                return Err(Refusal::new(
-                    reason::TOKEN_REPLAYED,
-                    format!("join token {} was already used; create a new one", valid.id),
-                ));
-            }
-            Err(e) => {
-                forget();
-                return Err(Refusal::new(e.reason(), e.to_string()));
-            }
-        }
-        info!(token = %valid.id, spiffe_id = %valid.identity, "join token used");
-        Ok(svid_response(
-            shared,
-            &ca,
-            issued,
-            &valid.identity,
-            "bootstrap",
-        ))
+        shared.store_call(|| join_with_token(shared, &br))
     } else {
         let id =
             tokens::verify_sa_jwt(&br.token, &shared.settings.sa_issuers, &shared.trust_domain)?;
         let csr = issuance::check_csr(&br.csr_pem)?;
         issuance::check_requested(&shared.trust_domain, csr.requested.as_deref(), &id)?;
-        let (ca, issued) = sign_and_record(shared, &csr.params, &id, "bootstrap")?;
+        let (ca, issued) =
+            shared.store_call(|| sign_and_record(shared, &csr.params, &id, "bootstrap"))?;
         Ok(svid_response(shared, &ca, issued, &id, "bootstrap"))
     }
+}
+
+/// A bootstrap with a join token (under the join lock): check it, validate the CSR, sign and
+/// record, then use the token up.
+fn join_with_token(shared: &Shared, br: &BootstrapRequest) -> Result<Response<Body>, Refusal> {
+    let valid = tokens::check_join_token(&shared.state, &br.token)?;
+    let csr = issuance::check_csr(&br.csr_pem)?;
+    issuance::check_requested(
+        &shared.trust_domain,
+        csr.requested.as_deref(),
+        &valid.identity,
+    )?;
+    let (ca, issued) = sign_and_record(shared, &csr.params, &valid.identity, "bootstrap")?;
+    let forget = || {
+        let _ = shared.state.delete(&issued_key(&issued.serial_hex));
+    };
+    match tokens::claim(&shared.state, &valid.id) {
+        Ok(Claim::Claimed) => {}
+        Ok(Claim::AlreadyUsed) => {
+            forget();
+            return Err(Refusal::new(
+                reason::TOKEN_REPLAYED,
+                format!("join token {} was already used; create a new one", valid.id),
+            ));
+        }
+        Err(e) => {
+            forget();
+            return Err(Refusal::new(e.reason(), e.to_string()));
+        }
+    }
+    info!(token = %valid.id, spiffe_id = %valid.identity, "join token used");
+    Ok(svid_response(
+        shared,
+        &ca,
+        issued,
+        &valid.identity,
+        "bootstrap",
+    ))
 }
 
 pub(super) async fn renew(
@@ -148,7 +155,7 @@ pub(super) async fn renew(
     let rr: RenewRequest = parse_json(&body, "renew request")?;
     let csr = issuance::check_csr(&rr.csr_pem)?;
     issuance::check_requested(&shared.trust_domain, csr.requested.as_deref(), peer)?;
-    let (ca, issued) = sign_and_record(shared, &csr.params, peer, "renew")?;
+    let (ca, issued) = shared.store_call(|| sign_and_record(shared, &csr.params, peer, "renew"))?;
     Ok(svid_response(shared, &ca, issued, peer, "renew"))
 }
 

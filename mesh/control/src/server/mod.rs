@@ -102,6 +102,20 @@ struct Shared {
     last_limit_warning: std::sync::atomic::AtomicU64,
 }
 
+impl Shared {
+    /// Runs `f`, which calls the store. On a store that waits on the network (etcd), the
+    /// worker thread hands its other connections to another thread first (`block_in_place`),
+    /// so one request waiting for an etcd round trip does not hold up the requests of other
+    /// proxies (after a push, all of them poll again at once).
+    fn store_call<T>(&self, f: impl FnOnce() -> T) -> T {
+        if self.state.waits_on_network() {
+            tokio::task::block_in_place(f)
+        } else {
+            f()
+        }
+    }
+}
+
 fn digest_str(s: &str) -> String {
     distro_hostio::sha256_hex(s.as_bytes())
 }

@@ -621,6 +621,10 @@ impl StateBackend for Etcd {
         Some(self.changes.clone())
     }
 
+    fn waits_on_network(&self) -> bool {
+        true
+    }
+
     fn health(&self) -> Health {
         // A linearizable read needs the quorum: it is what a write would need too.
         let c = self.client.clone();

@@ -140,6 +140,11 @@ pub trait StateBackend: Send + Sync {
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>>;
     /// Whether the store is usable now.
     fn health(&self) -> Health;
+    /// Whether a call waits on the network (etcd: a round trip to a member) rather than on a
+    /// local disk: the server then runs it where it does not hold up other connections.
+    fn waits_on_network(&self) -> bool {
+        false
+    }
 }
 
 /// The state of one control plane (or one replica): a handle on its backend.
@@ -330,6 +335,11 @@ impl State {
     /// Whether the store is usable now.
     pub fn health(&self) -> Health {
         self.backend.health()
+    }
+
+    /// See [`StateBackend::waits_on_network`].
+    pub fn waits_on_network(&self) -> bool {
+        self.backend.waits_on_network()
     }
 }
 
