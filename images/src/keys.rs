@@ -327,6 +327,54 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// An encrypted key whose scrypt parameters would take gigabytes or hours is refused at
+    /// once, naming the parameters and how to encrypt it again; cosign's own get as far as the
+    /// password check.
+    #[test]
+    fn scrypt_parameters_beyond_the_bounds_are_refused_before_any_work() {
+        let key = |n: u64, r: u32, p: u32| {
+            let b = |v: &[u8]| base64::engine::general_purpose::STANDARD.encode(v);
+            format!(
+                r#"{{"kdf": {{"name": "scrypt", "params": {{"N": {n}, "r": {r}, "p": {p}}}, "salt": "{}"}},
+                    "cipher": {{"name": "nacl/secretbox", "nonce": "{}"}}, "ciphertext": "{}"}}"#,
+                b(&[1; 32]),
+                b(&[2; 24]),
+                b(&[3; 48])
+            )
+        };
+        let refused = |n, r, p| {
+            let t = std::time::Instant::now();
+            let e = decrypt_cosign("k.key", key(n, r, p).as_bytes(), b"pw")
+                .unwrap_err()
+                .to_string();
+            assert!(t.elapsed() < std::time::Duration::from_secs(1), "{e}");
+            e
+        };
+        for (n, r, p) in [
+            (32768, 1 << 20, 1),
+            (1 << 22, 8, 1),
+            (32768, 8, 1 << 20),
+            (1 << 40, u32::MAX, u32::MAX),
+        ] {
+            let e = refused(n, r, p);
+            assert!(
+                e.contains(&format!("N={n}, r={r}, p={p}"))
+                    && e.contains("cosign generate-key-pair"),
+                "{e}"
+            );
+        }
+        for (n, r, p) in [(3, 8, 1), (32768, 0, 1), (32768, 8, 0)] {
+            let e = refused(n, r, p);
+            assert!(e.contains("must be a power of two"), "{e}");
+        }
+        // cosign's parameters are spent (slowly in a debug build), and the wrong password is
+        // what fails.
+        let e = decrypt_cosign("k.key", key(32768, 8, 1).as_bytes(), b"pw")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("wrong COSIGN_PASSWORD"), "{e}");
+    }
+
     /// When the public key cannot be renamed into place after the private key was, the old
     /// private key is put back and no temporary or backup file is left.
     #[test]
@@ -414,6 +462,12 @@ struct Cipher {
     nonce: String,
 }
 
+/// The most memory (128 × N × r bytes) scrypt may use for an encrypted key: 16 × what cosign's
+/// own parameters (N=32768, r=8, p=1) take.
+const SCRYPT_MAX_MEMORY: u128 = 512 << 20;
+/// The most work (N × r × p) scrypt may do for an encrypted key: 64 × cosign's.
+const SCRYPT_MAX_WORK: u128 = 32768 * 8 * 64;
+
 /// Decrypts cosign's key format (go-securesystemslib `encrypted`): scrypt(password, salt, N, r,
 /// p) → 32-byte key; NaCl secretbox (XSalsa20-Poly1305) open → PKCS#8 DER.
 fn decrypt_cosign(what: &str, json: &[u8], password: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
@@ -441,10 +495,21 @@ fn decrypt_cosign(what: &str, json: &[u8], password: &[u8]) -> Result<Zeroizing<
     let ciphertext = b64
         .decode(&enc.ciphertext)
         .map_err(|e| bad(format!("ciphertext: {e}")))?;
-    let n = enc.kdf.params.n;
-    if !n.is_power_of_two() || !(2..=(1 << 22)).contains(&n) {
+    let (n, r, p) = (enc.kdf.params.n, enc.kdf.params.r, enc.kdf.params.p);
+    if !n.is_power_of_two() || n < 2 || r == 0 || p == 0 {
         return Err(bad(format!(
-            "scrypt N={n} must be a power of two up to 2^22"
+            "scrypt N={n}, r={r}, p={p}: N must be a power of two from 2, r and p at least 1"
+        )));
+    }
+    // Refused before any is spent: a key file is outside input, and asking scrypt for
+    // gigabytes or hours would exhaust memory or hang the command.
+    let memory = 128 * u128::from(n) * u128::from(r);
+    let work = u128::from(n) * u128::from(r) * u128::from(p);
+    if memory > SCRYPT_MAX_MEMORY || work > SCRYPT_MAX_WORK {
+        return Err(bad(format!(
+            "scrypt N={n}, r={r}, p={p} asks for {} MiB and {work} block mixes, above the {} MiB and {SCRYPT_MAX_WORK} this tool spends on a key file; encrypt the key again with cosign's parameters (N=32768, r=8, p=1: `cosign generate-key-pair`, or `cosign import-key-pair` for an existing key)",
+            memory >> 20,
+            SCRYPT_MAX_MEMORY >> 20
         )));
     }
     let params = scrypt::Params::new(
