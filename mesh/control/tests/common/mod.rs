@@ -426,23 +426,7 @@ pub fn request_from(
                     .await
                     .map_err(|e| e.to_string())?;
             tokio::spawn(conn);
-            let req = hyper::Request::builder()
-                .method(method)
-                .uri(path)
-                .header("host", "mesh-control")
-                .header("content-type", "application/json")
-                .body(Full::new(Bytes::from(body)))
-                .unwrap();
-            let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
-            let status = resp.status().as_u16();
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?
-                .to_bytes()
-                .to_vec();
-            Ok(Reply { status, body })
+            exchange(&mut send, method, path, body).await
         };
         tokio::time::timeout(timeout, fut)
             .await
@@ -489,27 +473,41 @@ impl Session {
         let send = &mut self.send;
         self.rt.block_on(async move {
             send.ready().await.map_err(|e| format!("connection: {e}"))?;
-            let req = hyper::Request::builder()
-                .method("GET")
-                .uri(format!("{}?since=0", api::PATH_CONFIG))
-                .header("host", "mesh-control")
-                .body(Full::new(Bytes::new()))
-                .unwrap();
-            let resp = tokio::time::timeout(Duration::from_secs(5), send.send_request(req))
-                .await
-                .map_err(|_| "timed out".to_string())?
-                .map_err(|e| e.to_string())?;
-            let status = resp.status().as_u16();
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?
-                .to_bytes()
-                .to_vec();
-            Ok(Reply { status, body })
+            let path = format!("{}?since=0", api::PATH_CONFIG);
+            tokio::time::timeout(
+                Duration::from_secs(5),
+                exchange(send, "GET", &path, Vec::new()),
+            )
+            .await
+            .map_err(|_| "timed out".to_string())?
         })
     }
+}
+
+/// One request on an open connection, and its whole answer.
+async fn exchange(
+    send: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<Reply, String> {
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "mesh-control")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes()
+        .to_vec();
+    Ok(Reply { status, body })
 }
 
 /// Bootstraps `csr` with `token`.
