@@ -174,7 +174,7 @@ struct Reconnect {
 
 /// A proxy whose long-poll ended because the control plane went away: it tries again at once,
 /// then after each failure waits as `mesh-proxy` does ([`api::reconnect_backoff`] with the
-/// proxy's default cap). It is back when a new connection answers a config request (`since=0`,
+/// proxy's default cap, [`api::DEFAULT_RECONNECT_BACKOFF_MAX_MS`]). It is back when a new connection answers a config request (`since=0`,
 /// answered at once; a real proxy then long-polls from its version).
 async fn reconnect(addr: std::net::SocketAddr, cfg: Arc<rustls::ClientConfig>) -> Reconnect {
     let mut attempts = Vec::new();
@@ -201,13 +201,14 @@ async fn reconnect(addr: std::net::SocketAddr, cfg: Arc<rustls::ClientConfig>) -
         assert!(failures < 50, "proxy did not reconnect: {tried:?}");
         let mut r = [0u8; 8];
         aws_lc_rs::rand::fill(&mut r).unwrap();
-        let wait = api::reconnect_backoff(failures, PROXY_BACKOFF_CAP_MS, u64::from_le_bytes(r));
+        let wait = api::reconnect_backoff(
+            failures,
+            api::DEFAULT_RECONNECT_BACKOFF_MAX_MS,
+            u64::from_le_bytes(r),
+        );
         tokio::time::sleep(wait).await;
     }
 }
-
-/// `mesh-proxy`'s default `backoff_max_ms`.
-const PROXY_BACKOFF_CAP_MS: u64 = 5000;
 
 /// User plus system CPU time of a process, in seconds.
 fn cpu_secs(pid: u32) -> f64 {
@@ -575,8 +576,7 @@ fn main() {
         "attempts": all_attempts.len(),
         "failed_attempts": all_attempts.len() - back.len(),
         "peak_attempts_per_10ms_once_up": peak_10ms,
-        "peak_share_of_proxies_per_10ms": peak_10ms as f64 / n as f64,
-        "backoff": format!("mesh_core::api::reconnect_backoff, cap {PROXY_BACKOFF_CAP_MS} ms (mesh-proxy's default)"),
+        "backoff": format!("mesh_core::api::reconnect_backoff, cap {} ms (mesh-proxy's default)", api::DEFAULT_RECONNECT_BACKOFF_MAX_MS),
         "control_plane_cpu_seconds": cpu_reconnect,
     });
     eprintln!(

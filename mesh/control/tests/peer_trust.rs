@@ -270,9 +270,7 @@ fn removed_issuance_record_revokes_the_svid() {
     let w = bootstrap(&cp, &cp.join_token(id, "5m"), id);
     let r = poll_config(&cp, &w, 0, Duration::from_secs(5)).unwrap();
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    for e in std::fs::read_dir(cp.state.join("issued")).unwrap() {
-        std::fs::remove_file(e.unwrap().path()).unwrap();
-    }
+    cp.revoke_all();
     let r = poll_config(&cp, &w, 0, Duration::from_secs(5)).unwrap();
     assert_eq!(
         (r.status, r.reason().as_str()),
@@ -296,9 +294,7 @@ fn revocation_applies_to_an_open_keep_alive_connection() {
         let r = s.poll_now().unwrap();
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     }
-    for e in std::fs::read_dir(cp.state.join("issued")).unwrap() {
-        std::fs::remove_file(e.unwrap().path()).unwrap();
-    }
+    cp.revoke_all();
     let r = s.poll_now().unwrap();
     assert_eq!(
         (r.status, r.reason().as_str()),

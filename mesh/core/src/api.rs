@@ -57,11 +57,15 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// The wait before reconnection attempt `step` (1, 2, ...) to a lost control plane: 100 ms
-/// doubling per step up to `cap_ms` (at least 100 ms), of which a random 50–100 % is waited, so
-/// a fleet that lost its control plane at the same instant does not come back in lockstep.
-/// `random` is any uniformly random number. The proxy waits this long; `bench/control` measures
-/// the reconnect of 10,000 proxies that wait the same way.
+/// The default cap of [`reconnect_backoff`] (the proxy's `backoff_max_ms`).
+pub const DEFAULT_RECONNECT_BACKOFF_MAX_MS: u64 = 5000;
+
+/// The wait before reconnection attempt `step` (1, 2, ...) to a lost control plane: a step of
+/// 100 ms × 2^step (200 ms at step 1, 400 ms at step 2, ...) up to `cap_ms` (at least 100 ms),
+/// of which a random 50–100 % is waited, so a fleet that lost its control plane at the same
+/// instant does not come back in lockstep. `random` is any uniformly random number. The proxy
+/// waits this long; `bench/control` measures the reconnect of 10,000 proxies that wait the
+/// same way.
 pub fn reconnect_backoff(step: u32, cap_ms: u64, random: u64) -> std::time::Duration {
     let cap = cap_ms.max(100);
     let ms = 100u64.saturating_mul(1u64 << step.min(16)).min(cap);

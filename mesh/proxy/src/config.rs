@@ -172,7 +172,7 @@ impl TryFrom<ControlPlaneFile> for ControlPlaneSettings {
 }
 
 fn default_backoff() -> u64 {
-    5000
+    mesh_core::api::DEFAULT_RECONNECT_BACKOFF_MAX_MS
 }
 fn default_renew() -> f64 {
     0.5

@@ -78,7 +78,7 @@ pub(super) async fn api_loop(shared: Arc<Shared>, listener: TcpListener) {
                 verified: Mutex::new(None),
             };
             // Counted as a connected proxy only if the SVID is one this CA honours.
-            let proxy = peer.chain.is_some() && authenticate(&shared, &peer).is_ok();
+            let proxy = authenticate(&shared, &peer).is_ok();
             if proxy {
                 shared
                     .metrics

@@ -319,6 +319,13 @@ impl ControlPlane {
             .unwrap()
     }
 
+    /// Revokes every SVID this control plane issued: removes their records from `issued/`.
+    pub fn revoke_all(&self) {
+        for e in std::fs::read_dir(self.state.join("issued")).unwrap() {
+            std::fs::remove_file(e.unwrap().path()).unwrap();
+        }
+    }
+
     /// Number of certificates on record in the state directory.
     pub fn issued_on_record(&self) -> usize {
         std::fs::read_dir(self.state.join("issued"))
@@ -396,13 +403,7 @@ pub fn request_from(
     body: Vec<u8>,
     timeout: Duration,
 ) -> Result<Reply, String> {
-    let roots = tls::roots_from_pem(bundle_pem).map_err(|e| e.to_string())?;
-    let expected = ExpectedPeer::Exact(SpiffeId::parse(&api::control_plane_id(TD)).unwrap());
-    let cfg = match client {
-        Some(w) => tls::spiffe_client_config(roots, w.chain.clone(), w.key.clone_key(), expected),
-        None => tls::spiffe_bootstrap_client_config(roots, expected),
-    }
-    .map_err(|e| e.to_string())?;
+    let cfg = client_config(bundle_pem, client)?;
     rt().block_on(async move {
         let fut = async {
             let tcp = match source {
@@ -415,17 +416,7 @@ pub fn request_from(
                 }
             }
             .map_err(|e| e.to_string())?;
-            let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
-            let name = ServerName::try_from(api::CONTROL_PLANE_SERVER_NAME).unwrap();
-            let tls = connector
-                .connect(name, tcp)
-                .await
-                .map_err(|e| format!("TLS: {e}"))?;
-            let (mut send, conn) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-                    .await
-                    .map_err(|e| e.to_string())?;
-            tokio::spawn(conn);
+            let mut send = http_over_tls(tcp, cfg).await?;
             exchange(&mut send, method, path, body).await
         };
         tokio::time::timeout(timeout, fut)
@@ -444,26 +435,17 @@ pub struct Session {
 impl Session {
     /// Connects as `w`, trusting `bundle_pem` for the control plane's certificate.
     pub fn open(cp: &ControlPlane, bundle_pem: &str, w: &Workload) -> Session {
-        let roots = tls::roots_from_pem(bundle_pem).unwrap();
-        let expected = ExpectedPeer::Exact(SpiffeId::parse(&api::control_plane_id(TD)).unwrap());
-        let cfg =
-            tls::spiffe_client_config(roots, w.chain.clone(), w.key.clone_key(), expected).unwrap();
+        let cfg = client_config(bundle_pem, Some(w)).unwrap();
         let rt = rt();
         let addr = cp.api;
-        let send = rt.block_on(async move {
-            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-            let name = ServerName::try_from(api::CONTROL_PLANE_SERVER_NAME).unwrap();
-            let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-                .connect(name, tcp)
-                .await
-                .unwrap();
-            let (send, conn) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        let send = rt
+            .block_on(async move {
+                let tcp = tokio::net::TcpStream::connect(addr)
                     .await
-                    .unwrap();
-            tokio::spawn(conn);
-            send
-        });
+                    .map_err(|e| e.to_string())?;
+                http_over_tls(tcp, cfg).await
+            })
+            .unwrap();
         Session { rt, send }
     }
 
@@ -482,6 +464,39 @@ impl Session {
             .map_err(|_| "timed out".to_string())?
         })
     }
+}
+
+/// The TLS client configuration of a request to the control plane: as the workload `client`, or
+/// unauthenticated (bootstrap), verifying the control plane as
+/// `spiffe://TD/ns/mesh-system/sa/mesh-control` under `bundle_pem`.
+fn client_config(
+    bundle_pem: &str,
+    client: Option<&Workload>,
+) -> Result<rustls::ClientConfig, String> {
+    let roots = tls::roots_from_pem(bundle_pem).map_err(|e| e.to_string())?;
+    let expected = ExpectedPeer::Exact(SpiffeId::parse(&api::control_plane_id(TD)).unwrap());
+    match client {
+        Some(w) => tls::spiffe_client_config(roots, w.chain.clone(), w.key.clone_key(), expected),
+        None => tls::spiffe_bootstrap_client_config(roots, expected),
+    }
+    .map_err(|e| e.to_string())
+}
+
+/// TLS, then HTTP/1.1, over a connected socket to the control plane's API.
+async fn http_over_tls(
+    tcp: tokio::net::TcpStream,
+    cfg: rustls::ClientConfig,
+) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, String> {
+    let name = ServerName::try_from(api::CONTROL_PLANE_SERVER_NAME).unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS: {e}"))?;
+    let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    Ok(send)
 }
 
 /// One request on an open connection, and its whole answer.
