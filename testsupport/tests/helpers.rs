@@ -1,6 +1,6 @@
-//! The shared helpers do what their documentation says: free ports bind, git fixtures are
-//! reproducible, `Bin` reports failures with their output, sha256 matches a known digest, and
-//! the rcgen CA writes its keys owner-only.
+//! The shared helpers do what their documentation says: free ports bind and lie outside the
+//! ephemeral range, git fixtures are reproducible, `Bin` reports failures with their output,
+//! sha256 matches a known digest, and the rcgen CA writes its keys owner-only.
 #![allow(clippy::unwrap_used)]
 
 use std::net::TcpListener;
@@ -14,6 +14,27 @@ fn free_ports_bind() {
     let addr = free_addr();
     assert!(addr.ip().is_loopback());
     TcpListener::bind(addr).unwrap();
+}
+
+/// The ports come from outside the ephemeral range, where no outgoing connection can take
+/// them between the test finding one and its server binding it, and one process is not
+/// given the same port twice while it is held.
+#[test]
+fn free_ports_are_outside_the_ephemeral_range_and_distinct() {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+    let mut it = range.split_whitespace().map(|n| n.parse::<u16>().unwrap());
+    let (lo, hi) = (it.next().unwrap(), it.next().unwrap());
+    let mut held = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..50 {
+        let addr = free_addr();
+        assert!(
+            addr.port() < lo || addr.port() > hi,
+            "{addr} is in the ephemeral range {lo}-{hi}"
+        );
+        assert!(seen.insert(addr.port()), "{addr} handed out twice");
+        held.push(TcpListener::bind(addr).unwrap());
+    }
 }
 
 #[test]
