@@ -113,6 +113,8 @@ n, out = int(sys.argv[1]), []
 lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
 while len(out) < n:
     p = random.randrange(max(lo - 12000, 1024), lo)
+    if p in out:
+        continue
     s = socket.socket()
     try:
         s.bind(("127.0.0.1", p)); out.append(p)

@@ -9,17 +9,36 @@
 # A (stalled headers), malformed request lines, oversized headers and protocol-evasion request
 # lines against A and B, and TLS garbage against B. After each round it waits for the proxies to
 # settle and prints their VmRSS (from /proc/PID/status); at the end the growth from round 2
-# (after warm-up) to the last round, as a ratio and in KiB. It stops by itself after ROUNDS.
+# (after warm-up) to the last round, as a ratio and in KiB, and the slope of the second half.
+# The load is mixed: GETs of allowed, denied, normalised and refused paths and POSTs with 1 KiB
+# and 64 KiB bodies, over keep-alive connections. It runs rounds for DURATION seconds (10
+# minutes), or exactly ROUNDS rounds when that is set.
 #
-# Needs: cargo, openssl, python3. Knobs (environment): ROUNDS (20), FLOOD (400 connections per
-# flood), REQUESTS (2000 per round), MALFORMED (200 per round), PROXY (a mesh-proxy binary; by
-# default a release build of this tree), PROXY_THREADS (2), MAX_GROWTH_KIB (unset: report only;
-# set: exit 1 when the growth from round 2 to the last round is larger).
+# Usage: bench/proxy/soak.sh [--format table|json]
+#   json: one JSON document on stdout at the end (rounds, growth, slope, resident breakdown);
+#   the per-round table goes to stderr as it runs.
+# Needs: cargo, openssl, python3. Knobs (environment): DURATION (600 s), ROUNDS (unset),
+# FLOOD (400 connections per flood), REQUESTS (2000 per round), MALFORMED (200 per round), PROXY
+# (a mesh-proxy binary; by default a release build of this tree), PROXY_THREADS (2),
+# MAX_GROWTH_KIB (unset: report only; set: exit 1 when the growth from round 2 to the last round
+# is larger).
 set -euo pipefail
+
+FORMAT=table
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --format) FORMAT=${2:-}; shift 2 || { echo "soak: --format needs table or json" >&2; exit 2; } ;;
+        --format=*) FORMAT=${1#--format=}; shift ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        *) echo "soak: unknown argument $1 (use --format table|json)" >&2; exit 2 ;;
+    esac
+done
+case "$FORMAT" in table|json) ;; *) echo "soak: --format $FORMAT: use table or json" >&2; exit 2 ;; esac
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-ROUNDS=${ROUNDS:-20}
+DURATION=${DURATION:-600}
+ROUNDS=${ROUNDS:-0}
 FLOOD=${FLOOD:-400}
 REQUESTS=${REQUESTS:-2000}
 MALFORMED=${MALFORMED:-200}
@@ -81,6 +100,14 @@ class H(BaseHTTPRequestHandler):
         self.send_header("content-length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+    def do_POST(self):
+        n = int(self.headers.get("content-length", "0"))
+        got = len(self.rfile.read(n)) if n else 0
+        body = f"got {got}\n".encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
     def log_message(self, *a):
         pass
 ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
@@ -108,11 +135,18 @@ EOF
 "$PROXY" run --config b.json --threads "$PROXY_THREADS" 2>b.err >/dev/null & B_PID=$!; PIDS+=($B_PID)
 "$PROXY" run --config a.json --threads "$PROXY_THREADS" 2>a.err >/dev/null & A_PID=$!; PIDS+=($A_PID)
 
-log "running $ROUNDS rounds against $PROXY (pids A=$A_PID B=$B_PID)"
-python3 - "$A_OUT" "$B_IN" "$A_ADM" "$B_ADM" "$A_PID" "$B_PID" "$ROUNDS" "$FLOOD" "$REQUESTS" "$MALFORMED" "${MAX_GROWTH_KIB:-}" <<'EOF'
-import os, socket, sys, threading, time, urllib.request
+if [ "$ROUNDS" -gt 0 ]; then
+    log "running $ROUNDS rounds against $PROXY (pids A=$A_PID B=$B_PID)"
+else
+    log "running rounds for $DURATION s against $PROXY (pids A=$A_PID B=$B_PID)"
+fi
+python3 - "$A_OUT" "$B_IN" "$A_ADM" "$B_ADM" "$A_PID" "$B_PID" "$ROUNDS" "$FLOOD" "$REQUESTS" "$MALFORMED" "${MAX_GROWTH_KIB:-}" "$DURATION" "$FORMAT" <<'EOF'
+import json, os, socket, sys, threading, time, urllib.request
 a_out, b_in, a_adm, b_adm, a_pid, b_pid, rounds, flood, requests, malformed = map(int, sys.argv[1:11])
 max_growth = int(sys.argv[11]) if sys.argv[11] else None
+duration, fmt = int(sys.argv[12]), sys.argv[13]
+# The table is the progress: on stdout for --format table, on stderr when stdout is the JSON.
+table = sys.stdout if fmt == "table" else sys.stderr
 A, B = ("127.0.0.1", a_out), ("127.0.0.1", b_in)
 
 def ready(port):
@@ -160,14 +194,21 @@ def exchange(addr, data, wait=2.0):
         except Exception: pass
 
 PATHS = [b"/ok", b"/secret", b"/x/../ok", b"//ok", b"/%73ecret", b"/a%2Fb", b"/%zz"]
+# Every ninth request is a POST, alternately with a 1 KiB and a 64 KiB body.
+BODIES = [b"x" * 1024, b"y" * 65536]
 def load(n):
     s, i = None, 0
     while i < n:
         try:
             if s is None:
                 s = socket.create_connection(A, timeout=5)
-            p = PATHS[i % len(PATHS)]
-            s.sendall(b"GET " + p + b" HTTP/1.1\r\nhost: b\r\n\r\n")
+            if i % 9 == 8:
+                body = BODIES[(i // 9) % 2]
+                s.sendall(b"POST /upload HTTP/1.1\r\nhost: b\r\ncontent-length: "
+                          + str(len(body)).encode() + b"\r\n\r\n" + body)
+            else:
+                p = PATHS[i % len(PATHS)]
+                s.sendall(b"GET " + p + b" HTTP/1.1\r\nhost: b\r\n\r\n")
             buf = b""
             while b"\r\n\r\n" not in buf:
                 chunk = s.recv(65536)
@@ -214,9 +255,15 @@ def abuse(n):
         exchange(A if i % 2 else B, BAD[i % len(BAD)], wait=1.0)
 
 ready(a_adm); ready(b_adm)
-print(f"{'round':>5} {'A VmRSS KiB':>12} {'B VmRSS KiB':>12} {'A/B threads':>12} {'A/B series':>11} {'A/B fds':>9} {'secs':>5}")
-history = []
-for r in range(1, rounds + 1):
+print(f"{'round':>5} {'A VmRSS KiB':>12} {'B VmRSS KiB':>12} {'A/B threads':>12} {'A/B series':>11} {'A/B fds':>9} {'secs':>5} {'elapsed':>7}", file=table, flush=True)
+history, rows = [], []
+# Round 0: idle, before any load (the proxies have answered /ready only).
+idle = {"A": rss_kib(a_pid), "B": rss_kib(b_pid)}
+print(f"{0:>5} {idle['A']:>12} {idle['B']:>12} {'(idle)':>12}", file=table, flush=True)
+start = time.time()
+r = 0
+while (r < rounds) if rounds > 0 else (time.time() - start < duration):
+    r += 1
     t0 = time.time()
     workers = [threading.Thread(target=load, args=(requests // 8,)) for _ in range(8)]
     workers += [threading.Thread(target=flood_round, args=(B, b"\x16\x03\x01", flood)),
@@ -229,10 +276,12 @@ for r in range(1, rounds + 1):
     if a == 0 or b == 0:
         sys.exit(f"soak: a proxy died in round {r}")
     history.append((a, b))
-    t = f"{threads(a_pid)}/{threads(b_pid)}"
-    m = f"{series(a_adm)}/{series(b_adm)}"
-    d = f"{fds(a_pid)}/{fds(b_pid)}"
-    print(f"{r:>5} {a:>12} {b:>12} {t:>12} {m:>11} {d:>9} {time.time() - t0:>5.1f}", flush=True)
+    row = {"round": r, "rss_kib": [a, b], "threads": [threads(a_pid), threads(b_pid)],
+           "metric_series": [series(a_adm), series(b_adm)], "fds": [fds(a_pid), fds(b_pid)],
+           "secs": round(time.time() - t0, 1), "elapsed_secs": round(time.time() - start)}
+    rows.append(row)
+    t, m, d = ("/".join(map(str, row[k])) for k in ("threads", "metric_series", "fds"))
+    print(f"{r:>5} {a:>12} {b:>12} {t:>12} {m:>11} {d:>9} {row['secs']:>5.1f} {row['elapsed_secs']:>7}", file=table, flush=True)
 
 def breakdown(pid):
     # Where the resident memory is: the main heap (brk), other anonymous mappings (glibc's
@@ -247,22 +296,49 @@ def breakdown(pid):
                 cur = "heap" if name == "[heap]" else ("file" if name.startswith("/") else "anon")
             elif parts[0] == "Rss:" and cur:
                 kinds[cur] += int(parts[1])
-    return " ".join(f"{k} {v} KiB" for k, v in kinds.items())
+    return kinds
 
-print(f"A resident: {breakdown(a_pid)}")
-print(f"B resident: {breakdown(b_pid)}")
+report = {"idle_rss_kib": idle, "rounds": rows, "duration_secs": round(time.time() - start),
+          "resident_kib": {"A": breakdown(a_pid), "B": breakdown(b_pid)}}
+out = []
+for who in ("A", "B"):
+    out.append(f"{who} resident: " + " ".join(f"{k} {v} KiB" for k, v in report["resident_kib"][who].items()))
+worst = None
 if len(history) >= 2:
     (a2, b2), (an, bn) = history[1], history[-1]
-    print(f"growth from round 2 to round {len(history)}: A {an / a2:.3f}x ({an - a2:+d} KiB), "
-          f"B {bn / b2:.3f}x ({bn - b2:+d} KiB)")
+    report["growth_from_round_2_kib"] = {"A": an - a2, "B": bn - b2}
+    report["growth_from_round_2_ratio"] = {"A": round(an / a2, 3), "B": round(bn / b2, 3)}
+    out.append(f"growth from round 2 to round {len(history)}: A {an / a2:.3f}x ({an - a2:+d} KiB), "
+               f"B {bn / b2:.3f}x ({bn - b2:+d} KiB)")
     # The second half shows whether it has levelled off (a leak keeps its slope).
     h = len(history) // 2
     if len(history) - 1 > h >= 1:
         (ah, bh) = history[h - 1]
         per = len(history) - h
-        print(f"second half (round {h} to {len(history)}): A {(an - ah) / per:+.0f} KiB/round, "
-              f"B {(bn - bh) / per:+.0f} KiB/round")
+        report["second_half_kib_per_round"] = {"A": round((an - ah) / per), "B": round((bn - bh) / per)}
+        out.append(f"second half (round {h} to {len(history)}): A {(an - ah) / per:+.0f} KiB/round, "
+                   f"B {(bn - bh) / per:+.0f} KiB/round")
     worst = max(an - a2, bn - b2)
-    if max_growth is not None and worst > max_growth:
-        sys.exit(f"soak: RSS grew by {worst} KiB after warm-up (bound MAX_GROWTH_KIB={max_growth})")
+# The trend: least-squares slope of RSS against time over rounds 2 to the last, in KiB per
+# minute (one round's noise does not move it as it moves the end points).
+if len(rows) >= 3:
+    pts = rows[1:]
+    xs = [p["elapsed_secs"] / 60 for p in pts]
+    mx = sum(xs) / len(xs)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    if sxx > 0:
+        trend = {}
+        for i, who in enumerate(("A", "B")):
+            ys = [p["rss_kib"][i] for p in pts]
+            my = sum(ys) / len(ys)
+            trend[who] = round(sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx, 1)
+        report["trend_kib_per_minute"] = trend
+        out.append(f"trend (least squares, round 2 to {len(rows)}): A {trend['A']:+.1f} KiB/min, "
+                   f"B {trend['B']:+.1f} KiB/min")
+for line in out:
+    print(line, file=table)
+if fmt == "json":
+    print(json.dumps(report, indent=2))
+if max_growth is not None and worst is not None and worst > max_growth:
+    sys.exit(f"soak: RSS grew by {worst} KiB after warm-up (bound MAX_GROWTH_KIB={max_growth})")
 EOF

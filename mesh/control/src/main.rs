@@ -29,6 +29,14 @@ use mesh_core::identity::SpiffeId;
 
 const COMPONENT: &str = "mesh-control";
 
+/// mimalloc rather than glibc's malloc, as in mesh-proxy: what thousands of connected proxies'
+/// connections free is returned to the system rather than kept fragmented. Rust's memory only;
+/// AWS-LC allocates through the C library's malloc. Not in this binary's own unit tests: they
+/// link distro-fuzz, whose metering allocator is the global one there.
+#[cfg(not(test))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The FIPS control plane of the mesh.
 #[derive(Parser)]
 #[command(name = COMPONENT, version)]

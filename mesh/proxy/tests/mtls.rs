@@ -296,6 +296,49 @@ fn http2_from_app_and_pooled_http2_between_proxies() {
     );
 }
 
+/// `--threads 1` runs the proxy on one thread (tokio's current-thread runtime: accepting, the
+/// connections, timers and the admin endpoint share it): a pair of such proxies serves
+/// keep-alive and fresh requests over mTLS (HTTP/2 between them), and each has one thread.
+#[test]
+fn one_worker_pair_runs_on_one_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "mesh");
+    let backend = named_backend("b");
+    let b_in = free_addr();
+    let b_config = server_config(&pki, b_in, backend, "detect", "STRICT", authz_b());
+    let b = start_proxy_threads(dir.path(), "b", b_config, true, 1);
+    let a_out = free_addr();
+    let a_config = client_config(&pki, "a", a_out, b_in, &id("b", "b"));
+    let a = start_proxy_threads(dir.path(), "a", a_config, true, 1);
+    let mut c = KeepAlive::new(a_out);
+    for _ in 0..50 {
+        assert_eq!(c.get_or_reconnect("/api/one").unwrap().0, 200);
+    }
+    for _ in 0..10 {
+        let (status, _, body) = http_get(a_out, "/api/fresh", &[]);
+        assert_eq!(
+            status,
+            200,
+            "{body}\nA:\n{}\nB:\n{}",
+            a.stderr_text(),
+            b.stderr_text()
+        );
+        assert!(
+            body.contains(&format!("xfcc=URI={}", id("a", "a"))),
+            "{body}"
+        );
+    }
+    assert!(metric_sum(&b.metrics(), "mesh_proxy_requests_total", &["code=\"200\""]) >= 60.0);
+    for p in [&a, &b] {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", p.child.id())).unwrap();
+        let threads = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .map(|v| v.trim().to_string());
+        assert_eq!(threads.as_deref(), Some("1"), "proxy {}: {status}", p.name);
+    }
+}
+
 /// IPv6: an endpoint at `[::1]:port` is reached over mTLS like any other.
 #[test]
 fn ipv6_endpoint() {

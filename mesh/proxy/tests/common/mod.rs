@@ -194,7 +194,18 @@ pub fn proxy_bin() -> &'static str {
 
 /// Starts a proxy with `config` (the local JSON file) and waits until `/ready` (or just
 /// `/healthz` when `wait_ready` is false).
-pub fn start_proxy(dir: &Path, name: &str, mut config: Value, wait_ready: bool) -> ProxyProc {
+pub fn start_proxy(dir: &Path, name: &str, config: Value, wait_ready: bool) -> ProxyProc {
+    start_proxy_threads(dir, name, config, wait_ready, 2)
+}
+
+/// [`start_proxy`] with `--threads N` (1: the single-threaded runtime).
+pub fn start_proxy_threads(
+    dir: &Path,
+    name: &str,
+    mut config: Value,
+    wait_ready: bool,
+    threads: usize,
+) -> ProxyProc {
     let admin = free_addr();
     config["admin"] = json!(admin.to_string());
     let cfg = dir.join(format!("{name}.json"));
@@ -204,7 +215,7 @@ pub fn start_proxy(dir: &Path, name: &str, mut config: Value, wait_ready: bool) 
     let child = Command::new(proxy_bin())
         .args(["run", "--config"])
         .arg(&cfg)
-        .args(["--threads", "2"])
+        .args(["--threads", &threads.to_string()])
         .stdout(Stdio::from(std::fs::File::create(&stdout).unwrap()))
         .stderr(Stdio::from(std::fs::File::create(&stderr).unwrap()))
         .spawn()
