@@ -101,7 +101,7 @@ pub fn install_step(tool: &str) -> String {
         "htpasswd" => apt("apache2-utils"),
         "ip" | "tc" => apt("iproute2"),
         "ip6tables" => apt("iptables"),
-        "setpriv" | "unshare" | "nsenter" => apt("util-linux"),
+        "setpriv" | "unshare" | "nsenter" | "taskset" => apt("util-linux"),
         "objcopy" => apt("binutils"),
         "go" => apt("golang-go"),
         "mkfifo" | "tar" | "gzip" | "id" => apt("coreutils tar gzip (Debian's base system)"),

@@ -90,6 +90,7 @@ fn install_steps_name_what_install_deps_installs() {
         "iptables",
         "ip",
         "setpriv",
+        "taskset",
         "objcopy",
         "htpasswd",
     ] {

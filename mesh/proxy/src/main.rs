@@ -51,7 +51,8 @@ enum Command {
         /// Log format on stderr.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         log_format: Format,
-        /// Worker threads (default: one per CPU; 1 runs everything on a single thread).
+        /// Worker threads (default: one per CPU the process may use; 1 runs everything on a
+        /// single thread).
         #[arg(long)]
         threads: Option<usize>,
     },
@@ -166,16 +167,19 @@ fn run(
         Format::Json => sub.json().init(),
         Format::Text => sub.init(),
     }
+    // By default one worker per CPU the process may use (a container's CPU quota included).
     // One worker: a single-threaded runtime, so accepting, the connections and the timers
     // share one thread and nothing is handed from one thread to another.
-    let mut rt = match threads.map(|n| n.max(1)) {
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
-        Some(n) => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(n);
-            b
-        }
-        None => tokio::runtime::Builder::new_multi_thread(),
+    let workers = threads
+        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+        .unwrap_or(1)
+        .max(1);
+    let mut rt = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
     };
     rt.enable_all();
     let rt = rt.build().context("cannot start the async runtime")?;

@@ -195,16 +195,19 @@ pub fn proxy_bin() -> &'static str {
 /// Starts a proxy with `config` (the local JSON file) and waits until `/ready` (or just
 /// `/healthz` when `wait_ready` is false).
 pub fn start_proxy(dir: &Path, name: &str, config: Value, wait_ready: bool) -> ProxyProc {
-    start_proxy_threads(dir, name, config, wait_ready, 2)
+    start_proxy_with(dir, name, config, wait_ready, Some(2), None)
 }
 
-/// [`start_proxy`] with `--threads N` (1: the single-threaded runtime).
-pub fn start_proxy_threads(
+/// [`start_proxy`] with `--threads N` when `threads` is given (1: the single-threaded
+/// runtime; none: the proxy's default, one per CPU it may use), pinned to CPU `cpu` with
+/// `taskset` when that is given.
+pub fn start_proxy_with(
     dir: &Path,
     name: &str,
     mut config: Value,
     wait_ready: bool,
-    threads: usize,
+    threads: Option<usize>,
+    cpu: Option<usize>,
 ) -> ProxyProc {
     let admin = free_addr();
     config["admin"] = json!(admin.to_string());
@@ -212,10 +215,19 @@ pub fn start_proxy_threads(
     std::fs::write(&cfg, serde_json::to_string_pretty(&config).unwrap()).unwrap();
     let stdout = dir.join(format!("{name}.out"));
     let stderr = dir.join(format!("{name}.err"));
-    let child = Command::new(proxy_bin())
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .args(["--threads", &threads.to_string()])
+    let mut cmd = match cpu {
+        Some(c) => {
+            let mut t = Command::new("taskset");
+            t.args(["-c", &c.to_string()]).arg(proxy_bin());
+            t
+        }
+        None => Command::new(proxy_bin()),
+    };
+    cmd.args(["run", "--config"]).arg(&cfg);
+    if let Some(n) = threads {
+        cmd.args(["--threads", &n.to_string()]);
+    }
+    let child = cmd
         .stdout(Stdio::from(std::fs::File::create(&stdout).unwrap()))
         .stderr(Stdio::from(std::fs::File::create(&stderr).unwrap()))
         .spawn()
