@@ -84,6 +84,8 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
     (cd "$HERE/loadgen" && CARGO_TARGET_DIR=$TARGET/bench-loadgen cargo build --release -q) || die "loadgen build failed"
 fi
 for b in "$PROXY" "$PROXY_NF" "$LOADGEN"; do [ -x "$b" ] || die "$b missing (run without SKIP_BUILD=1)"; done
+# Everything starts from the work directory: relative paths would name nothing there.
+PROXY=$(realpath "$PROXY"); PROXY_NF=$(realpath "$PROXY_NF"); LOADGEN=$(realpath "$LOADGEN")
 
 log "making a P-256 CA and two SVIDs with openssl"
 cd "$WORK"

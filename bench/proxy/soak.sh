@@ -9,13 +9,13 @@
 # A (stalled headers), malformed request lines, oversized headers and protocol-evasion request
 # lines against A and B, and TLS garbage against B. After each round it waits for the proxies to
 # settle and prints their VmRSS (from /proc/PID/status); at the end the growth from round 2
-# (after warm-up) to the last round, as a ratio and in KiB, and the slope of the second half.
+# (after warm-up) to the last round, as a ratio and in KiB, and the least-squares trend.
 # The load is mixed: GETs of allowed, denied, normalised and refused paths and POSTs with 1 KiB
 # and 64 KiB bodies, over keep-alive connections. It runs rounds for DURATION seconds (10
 # minutes), or exactly ROUNDS rounds when that is set.
 #
 # Usage: bench/proxy/soak.sh [--format table|json]
-#   json: one JSON document on stdout at the end (rounds, growth, slope, resident breakdown);
+#   json: one JSON document on stdout at the end (rounds, growth, trend, resident breakdown);
 #   the per-round table goes to stderr as it runs.
 # Needs: cargo, openssl, python3. Knobs (environment): DURATION (600 s), ROUNDS (unset),
 # FLOOD (400 connections per flood), REQUESTS (2000 per round), MALFORMED (200 per round), PROXY
@@ -59,6 +59,8 @@ if [ -z "${PROXY:-}" ]; then
     PROXY=${CARGO_TARGET_DIR:-$ROOT/target}/release/mesh-proxy
 fi
 [ -x "$PROXY" ] || die "$PROXY is not an executable mesh-proxy"
+# The proxies start from the work directory: a relative PROXY would name nothing there.
+PROXY=$(realpath "$PROXY")
 
 WORK=$(mktemp -d /tmp/proxy-soak.XXXXXX)
 PIDS=()
@@ -256,7 +258,7 @@ def abuse(n):
 
 ready(a_adm); ready(b_adm)
 print(f"{'round':>5} {'A VmRSS KiB':>12} {'B VmRSS KiB':>12} {'A/B threads':>12} {'A/B series':>11} {'A/B fds':>9} {'secs':>5} {'elapsed':>7}", file=table, flush=True)
-history, rows = [], []
+rows = []
 # Round 0: idle, before any load (the proxies have answered /ready only).
 idle = {"A": rss_kib(a_pid), "B": rss_kib(b_pid)}
 print(f"{0:>5} {idle['A']:>12} {idle['B']:>12} {'(idle)':>12}", file=table, flush=True)
@@ -275,7 +277,6 @@ while (r < rounds) if rounds > 0 else (time.time() - start < duration):
     a, b = rss_kib(a_pid), rss_kib(b_pid)
     if a == 0 or b == 0:
         sys.exit(f"soak: a proxy died in round {r}")
-    history.append((a, b))
     row = {"round": r, "rss_kib": [a, b], "threads": [threads(a_pid), threads(b_pid)],
            "metric_series": [series(a_adm), series(b_adm)], "fds": [fds(a_pid), fds(b_pid)],
            "secs": round(time.time() - t0, 1), "elapsed_secs": round(time.time() - start)}
@@ -304,24 +305,17 @@ out = []
 for who in ("A", "B"):
     out.append(f"{who} resident: " + " ".join(f"{k} {v} KiB" for k, v in report["resident_kib"][who].items()))
 worst = None
-if len(history) >= 2:
-    (a2, b2), (an, bn) = history[1], history[-1]
+if len(rows) >= 2:
+    (a2, b2), (an, bn) = rows[1]["rss_kib"], rows[-1]["rss_kib"]
     report["growth_from_round_2_kib"] = {"A": an - a2, "B": bn - b2}
     report["growth_from_round_2_ratio"] = {"A": round(an / a2, 3), "B": round(bn / b2, 3)}
-    out.append(f"growth from round 2 to round {len(history)}: A {an / a2:.3f}x ({an - a2:+d} KiB), "
+    out.append(f"growth from round 2 to round {len(rows)}: A {an / a2:.3f}x ({an - a2:+d} KiB), "
                f"B {bn / b2:.3f}x ({bn - b2:+d} KiB)")
-    # The second half shows whether it has levelled off (a leak keeps its slope).
-    h = len(history) // 2
-    if len(history) - 1 > h >= 1:
-        (ah, bh) = history[h - 1]
-        per = len(history) - h
-        report["second_half_kib_per_round"] = {"A": round((an - ah) / per), "B": round((bn - bh) / per)}
-        out.append(f"second half (round {h} to {len(history)}): A {(an - ah) / per:+.0f} KiB/round, "
-                   f"B {(bn - bh) / per:+.0f} KiB/round")
     worst = max(an - a2, bn - b2)
 # The trend: least-squares slope of RSS against time over rounds 2 to the last, in KiB per
-# minute (one round's noise does not move it as it moves the end points).
-if len(rows) >= 3:
+# minute; whether it has levelled off (a leak keeps its slope), and one round's noise does not
+# move it as it moves the end points.
+if len(rows) >= 4:  # three points or more after the warm-up round
     pts = rows[1:]
     xs = [p["elapsed_secs"] / 60 for p in pts]
     mx = sum(xs) / len(xs)

@@ -57,16 +57,7 @@ fn exchange(addr: SocketAddr, data: &[u8], wait: Duration) -> (Vec<u8>, Duration
 }
 
 fn rss_kib(p: &ProxyProc) -> u64 {
-    let status =
-        std::fs::read_to_string(format!("/proc/{}/status", p.child.id())).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("VmRSS:")
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+    p.status_field("VmRSS")
 }
 
 /// A request through the pair succeeds within 10 s of a flood's connections closing (until

@@ -335,12 +335,7 @@ fn one_worker_pair_runs_on_one_thread() {
     }
     assert!(metric_sum(&b.metrics(), "mesh_proxy_requests_total", &["code=\"200\""]) >= 60.0);
     for p in [&a, &b] {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", p.child.id())).unwrap();
-        let threads = status
-            .lines()
-            .find_map(|l| l.strip_prefix("Threads:"))
-            .map(|v| v.trim().to_string());
-        assert_eq!(threads.as_deref(), Some("1"), "proxy {}: {status}", p.name);
+        assert_eq!(p.status_field("Threads"), 1, "proxy {}", p.name);
     }
 }
 

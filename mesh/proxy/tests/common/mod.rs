@@ -186,6 +186,23 @@ impl ProxyProc {
             .map(|d| d.count())
             .unwrap_or(0)
     }
+    /// The first number of a `/proc/PID/status` field (`VmRSS` in KiB, `Threads`), 0 when the
+    /// process or the field is gone.
+    pub fn status_field(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(field)?
+                    .strip_prefix(':')?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0)
+    }
 }
 
 pub fn proxy_bin() -> &'static str {
