@@ -1,7 +1,10 @@
 //! The TLS API listener: connection limits before any TLS work, the handshake within its
 //! timeout, per-request authentication of the client's SVID, and routing to the handlers.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -53,46 +56,42 @@ pub(super) async fn api_loop(shared: Arc<Shared>, listener: TcpListener) {
             Err(_) => continue,
         };
         let shared = shared.clone();
+        // A long-poll connection lives as long as its proxy (10,000 of them at once), so the
+        // task holds no more than a small driver: the handshake's state is boxed and freed when
+        // it ends, and the hyper connection (with the TLS session in it) is one allocation. An
+        // async block holding the handshake, the stream and the connection side by side was
+        // 6.8 KiB a connection, a task's size being that of its largest state.
         tokio::spawn(async move {
             let _guard = guard;
-            let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-            let handshake = shared.settings.handshake_timeout;
-            let tls = match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
-                Ok(Ok(t)) => t,
-                Ok(Err(e)) => {
-                    shared.metrics.refused(reason::TLS_HANDSHAKE);
-                    info!(remote = %remote, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    shared.metrics.timed_out("handshake");
-                    return;
-                }
+            let Some(tls) = Box::pin(handshake(&shared, cfg, tcp, remote)).await else {
+                return;
             };
-            let peer = Peer {
-                chain: tls
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .map(|c| c.iter().map(|c| c.clone().into_owned()).collect()),
-                verified: Mutex::new(None),
-            };
-            // Counted as a connected proxy only if the SVID is one this CA honours.
-            let proxy = authenticate(&shared, &peer).is_ok();
-            if proxy {
-                shared
-                    .metrics
-                    .connected_proxies
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            serve_conn(shared.clone(), tls, peer, remote).await;
-            if proxy {
-                shared
-                    .metrics
-                    .connected_proxies
-                    .fetch_sub(1, Ordering::Relaxed);
-            }
+            serve_conn(shared, tls, remote).await;
         });
+    }
+}
+
+type TlsTcp = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
+/// The TLS handshake of one API connection, within the handshake timeout.
+async fn handshake(
+    shared: &Shared,
+    cfg: Arc<rustls::ServerConfig>,
+    tcp: tokio::net::TcpStream,
+    remote: SocketAddr,
+) -> Option<TlsTcp> {
+    let accept = tokio_rustls::TlsAcceptor::from(cfg).accept(tcp);
+    match tokio::time::timeout(shared.settings.handshake_timeout, accept).await {
+        Ok(Ok(t)) => Some(t),
+        Ok(Err(e)) => {
+            shared.metrics.refused(reason::TLS_HANDSHAKE);
+            info!(remote = %remote, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            shared.metrics.timed_out("handshake");
+            None
+        }
     }
 }
 
@@ -147,45 +146,73 @@ fn authenticate(shared: &Shared, peer: &Peer) -> Result<SpiffeId, Refusal> {
     shared.store_call(|| issuance::check_honoured(&shared.state, &leaf))
 }
 
-async fn serve_conn<IO>(shared: Arc<Shared>, io: IO, peer: Peer, remote: SocketAddr)
-where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let peer = Arc::new(peer);
-    let svc_shared = shared.clone();
-    let svc = hyper::service::service_fn(move |req| {
-        let shared = svc_shared.clone();
-        let peer = peer.clone();
-        async move { Ok::<_, std::convert::Infallible>(handle_api(&shared, req, &peer, remote).await) }
+/// Serves HTTP/1 on an established TLS connection until it closes or the control plane shuts
+/// down. The connection is set up here, synchronously, and moved into one heap allocation, so
+/// the future returned holds a pointer to it and not a second copy of the stream.
+fn serve_conn(
+    shared: Arc<Shared>,
+    tls: TlsTcp,
+    remote: SocketAddr,
+) -> impl std::future::Future<Output = ()> + Send {
+    let peer = Arc::new(Peer {
+        chain: tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .map(|c| c.iter().map(|c| c.clone().into_owned()).collect()),
+        verified: Mutex::new(None),
     });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(shared.settings.header_read_timeout)
-        .serve_connection(TokioIo::new(io), svc);
-    tokio::pin!(conn);
-    let mut shutdown = shared.shutdown.clone();
-    tokio::select! {
-        r = conn.as_mut() => {
-            if r.as_ref().is_err_and(|e| e.is_timeout()) {
-                shared.metrics.timed_out("header");
+    // Counted as a connected proxy only if the SVID is one this CA honours.
+    let proxy = authenticate(&shared, &peer).is_ok();
+    let svc_shared = shared.clone();
+    let svc =
+        hyper::service::service_fn(move |req| handle_api(svc_shared.clone(), req, &peer, remote));
+    let mut conn = Box::pin(
+        hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(shared.settings.header_read_timeout)
+            .serve_connection(TokioIo::new(tls), svc),
+    );
+    async move {
+        let connected = &shared.metrics.connected_proxies;
+        if proxy {
+            connected.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut shutdown = shared.shutdown.clone();
+        tokio::select! {
+            r = conn.as_mut() => {
+                if r.as_ref().is_err_and(|e| e.is_timeout()) {
+                    shared.metrics.timed_out("header");
+                }
+            }
+            _ = shutdown.changed() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(Duration::from_secs(3), conn).await;
             }
         }
-        _ = shutdown.changed() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(Duration::from_secs(3), conn).await;
+        if proxy {
+            connected.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
 
-async fn handle_api(
-    shared: &Shared,
+/// What one API request runs: the route is chosen, and the client authenticated, before the
+/// future exists, so the future holds only what its handler needs (not the request head: that
+/// pins hyper's read buffer, and a held config long-poll is the common state of a connection).
+type Handled = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+fn handle_api(
+    shared: Arc<Shared>,
     req: Request<Incoming>,
     client: &Peer,
     remote: SocketAddr,
-) -> Response<Body> {
+) -> Handled {
     // Every mTLS endpoint needs an SVID this CA issued and still honours (checked per request,
     // so a revocation or expiry applies to open keep-alive connections too).
-    let peer = client.chain.is_some().then(|| authenticate(shared, client));
+    let peer = client
+        .chain
+        .is_some()
+        .then(|| authenticate(&shared, client));
     let who = match &peer {
         Some(Ok(p)) => p.to_string(),
         _ => remote.to_string(),
@@ -197,45 +224,56 @@ async fn handle_api(
             None => Err(Refusal::new(reason::UNAUTHENTICATED, what.to_string())),
         }
     };
-    let path = req.uri().path().to_string();
-    // The bootstrap, renew and ack futures are boxed: a request's future is as large as the
-    // largest of its arms, and the one every connection holds for long is the config poll.
-    let result = match (req.method().clone(), path.as_str()) {
-        (Method::POST, api::PATH_BOOTSTRAP) => Box::pin(bootstrap(shared, req)).await,
-        (Method::POST, api::PATH_RENEW) => {
+    let refused = |shared: Arc<Shared>, who: String, r: Refusal| -> Handled {
+        Box::pin(std::future::ready(Ok(answer(&shared, &who, Err(r)))))
+    };
+    match (req.method(), req.uri().path()) {
+        (&Method::POST, api::PATH_BOOTSTRAP) => Box::pin(async move {
+            let r = bootstrap(&shared, req).await;
+            Ok(answer(&shared, &who, r))
+        }),
+        (&Method::POST, api::PATH_RENEW) => {
             match needs_svid("renew needs mTLS with the current SVID") {
-                Ok(p) => Box::pin(renew(shared, req, &p)).await,
-                Err(r) => Err(r),
+                Ok(p) => Box::pin(async move {
+                    let r = renew(&shared, req, &p).await;
+                    Ok(answer(&shared, &who, r))
+                }),
+                Err(r) => refused(shared, who, r),
             }
         }
-        (Method::GET, api::PATH_CONFIG) => {
+        (&Method::GET, api::PATH_CONFIG) => {
             match needs_svid("config needs mTLS with an SVID; bootstrap first") {
                 Ok(p) => {
-                    // The request is dropped before the long wait: its header bytes pin hyper's
-                    // first read buffer (8 KiB), and a held long-poll is the common state of a
-                    // connection (10,000 proxies, 10,000 such buffers).
                     let since = poll_since(&req);
                     drop(req);
-                    Ok(config_poll(shared, since, &p).await)
+                    Box::pin(async move { Ok(config_poll(&shared, since, &p).await) })
                 }
-                Err(r) => Err(r),
+                Err(r) => refused(shared, who, r),
             }
         }
-        (Method::POST, api::PATH_CONFIG_ACK) => match needs_svid("ack needs mTLS with an SVID") {
-            Ok(p) => Box::pin(ack(shared, req, &p)).await,
-            Err(r) => Err(r),
+        (&Method::POST, api::PATH_CONFIG_ACK) => match needs_svid("ack needs mTLS with an SVID") {
+            Ok(p) => Box::pin(async move {
+                let r = ack(&shared, req, &p).await;
+                Ok(answer(&shared, &who, r))
+            }),
+            Err(r) => refused(shared, who, r),
         },
-        _ => Err(Refusal::new(
-            reason::NOT_FOUND,
-            format!("no endpoint {} {path}", req.method()),
-        )),
-    };
+        (method, path) => {
+            let r = Refusal::new(reason::NOT_FOUND, format!("no endpoint {method} {path}"));
+            refused(shared, who, r)
+        }
+    }
+}
+
+/// A handler's response, or the refusal's error body (a timed-out request also closes the
+/// connection).
+fn answer(shared: &Shared, who: &str, result: Result<Response<Body>, Refusal>) -> Response<Body> {
     match result {
         Ok(r) => r,
         Err(r) => {
             let status = status_for(r.reason);
             let timed_out = r.reason == reason::TIMEOUT;
-            let mut resp = refuse(shared, status, r, &who);
+            let mut resp = refuse(shared, status, r, who);
             if timed_out {
                 resp.headers_mut().insert(
                     hyper::header::CONNECTION,
