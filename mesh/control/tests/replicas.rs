@@ -500,3 +500,57 @@ fn ca_keys_sealed_and_rotation_seen_by_all() {
     }
     assert!(cluster.value("/seal/ca/2.key.pem").starts_with("mcseal1:"));
 }
+
+/// A revocation made in etcd (the certificate's record removed) applies on every replica at
+/// the next request, to a keep-alive connection that is already open as well as to a new one:
+/// each request reads the record from the quorum (awaited, not on a blocking thread).
+#[test]
+fn revocation_in_etcd_applies_on_every_replica_and_open_connection() {
+    if !have_etcd("revocation_in_etcd_applies_on_every_replica_and_open_connection") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, replicas) = replicated(dir.path(), "revoke", &[]);
+    let bundle = replicas[0].bundle();
+    let id = "spiffe://example.org/ns/vm/sa/revoked";
+    let token = replicas[0].join_token(id, "10m");
+    let w = bootstrap_on(&replicas[0], &bundle, &token, id)
+        .1
+        .expect("bootstrap");
+    let record = format!("issued/{}.json", serial_of(&w));
+    assert_eq!(cluster.keys("revoke", "issued/"), vec![record.clone()]);
+    let mut open = Session::open(&replicas[1], &bundle, &w);
+    for cp in &replicas {
+        let r = poll_config(cp, &w, 0, Duration::from_secs(5)).unwrap();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+    assert_eq!(open.poll_now().unwrap().status, 200);
+
+    let (ok, out) = cluster.etcdctl(&["del", &format!("/revoke/{record}")]);
+    assert!(ok && out.trim() == "1", "etcdctl del: {out}");
+    let r = open.poll_now().unwrap();
+    assert_eq!(
+        (r.status, r.reason().as_str()),
+        (403, reason::SVID_NOT_HONOURED),
+        "replica 1, the connection opened before the revocation"
+    );
+    for (i, cp) in replicas.iter().enumerate() {
+        let r = poll_config(cp, &w, 0, Duration::from_secs(5)).unwrap();
+        assert_eq!(
+            (r.status, r.reason().as_str()),
+            (403, reason::SVID_NOT_HONOURED),
+            "replica {i}, a new connection"
+        );
+        // The closed connections stop counting once the replica has seen them close.
+        let want = if i == 1 { 1.0 } else { 0.0 };
+        let t = Instant::now();
+        while cp.metric("mesh_control_connected_proxies") != want {
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "replica {i}: connected proxies {} (only the connection opened before the revocation counts)",
+                cp.metric("mesh_control_connected_proxies")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}

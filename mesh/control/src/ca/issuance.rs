@@ -25,7 +25,7 @@ use x509_parser::oid_registry::{
 use x509_parser::prelude::FromDer;
 
 use crate::ca::Ca;
-use crate::state::{issued_key, State};
+use crate::state::{issued_key, State, StateError};
 use crate::tokens::Refusal;
 
 /// Largest CSR accepted (PEM).
@@ -240,10 +240,19 @@ pub fn verify_leaf(
 
 /// The part of authenticating a client certificate that can change while its connection is
 /// open: the serial is on record for this identity (not revoked) and not expired.
-pub fn check_honoured(state: &State, leaf: &VerifiedLeaf) -> Result<SpiffeId, Refusal> {
+/// The read is awaited: a network store answers it without holding a thread.
+pub async fn check_honoured(state: &State, leaf: &VerifiedLeaf) -> Result<SpiffeId, Refusal> {
+    honoured_by(state.read_json_async(&issued_key(&leaf.serial)).await, leaf)
+}
+
+/// Whether the record read for `leaf`'s serial honours it.
+fn honoured_by(
+    record: Result<Option<IssuedRecord>, StateError>,
+    leaf: &VerifiedLeaf,
+) -> Result<SpiffeId, Refusal> {
     let not_honoured = |m: String| Refusal::new(reason::SVID_NOT_HONOURED, m);
     let VerifiedLeaf { id, serial } = leaf;
-    let rec: IssuedRecord = match state.read_json(&issued_key(serial)) {
+    let rec: IssuedRecord = match record {
         Ok(Some(r)) => r,
         Ok(None) => {
             return Err(not_honoured(format!(

@@ -29,7 +29,10 @@ use tokio::sync::watch;
 
 use super::etcd_tls::{self, EtcdTls};
 use super::seal::{self, SealKey};
-use super::{ca_key, Entry, Health, Rev, StateBackend, StateError, CA_STATE, CONFIG};
+use super::{ca_key, Entry, GetFuture, Health, Rev, StateBackend, StateError, CA_STATE, CONFIG};
+
+/// What an operation started on the backend's runtime ended with (`Err`: its time ran out).
+type Outcome<T> = Result<Result<T, etcd_client::Error>, tokio::time::error::Elapsed>;
 
 /// How long one store operation may take before it is reported as unavailable.
 const OP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -316,16 +319,53 @@ impl Etcd {
     }
 
     /// [`block`](Self::block) with a deadline of `limit`.
-    fn block_within<T, F, M>(&self, what: &str, limit: Duration, mut op: M) -> Result<T, StateError>
+    fn block_within<T, F, M>(&self, what: &str, limit: Duration, op: M) -> Result<T, StateError>
     where
         T: Send + 'static,
         F: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
         M: FnMut() -> F + Send + 'static,
     {
-        let Some(rt) = &self.rt else {
-            return Err(self.unavailable("client stopped"));
-        };
         let (tx, rx) = std::sync::mpsc::channel();
+        let outcome = self
+            .start(limit, op, move |o| {
+                let _ = tx.send(o);
+            })
+            .and_then(|()| rx.recv().ok());
+        self.finish(what, limit, outcome)
+    }
+
+    /// [`block_within`](Self::block_within) without holding a thread while it waits: the
+    /// request runs on the backend's runtime and the caller's task awaits the answer.
+    async fn within<T, F, M>(&self, what: &str, limit: Duration, op: M) -> Result<T, StateError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
+        M: FnMut() -> F + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let outcome = match self.start(limit, op, move |o| {
+            let _ = tx.send(o);
+        }) {
+            Some(()) => rx.await.ok(),
+            None => None,
+        };
+        self.finish(what, limit, outcome)
+    }
+
+    /// Starts `op` on the backend's runtime, retrying connect errors, and hands its outcome
+    /// (`Err` when `limit` passed first) to `send`; `None` when the client has stopped.
+    fn start<T, F, M>(
+        &self,
+        limit: Duration,
+        mut op: M,
+        send: impl FnOnce(Outcome<T>) + Send + 'static,
+    ) -> Option<()>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
+        M: FnMut() -> F + Send + 'static,
+    {
+        let rt = self.rt.as_ref()?;
         rt.spawn(async move {
             let attempts = async {
                 let mut n = 0u64;
@@ -339,11 +379,22 @@ impl Etcd {
                     }
                 }
             };
-            let _ = tx.send(tokio::time::timeout(limit, attempts).await);
+            send(tokio::time::timeout(limit, attempts).await);
         });
-        let out = match rx.recv() {
-            Ok(Ok(Ok(v))) => Ok(v),
-            Ok(Ok(Err(e))) => {
+        Some(())
+    }
+
+    /// The result of an operation [`start`](Self::start)ed, as the store's error when it
+    /// failed (`None`: no answer came, the client stopped).
+    fn finish<T>(
+        &self,
+        what: &str,
+        limit: Duration,
+        outcome: Option<Outcome<T>>,
+    ) -> Result<T, StateError> {
+        let out = match outcome {
+            Some(Ok(Ok(v))) => Ok(v),
+            Some(Ok(Err(e))) => {
                 let mut m = e.to_string();
                 let recent = self
                     .tls_note
@@ -360,10 +411,10 @@ impl Etcd {
                     format!("{what} failed: {m} (is a quorum of etcd members up?)")
                 }))
             }
-            Ok(Err(_)) => Err(self.unavailable(format!(
+            Some(Err(_)) => Err(self.unavailable(format!(
                 "{what}: no answer within {limit:?} (etcd has no quorum, or no member is reachable); writes are refused until it recovers"
             ))),
-            Err(_) => Err(self.unavailable("client stopped")),
+            None => Err(self.unavailable("client stopped")),
         };
         if out.is_ok() {
             if let Ok(mut e) = self.last_error.lock() {
@@ -376,6 +427,38 @@ impl Etcd {
         out
     }
 
+    /// Whether a read goes to the quorum first: not for a short while after a quorum read
+    /// failed (reads then go straight to the member's own copy).
+    fn quorum_reads(&self) -> bool {
+        self.quorum_failed_at
+            .lock()
+            .ok()
+            .and_then(|t| *t)
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(2))
+    }
+
+    fn quorum_read_failed(&self) {
+        if let Ok(mut t) = self.quorum_failed_at.lock() {
+            *t = Some(std::time::Instant::now());
+        }
+    }
+
+    /// A get with `opts`, made by the client when called.
+    fn getter(
+        &self,
+        k: String,
+        opts: GetOptions,
+    ) -> impl FnMut() -> std::pin::Pin<
+        Box<dyn Future<Output = Result<etcd_client::GetResponse, etcd_client::Error>> + Send>,
+    > + Send
+           + 'static {
+        let c = self.client.clone();
+        move || {
+            let (mut c, k, o) = (c.clone(), k.clone(), opts.clone());
+            Box::pin(async move { c.get(k, Some(o)).await })
+        }
+    }
+
     /// Reads with `opts`: linearizable (sees every committed write) while the quorum answers;
     /// when it does not, from the member's own copy (serializable), so the last state keeps
     /// being served while etcd has lost its quorum.
@@ -385,34 +468,51 @@ impl Etcd {
         k: String,
         opts: GetOptions,
     ) -> Result<etcd_client::GetResponse, StateError> {
-        let recently_failed = self
-            .quorum_failed_at
-            .lock()
-            .ok()
-            .and_then(|t| *t)
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(2));
-        if !recently_failed {
-            let c = self.client.clone();
-            let (k1, o1) = (k.clone(), opts.clone());
-            let r = self.block_within(what, QUORUM_READ_TIMEOUT, move || {
-                let (mut c, k, o) = (c.clone(), k1.clone(), o1.clone());
-                async move { c.get(k, Some(o)).await }
-            });
-            match r {
+        if self.quorum_reads() {
+            match self.block_within(
+                what,
+                QUORUM_READ_TIMEOUT,
+                self.getter(k.clone(), opts.clone()),
+            ) {
                 Ok(resp) => return Ok(resp),
-                Err(_) => {
-                    if let Ok(mut t) = self.quorum_failed_at.lock() {
-                        *t = Some(std::time::Instant::now());
-                    }
-                }
+                Err(_) => self.quorum_read_failed(),
             }
         }
-        let c = self.client.clone();
-        let o = opts.with_serializable();
-        self.block(what, move || {
-            let (mut c, k, o) = (c.clone(), k.clone(), o.clone());
-            async move { c.get(k, Some(o)).await }
-        })
+        self.block(what, self.getter(k, opts.with_serializable()))
+    }
+
+    /// [`read`](Self::read), awaited rather than blocking a thread.
+    async fn read_async(
+        &self,
+        what: &str,
+        k: String,
+        opts: GetOptions,
+    ) -> Result<etcd_client::GetResponse, StateError> {
+        if self.quorum_reads() {
+            let getter = self.getter(k.clone(), opts.clone());
+            match self.within(what, QUORUM_READ_TIMEOUT, getter).await {
+                Ok(resp) => return Ok(resp),
+                Err(_) => self.quorum_read_failed(),
+            }
+        }
+        let getter = self.getter(k, opts.with_serializable());
+        self.within(what, OP_TIMEOUT, getter).await
+    }
+
+    /// The entry a get of `key` answered.
+    fn entry(
+        &self,
+        key: &str,
+        resp: &etcd_client::GetResponse,
+    ) -> Result<Option<Entry>, StateError> {
+        match resp.kvs().first() {
+            None => Ok(None),
+            Some(kv) => {
+                let rev = Rev(u64::try_from(kv.mod_revision()).unwrap_or(0));
+                let data = self.decode(key, kv.value().to_vec())?;
+                Ok(Some(Entry { data, rev }))
+            }
+        }
     }
 
     fn encode(&self, key: &str, data: &[u8], private: bool) -> Result<Vec<u8>, StateError> {
@@ -533,14 +633,17 @@ impl StateBackend for Etcd {
     fn get(&self, key: &str) -> Result<Option<Entry>, StateError> {
         let k = self.full(key);
         let resp = self.read(&format!("get {k}"), k.clone(), GetOptions::new())?;
-        match resp.kvs().first() {
-            None => Ok(None),
-            Some(kv) => {
-                let rev = Rev(u64::try_from(kv.mod_revision()).unwrap_or(0));
-                let data = self.decode(key, kv.value().to_vec())?;
-                Ok(Some(Entry { data, rev }))
-            }
-        }
+        self.entry(key, &resp)
+    }
+
+    fn get_async(self: Arc<Self>, key: String) -> GetFuture {
+        Box::pin(async move {
+            let k = self.full(&key);
+            let resp = self
+                .read_async(&format!("get {k}"), k.clone(), GetOptions::new())
+                .await?;
+            self.entry(&key, &resp)
+        })
     }
 
     fn put(&self, key: &str, data: &[u8], private: bool) -> Result<(), StateError> {

@@ -107,6 +107,10 @@ pub struct Health {
     pub error: Option<String>,
 }
 
+/// The answer of [`StateBackend::get_async`].
+pub type GetFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<Entry>, StateError>> + Send>>;
+
 /// Where the control plane keeps its state.
 pub trait StateBackend: Send + Sync {
     /// The store, for messages: the directory, or `etcd://endpoints/prefix`.
@@ -115,6 +119,12 @@ pub trait StateBackend: Send + Sync {
     fn locate(&self, key: &str) -> String;
     /// Reads a key; `Ok(None)` when it does not exist.
     fn get(&self, key: &str) -> Result<Option<Entry>, StateError>;
+    /// [`get`](Self::get) as a future: a store that waits on the network answers it without
+    /// holding a thread (every API request reads its client's record; 10,000 of them at once
+    /// must not need 10,000 threads). A local store reads at once.
+    fn get_async(self: Arc<Self>, key: String) -> GetFuture {
+        Box::pin(std::future::ready(self.get(&key)))
+    }
     /// Writes a key unconditionally; `private` values are kept from other users (mode 0600)
     /// or sealed (etcd).
     fn put(&self, key: &str, data: &[u8], private: bool) -> Result<(), StateError>;
@@ -279,15 +289,8 @@ impl State {
         &self,
         key: &str,
     ) -> Result<Option<(T, Rev)>, StateError> {
-        match self.backend.get(key)? {
-            None => Ok(None),
-            Some(e) => serde_json::from_slice(&e.data)
-                .map(|v| Some((v, e.rev)))
-                .map_err(|err| StateError::Corrupt {
-                    path: self.locate(key),
-                    why: err.to_string(),
-                }),
-        }
+        let entry = self.backend.get(key)?;
+        self.parse_json(key, entry)
     }
 
     /// Reads a JSON value; `Ok(None)` when absent.
@@ -296,6 +299,32 @@ impl State {
         key: &str,
     ) -> Result<Option<T>, StateError> {
         Ok(self.read_json_rev(key)?.map(|(v, _)| v))
+    }
+
+    /// [`read_json`](Self::read_json) without holding a thread while a network store answers.
+    pub async fn read_json_async<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, StateError> {
+        let entry = self.backend.clone().get_async(key.to_string()).await?;
+        Ok(self.parse_json(key, entry)?.map(|(v, _)| v))
+    }
+
+    /// The JSON value of an entry read at `key`, and its revision.
+    fn parse_json<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+        entry: Option<Entry>,
+    ) -> Result<Option<(T, Rev)>, StateError> {
+        match entry {
+            None => Ok(None),
+            Some(e) => serde_json::from_slice(&e.data)
+                .map(|v| Some((v, e.rev)))
+                .map_err(|err| StateError::Corrupt {
+                    path: self.locate(key),
+                    why: err.to_string(),
+                }),
+        }
     }
 
     /// Writes a value as pretty JSON.
