@@ -108,7 +108,7 @@ impl Metrics {
         g(
             &mut s,
             "mesh_control_connected_proxies",
-            "Live mTLS connections presenting an SVID.",
+            "Open mTLS connections on which a request was authenticated by an SVID this CA honours.",
             "gauge",
             self.connected_proxies.load(Ordering::Relaxed).to_string(),
         );

@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -115,6 +115,9 @@ struct Peer {
     /// so they are checked again only when the CA changes (a rotation, a reload); the record,
     /// which a revocation removes, and the expiry are checked on every request.
     verified: Mutex<Option<(Arc<Ca>, VerifiedLeaf)>>,
+    /// Whether this connection counts in `mesh_control_connected_proxies`: from the first
+    /// request on it that an SVID this CA honours authenticated, until it closes.
+    counted: AtomicBool,
 }
 
 /// The leaf of an mTLS client's chain, verified against this control plane's CA: the part of
@@ -149,12 +152,21 @@ fn verified_leaf(shared: &Shared, peer: &Peer) -> Result<VerifiedLeaf, Refusal> 
 /// The SPIFFE ID of a verified leaf this control plane still honours (on record, not expired:
 /// read from the store on every request, so a revocation applies to open connections). The read
 /// is awaited, not run on a blocking thread: 10,000 long-polls answered at once are 10,000
-/// reads.
+/// reads. The first honoured request of a connection makes it count as a connected proxy
+/// (which needs no read of its own at connect: after a restart, 10,000 proxies reconnect).
 async fn honoured(
     shared: &Shared,
+    client: &Peer,
     leaf: Result<VerifiedLeaf, Refusal>,
 ) -> Result<SpiffeId, Refusal> {
-    issuance::check_honoured(&shared.state, &leaf?).await
+    let id = issuance::check_honoured(&shared.state, &leaf?).await?;
+    if !client.counted.swap(true, Ordering::Relaxed) {
+        shared
+            .metrics
+            .connected_proxies
+            .fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(id)
 }
 
 /// Serves HTTP/1 on an established TLS connection until it closes or the control plane shuts
@@ -172,11 +184,12 @@ fn serve_conn(
             .peer_certificates()
             .map(|c| c.iter().map(|c| c.clone().into_owned()).collect()),
         verified: Mutex::new(None),
+        counted: AtomicBool::new(false),
     });
-    let leaf = verified_leaf(&shared, &peer);
-    let svc_shared = shared.clone();
-    let svc =
-        hyper::service::service_fn(move |req| handle_api(svc_shared.clone(), req, &peer, remote));
+    let (svc_shared, svc_peer) = (shared.clone(), peer.clone());
+    let svc = hyper::service::service_fn(move |req| {
+        handle_api(svc_shared.clone(), req, svc_peer.clone(), remote)
+    });
     let mut conn = Box::pin(
         hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
@@ -184,12 +197,6 @@ fn serve_conn(
             .serve_connection(TokioIo::new(tls), svc),
     );
     async move {
-        // Counted as a connected proxy only if the SVID is one this CA honours.
-        let proxy = Box::pin(honoured(&shared, leaf)).await.is_ok();
-        let connected = &shared.metrics.connected_proxies;
-        if proxy {
-            connected.fetch_add(1, Ordering::Relaxed);
-        }
         let mut shutdown = shared.shutdown.clone();
         tokio::select! {
             r = conn.as_mut() => {
@@ -202,8 +209,11 @@ fn serve_conn(
                 let _ = tokio::time::timeout(Duration::from_secs(3), conn).await;
             }
         }
-        if proxy {
-            connected.fetch_sub(1, Ordering::Relaxed);
+        if peer.counted.load(Ordering::Relaxed) {
+            shared
+                .metrics
+                .connected_proxies
+                .fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -218,7 +228,7 @@ type Handled = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> +
 fn handle_api(
     shared: Arc<Shared>,
     req: Request<Incoming>,
-    client: &Peer,
+    client: Arc<Peer>,
     remote: SocketAddr,
 ) -> Handled {
     // Every mTLS endpoint needs an SVID this CA issued and still honours (checked per request,
@@ -226,15 +236,15 @@ fn handle_api(
     let leaf = client
         .chain
         .is_some()
-        .then(|| verified_leaf(&shared, client));
+        .then(|| verified_leaf(&shared, &client));
     match (req.method(), req.uri().path()) {
         (&Method::POST, api::PATH_BOOTSTRAP) => Box::pin(async move {
-            let who = who(&shared, leaf, remote).await;
+            let who = who(&shared, &client, leaf, remote).await;
             Ok(answer(&shared, &who, bootstrap(&shared, req).await))
         }),
         (&Method::POST, api::PATH_RENEW) => Box::pin(async move {
             let what = "renew needs mTLS with the current SVID";
-            Ok(match svid(&shared, leaf, remote, what).await {
+            Ok(match svid(&shared, &client, leaf, remote, what).await {
                 Ok(p) => answer(&shared, &p.to_string(), renew(&shared, req, &p).await),
                 Err(refused) => refused,
             })
@@ -244,7 +254,7 @@ fn handle_api(
             drop(req);
             Box::pin(async move {
                 let what = "config needs mTLS with an SVID; bootstrap first";
-                Ok(match svid(&shared, leaf, remote, what).await {
+                Ok(match svid(&shared, &client, leaf, remote, what).await {
                     Ok(p) => config_poll(&shared, since, &p).await,
                     Err(refused) => refused,
                 })
@@ -252,7 +262,15 @@ fn handle_api(
         }
         (&Method::POST, api::PATH_CONFIG_ACK) => Box::pin(async move {
             Ok(
-                match svid(&shared, leaf, remote, "ack needs mTLS with an SVID").await {
+                match svid(
+                    &shared,
+                    &client,
+                    leaf,
+                    remote,
+                    "ack needs mTLS with an SVID",
+                )
+                .await
+                {
                     Ok(p) => answer(&shared, &p.to_string(), ack(&shared, req, &p).await),
                     Err(refused) => refused,
                 },
@@ -260,7 +278,13 @@ fn handle_api(
         }),
         (method, path) => {
             let r = Refusal::new(reason::NOT_FOUND, format!("no endpoint {method} {path}"));
-            Box::pin(async move { Ok(answer(&shared, &who(&shared, leaf, remote).await, Err(r))) })
+            Box::pin(async move {
+                Ok(answer(
+                    &shared,
+                    &who(&shared, &client, leaf, remote).await,
+                    Err(r),
+                ))
+            })
         }
     }
 }
@@ -269,12 +293,13 @@ fn handle_api(
 /// refusal, answered (`what` says why when the client sent no certificate).
 async fn svid(
     shared: &Shared,
+    client: &Peer,
     leaf: Option<Result<VerifiedLeaf, Refusal>>,
     remote: SocketAddr,
     what: &str,
 ) -> Result<SpiffeId, Response<Body>> {
     let r = match leaf {
-        Some(leaf) => match honoured(shared, leaf).await {
+        Some(leaf) => match honoured(shared, client, leaf).await {
             Ok(p) => return Ok(p),
             Err(r) => r,
         },
@@ -287,11 +312,12 @@ async fn svid(
 /// the remote address.
 async fn who(
     shared: &Shared,
+    client: &Peer,
     leaf: Option<Result<VerifiedLeaf, Refusal>>,
     remote: SocketAddr,
 ) -> String {
     match leaf {
-        Some(leaf) => match honoured(shared, leaf).await {
+        Some(leaf) => match honoured(shared, client, leaf).await {
             Ok(p) => p.to_string(),
             Err(_) => remote.to_string(),
         },
