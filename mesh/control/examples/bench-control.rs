@@ -396,6 +396,7 @@ fn main() {
     };
     let rss = |q: &str| -> Vec<u64> { replicas.iter().map(|r| rss_kib(r.pid(), q)).collect() };
     let rss_idle = rss("VmRSS:");
+    let pids: Vec<u32> = replicas.iter().map(|r| r.pid()).collect();
     let apis: Vec<std::net::SocketAddr> = replicas.iter().map(|r| r.api).collect();
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -450,6 +451,8 @@ fn main() {
         boot_ms.sort_by(|a, b| a.total_cmp(b));
         let bootstrap_secs = t_boot.elapsed().as_secs_f64();
         eprintln!("bootstrapped {n} proxies in {bootstrap_secs:.1}s");
+        // What the bootstraps left (their connections are closed), before any proxy connects.
+        let rss_bootstrapped: Vec<u64> = pids.iter().map(|p| rss_kib(*p, "VmRSS:")).collect();
 
         // 2. Every proxy connects over mTLS to its replica, takes the snapshot, and long-polls
         //    for the next.
@@ -490,9 +493,9 @@ fn main() {
         // Let the last requests reach the server's wait.
         tokio::time::sleep(Duration::from_millis(500)).await;
         eprintln!("{n} proxies connected and waiting");
-        (boot_ms, bootstrap_secs, polls, answers)
+        (boot_ms, bootstrap_secs, polls, answers, rss_bootstrapped)
     });
-    let (boot_ms, bootstrap_secs, polls, answers) = result;
+    let (boot_ms, bootstrap_secs, polls, answers, rss_bootstrapped) = result;
     let cpu = |rs: &[Replica]| -> f64 { rs.iter().map(|r| cpu_secs(r.pid())).sum() };
     let cpu_connected = cpu(&replicas);
     let rss_connected = rss("VmRSS:");
@@ -591,6 +594,15 @@ fn main() {
         r.stop();
     }
     drop(etcd);
+    // Growth per connected proxy over `from` (per replica): from idle, everything the proxy
+    // costs; from after the bootstraps, its connection alone.
+    let per_proxy = |from: &[u64]| -> Vec<f64> {
+        rss_connected
+            .iter()
+            .zip(from)
+            .map(|(c, i)| c.saturating_sub(*i) as f64 * o.replicas as f64 / n as f64)
+            .collect()
+    };
     let out = serde_json::json!({
         "proxies": n,
         "replicas": o.replicas,
@@ -603,8 +615,9 @@ fn main() {
         "goal_met": p99 < 1000.0,
         "rss_goal_kib_per_proxy": 20,
         "store_writes": writes,
-        "control_plane_rss_kib": { "idle": rss_idle, "connected": rss_connected, "peak": rss_peak },
-        "control_plane_rss_kib_per_proxy": rss_connected.iter().zip(&rss_idle).map(|(c, i)| c.saturating_sub(*i) as f64 * o.replicas as f64 / n as f64).collect::<Vec<_>>(),
+        "control_plane_rss_kib": { "idle": rss_idle, "bootstrapped": rss_bootstrapped, "connected": rss_connected, "peak": rss_peak },
+        "control_plane_rss_kib_per_proxy": per_proxy(&rss_idle),
+        "control_plane_rss_kib_per_connection": per_proxy(&rss_bootstrapped),
         "control_plane_cpu_seconds": { "bootstrap_and_connect": cpu_connected, "push": cpu_push },
         "reconnect": reconnect_json,
     });
